@@ -1,0 +1,181 @@
+"""Command line: thin subcommands over the same functions the Python API exposes.
+
+Every setting flag of `train` is generated from the dataclass fields in config.py, so the help
+text is the field's documentation and there is one declaration to keep true.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, config_fields
+
+EXAMPLES = """examples:
+  charwise demo                                   # the chapter's whole pipeline in < 1 minute
+  charwise train --out runs/pp                    # bundled corpus, spec model
+  charwise train input.txt --preset small --max-time 180 --out runs/shk
+  charwise sample runs/shk --prime "ROMEO:" -n 300 --temperature 0.8
+  charwise eval runs/shk held_out.txt
+"""
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+    return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    for cls, title in ((ModelConfig, "model"), (TrainConfig, "training")):
+        group = parser.add_argument_group(f"{title} settings (override the preset)")
+        for f in config_fields(cls):
+            kind = str(f.type).split("|")[0].strip()
+            kw = {"type": _number(int) if kind == "int" else _number(float) if kind == "float" else str}
+            if "choices" in f.metadata:
+                kw["choices"] = f.metadata["choices"]
+            default = f.default if f.default is not None else "none"
+            group.add_argument("--" + f.name.replace("_", "-"), default=None, dest=f.name,
+                               help=f"{f.metadata['help']} (default: {default})", **kw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="charwise", description=__doc__.splitlines()[0] if False else
+                                "Train character-level language models, sample from them, and "
+                                "see what they learned.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"charwise {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a model on a text file",
+                       description="Train a character model. Without CORPUS, the bundled corpus "
+                                   "(the chapter's opening of Pride and Prejudice) is used.")
+    t.add_argument("corpus", nargs="?", help="UTF-8 text file (default: the bundled corpus)")
+    t.add_argument("--out", default="runs/latest", help="run directory (default: runs/latest)")
+    t.add_argument("--preset", choices=list(PRESETS), default=None,
+                   help="model size and training recipe (default: spec)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    t.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(t)
+
+    s = sub.add_parser("sample", help="generate text from a trained run")
+    s.add_argument("run_dir")
+    s.add_argument("--prime", default="", help="text to start from (default: none)")
+    s.add_argument("-n", type=_number(int), default=500, help="characters to generate (default: 500)")
+    s.add_argument("--temperature", type=_number(float), default=1.0,
+                   help="softmax temperature; 0 = greedy (default: 1.0)")
+    s.add_argument("--top-k", type=_number(int), default=None, help="sample from the k likeliest only")
+    s.add_argument("--top-p", type=_number(float), default=None, help="nucleus sampling mass in (0, 1]")
+    s.add_argument("--seed", type=_number(int), default=None, help="random seed (repeatable output)")
+    s.add_argument("--num-samples", type=_number(int), default=1, help="independent samples (default: 1)")
+    s.add_argument("--oov", choices=("error", "skip"), default="error",
+                   help="prime characters outside the vocabulary: error (default) or skip them")
+    s.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+
+    e = sub.add_parser("eval", help="exact loss of a run on a text file")
+    e.add_argument("run_dir")
+    e.add_argument("textfile")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--oov", choices=("error", "skip"), default="error")
+    e.add_argument("--encoding", default="utf-8")
+
+    d = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
+    d.add_argument("--out", default="runs/demo", help="where to write the run and pictures")
+
+    pl = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
+    return p
+
+
+def cmd_train(a) -> int:
+    from .train import train
+    overrides = {f.name: getattr(a, f.name) for cls in (ModelConfig, TrainConfig)
+                 for f in config_fields(cls)}
+    res = train(a.corpus, out=a.out, preset=a.preset or ("spec" if not a.resume else None),
+                resume=a.resume, force=a.force, progress=False if a.quiet else None, **overrides)
+    best = f"{res.best_val_loss:.4f} nats/char at step {res.best_step}" if res.best_val_loss is not None else "n/a"
+    print(f"done: {res.steps} steps in {res.train_seconds:.1f}s ({res.stopped_because}); "
+          f"final train loss {res.final_train_loss:.4f}; best eval loss {best}; run in {res.run_dir}")
+    return 0
+
+
+def cmd_sample(a) -> int:
+    from .api import load
+    from .sample import check_sampling_args
+    check_sampling_args(a.n, a.temperature, a.top_k, a.top_p, a.num_samples)
+    model = load(a.run_dir, which=a.which)
+    out = sys.stdout
+    if a.num_samples == 1:
+        out.write(a.prime)
+        for chars in model.stream(a.prime, a.n, a.temperature, a.top_k, a.top_p, a.seed, oov=a.oov):
+            out.write(chars[0])
+            out.flush()
+        out.write("\n")
+    else:
+        texts = model.generate(a.prime, a.n, a.temperature, top_k=a.top_k, top_p=a.top_p,
+                               seed=a.seed, num_samples=a.num_samples, oov=a.oov)
+        for i, t in enumerate(texts):
+            out.write(f"--- sample {i + 1}\n{t}\n")
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from .api import evaluate
+    res = evaluate(a.run_dir, a.textfile, oov=a.oov, encoding=a.encoding)
+    if a.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['chars']:,} predictions: {res['loss']:.4f} nats/char, "
+              f"{res['bits_per_char']:.4f} bits/char, perplexity {res['perplexity']:.3f}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from .api import demo
+    demo(a.out)
+    return 0
+
+
+def cmd_plot(a) -> int:
+    from .checkpoint import check_run_dir
+    from .plots import training_curve
+    run = check_run_dir(a.run_dir)
+    path = training_curve(run, a.out or run / "curve.png")
+    print(path)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
+            "plot": cmd_plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CharwiseError as e:
+        print(f"charwise: error: {e}", file=sys.stderr)
+        return getattr(e, "exit_code", 2)
+    except KeyboardInterrupt:
+        print("charwise: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()                  # `charwise sample ... | head`: not an error
+        return 0
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"charwise: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2

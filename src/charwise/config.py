@@ -1,0 +1,141 @@
+"""Settings, declared once as frozen dataclasses.
+
+Each field's ``help`` metadata is the documentation: the CLI turns every field into a flag with
+that help text, and the Python API takes the same names as keyword arguments. Presets are
+partial overrides of these dataclasses, applied before any explicit flag.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class CharwiseError(Exception):
+    """A problem the user can fix (bad input, missing file...). The CLI prints it on one line."""
+
+
+def _f(default, help: str, **meta):
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    cell: str = _f("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    embed_dim: int = _f(32, "character embedding size", min=1)
+    hidden_size: int = _f(128, "hidden units per layer", min=1)
+    layers: int = _f(1, "number of stacked recurrent layers", min=1)
+    dropout: float = _f(0.0, "dropout on embeddings, between layers and before the head", min=0.0, max=0.95)
+    vocab_size: int = field(default=0, metadata={"help": "set from the corpus", "cli": False})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seq_len: int = _f(40, "window length T for truncated BPTT (characters)", min=1)
+    batch_size: int = _f(16, "parallel contiguous streams B", min=1)
+    lr: float = _f(3e-3, "peak learning rate (AdamW)", min=0.0, exclusive_min=True)
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of --lr (cosine decay)", min=0.0, max=1.0)
+    warmup_steps: int = _f(20, "linear learning-rate warmup steps", min=0)
+    weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)", min=0.0)
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
+    max_steps: int | None = _f(None, "stop after this many optimizer steps", min=1)
+    max_epochs: float | None = _f(None, "stop after this many passes over the training text", min=0.0, exclusive_min=True)
+    max_time: float | None = _f(None, "wall-clock budget in seconds, final evaluation included; the "
+                                "learning-rate schedule is stretched over it", min=0.0, exclusive_min=True)
+    eval_every: int = _f(200, "evaluate on the whole validation split every N steps (0 = only at the end)", min=0)
+    patience: int | None = _f(None, "stop early after N evaluations without a better validation loss", min=1)
+    val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
+    seed: int = _f(1337, "random seed (a CPU fp32 run with a step budget is repeatable)", min=0)
+    device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
+    precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
+                        choices=("auto", "fp32", "bf16"))
+    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1)
+    encoding: str = _f("utf-8", "text encoding of the corpus")
+
+
+# Presets: model shape plus the training settings that go with it. Flags override any field.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The spec's model: embed 32, hidden 128, one LSTM layer, windows of 40 characters.
+    # Like the chapter it trains on the whole text (no validation split).
+    "spec": dict(embed_dim=32, hidden_size=128, layers=1, seq_len=40, batch_size=8, lr=1e-2,
+                 max_steps=400, eval_every=50, val_fraction=0.0),
+    "small": dict(embed_dim=64, hidden_size=512, layers=1, seq_len=128, batch_size=64, lr=4e-3,
+                  dropout=0.0, eval_every=500),
+    "medium": dict(embed_dim=64, hidden_size=512, layers=2, seq_len=128, batch_size=64, lr=3e-3,
+                   dropout=0.1, eval_every=500),
+    "large": dict(embed_dim=128, hidden_size=1024, layers=3, seq_len=256, batch_size=64, lr=2e-3,
+                  dropout=0.2, eval_every=1000),
+}
+
+
+def config_fields(cls) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
+
+
+def check_value(f: dataclasses.Field, value: Any) -> Any:
+    """Validate one setting against its declared type and bounds; raise CharwiseError naming it."""
+    name = f.name.replace("_", "-")
+    if value is None:
+        if f.default is None:
+            return None
+        raise CharwiseError(f"--{name} must be given a value")
+    if isinstance(value, bool):
+        raise CharwiseError(f"--{name} must be a number, not {value!r}")
+    kind = _base_type(f)
+    if kind is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise CharwiseError(f"--{name} must be an integer, got {value!r}")
+    elif kind is float:
+        if not isinstance(value, (int, float)):
+            raise CharwiseError(f"--{name} must be a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise CharwiseError(f"--{name} must be a finite number, got {value}")
+    elif kind is str and not isinstance(value, str):
+        raise CharwiseError(f"--{name} must be a string, got {value!r}")
+    m = f.metadata
+    if "choices" in m and value not in m["choices"]:
+        raise CharwiseError(f"--{name} must be one of {', '.join(m['choices'])}; got {value!r}")
+    if "min" in m and (value < m["min"] or (m.get("exclusive_min") and value == m["min"])):
+        op = ">" if m.get("exclusive_min") else ">="
+        raise CharwiseError(f"--{name} must be {op} {m['min']}, got {value}")
+    if "max" in m and value > m["max"]:
+        raise CharwiseError(f"--{name} must be <= {m['max']}, got {value}")
+    return value
+
+
+def _base_type(f: dataclasses.Field) -> type:
+    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    for name, kind in (("int", int), ("float", float), ("str", str), ("bool", bool)):
+        if t.split("|")[0].strip() == name:
+            return kind
+    raise TypeError(f"unsupported config type {f.type!r}")
+
+
+def build(cls, values: dict[str, Any]):
+    """Make a validated `cls` from a dict; unknown keys are an error that names them."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise CharwiseError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
+    checked = {k: (check_value(known[k], v) if known[k].metadata.get("cli", True) else v)
+               for k, v in values.items()}
+    return cls(**checked)
+
+
+def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
+    """Preset, then explicit overrides (None means "not given"), split into the two configs."""
+    if preset is not None and preset not in PRESETS:
+        raise CharwiseError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    merged = dict(PRESETS[preset]) if preset else {}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    mnames = {f.name for f in dataclasses.fields(ModelConfig)}
+    tnames = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(merged) - mnames - tnames)
+    if unknown:
+        raise CharwiseError(f"unknown setting(s): {', '.join(unknown)}")
+    mcfg = build(ModelConfig, {k: v for k, v in merged.items() if k in mnames})
+    tcfg = build(TrainConfig, {k: v for k, v in merged.items() if k in tnames})
+    return mcfg, tcfg

@@ -1,0 +1,280 @@
+"""Text in, tokens out: vocabulary, encode/decode, corpus preparation and caching, the
+train/validation split, and truncated-BPTT batches.
+
+A corpus is read in chunks twice (once for the vocabulary, once to encode), so memory does
+not grow with its size; the tokens land in a flat binary file (uint8/16/32, the smallest that
+fits) that is memory-mapped for training and keyed by the file's content hash, so an edited
+file is re-encoded and an unchanged one is not.
+"""
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .config import CharwiseError
+
+CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded memory
+BUNDLED = "pride_and_prejudice.txt"
+
+
+def bundled_corpus_path() -> Path:
+    """The spec's corpus (opening of Pride and Prejudice), shipped inside the package."""
+    return Path(str(resources.files("charwise") / "corpora" / BUNDLED))
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+@dataclass(frozen=True)
+class Vocab:
+    """chars[i] is the character with id i; ids follow sorted code points, as `sorted(set(text))`."""
+    chars: tuple[str, ...]
+
+    def __post_init__(self):
+        if len(self.chars) == 0:
+            raise CharwiseError("vocabulary is empty")
+        if list(self.chars) != sorted(set(self.chars)) or any(len(c) != 1 for c in self.chars):
+            raise CharwiseError("vocabulary must be distinct single characters in sorted order")
+
+    @classmethod
+    def from_text(cls, text: str) -> "Vocab":
+        return cls(tuple(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return token_dtype(len(self.chars))
+
+    def _lut(self) -> np.ndarray:
+        # code point -> id table; -1 where the character is not in the vocabulary
+        cps = np.array([ord(c) for c in self.chars], dtype=np.int64)
+        lut = np.full(int(cps.max()) + 1, -1, dtype=np.int64)
+        lut[cps] = np.arange(len(cps))
+        return lut
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of `text` that the vocabulary lacks, in order of appearance."""
+        known = set(self.chars)
+        return list(dict.fromkeys(c for c in text if c not in known))
+
+    def encode(self, text: str, oov: str = "error") -> np.ndarray:
+        """str -> int64 ids. oov='error' raises naming unknown characters; 'skip' drops them."""
+        cps = _codepoints(text)
+        lut = self._lut()
+        ids = np.where(cps < len(lut), lut[np.minimum(cps, len(lut) - 1)], -1)
+        if (ids < 0).any():
+            if oov == "skip":
+                return ids[ids >= 0]
+            bad = self.unknown(text)
+            shown = ", ".join(repr(c) for c in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            raise CharwiseError(f"{len(bad)} character(s) not in the model's vocabulary: {shown} "
+                                "(use --oov skip to drop them)")
+        return ids
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dt).max + 1:
+            return np.dtype(dt)
+    raise CharwiseError(f"vocabulary of {vocab_size} characters is too large")
+
+
+def _codepoints(text: str) -> np.ndarray:
+    # UTF-32 gives one fixed-width unit per code point: a vectorised str -> int conversion.
+    # surrogatepass keeps lone surrogates as themselves instead of raising mid-way.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- reading text
+
+def check_text_file(path: str | os.PathLike) -> Path:
+    """A readable regular, non-empty file, or a CharwiseError saying what it is instead."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise CharwiseError(f"{p}: no such file") from None
+    except OSError as e:
+        raise CharwiseError(f"{p}: cannot read ({e.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CharwiseError(f"{p}: is a directory, expected a text file")
+    if not stat.S_ISREG(st.st_mode):
+        raise CharwiseError(f"{p}: is not a regular file")
+    if not os.access(p, os.R_OK):
+        raise CharwiseError(f"{p}: permission denied")
+    if st.st_size == 0:
+        raise CharwiseError(f"{p}: file is empty")
+    return p
+
+
+def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int = CHUNK_BYTES):
+    """Decoded text of `path` in chunks; BOM stripped; bad bytes reported with their offset."""
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+    except LookupError:
+        raise CharwiseError(f"unknown text encoding {encoding!r}") from None
+    offset, first = 0, True
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(chunk_bytes)
+            final = len(raw) < chunk_bytes
+            try:
+                text = decoder.decode(raw, final=final)
+            except UnicodeDecodeError as e:
+                raise CharwiseError(f"{path}: not valid {encoding} text (bad byte at offset "
+                                    f"{offset + e.start})") from None
+            offset += len(raw)
+            if first and text.startswith("\ufeff"):
+                text = text[1:]
+            first = first and not text
+            if "\x00" in text:
+                raise CharwiseError(f"{path}: contains NUL bytes (binary file?), "
+                                    f"first near byte {offset - len(raw) + text.index(chr(0))}")
+            if text:
+                yield text
+            if final:
+                return
+
+
+def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
+    p = check_text_file(path)
+    text = "".join(iter_text_chunks(p, encoding))
+    if not text:
+        raise CharwiseError(f"{p}: holds no text")
+    return text
+
+
+# ----------------------------------------------------------------------------- corpus
+
+@dataclass
+class Corpus:
+    """Encoded text: `tokens` is a (possibly memory-mapped) 1-D array of ids into `vocab`."""
+    vocab: Vocab
+    tokens: np.ndarray
+    source: str = ""
+    sha256: str = ""
+
+    @classmethod
+    def from_text(cls, text: str, vocab: Vocab | None = None) -> "Corpus":
+        if not text:
+            raise CharwiseError("text is empty")
+        vocab = vocab or Vocab.from_text(text)
+        return cls(vocab, vocab.encode(text).astype(vocab.dtype))
+
+    def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Contiguous split: the last `val_fraction` of the text is validation (as nanoGPT)."""
+        n_val = int(len(self.tokens) * val_fraction)
+        return self.tokens[: len(self.tokens) - n_val], self.tokens[len(self.tokens) - n_val:]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None,
+                   encoding: str = "utf-8") -> Corpus:
+    """Read, build the vocabulary and encode `path` (the bundled corpus when None).
+
+    With `cache_dir`, the tokens are stored there as `<sha256>.tokens` + `<sha256>.json` and
+    memory-mapped; a later call with an unchanged file reuses them.
+    """
+    p = check_text_file(path if path is not None else bundled_corpus_path())
+    digest = file_sha256(p)
+    if cache_dir is not None:
+        cache = Path(cache_dir)
+        meta_path, tok_path = cache / f"{digest}.json", cache / f"{digest}.tokens"
+        if meta_path.exists() and tok_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text())
+                if meta.get("encoding") == encoding:
+                    vocab = Vocab(tuple(meta["chars"]))
+                    tokens = np.memmap(tok_path, dtype=vocab.dtype, mode="r")
+                    if len(tokens) == meta["length"]:
+                        return Corpus(vocab, tokens, str(p), digest)
+            except (ValueError, KeyError, CharwiseError):
+                pass                                    # a damaged cache is rebuilt below
+    # Pass 1: vocabulary from the code points of every chunk.
+    seen: set[int] = set()
+    for text in iter_text_chunks(p, encoding):
+        seen.update(np.unique(_codepoints(text)).tolist())
+    if not seen:
+        raise CharwiseError(f"{p}: holds no text")
+    vocab = Vocab(tuple(chr(c) for c in sorted(seen)))
+    lut = vocab._lut().astype(vocab.dtype)
+    # Pass 2: encode chunk by chunk, straight to the output (a file when caching).
+    if cache_dir is None:
+        parts = [lut[_codepoints(t)] for t in iter_text_chunks(p, encoding)]
+        return Corpus(vocab, np.concatenate(parts), str(p), digest)
+    from .checkpoint import atomic_write_json, atomic_writer
+    cache.mkdir(parents=True, exist_ok=True)
+    length = 0
+    with atomic_writer(tok_path) as out:
+        for text in iter_text_chunks(p, encoding):
+            ids = lut[_codepoints(text)]
+            out.write(ids.tobytes())
+            length += len(ids)
+    atomic_write_json(meta_path, {"source": str(p), "sha256": digest, "encoding": encoding,
+                                  "chars": list(vocab.chars), "dtype": vocab.dtype.name,
+                                  "length": length})
+    return Corpus(vocab, np.memmap(tok_path, dtype=vocab.dtype, mode="r"), str(p), digest)
+
+
+# ----------------------------------------------------------------------------- TBPTT batches
+
+class StreamBatches:
+    """B parallel contiguous streams over `tokens`, cut into windows of T characters.
+
+    Stream b reads L = (n-1) // B characters starting at b*L + phase. Window k of every stream
+    starts where window k-1 ended, so the hidden state at the end of one window is the right
+    starting state for the next (the spec's extension 1). One epoch is L // T windows. Each
+    epoch shifts all streams by a phase drawn from (seed, epoch), wrapping at the end of the
+    text, so the cold starts of the state fall on different characters every epoch (and
+    resuming at any step reproduces the same windows). `streams` selects a subset of the B
+    streams (a rank's share in distributed training).
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0,
+                 streams: slice | None = None):
+        n = len(tokens)
+        if n - 1 < seq_len:
+            raise CharwiseError(f"text too short: {n} characters cannot fill one training window "
+                                f"of {seq_len}+1 (use a smaller --seq-len or a longer text)")
+        if (n - 1) // batch_size < seq_len:
+            raise CharwiseError(f"text too short for {batch_size} streams of {seq_len} characters "
+                                f"({n} characters); lower --batch-size or --seq-len")
+        self.tokens, self.B, self.T, self.seed = tokens, batch_size, seq_len, seed
+        self.n_inputs = n - 1                                     # positions that have a target
+        self.stream_len = self.n_inputs // batch_size             # L
+        self.windows_per_epoch = self.stream_len // seq_len
+        self.rows = np.arange(batch_size)[streams or slice(None)]
+        self._offsets = np.arange(seq_len)                       # (T,)
+
+    def phase(self, epoch: int) -> int:
+        return int(np.random.default_rng([self.seed, epoch]).integers(self.stream_len))
+
+    def start_offsets(self, k: int, epoch: int = 0) -> np.ndarray:
+        """Where each stream's window k of `epoch` begins in the token array."""
+        return (self.rows * self.stream_len + self.phase(epoch) + k * self.T) % self.n_inputs
+
+    def window(self, k: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Window k (0 <= k < windows_per_epoch) -> inputs, targets, each (B, T) int64."""
+        idx = (self.start_offsets(k, epoch)[:, None] + self._offsets[None, :]) % self.n_inputs  # (B, T)
+        x = np.asarray(self.tokens[idx], dtype=np.int64)
+        y = np.asarray(self.tokens[idx + 1], dtype=np.int64)      # idx + 1 <= n - 1: in range
+        return x, y

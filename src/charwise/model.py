@@ -1,0 +1,94 @@
+"""CharLSTM: embedding -> recurrent layers -> linear head. Nothing else lives here.
+
+The recurrent core is PyTorch's own nn.LSTM / nn.GRU / nn.RNN, so CPU (oneDNN) and GPU (cuDNN)
+kernels are used as they are. Parameter names (the safetensors keys) are therefore torch's:
+
+    embed.weight            (V, E)
+    rnn.weight_ih_l{k}      (G*H, E or H)   G = 4 for LSTM (gates i,f,g,o), 3 for GRU (r,z,n), 1 for RNN
+    rnn.weight_hh_l{k}      (G*H, H)
+    rnn.bias_ih_l{k}        (G*H,)
+    rnn.bias_hh_l{k}        (G*H,)
+    head.weight             (V, H)
+    head.bias               (V,)
+
+The recurrent state is always a tuple of tensors of shape (L, B, H): (h, c) for an LSTM, (h,)
+for a GRU or RNN, so code that carries, detaches or saves it need not care which cell it is.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+
+State = tuple[torch.Tensor, ...]
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class CharLSTM(nn.Module):
+    """Character language model. Despite the name it also runs GRU and vanilla-RNN cells."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.vocab_size < 1:
+            raise ValueError("vocab_size must be set before building a model")
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
+        # nn.LSTM applies dropout between layers only; we add it on the embedding output and
+        # before the head as well, which is where a 1-layer model needs it.
+        self.rnn = _CELLS[cfg.cell](
+            cfg.embed_dim, cfg.hidden_size, num_layers=cfg.layers, batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The spec's init: small embeddings, zero biases, forget-gate bias 1 (so the cell
+        # remembers by default early in training). torch's LSTM has two bias vectors; their sum
+        # is the spec's single b, so the 1 goes in bias_ih and bias_hh stays zero.
+        nn.init.normal_(self.embed.weight, 0.0, 0.1)
+        H = self.cfg.hidden_size
+        for name, p in self.rnn.named_parameters():
+            if name.startswith("bias"):
+                nn.init.zeros_(p)
+                if self.cfg.cell == "lstm" and name.startswith("bias_ih"):
+                    with torch.no_grad():
+                        p[H:2 * H] = 1.0
+            else:
+                fan_in = p.shape[1]
+                nn.init.normal_(p, 0.0, fan_in ** -0.5)
+        nn.init.normal_(self.head.weight, 0.0, H ** -0.5)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def zero_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
+        shape = (self.cfg.layers, batch_size, self.cfg.hidden_size)
+        n = 2 if self.cfg.cell == "lstm" else 1
+        return tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(n))
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                return_hidden: bool = False):
+        """x: (B, T) int64 -> logits (B, T, V), new state; optionally the top layer's h (B, T, H)."""
+        emb = self.drop(self.embed(x))                       # (B, T, E)
+        if state is None:
+            out, new = self.rnn(emb)
+        elif self.cfg.cell == "lstm":
+            out, new = self.rnn(emb, (state[0], state[1]))
+        else:
+            out, new = self.rnn(emb, state[0])
+        new = tuple(new) if isinstance(new, tuple) else (new,)
+        logits = self.head(self.drop(out))                    # (B, T, V)
+        if return_hidden:
+            return logits, new, out
+        return logits, new
+
+
+def detach_state(state: State) -> State:
+    """Cut the graph at a window boundary (truncated BPTT) but keep the values (carried state)."""
+    return tuple(s.detach() for s in state)

@@ -1,0 +1,192 @@
+"""Sampling: prime the state with every prime character, then draw one character at a time
+with temperature, top-k and top-p, streaming as it goes.
+
+Two step functions compute the same thing: `ModuleStep` calls the model (any cell), and
+`FusedLSTMStep` is the fast path for LSTMs: the embedding and the first layer's input
+projection are folded into one (V, 4H) table, so a step is a row lookup, one matmul per layer
+for the recurrence and one for the head, with no autograd. Both feed the same sampler, which
+draws from float64 probabilities by inverse CDF with one uniform number per character from a
+seeded NumPy generator, so a seed fixes the text whichever path runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .config import CharwiseError
+from .data import Vocab
+from .model import CharLSTM
+
+MAX_CHARS = 10_000_000
+
+
+def check_sampling_args(n: int, temperature: float, top_k: int | None, top_p: float | None,
+                        num_samples: int = 1) -> None:
+    """One-line errors for arguments no sampler can honour."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise CharwiseError(f"-n must be a whole number >= 0, got {n!r}")
+    if n > MAX_CHARS:
+        raise CharwiseError(f"-n {n} is too large (at most {MAX_CHARS:,} characters per call)")
+    t = float(temperature)
+    if not np.isfinite(t) or t < 0:
+        raise CharwiseError(f"--temperature must be a finite number >= 0, got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
+        raise CharwiseError(f"--top-k must be an integer >= 1, got {top_k!r}")
+    if top_p is not None and not (np.isfinite(top_p) and 0 < top_p <= 1):
+        raise CharwiseError(f"--top-p must be in (0, 1], got {top_p!r}")
+    if isinstance(num_samples, bool) or int(num_samples) != num_samples or not 1 <= num_samples <= 4096:
+        raise CharwiseError(f"--num-samples must be an integer in [1, 4096], got {num_samples!r}")
+
+
+def filter_probs(logits: np.ndarray, temperature: float, top_k: int | None = None,
+                 top_p: float | None = None) -> np.ndarray:
+    """(S, V) logits -> (S, V) float64 probabilities after temperature, top-k and top-p."""
+    z = logits.astype(np.float64) / temperature
+    if top_k is not None and top_k < z.shape[1]:
+        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+        z = np.where(z < kth, -np.inf, z)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    if top_p is not None and top_p < 1:
+        order = np.argsort(-p, axis=1, kind="stable")
+        sorted_p = np.take_along_axis(p, order, axis=1)
+        # keep the smallest prefix whose mass reaches top_p (the first char always stays)
+        keep_sorted = np.cumsum(sorted_p, axis=1) - sorted_p < top_p
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        p = np.where(keep, p, 0.0)
+        p /= p.sum(axis=1, keepdims=True)
+    return p
+
+
+def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float,
+         top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
+    """One id per row of (S, V) logits. temperature 0 is greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(axis=1)
+    p = filter_probs(logits, temperature, top_k, top_p)
+    cdf = np.cumsum(p, axis=1)
+    u = rng.random(len(p))[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=1), p.shape[1] - 1)
+
+
+# ----------------------------------------------------------------------------- step functions
+
+class ModuleStep:
+    """Reference step: the model's own forward on one character per stream."""
+
+    def __init__(self, net: CharLSTM):
+        self.net = net
+
+    def __call__(self, ids: torch.Tensor, state):
+        logits, state = self.net(ids[:, None], state)          # (S, 1, V)
+        return logits[:, 0], state
+
+
+class FusedLSTMStep:
+    """Fast LSTM step for inference (same maths as nn.LSTM, gate order i, f, g, o)."""
+
+    def __init__(self, net: CharLSTM):
+        r, L = net.rnn, net.cfg.layers
+        with torch.no_grad():
+            w0 = r.weight_ih_l0
+            # (V, 4H): embedding row -> first layer's input projection, biases included
+            self.table = (net.embed.weight @ w0.T + r.bias_ih_l0 + r.bias_hh_l0).contiguous()
+            self.w_hh = [getattr(r, f"weight_hh_l{k}").T.contiguous() for k in range(L)]   # (H, 4H)
+            self.w_ih = [None] + [getattr(r, f"weight_ih_l{k}").T.contiguous() for k in range(1, L)]
+            self.b = [None] + [(getattr(r, f"bias_ih_l{k}") + getattr(r, f"bias_hh_l{k}")) for k in range(1, L)]
+            self.head_w = net.head.weight.T.contiguous()        # (H, V)
+            self.head_b = net.head.bias.detach().clone()
+        self.H = net.cfg.hidden_size
+
+    def __call__(self, ids: torch.Tensor, state):
+        h, c = state                                            # (L, S, H) each
+        hs, cs, inp = [], [], None
+        for k in range(len(self.w_hh)):
+            if k == 0:
+                gates = torch.addmm(self.table[ids], h[0], self.w_hh[0])          # (S, 4H)
+            else:
+                gates = torch.addmm(self.b[k], inp, self.w_ih[k]).addmm_(h[k], self.w_hh[k])
+            H = self.H
+            ifo = torch.sigmoid(gates)        # g's slice is wasted work, cheaper than 3 calls
+            g = torch.tanh(gates[:, 2 * H:3 * H])
+            c_new = torch.addcmul(ifo[:, H:2 * H] * c[k], ifo[:, :H], g)
+            inp = ifo[:, 3 * H:] * torch.tanh(c_new)
+            hs.append(inp)
+            cs.append(c_new)
+        logits = torch.addmm(self.head_b, inp, self.head_w)                     # (S, V)
+        return logits, (torch.stack(hs), torch.stack(cs))
+
+
+def make_step(net: CharLSTM, fast: bool = True):
+    if fast and net.cfg.cell == "lstm" and not net.training:
+        return FusedLSTMStep(net)
+    return ModuleStep(net)
+
+
+# ----------------------------------------------------------------------------- the model API
+
+@dataclass
+class CharModel:
+    """A trained model with its vocabulary: what `charwise.load(run_dir)` returns."""
+    net: CharLSTM
+    vocab: Vocab
+    info: dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.inference_mode()
+    def prime(self, prime: str, num_samples: int = 1, oov: str = "error", fast: bool = True):
+        """Run every prime character through the model. Returns (last logits (S, V), state)."""
+        if not isinstance(prime, str):
+            raise CharwiseError("the prime must be text")
+        try:
+            prime.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CharwiseError("the prime contains a lone surrogate (not valid Unicode text)") from None
+        ids = self.vocab.encode(prime, oov=oov)
+        state = self.net.zero_state(num_samples, self.device)
+        if len(ids) == 0:
+            # No prime: the first character comes from the corpus's character frequencies.
+            counts = np.asarray(self.info.get("char_counts") or np.ones(len(self.vocab)), float)
+            return np.log(np.maximum(counts, 1e-12))[None].repeat(num_samples, 0), state
+        x = torch.as_tensor(ids, device=self.device)[None].expand(num_samples, -1)
+        logits, state = self.net(x, state)                       # whole prime in one call
+        return logits[:, -1].float().cpu().numpy(), state
+
+    @torch.inference_mode()
+    def stream(self, prime: str = "", n: int = 200, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               num_samples: int = 1, oov: str = "error", fast: bool = True) -> Iterator[list[str]]:
+        """Yield n steps; each step is a list of num_samples new characters."""
+        check_sampling_args(n, temperature, top_k, top_p, num_samples)
+        rng = np.random.default_rng(seed)
+        logits, state = self.prime(prime, num_samples, oov)
+        step = make_step(self.net, fast)
+        for i in range(n):
+            ids = draw(logits, rng, temperature, top_k, top_p)   # (S,)
+            yield [self.vocab.chars[j] for j in ids]
+            if i + 1 < n:
+                out, state = step(torch.as_tensor(ids, device=self.device), state)
+                logits = out.float().cpu().numpy()
+
+    def generate(self, prime: str = "", n: int = 200, temperature: float = 1.0, **kw) -> str | list[str]:
+        """prime + n sampled characters (a list of strings when num_samples > 1)."""
+        num = kw.get("num_samples", 1)
+        cols = [[] for _ in range(num)]
+        for chars in self.stream(prime, n, temperature, **kw):
+            for s, ch in enumerate(chars):
+                cols[s].append(ch)
+        texts = [prime + "".join(c) for c in cols]
+        return texts[0] if num == 1 else texts
+
+    def evaluate(self, text: str, oov: str = "error") -> dict:
+        from .train import evaluate_tokens
+        ids = self.vocab.encode(text, oov=oov)
+        return evaluate_tokens(self.net, ids)

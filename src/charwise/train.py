@@ -1,0 +1,448 @@
+"""The training loop as an importable function, and exact evaluation.
+
+`train()` serves the CLI and the API alike. It prepares the corpus, builds the model, and runs
+truncated BPTT over B contiguous streams, carrying (and detaching) the hidden state from one
+window to the next. Every `eval_every` steps it measures the loss over the *whole* validation
+split in one stateful pass, keeps the best weights and a resumable last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import __version__
+from .checkpoint import (BEST, LAST, METRICS, RUN_JSON, load_tensors, read_run, save_tensors,
+                         write_run)
+from .config import CharwiseError, ModelConfig, TrainConfig, build, resolve
+from .data import Corpus, StreamBatches, prepare_corpus
+from .model import CharLSTM, detach_state
+
+LN2 = math.log(2)
+
+
+class TrainingInterrupted(CharwiseError):
+    """Raised after SIGINT/SIGTERM once a resumable checkpoint is safely on disk."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: stopped; a resumable checkpoint is in {run_dir} "
+                         f"(continue with: charwise train --resume {run_dir})")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_val_loss: float | None
+    best_step: int | None
+    final_train_loss: float
+    train_seconds: float
+    history: list[dict] = field(default_factory=list)
+    stopped_because: str = ""
+
+
+# ----------------------------------------------------------------------------- hardware
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharwiseError("--device cuda asked for, but no CUDA GPU is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX (Sapphire Rapids and later) or AVX512-BF16: bf16 matmuls beat fp32 on this CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
+    if name != "auto":
+        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise CharwiseError("--precision bf16: this GPU does not support bf16")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # Small models are bound by per-op overhead, not matmul speed: bf16 casts only cost there.
+    return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.inference_mode()
+def token_losses(model: CharLSTM, tokens: np.ndarray, device=None, precision: str = "fp32",
+                 chunk: int = 8192, state=None):
+    """Loss (nats) of predicting tokens[i+1] from tokens[:i+1], for every i, in ONE stateful
+    pass: the hidden state runs through the whole text, so every position has full context.
+    Yields (losses (n,), logits-argmax (n,)) chunk by chunk to bound memory."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(tokens) - 1, chunk):
+            seg = torch.from_numpy(np.asarray(tokens[s: s + chunk + 1], dtype=np.int64)).to(device)
+            x, y = seg[:-1].unsqueeze(0), seg[1:]                       # (1, t), (t,)
+            with autocast(device, precision):
+                logits, state = model(x, state)
+            logits = logits[0].float()                                  # (t, V)
+            yield F.cross_entropy(logits, y, reduction="none").cpu(), logits.argmax(-1).cpu()
+    finally:
+        model.train(was_training)
+
+
+def evaluate_tokens(model: CharLSTM, tokens: np.ndarray, precision: str = "fp32") -> dict:
+    """Exact mean loss over all len(tokens)-1 predictions: nats/char, bits/char, perplexity."""
+    if len(tokens) < 2:
+        raise CharwiseError("need at least 2 characters to evaluate")
+    total, n = 0.0, 0
+    for losses, _ in token_losses(model, tokens, precision=precision):
+        total += float(losses.double().sum())
+        n += len(losses)
+    nats = total / n
+    return {"loss": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats), "chars": n}
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def learning_rate(tcfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to lr*min_lr_ratio as progress -> 1."""
+    if step < tcfg.warmup_steps:
+        return tcfg.lr * (step + 1) / tcfg.warmup_steps
+    p = min(max(progress, 0.0), 1.0)
+    return tcfg.lr * (tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _optimizer(model: CharLSTM, tcfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
+    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith("embed"))]
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.99))
+
+
+def _prepare_out(out: Path, resume: bool, force: bool) -> None:
+    if resume:
+        read_run(out)                                  # must be a valid run to resume
+        return
+    if out.exists() and not out.is_dir():
+        raise CharwiseError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise CharwiseError(f"{out}: directory exists and is not empty "
+                                "(use --resume to continue that run or --force to replace it)")
+        for name in (RUN_JSON, BEST, LAST, METRICS, "curve.png", "cache"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "runs/latest",
+          preset: str | None = "spec", resume: bool = False, force: bool = False,
+          progress: bool | None = None, log=print, **overrides) -> TrainResult:
+    """Train a character model on `corpus` (the bundled spec corpus when None) into `out`.
+
+    `overrides` are any ModelConfig/TrainConfig fields (e.g. hidden_size=256, max_time=60).
+    With resume=True the run in `out` continues from its last checkpoint exactly where it
+    stopped; only budget fields (max_steps, max_epochs, max_time, patience, eval_every) may
+    then be changed.
+    """
+    out = Path(out)
+    _prepare_out(out, resume, force)
+    prev = None
+    if resume:
+        prev = read_run(out)
+        budget = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "device", "threads"}
+        changed = {k for k, v in overrides.items() if v is not None} - budget
+        if changed:
+            raise CharwiseError(f"--resume keeps the run's settings; cannot change "
+                                f"{', '.join(sorted(changed))}")
+        mcfg = build(ModelConfig, prev["model"])
+        tcfg = replace(build(TrainConfig, prev["train"]),
+                       **{k: v for k, v in overrides.items() if v is not None})
+        corpus = prev["corpus"]["source"]
+    else:
+        mcfg, tcfg = resolve(preset, **overrides)
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+
+    data = prepare_corpus(corpus, cache_dir=out / "cache", encoding=tcfg.encoding)
+    if prev is not None and list(data.vocab.chars) != prev["vocab"]:
+        raise CharwiseError(f"{data.source}: the corpus changed since this run began "
+                            "(its vocabulary differs); cannot resume")
+    train_tok, val_tok = data.split(tcfg.val_fraction)
+    B = tcfg.batch_size
+    if (len(train_tok) - 1) // B < tcfg.seq_len and (len(train_tok) - 1) >= tcfg.seq_len and not resume:
+        B = (len(train_tok) - 1) // tcfg.seq_len      # a short text: fewer streams, same windows
+        log(f"note: text too short for {tcfg.batch_size} streams of {tcfg.seq_len}; using {B}")
+        tcfg = replace(tcfg, batch_size=B)
+    batches = StreamBatches(train_tok, tcfg.batch_size, tcfg.seq_len, seed=tcfg.seed)
+    eval_tok = val_tok if len(val_tok) >= 2 else train_tok
+    if len(val_tok) < 2 and tcfg.val_fraction > 0:
+        log("note: validation split too short; evaluating on the training text")
+    if tcfg.max_steps is None and tcfg.max_epochs is None and tcfg.max_time is None:
+        tcfg = replace(tcfg, max_epochs=10.0)
+    mcfg = replace(mcfg, vocab_size=len(data.vocab))
+
+    device = pick_device(tcfg.device)
+    precision = pick_precision(tcfg.precision, device, mcfg)
+    torch.manual_seed(tcfg.seed)
+    random.seed(tcfg.seed)
+    np_rng = np.random.default_rng(tcfg.seed)
+    model = CharLSTM(mcfg).to(device)
+    opt = _optimizer(model, tcfg)
+    info = {
+        "charwise_version": __version__, "model": asdict(mcfg), "train": asdict(tcfg),
+        "vocab": list(data.vocab.chars), "parameters": model.num_parameters,
+        "corpus": {"source": data.source, "sha256": data.sha256, "chars": len(data.tokens),
+                   "train_chars": len(train_tok), "val_chars": len(val_tok)},
+        "device": str(device), "precision": precision, "best": None, "history": [],
+        "status": "training", "train_seconds": 0.0, "step": 0,
+        "char_counts": np.bincount(np.asarray(train_tok), minlength=len(data.vocab)).tolist(),
+    }
+    step, state, spent = 0, None, 0.0
+    if prev is not None:
+        step, state, spent = _restore(out, model, opt, np_rng, device)
+        info.update(best=prev.get("best"), history=prev.get("history", []))
+        _truncate_metrics(out / METRICS, step)
+    write_run(out, info)
+    log(f"charwise {__version__}: {mcfg.cell.upper()} {mcfg.layers}x{mcfg.hidden_size}, "
+        f"{model.num_parameters:,} parameters, vocabulary {len(data.vocab)}, "
+        f"{len(train_tok):,} train / {len(val_tok):,} val chars, {device} {precision}")
+
+    W = batches.windows_per_epoch
+    max_steps = tcfg.max_steps
+    if tcfg.max_epochs is not None:
+        max_steps = min(max_steps or 10**18, max(1, int(tcfg.max_epochs * W)))
+    chars_per_step = tcfg.batch_size * tcfg.seq_len
+    stop_flag: list[int] = []
+    handlers = _install_signal_handlers(stop_flag)
+    bar = _progress_bar(progress, max_steps, tcfg.max_time, step)
+    metrics = open(out / METRICS, "a", buffering=1 << 16)
+    t0 = time.perf_counter() - spent
+    eval_seconds, last_eval_step, since_best = 0.0, -1, 0
+    loss_val, why = float("nan"), "budget"
+    best = info["best"]
+    faults = 0
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0
+
+    def progress_now() -> float:
+        p = [step / max_steps] if max_steps else []
+        if tcfg.max_time:
+            p.append(elapsed() / max(tcfg.max_time - eval_seconds, 1e-9))
+        return max(p) if p else 0.0
+
+    def do_eval() -> None:
+        nonlocal eval_seconds, best, since_best, last_eval_step
+        te = time.perf_counter()
+        rec = {"step": step, "train_loss": loss_val, "time": round(elapsed(), 3)}
+        # Without a validation split (the spec's setup) the whole training text is scored.
+        rec["eval_split"] = "val" if len(val_tok) >= 2 else "train"
+        rec.update({f"val_{k}": v for k, v in evaluate_tokens(model, eval_tok).items()})
+        score = rec["val_loss"]
+        improved = best is None or score < best["val_loss"]
+        if improved and math.isfinite(score):
+            best = {"step": step, "val_loss": score}
+            save_tensors(out / BEST, model.state_dict(), {"step": step, "val_loss": score})
+            since_best = 0
+        else:
+            since_best += 1
+        rec["best_step"] = best["step"] if best else None
+        info["history"].append(rec)
+        metrics.write(json.dumps({"event": "eval", **rec}) + "\n")
+        eval_seconds = time.perf_counter() - te
+        last_eval_step = step
+        if bar is not None:
+            bar.set_postfix_str(f"loss {loss_val:.3f} val {rec['val_loss']:.3f}")
+        msg = f"step {step:6d}  train {loss_val:.4f}"
+        msg += (f"  {rec['eval_split']} {rec['val_loss']:.4f} nats "
+                f"({rec['val_bits_per_char']:.3f} bits/char)")
+        (bar.write if bar is not None else log)(msg)
+
+    def checkpoint(status: str) -> None:
+        info.update(best=best, status=status, train_seconds=round(elapsed(), 3), step=step)
+        metrics.flush()
+        _save_last(out, model, opt, state, np_rng, step, elapsed())
+        write_run(out, info)
+
+    model.train()
+    try:
+        while True:
+            if max_steps is not None and step >= max_steps:
+                break
+            if tcfg.max_time and elapsed() + eval_seconds >= tcfg.max_time:
+                why = "time"
+                break
+            if stop_flag:
+                checkpoint("interrupted")
+                raise TrainingInterrupted(stop_flag[0], out)
+            k = step % W
+            if k == 0:
+                state = model.zero_state(tcfg.batch_size, device)   # a new epoch starts cold
+            x, y = (torch.from_numpy(a).to(device, non_blocking=True)
+                    for a in batches.window(k, epoch=step // W))
+            lr = learning_rate(tcfg, step, progress_now())
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with autocast(device, precision):
+                logits, new_state = model(x, state)                  # (B, T, V)
+                loss = F.cross_entropy(logits.reshape(-1, mcfg.vocab_size).float(), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                   tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf"))
+            loss_val = loss.item()
+            if not (math.isfinite(loss_val) and math.isfinite(float(gnorm))):
+                # A numerical fault: skip this update (the weights stay as they were) and
+                # restart the stream state; give up after repeated faults.
+                faults += 1
+                metrics.write(json.dumps({"event": "fault", "step": step, "loss": loss_val}) + "\n")
+                if faults >= 5:
+                    checkpoint("failed")
+                    raise CharwiseError(f"training diverged: non-finite loss or gradients {faults} "
+                                        f"times (last at step {step}); try a lower --lr")
+                state = model.zero_state(tcfg.batch_size, device)
+                opt.zero_grad(set_to_none=True)
+                step += 1
+                continue
+            opt.step()
+            state = detach_state(new_state)
+            step += 1
+            metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
+            if bar is not None:
+                bar.update(1 if tcfg.max_time is None else 0)
+                if tcfg.max_time:
+                    bar.n = min(int(elapsed()), int(tcfg.max_time)); bar.refresh()
+                if step % 10 == 0:
+                    rate = step * chars_per_step / max(elapsed(), 1e-9)
+                    bar.set_postfix_str(f"loss {loss_val:.3f} {rate / 1000:.1f}k chars/s")
+            if tcfg.eval_every and step % tcfg.eval_every == 0:
+                do_eval()
+                checkpoint("training")
+                if tcfg.patience is not None and since_best >= tcfg.patience:
+                    why = "patience"
+                    break
+        if last_eval_step != step:
+            do_eval()
+        checkpoint("done")
+    finally:
+        metrics.close()
+        if bar is not None:
+            bar.close()
+        _restore_signal_handlers(handlers)
+    info["stopped_because"] = why
+    write_run(out, info)
+    return TrainResult(out, step, best["val_loss"] if best else None, best["step"] if best else None,
+                       loss_val, round(elapsed(), 3), info["history"], why)
+
+
+# ----------------------------------------------------------------------------- resume state
+
+def _save_last(out: Path, model, opt, state, np_rng, step: int, seconds: float) -> None:
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for name, v in st.items():
+            tensors[f"optim/{i}/{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    for j, s in enumerate(state or ()):
+        tensors[f"state/{j}"] = s
+    tensors["rng/torch"] = torch.get_rng_state()
+    meta = {"step": step, "train_seconds": seconds, "numpy_rng": np_rng.bit_generator.state,
+            "python_rng": _py_rng_to_json(random.getstate())}
+    save_tensors(out / LAST, tensors, meta)
+
+
+def _restore(out: Path, model, opt, np_rng, device):
+    if not (out / LAST).is_file():
+        raise CharwiseError(f"{out}: no {LAST} to resume from")
+    tensors, meta = load_tensors(out / LAST)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    osd = opt.state_dict()
+    osd["state"] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, i, name = k.split("/")
+            osd["state"].setdefault(int(i), {})[name] = v.to(device) if name != "step" else v
+    opt.load_state_dict(osd)
+    n_state = len([k for k in tensors if k.startswith("state/")])
+    state = tuple(tensors[f"state/{j}"].to(device) for j in range(n_state)) or None
+    torch.set_rng_state(tensors["rng/torch"])
+    np_rng.bit_generator.state = meta["numpy_rng"]
+    random.setstate(_py_rng_from_json(meta["python_rng"]))
+    return int(meta["step"]), state, float(meta["train_seconds"])
+
+
+def _py_rng_to_json(st):
+    return [st[0], list(st[1]), st[2]]
+
+
+def _py_rng_from_json(st):
+    return (st[0], tuple(st[1]), st[2])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass                                   # a line cut by a kill
+    from .checkpoint import atomic_write_bytes
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+def _install_signal_handlers(flag: list[int]):
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        flag.append(signum)
+
+    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers) -> None:
+    for s, h in (handlers or {}).items():
+        signal.signal(s, h)
+
+
+def _progress_bar(enabled: bool | None, max_steps, max_time, start: int):
+    if enabled is False:
+        return None
+    from tqdm.auto import tqdm
+    if max_time:
+        return tqdm(total=int(max_time), unit="s", disable=None if enabled is None else False, leave=False)
+    return tqdm(total=max_steps, initial=start, unit="step", disable=None if enabled is None else False,
+                leave=False)
