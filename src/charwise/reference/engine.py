@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import ModelConfig   # a plain dataclass module; it does not import torch
+from ..config import ModelConfig   # plain dataclasses, no torch dependency
+from ._blas import one_blas_thread
 from .cells import CELLS
 
 State = tuple  # tuple of (L, B, H) arrays: (h, c) for an LSTM, (h,) for a GRU / RNN
@@ -123,6 +124,7 @@ class CharLSTM:
 
     # ---- forward / loss / backward ---------------------------------------------------------
 
+    @one_blas_thread()   # small matrix products: see _blas.py for why one thread is faster
     def forward(self, x, state: State | None = None):
         """x (B, T) ints, state tuple of (L, B, H) (None = zeros)
         -> logits (B, T, V), new state (tuple of (L, B, H)), cache for backward()."""
@@ -168,6 +170,7 @@ class CharLSTM:
         logits, _, _ = self.forward(x, state)
         return self.cross_entropy(logits, y)
 
+    @one_blas_thread()
     def backward(self, cache, y, dstate: State | None = None):
         """Analytic gradients of the mean cross-entropy loss (and optionally of the final state).
 
@@ -181,16 +184,15 @@ class CharLSTM:
         # Softmax cross-entropy: L = -(1/N) sum log p[y]  =>  dL/dlogits = (p - onehot(y)) / N
         p = np.exp(logits - logits.max(axis=-1, keepdims=True))
         p /= p.sum(axis=-1, keepdims=True)                             # softmax  (B, T, V)
-        dlogits = p
-        np.put_along_axis(dlogits, y[..., None],
-                          np.take_along_axis(p, y[..., None], axis=-1) - 1.0, axis=-1)
-        dlogits /= N                                                   # (B, T, V)
+        dlogits = p                                                    # p (reused in place)
+        dlogits.reshape(N, V)[np.arange(N), y.reshape(-1)] -= 1.0     # - onehot(y)
+        dlogits /= N                                                   # / N   (B, T, V)
         grads = {}
         # logits = top W_out^T + b_out  =>  dW_out = sum dlogits^T top,  db_out = sum dlogits
         grads["head.weight"] = dlogits.reshape(N, V).T @ top.reshape(N, -1)     # (V, H)
         grads["head.bias"] = dlogits.sum(axis=(0, 1))                            # (V,)
         dinp = dlogits @ self.params["head.weight"]                    # dtop = dlogits W_out  (B, T, H)
-        if dstate is None:
+        if dstate is None:                                            # loss ignores final state
             dstate = tuple(np.zeros((self.cfg.layers, B, self.cfg.hidden_size), self.dtype)
                            for _ in range(self.n_state))
         ds0 = [None] * self.cfg.layers
@@ -206,6 +208,7 @@ class CharLSTM:
         dembed = np.zeros_like(self.params["embed.weight"])            # (V, E)
         np.add.at(dembed, x.reshape(-1), dinp.reshape(N, -1))
         grads["embed.weight"] = dembed
+        # Per-layer dL/d(initial state) reassembled into the state's tuple of (L, B, H).
         dstate0 = tuple(np.stack([d[j] for d in ds0]) for j in range(self.n_state))
         return {k: grads[k] for k in self.params}, dstate0            # in parameter order
 

@@ -20,8 +20,9 @@ import numpy as np
 
 
 def decay_matrices(name: str, p: np.ndarray) -> bool:
-    """Default weight-decay selector: matrices (ndim >= 2) decay, biases do not."""
-    return p.ndim >= 2
+    """Default weight-decay selector, the torch trainer's: weight matrices decay; biases and the
+    embedding table do not (shrinking rarely seen characters' rows towards 0 helps nothing)."""
+    return p.ndim >= 2 and not name.startswith("embed")
 
 
 class AdamW:

@@ -24,7 +24,7 @@ class ReferenceTrainer:
             raise NotImplementedError("the NumPy reference engine has no dropout; "
                                       "train with dropout=0 (or use the torch engine)")
         self.model = model
-        # Weight decay on matrices only (embedding, weight_ih/hh, head.weight), as decay_matrices.
+        # Weight decay on weight matrices only (not biases, not the embedding), as charwise.train does.
         self.opt = AdamW(model.params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.grad_clip = grad_clip
         self.state = None               # carried hidden state, tuple of (L, B, H), or None
