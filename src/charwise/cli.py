@@ -49,11 +49,17 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                help=f"{f.metadata['help']} (default: {default})", **kw)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (plus exit 2), like every other charwise error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="charwise", description=__doc__.splitlines()[0] if False else
-                                "Train character-level language models, sample from them, and "
-                                "see what they learned.", epilog=EXAMPLES,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="charwise", description="Train character-level language models, "
+                      "sample from them, and see what they learned.", epilog=EXAMPLES,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"charwise {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -163,7 +169,10 @@ COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:                 # --help, --version, usage errors: argparse's codes
+        return e.code if isinstance(e.code, int) else 2
     try:
         return COMMANDS[args.command](args)
     except CharwiseError as e:

@@ -1,0 +1,30 @@
+import os
+
+import pytest
+import torch
+
+# Two cores on CI: keep torch from oversubscribing when pytest runs tests in one process.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpora", "tinyshakespeare.txt")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A spec-preset run on the bundled corpus (about 2 s), shared by read-only tests."""
+    from charwise.train import train
+    out = tmp_path_factory.mktemp("run") / "spec"
+    train(None, out=out, progress=False, log=lambda *a: None)
+    return out
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    def make(content: str | bytes, name: str = "corpus.txt"):
+        p = tmp_path / name
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+        return p
+    return make

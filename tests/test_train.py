@@ -1,0 +1,154 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from charwise.config import CharwiseError, ModelConfig, resolve
+from charwise.model import CharLSTM
+from charwise.train import evaluate_tokens, learning_rate, train
+
+QUIET = dict(progress=False, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_state_carried_across_windows_equals_one_long_pass(cell):
+    torch.manual_seed(0)
+    net = CharLSTM(ModelConfig(cell=cell, vocab_size=11, embed_dim=5, hidden_size=7, layers=2)).eval()
+    x = torch.randint(0, 11, (3, 24))
+    full, _ = net(x)
+    a, st = net(x[:, :10])
+    b, _ = net(x[:, 10:], st)
+    assert torch.allclose(torch.cat([a, b], 1), full, atol=1e-6)
+
+
+def test_forget_gate_bias_is_one():
+    net = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4))
+    H = 4
+    total = net.rnn.bias_ih_l0 + net.rnn.bias_hh_l0        # the spec's single b
+    assert torch.equal(total[H:2 * H], torch.ones(H))
+    assert torch.equal(total[:H], torch.zeros(H)) and torch.equal(total[2 * H:], torch.zeros(2 * H))
+
+
+def test_spec_preset_parameter_count():
+    mcfg, tcfg = resolve("spec")
+    net = CharLSTM(ModelConfig(**{**mcfg.__dict__, "vocab_size": 38}))
+    # the chapter's count: embed 38*32 + W 512*160 + b 512 + W_out 38*128 + b_out 38 = 88,550;
+    # torch keeps two LSTM bias vectors, one 512 more
+    assert net.num_parameters == 88_550 + 512
+    assert (tcfg.seq_len, mcfg.embed_dim, mcfg.hidden_size) == (40, 32, 128)
+
+
+def test_training_lowers_loss_and_writes_run(tmp_path):
+    res = train(None, out=tmp_path / "r", max_steps=200, eval_every=100, **QUIET)
+    h = res.history
+    assert h[0]["val_loss"] < math.log(38)               # better than uniform guessing
+    assert h[-1]["val_loss"] < 0.6 * h[0]["val_loss"]
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["format_version"] == 1 and info["status"] == "done" and info["step"] == 200
+    assert len(info["vocab"]) == 38 and info["model"]["vocab_size"] == 38
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert sum(1 for l in lines if '"event"' not in l) == 200
+    w = load_file(tmp_path / "r" / "model.safetensors")
+    assert w["embed.weight"].shape == (38, 32)
+
+
+def test_seeded_cpu_fp32_run_is_repeatable(tmp_path):
+    kw = dict(max_steps=30, eval_every=0, precision="fp32", **QUIET)
+    train(None, out=tmp_path / "a", **kw)
+    train(None, out=tmp_path / "b", **kw)
+    wa, wb = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa if k.startswith("model/"))
+    train(None, out=tmp_path / "c", seed=7, **kw)
+    wc = load_file(tmp_path / "c" / "last.safetensors")
+    assert not torch.equal(wa["model/head.weight"], wc["model/head.weight"])
+
+
+def test_resume_is_bit_identical(tmp_path):
+    kw = dict(max_steps=40, eval_every=20, precision="fp32", **QUIET)
+    train(None, out=tmp_path / "full", **kw)
+    train(None, out=tmp_path / "part", **{**kw, "max_steps": 20})
+    train(None, out=tmp_path / "part", resume=True, max_steps=40, progress=False, log=lambda *a: None)
+    a, b = load_file(tmp_path / "full" / "last.safetensors"), load_file(tmp_path / "part" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ha = [l for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    hb = [l for l in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert [json.loads(l).get("loss") for l in ha] == [json.loads(l).get("loss") for l in hb]
+
+
+def test_evaluation_is_exact_one_pass_mean():
+    torch.manual_seed(1)
+    net = CharLSTM(ModelConfig(vocab_size=6, embed_dim=4, hidden_size=8)).eval()
+    tokens = np.random.default_rng(0).integers(0, 6, 300)
+    res = evaluate_tokens(net, tokens)
+    with torch.no_grad():
+        x = torch.as_tensor(tokens[:-1])[None]
+        logits, _ = net(x)
+        ref = torch.nn.functional.cross_entropy(logits[0], torch.as_tensor(tokens[1:])).item()
+    assert res["chars"] == 299
+    assert res["loss"] == pytest.approx(ref, rel=1e-6)
+    assert res["bits_per_char"] == pytest.approx(ref / math.log(2), rel=1e-6)
+
+
+def test_bf16_training_still_learns(tmp_path):
+    res = train(None, out=tmp_path / "bf", precision="bf16", max_steps=150, eval_every=150, **QUIET)
+    assert res.history[-1]["val_loss"] < 1.5
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_train(tmp_path, cell):
+    res = train(None, out=tmp_path / cell, cell=cell, max_steps=120, eval_every=120, **QUIET)
+    assert res.history[-1]["val_loss"] < 2.6
+
+
+def test_learning_rate_schedule():
+    _, t = resolve("spec", lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(t, 0, 0.0) == pytest.approx(0.1)
+    assert learning_rate(t, 9, 0.0) == pytest.approx(1.0)
+    assert learning_rate(t, 50, 0.5) == pytest.approx(0.55)
+    assert learning_rate(t, 99, 1.0) == pytest.approx(0.1)
+
+
+def test_time_budget_is_respected(tmp_path):
+    import time
+    t = time.perf_counter()
+    res = train(None, out=tmp_path / "t", max_time=3.0, max_steps=10**6, eval_every=100, **QUIET)
+    assert res.stopped_because == "time"
+    assert time.perf_counter() - t < 3.0 + 2.0           # generous: startup is outside the budget
+    assert res.steps > 50
+
+
+def test_patience_stops_early(tmp_path):
+    res = train(None, out=tmp_path / "p", max_steps=5000, eval_every=5, patience=2, lr=0.05,
+                **QUIET)
+    assert res.stopped_because in ("patience", "budget")
+    if res.stopped_because == "patience":
+        assert res.steps < 5000 and res.steps - res.best_step == 2 * 5
+
+
+def test_short_text_reduces_streams(tmp_path, text_file):
+    p = text_file("abcdefghij" * 12)                        # 120 chars: one stream of 40 fits 2x
+    res = train(p, out=tmp_path / "s", max_steps=5, val_fraction=0.0, **QUIET)
+    info = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert info["train"]["batch_size"] == 2 and res.steps == 5
+
+
+def test_existing_out_needs_force(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    with pytest.raises(CharwiseError, match="not empty"):
+        train(None, out=out, max_steps=2, **QUIET)
+    assert (out / "precious.txt").read_text() == "keep me"
+    train(None, out=out, max_steps=2, force=True, **QUIET)
+    assert (out / "precious.txt").read_text() == "keep me"   # --force replaces only our files
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    train(None, out=tmp_path / "r", max_steps=3, **QUIET)
+    with pytest.raises(CharwiseError, match="hidden_size"):
+        train(None, out=tmp_path / "r", resume=True, hidden_size=64, **QUIET)
