@@ -107,3 +107,10 @@ def test_existing_out_refused_without_force(tmp_path, capsys):
 def test_subprocess_bad_input_has_no_traceback(tmp_path):
     code, _, err = run("sample", tmp_path / "nope")
     one_line_error(code, err, "no such run directory")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_gradcheck_command(capsys, cell):
+    assert main(["gradcheck", "--cell", cell, "--layers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "rnn.weight_hh_l1" in out and "state.h" in out

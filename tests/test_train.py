@@ -152,3 +152,26 @@ def test_resume_refuses_changed_settings(tmp_path):
     train(None, out=tmp_path / "r", max_steps=3, **QUIET)
     with pytest.raises(CharwiseError, match="hidden_size"):
         train(None, out=tmp_path / "r", resume=True, hidden_size=64, **QUIET)
+
+
+def test_numpy_engine_trains_like_the_torch_engine(tmp_path):
+    """Same data, same initial weights, same AdamW: the two engines' loss curves coincide
+    (up to float32 rounding), and the NumPy run's checkpoint samples like any other."""
+    kw = dict(max_steps=60, eval_every=60, precision="fp32", **QUIET)
+    train(None, out=tmp_path / "t", **kw)
+    train(None, out=tmp_path / "n", engine="numpy", **kw)
+
+    def losses(run):
+        return [json.loads(l)["loss"] for l in (run / "metrics.jsonl").read_text().splitlines()
+                if '"event"' not in l]
+    lt, ln = losses(tmp_path / "t"), losses(tmp_path / "n")
+    assert len(lt) == len(ln) == 60
+    assert np.allclose(lt, ln, atol=2e-3)
+    assert ln[-1] < 0.75 * ln[0]
+    import charwise
+    assert charwise.load(tmp_path / "n").generate("Mr", 20, seed=0).startswith("Mr")
+
+
+def test_numpy_engine_refuses_dropout(tmp_path):
+    with pytest.raises(CharwiseError, match="dropout"):
+        train(None, out=tmp_path / "d", engine="numpy", dropout=0.1, max_steps=2, **QUIET)

@@ -100,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
     d.add_argument("--out", default="runs/demo", help="where to write the run and pictures")
 
+    g = sub.add_parser("gradcheck", help="check the NumPy engine's analytic gradients numerically",
+                       description="Central differences (eps 1e-5, float64) against the NumPy "
+                                   "engine's hand-written backward pass, for every parameter array "
+                                   "and the initial state. Exit 0 when all relative errors < 1e-6.")
+    g.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm")
+    g.add_argument("--layers", type=_number(int), default=1)
+    g.add_argument("--vocab", type=_number(int), default=7, help="vocabulary size V (default 7)")
+    g.add_argument("--embed", type=_number(int), default=5, help="embedding size E (default 5)")
+    g.add_argument("--hidden", type=_number(int), default=6, help="hidden size H (default 6)")
+    g.add_argument("--batch", type=_number(int), default=2, help="streams B (default 2)")
+    g.add_argument("--seq", type=_number(int), default=4, help="window T (default 4)")
+    g.add_argument("--max-entries", type=_number(int), default=None,
+                   help="check a random sample of this many entries per array (default: all)")
+    g.add_argument("--seed", type=_number(int), default=0)
+
     pl = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
@@ -164,7 +179,20 @@ def cmd_plot(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
+def cmd_gradcheck(a) -> int:
+    from .reference import format_table, passed, run_gradcheck
+    for name in ("layers", "vocab", "embed", "hidden", "batch", "seq"):
+        if getattr(a, name) < 1:
+            raise CharwiseError(f"--{name} must be >= 1")
+    if a.max_entries is not None and a.max_entries < 1:
+        raise CharwiseError("--max-entries must be >= 1")
+    rows = run_gradcheck(cell=a.cell, layers=a.layers, V=a.vocab, E=a.embed, H=a.hidden,
+                         B=a.batch, T=a.seq, seed=a.seed, max_entries=a.max_entries)
+    print(format_table(rows))
+    return 0 if passed(rows) else 1
+
+
+COMMANDS = {"gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
             "plot": cmd_plot}
 
 

@@ -51,6 +51,10 @@ class TrainConfig:
                         choices=("auto", "fp32", "bf16"))
     threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1)
     encoding: str = _f("utf-8", "text encoding of the corpus")
+    tensorboard: bool = _f(False, "also write TensorBoard event files (scalars and text samples) "
+                           "to RUN_DIR/tensorboard; needs pip install charwise[tensorboard]")
+    engine: str = _f("torch", "torch (fast) or numpy (the pure-NumPy reference engine: same maths, "
+                     "hand-written backward pass; CPU, fp32, no dropout)", choices=("torch", "numpy"))
 
 
 # Presets: model shape plus the training settings that go with it. Flags override any field.
@@ -79,9 +83,14 @@ def check_value(f: dataclasses.Field, value: Any) -> Any:
         if f.default is None:
             return None
         raise CharwiseError(f"--{name} must be given a value")
-    if isinstance(value, bool):
-        raise CharwiseError(f"--{name} must be a number, not {value!r}")
     kind = _base_type(f)
+    if kind is bool:                    # on/off switches (e.g. --tensorboard)
+        if not isinstance(value, bool):
+            raise CharwiseError(f"--{name} must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool):         # bool is an int to Python, never a setting's number
+        raise CharwiseError(f"--{name} must be {'a string' if kind is str else 'a number'}, "
+                            f"not {value!r}")
     if kind is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)

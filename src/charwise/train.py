@@ -215,6 +215,9 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     np_rng = np.random.default_rng(tcfg.seed)
     model = CharLSTM(mcfg).to(device)
     opt = _optimizer(model, tcfg)
+    ref = None
+    if tcfg.engine == "numpy":
+        ref, precision = _reference_trainer(model, tcfg, resume), "fp32"
     info = {
         "charwise_version": __version__, "model": asdict(mcfg), "train": asdict(tcfg),
         "vocab": list(data.vocab.chars), "parameters": model.num_parameters,
@@ -261,6 +264,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     def do_eval() -> None:
         nonlocal eval_seconds, best, since_best, last_eval_step
         te = time.perf_counter()
+        sync_reference()
         rec = {"step": step, "train_loss": loss_val, "time": round(elapsed(), 3)}
         # Without a validation split (the spec's setup) the whole training text is scored.
         rec["eval_split"] = "val" if len(val_tok) >= 2 else "train"
@@ -285,7 +289,15 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                 f"({rec['val_bits_per_char']:.3f} bits/char)")
         (bar.write if bar is not None else log)(msg)
 
+    def sync_reference() -> None:
+        # The NumPy engine owns the weights while it trains; copy them into the torch model
+        # (same names and layouts) to evaluate and save with the shared code.
+        if ref is not None:
+            model.load_state_dict({k: torch.from_numpy(v.astype(np.float32))
+                                   for k, v in ref.model.state_dict().items()})
+
     def checkpoint(status: str) -> None:
+        sync_reference()
         info.update(best=best, status=status, train_seconds=round(elapsed(), 3), step=step)
         metrics.flush()
         _save_last(out, model, opt, state, np_rng, step, elapsed())
@@ -308,6 +320,19 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
             x, y = (torch.from_numpy(a).to(device, non_blocking=True)
                     for a in batches.window(k, epoch=step // W))
             lr = learning_rate(tcfg, step, progress_now())
+            if ref is not None:
+                xb, yb = batches.window(k, epoch=step // W)
+                if k == 0:
+                    ref.reset_state(tcfg.batch_size)
+                loss_val = ref.step(xb, yb, lr=lr)
+                step += 1
+                metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
+                if not math.isfinite(ref.last_grad_norm):
+                    raise CharwiseError(f"training diverged at step {step}; try a lower --lr")
+                if tcfg.eval_every and step % tcfg.eval_every == 0:
+                    do_eval()
+                    checkpoint("training")
+                continue
             for g in opt.param_groups:
                 g["lr"] = lr
             with autocast(device, precision):
@@ -360,6 +385,20 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     write_run(out, info)
     return TrainResult(out, step, best["val_loss"] if best else None, best["step"] if best else None,
                        loss_val, round(elapsed(), 3), info["history"], why)
+
+
+def _reference_trainer(model: CharLSTM, tcfg: TrainConfig, resume: bool):
+    """The NumPy engine, starting from the torch model's initial weights."""
+    from .reference import CharLSTM as NumpyCharLSTM, ReferenceTrainer
+    if resume:
+        raise CharwiseError("--resume is not supported with --engine numpy (use the torch engine)")
+    if model.cfg.dropout > 0:
+        raise CharwiseError("--engine numpy has no dropout; use --dropout 0")
+    if tcfg.device == "cuda":
+        raise CharwiseError("--engine numpy runs on the CPU only")
+    ref = NumpyCharLSTM.from_state_dict({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    return ReferenceTrainer(ref, lr=tcfg.lr, weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip,
+                            betas=(0.9, 0.99))
 
 
 # ----------------------------------------------------------------------------- resume state
