@@ -43,6 +43,7 @@ class TrainConfig:
     max_time: float | None = _f(None, "wall-clock budget in seconds, final evaluation included; the "
                                 "learning-rate schedule is stretched over it", min=0.0, exclusive_min=True)
     eval_every: int = _f(200, "evaluate on the whole validation split every N steps (0 = only at the end)", min=0)
+    keep: int = _f(0, "also keep the N most recent older checkpoints (ckpt-STEP.safetensors)", min=0)
     patience: int | None = _f(None, "stop early after N evaluations without a better validation loss", min=1)
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
     seed: int = _f(1337, "random seed (a CPU fp32 run with a step budget is repeatable)", min=0)

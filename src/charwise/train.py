@@ -27,6 +27,8 @@ from .checkpoint import (BEST, LAST, METRICS, RUN_JSON, load_tensors, read_run, 
 from .config import CharwiseError, ModelConfig, TrainConfig, build, resolve
 from .data import Corpus, StreamBatches, prepare_corpus
 from .model import CharLSTM, detach_state
+from .configfile import write_run_config
+from .tblog import open_logger
 
 LN2 = math.log(2)
 
@@ -152,7 +154,7 @@ def _prepare_out(out: Path, resume: bool, force: bool) -> None:
         if not force:
             raise CharwiseError(f"{out}: directory exists and is not empty "
                                 "(use --resume to continue that run or --force to replace it)")
-        for name in (RUN_JSON, BEST, LAST, METRICS, "curve.png", "cache"):
+        for name in (RUN_JSON, BEST, LAST, METRICS, "curve.png", "cache", "config.toml", "tensorboard"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
@@ -176,7 +178,8 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     prev = None
     if resume:
         prev = read_run(out)
-        budget = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "device", "threads"}
+        budget = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "device", "threads",
+                  "tensorboard"}
         changed = {k for k, v in overrides.items() if v is not None} - budget
         if changed:
             raise CharwiseError(f"--resume keeps the run's settings; cannot change "
@@ -227,12 +230,15 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         "status": "training", "train_seconds": 0.0, "step": 0,
         "char_counts": np.bincount(np.asarray(train_tok), minlength=len(data.vocab)).tolist(),
     }
-    step, state, spent = 0, None, 0.0
+    step, state, spent, resumed = 0, None, 0.0, {}
     if prev is not None:
-        step, state, spent = _restore(out, model, opt, np_rng, device)
-        info.update(best=prev.get("best"), history=prev.get("history", []))
+        # last.safetensors is the one source of truth for a resume: run.json may be a write behind.
+        step, state, spent, resumed = _restore(out, model, opt, np_rng, device)
+        info.update(best=resumed["best"], history=resumed["history"])
         _truncate_metrics(out / METRICS, step)
+    tb = open_logger(tcfg.tensorboard, out, data.vocab, info, tcfg.batch_size * tcfg.seq_len, step)
     write_run(out, info)
+    write_run_config(out, info)                  # config.toml: `train --config` reruns it
     log(f"charwise {__version__}: {mcfg.cell.upper()} {mcfg.layers}x{mcfg.hidden_size}, "
         f"{model.num_parameters:,} parameters, vocabulary {len(data.vocab)}, "
         f"{len(train_tok):,} train / {len(val_tok):,} val chars, {device} {precision}")
@@ -247,10 +253,12 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     bar = _progress_bar(progress, max_steps, tcfg.max_time, step)
     metrics = open(out / METRICS, "a", buffering=1 << 16)
     t0 = time.perf_counter() - spent
-    eval_seconds, last_eval_step, since_best = 0.0, -1, 0
-    loss_val, why = float("nan"), "budget"
+    eval_seconds = 0.0
+    last_eval_step = resumed.get("last_eval_step", -1)
+    since_best = resumed.get("since_best", 0)
+    loss_val, why = resumed.get("loss", float("nan")), "budget"
     best = info["best"]
-    faults = 0
+    faults = resumed.get("faults", 0)
 
     def elapsed() -> float:
         return time.perf_counter() - t0
@@ -280,6 +288,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         rec["best_step"] = best["step"] if best else None
         info["history"].append(rec)
         metrics.write(json.dumps({"event": "eval", **rec}) + "\n")
+        tb.eval(step, rec, model)
         eval_seconds = time.perf_counter() - te
         last_eval_step = step
         if bar is not None:
@@ -300,7 +309,11 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         sync_reference()
         info.update(best=best, status=status, train_seconds=round(elapsed(), 3), step=step)
         metrics.flush()
-        _save_last(out, model, opt, state, np_rng, step, elapsed())
+        extra = {"best": best, "history": info["history"], "since_best": since_best,
+                 "loss": loss_val, "faults": faults, "last_eval_step": last_eval_step}
+        _save_last(out, model, opt, state, np_rng, step, elapsed(), extra)
+        if tcfg.keep:
+            _keep_older(out, step, tcfg.keep)
         write_run(out, info)
 
     model.train()
@@ -327,6 +340,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                 loss_val = ref.step(xb, yb, lr=lr)
                 step += 1
                 metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
+                tb.step(step, loss_val, lr, ref.last_grad_norm)
                 if not math.isfinite(ref.last_grad_norm):
                     raise CharwiseError(f"training diverged at step {step}; try a lower --lr")
                 if tcfg.eval_every and step % tcfg.eval_every == 0:
@@ -360,6 +374,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
             state = detach_state(new_state)
             step += 1
             metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
+            tb.step(step, loss_val, lr, float(gnorm))
             if bar is not None:
                 bar.update(1 if tcfg.max_time is None else 0)
                 if tcfg.max_time:
@@ -378,6 +393,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         checkpoint("done")
     finally:
         metrics.close()
+        tb.close()
         if bar is not None:
             bar.close()
         _restore_signal_handlers(handlers)
@@ -403,7 +419,7 @@ def _reference_trainer(model: CharLSTM, tcfg: TrainConfig, resume: bool):
 
 # ----------------------------------------------------------------------------- resume state
 
-def _save_last(out: Path, model, opt, state, np_rng, step: int, seconds: float) -> None:
+def _save_last(out: Path, model, opt, state, np_rng, step: int, seconds: float, extra: dict) -> None:
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for name, v in st.items():
@@ -412,7 +428,7 @@ def _save_last(out: Path, model, opt, state, np_rng, step: int, seconds: float) 
         tensors[f"state/{j}"] = s
     tensors["rng/torch"] = torch.get_rng_state()
     meta = {"step": step, "train_seconds": seconds, "numpy_rng": np_rng.bit_generator.state,
-            "python_rng": _py_rng_to_json(random.getstate())}
+            "python_rng": _py_rng_to_json(random.getstate()), **extra}
     save_tensors(out / LAST, tensors, meta)
 
 
@@ -433,7 +449,17 @@ def _restore(out: Path, model, opt, np_rng, device):
     torch.set_rng_state(tensors["rng/torch"])
     np_rng.bit_generator.state = meta["numpy_rng"]
     random.setstate(_py_rng_from_json(meta["python_rng"]))
-    return int(meta["step"]), state, float(meta["train_seconds"])
+    return int(meta["step"]), state, float(meta["train_seconds"]), meta
+
+
+def _keep_older(out: Path, step: int, keep: int) -> None:
+    """Hard-link the fresh last.safetensors as ckpt-STEP.safetensors; prune beyond `keep`."""
+    import os
+    target = out / f"ckpt-{step:09d}.safetensors"
+    if not target.exists():
+        os.link(out / LAST, target)
+    for old in sorted(out.glob("ckpt-*.safetensors"))[:-keep]:
+        old.unlink()
 
 
 def _py_rng_to_json(st):
