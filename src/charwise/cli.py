@@ -20,6 +20,23 @@ EXAMPLES = """examples:
   charwise train input.txt --preset small --max-time 180 --out runs/shk
   charwise sample runs/shk --prime "ROMEO:" -n 300 --temperature 0.8
   charwise eval runs/shk held_out.txt
+  charwise train --config configs/shakespeare.toml --max-time 60   # a TOML file, flags override
+  charwise info runs/shk                          # config, parameters, vocabulary, best loss
+  charwise export runs/shk --format onnx          # runs/shk/model.onnx for onnxruntime
+  charwise serve runs/shk                         # playground page on http://127.0.0.1:8000/
+"""
+
+TRAIN_EXAMPLES = """examples:
+  charwise train --out runs/pp                           # the spec model on the bundled corpus
+  charwise train input.txt --preset small --max-time 180 --out runs/shk
+  charwise train --config configs/shakespeare.toml       # settings from a TOML file
+  charwise train --config configs/shakespeare.toml --lr 2e-3 --out runs/lr2   # flags override it
+  charwise train --config runs/shk/config.toml --out runs/again               # the same run again
+  charwise train --resume --out runs/shk --max-time 600  # continue a stopped run
+  charwise train input.txt --tensorboard --out runs/tb   # then: tensorboard --logdir runs/tb
+
+config files: flat TOML, one key per flag (dashes as in the flags; underscores work too);
+relative paths in them are relative to the file's own directory.
 """
 
 
@@ -42,6 +59,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         for f in config_fields(cls):
             kind = str(f.type).split("|")[0].strip()
             kw = {"type": _number(int) if kind == "int" else _number(float) if kind == "float" else str}
+            if kind == "bool":          # --tensorboard / --no-tensorboard (the latter beats a file)
+                kw = {"action": argparse.BooleanOptionalAction}
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
             default = f.default if f.default is not None else "none"
@@ -66,11 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on a text file",
                        description="Train a character model. Without CORPUS, the bundled corpus "
-                                   "(the chapter's opening of Pride and Prejudice) is used.")
+                                   "(the chapter's opening of Pride and Prejudice) is used.",
+                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("corpus", nargs="?", help="UTF-8 text file (default: the bundled corpus)")
-    t.add_argument("--out", default="runs/latest", help="run directory (default: runs/latest)")
-    t.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="model size and training recipe (default: spec)")
+    t.add_argument("--config", metavar="FILE.toml", default=None,
+                   help="read settings from a TOML file whose keys are these flags (hidden-size = "
+                        "256, corpus = \"in.txt\", ...); flags given here override it. Every run "
+                        "saves RUN_DIR/config.toml, which trains the same run again")
+    t.add_argument("--out", default=None, help="run directory (default: runs/latest)")
+    t.add_argument("--preset", choices=[*PRESETS, "none"], default=None,
+                   help="model size and training recipe; none = only the built-in defaults "
+                        "(default: spec)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--force", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -118,15 +143,52 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
+
+    i = sub.add_parser("info", help="what a run is: config, parameters, vocabulary, best loss, time",
+                       epilog="example:\n  charwise info runs/shk\n  charwise info runs/shk --json | jq .best_val_loss",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    i.add_argument("run_dir")
+    i.add_argument("--json", action="store_true", help="print JSON")
+
+    x = sub.add_parser("export", help="export a run's inference step (ONNX) to run outside Python",
+                       description="Write the model's one-character step as an ONNX graph: inputs x "
+                                   "(batch,) int64 ids, h [and c for an LSTM] (layers, batch, hidden); "
+                                   "outputs logits (batch, vocab), h_out [, c_out]. The vocabulary is in "
+                                   "the file's metadata (charwise.vocab). Needs pip install charwise[onnx].",
+                       epilog="example:\n  charwise export runs/shk --format onnx --out shk.onnx",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    x.add_argument("run_dir")
+    x.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default: onnx)")
+    x.add_argument("--out", default=None, help="output file (default: RUN_DIR/model.onnx)")
+    x.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+
+    v = sub.add_parser("serve", help="local playground web page: type a prime, watch text stream in",
+                       description="Serve a page where you type a prime, set temperature and top-p, "
+                                   "watch the text stream in character by character and hover any "
+                                   "character to see the model's top-5 alternatives. Needs pip install "
+                                   "charwise[serve].",
+                       epilog="example:\n  charwise serve runs/shk            # then open http://127.0.0.1:8000/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("run_dir")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: 127.0.0.1, this machine only)")
+    v.add_argument("--port", type=_number(int), default=8000, help="TCP port (default: 8000)")
+    v.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+    v.add_argument("--max-chars", type=_number(int), default=2000,
+                   help="most characters one request may generate (default: 2000)")
+    v.add_argument("--max-concurrent", type=_number(int), default=4,
+                   help="generations running at once; more get HTTP 429 (default: 4)")
     return p
 
 
 def cmd_train(a) -> int:
+    from .configfile import merge_cli
     from .train import train
-    overrides = {f.name: getattr(a, f.name) for cls in (ModelConfig, TrainConfig)
-                 for f in config_fields(cls)}
-    res = train(a.corpus, out=a.out, preset=a.preset or ("spec" if not a.resume else None),
-                resume=a.resume, force=a.force, progress=False if a.quiet else None, **overrides)
+    kw = merge_cli(a)                       # --config file, then the flags given here
+    if kw.get("tensorboard"):
+        from .tblog import require_tensorboard
+        require_tensorboard()               # before anything is written
+    res = train(resume=a.resume, **kw)
     best = f"{res.best_val_loss:.4f} nats/char at step {res.best_step}" if res.best_val_loss is not None else "n/a"
     print(f"done: {res.steps} steps in {res.train_seconds:.1f}s ({res.stopped_because}); "
           f"final train loss {res.final_train_loss:.4f}; best eval loss {best}; run in {res.run_dir}")
@@ -192,7 +254,30 @@ def cmd_gradcheck(a) -> int:
     return 0 if passed(rows) else 1
 
 
-COMMANDS = {"gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
+def cmd_info(a) -> int:
+    from .info import describe, format_info
+    d = describe(a.run_dir)
+    print(json.dumps(d, ensure_ascii=False) if a.json else format_info(d))
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export import export, summary_line
+    print(summary_line(export(a.run_dir, a.format, a.out, a.which)))
+    return 0
+
+
+def cmd_serve(a) -> int:
+    from .serve import Limits, serve
+    if not 0 <= a.port <= 65535:
+        raise CharwiseError(f"--port must be in 0..65535, got {a.port}")
+    if a.max_chars < 1 or a.max_concurrent < 1:
+        raise CharwiseError("--max-chars and --max-concurrent must be >= 1")
+    serve(a.run_dir, a.host, a.port, a.which, Limits(max_chars=a.max_chars, max_concurrent=a.max_concurrent))
+    return 0
+
+
+COMMANDS = {"info": cmd_info, "export": cmd_export, "serve": cmd_serve, "gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
             "plot": cmd_plot}
 
 

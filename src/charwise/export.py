@@ -1,0 +1,167 @@
+"""`charwise export RUN_DIR --format onnx`: the model's one-character inference step as an
+ONNX graph, so it runs outside Python (onnxruntime in C, C#, Java, JavaScript, ...).
+
+The graph is the step a sampler calls once per character, with the recurrent state passed in
+and out explicitly:
+
+    inputs   x      int64  (batch,)            character ids (the vocabulary's order)
+             h      float  (layers, batch, H)  hidden state (zeros to start)
+             c      float  (layers, batch, H)  LSTM cell state (LSTM only)
+    outputs  logits float  (batch, V)          scores for the next character (softmax them)
+             h_out, c_out                      the state to feed back with the next character
+
+To prime, feed the prime's characters one by one and keep the last logits. The vocabulary and
+the model's shape travel in the file's metadata (metadata_props): charwise.vocab is a JSON list
+of the characters, so id i is charwise.vocab[i].
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import CharwiseError
+
+FORMATS = ("onnx",)
+MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
+
+
+class StepGraph(torch.nn.Module):
+    """CharLSTM's forward on one character per stream, state as plain tensors in and out."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.lstm = net.cfg.cell == "lstm"
+
+    def forward(self, x, h, c=None):
+        state = (h, c) if self.lstm else (h,)
+        logits, new = self.net(x[:, None], state)
+        return (logits[:, 0], *new)
+
+
+def io_names(cell: str) -> tuple[list[str], list[str]]:
+    if cell == "lstm":
+        return ["x", "h", "c"], ["logits", "h_out", "c_out"]
+    return ["x", "h"], ["logits", "h_out"]
+
+
+def _require(module: str, extra: str = "onnx") -> None:
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        raise CharwiseError(f"export to ONNX needs the {module} package: pip install charwise[{extra}]")
+
+
+def export_onnx(run_dir, out=None, which: str = "best", check: bool = True) -> dict:
+    """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx). When onnxruntime is
+    installed and `check` is set, run 64 steps through both and report the largest logit gap."""
+    from .api import load
+    _require("onnx")
+    _require("onnxscript")                 # torch's exporter translates through onnxscript
+    model = load(run_dir, which=which)
+    net = model.net.float().eval()
+    cfg = net.cfg
+    out = Path(out) if out is not None else Path(run_dir) / "model.onnx"
+    if out.is_dir():
+        raise CharwiseError(f"{out}: is a directory; give a file name such as model.onnx")
+    if not out.parent.is_dir():
+        raise CharwiseError(f"{out.parent}: no such directory")
+    ins, outs = io_names(cfg.cell)
+    example = (torch.zeros(2, dtype=torch.long), *model.net.zero_state(2))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    shapes = {"x": {0: batch}, "h": {1: batch}}
+    if cfg.cell == "lstm":
+        shapes["c"] = {1: batch}
+    # The exporter is chatty (progress lines, deprecation notes); only failures matter here.
+    chatter = io.StringIO()
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), \
+                contextlib.redirect_stderr(chatter):
+            warnings.simplefilter("ignore")
+            quiet.setLevel(logging.ERROR)
+            program = torch.onnx.export(StepGraph(net), example, input_names=ins, output_names=outs,
+                                        dynamic_shapes=shapes, dynamo=True, verbose=False)
+    except Exception as e:  # noqa: BLE001 - any exporter failure becomes one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CharwiseError(f"ONNX export failed: {first[:300]}") from None
+    finally:
+        quiet.setLevel(level)
+    proto = program.model_proto
+    meta = {"charwise.vocab": json.dumps(list(model.vocab.chars), ensure_ascii=False),
+            "charwise.cell": cfg.cell, "charwise.layers": str(cfg.layers),
+            "charwise.hidden_size": str(cfg.hidden_size), "charwise.version": __version__,
+            "charwise.inputs": ",".join(ins), "charwise.outputs": ",".join(outs)}
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.doc_string = (f"charwise {cfg.cell.upper()} {cfg.layers}x{cfg.hidden_size} character "
+                        "model, one inference step; see metadata charwise.vocab")
+    from .checkpoint import atomic_write_bytes
+    atomic_write_bytes(out, proto.SerializeToString())
+    result = {"path": str(out), "bytes": out.stat().st_size, "inputs": ins, "outputs": outs,
+              "max_abs_logit_diff": None, "checked_steps": 0}
+    if check:
+        try:
+            result["max_abs_logit_diff"], result["checked_steps"] = check_against_torch(out, model)
+        except ModuleNotFoundError:
+            return result                   # onnxruntime not installed: written, not checked
+        if not result["max_abs_logit_diff"] <= MAX_LOGIT_DIFF:
+            raise CharwiseError(f"{out}: the exported graph disagrees with the torch model (max "
+                                f"|logit difference| {result['max_abs_logit_diff']:.3g}); do not use it")
+    return result
+
+
+def onnx_session(path):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1           # one character at a time: threads only add latency
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@torch.inference_mode()
+def check_against_torch(path, model, steps: int = 64, batch: int = 3, seed: int = 0):
+    """Feed the same random characters and state through torch and onnxruntime; return
+    (max |logit difference| over all steps, steps)."""
+    sess = onnx_session(path)
+    net = model.net
+    rng = np.random.default_rng(seed)
+    V = len(model.vocab)
+    state = tuple(torch.randn(s.shape, generator=torch.Generator().manual_seed(seed)) * 0.5
+                  for s in net.zero_state(batch))
+    ins, _ = io_names(net.cfg.cell)
+    onnx_state = [s.numpy().copy() for s in state]
+    worst = 0.0
+    for _ in range(steps):
+        x = rng.integers(0, V, size=batch).astype(np.int64)
+        logits, state = net(torch.from_numpy(x)[:, None], state)
+        got = sess.run(None, dict(zip(ins, [x, *onnx_state])))
+        onnx_state = got[1:]
+        worst = max(worst, float(np.abs(got[0] - logits[:, 0].numpy()).max()))
+    return worst, steps
+
+
+def export(run_dir, fmt: str = "onnx", out=None, which: str = "best") -> dict:
+    if fmt not in FORMATS:
+        raise CharwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return export_onnx(run_dir, out, which)
+
+
+def summary_line(res: dict) -> str:
+    size = res["bytes"]
+    human = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    line = f"wrote {res['path']} ({human}; inputs {', '.join(res['inputs'])} -> " \
+           f"outputs {', '.join(res['outputs'])})"
+    if res["max_abs_logit_diff"] is None:
+        return line + "; not checked (pip install onnxruntime to check it against torch)"
+    return line + (f"; checked with onnxruntime over {res['checked_steps']} steps: "
+                   f"max |logit difference| {res['max_abs_logit_diff']:.2e}")

@@ -1,0 +1,94 @@
+"""`charwise info RUN_DIR`: what a run is, read from its run.json alone (no weights loaded)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .checkpoint import BEST, LAST, read_run
+from .config import ModelConfig, TrainConfig, config_fields
+
+
+def describe(run_dir) -> dict:
+    """The facts `charwise info` prints, as a JSON-able dict."""
+    info = read_run(run_dir)
+    run = Path(run_dir)
+    best = info.get("best") or None
+    hist = info.get("history") or []
+    corpus = info.get("corpus") or {}
+    return {
+        "run_dir": str(run),
+        "status": info.get("status"),
+        "stopped_because": info.get("stopped_because"),
+        "charwise_version": info.get("charwise_version"),
+        "model": {k: v for k, v in info["model"].items()},
+        "parameters": info.get("parameters"),
+        "vocab": info["vocab"],
+        "corpus": {k: corpus.get(k) for k in ("source", "sha256", "chars", "train_chars", "val_chars")},
+        "train": info["train"],
+        "steps": info.get("step"),
+        "train_seconds": info.get("train_seconds"),
+        "device": info.get("device"),
+        "precision": info.get("precision"),
+        "best_val_loss": best["val_loss"] if best else None,
+        "best_step": best["step"] if best else None,
+        "eval_split": hist[-1].get("eval_split") if hist else None,
+        "last_train_loss": hist[-1].get("train_loss") if hist else None,
+        "weights": [f for f in (BEST, LAST) if (run / f).is_file()],
+    }
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "?"
+    s = float(seconds)
+    if s < 60:
+        return f"{s:.1f} s"
+    h, rem = divmod(int(round(s)), 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h {m:02d}m {sec:02d}s" if h else f"{m}m {sec:02d}s"
+
+
+def _vocab_line(chars: list[str], limit: int = 120) -> str:
+    shown = "".join({"\n": "⏎", " ": "␣", "\t": "⇥"}.get(c, c) for c in chars)
+    return shown if len(shown) <= limit else shown[:limit] + f"… (+{len(shown) - limit})"
+
+
+def format_info(d: dict) -> str:
+    m, t = d["model"], d["train"]
+    lines = [f"run          {d['run_dir']}  ({d['status'] or '?'}"
+             + (f", stopped: {d['stopped_because']}" if d.get("stopped_because") else "") + ")"]
+    lines.append(f"model        {m.get('cell', '?').upper()} {m.get('layers')} layer(s) x "
+                 f"{m.get('hidden_size')} hidden, embedding {m.get('embed_dim')}, dropout "
+                 f"{m.get('dropout')}: {d['parameters']:,} parameters" if d["parameters"] is not None
+                 else "model        ?")
+    lines.append(f"vocabulary   {len(d['vocab'])} characters: {_vocab_line(d['vocab'])}")
+    c = d["corpus"]
+    if c.get("source"):
+        lines.append(f"corpus       {c['source']}  ({c['chars'] or 0:,} chars: {c['train_chars'] or 0:,} "
+                     f"train / {c['val_chars'] or 0:,} validation; sha256 {str(c['sha256'])[:12]}…)")
+    lines.append(f"training     {d['steps'] or 0:,} steps in {_duration(d['train_seconds'])} on "
+                 f"{d['device'] or '?'} ({d['precision'] or '?'})")
+    if d["best_val_loss"] is not None:
+        v = d["best_val_loss"]
+        split = "training text" if d["eval_split"] == "train" else "validation split"
+        lines.append(f"best loss    {v:.4f} nats/char = {v / math.log(2):.3f} bits/char "
+                     f"(perplexity {math.exp(v):.2f}) on the {split}, step {d['best_step']}")
+    else:
+        lines.append("best loss    none yet (no evaluation finished)")
+    lines.append(f"weights      {', '.join(d['weights']) or 'none yet'}")
+    names = [f.name for cls in (ModelConfig, TrainConfig) for f in config_fields(cls)]
+    shown = [f"{n.replace('_', '-')}={t[n]}" for n in names if n in t and t[n] is not None]
+    lines.append("settings     " + _wrap(shown, 13))
+    return "\n".join(lines)
+
+
+def _wrap(items: list[str], indent: int, width: int = 96) -> str:
+    out, line = [], ""
+    for it in items:
+        if line and len(line) + 1 + len(it) > width - indent:
+            out.append(line)
+            line = it
+        else:
+            line = f"{line} {it}" if line else it
+    out.append(line)
+    return ("\n" + " " * indent).join(out)

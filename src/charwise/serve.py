@@ -1,0 +1,306 @@
+"""`charwise serve RUN_DIR`: a local playground page for a trained run.
+
+Starlette app served by uvicorn (pip install charwise[serve]). The page (static/) posts a JSON
+request to /api/generate and reads the answer as server-sent events, one per character:
+
+    data: {"i": 0, "c": "e", "p": 0.41, "q": 0.52, "top": [["e", 0.41, 0.52], ...]}
+    ...
+    data: {"done": true, "n": 300, "seconds": 1.93}
+
+p is the model's probability of the character (softmax of the logits); q the probability it
+was drawn with (after temperature and top-p/top-k); top the model's five likeliest characters
+as [char, p, q]. Sampling is the same as `charwise sample`: a seed gives the same text.
+
+Bad requests get a 4xx JSON {"error": "..."}; at most `max_concurrent` generations run at once
+(429 beyond); bodies over 16 KiB get 413; and the page only answers to loopback Host names
+unless served on another address, which keeps other web sites (DNS rebinding) out.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import math
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import CharwiseError
+
+MAX_BODY = 16 << 10
+TOP = 5
+FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_chars: int = 2000          # characters per request
+    max_prime: int = 2000          # characters of prime
+    max_concurrent: int = 4        # generations running at once
+    max_delay_ms: int = 1000
+
+
+def _require() -> None:
+    import importlib.util
+    for mod in ("starlette", "uvicorn"):
+        if importlib.util.find_spec(mod) is None:
+            raise CharwiseError(f"charwise serve needs the {mod} package: pip install charwise[serve]")
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _number(body: dict, key: str, default, lo: float, hi: float, integer: bool = False):
+    v = body.get(key, default)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
+        raise BadRequest(400, f"{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise BadRequest(400, f"{key} must be between {lo:g} and {hi:g}, got {v!r}")
+    return int(v) if integer else float(v)
+
+
+def parse_request(body, limits: Limits) -> dict:
+    """Validate a /api/generate body; raise BadRequest naming the field."""
+    if not isinstance(body, dict):
+        raise BadRequest(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise BadRequest(400, f"unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    prime = body.get("prime", "")
+    if not isinstance(prime, str):
+        raise BadRequest(400, "prime must be a string")
+    if len(prime) > limits.max_prime:
+        raise BadRequest(400, f"prime is {len(prime)} characters; at most {limits.max_prime}")
+    req = {"prime": prime,
+           "n": _number(body, "n", 300, 1, limits.max_chars, integer=True),
+           "temperature": _number(body, "temperature", 0.8, 0, 5),
+           "top_p": _number(body, "top_p", 1.0, 1e-6, 1),
+           "top_k": _number(body, "top_k", None, 1, 1 << 20, integer=True),
+           "seed": _number(body, "seed", None, 0, 2 ** 63 - 1, integer=True),
+           "delay_ms": _number(body, "delay_ms", 0, 0, limits.max_delay_ms)}
+    if req["n"] is None or req["temperature"] is None:
+        raise BadRequest(400, "n and temperature must not be null")
+    if req["top_p"] is not None and req["top_p"] >= 1:
+        req["top_p"] = None                     # 1 keeps everything: same as no filter
+    return req
+
+
+class Generator:
+    """The sampling loop of CharModel.stream, one step at a time, with each step's top-5."""
+
+    def __init__(self, model):
+        from .sample import make_step
+        self.model = model
+        self.step_fn = make_step(model.net)
+        self.chars = model.vocab.chars
+
+    @torch.inference_mode()
+    def start(self, req: dict):
+        logits, state = self.model.prime(req["prime"], 1, oov="error")
+        return {"logits": logits, "state": state, "rng": np.random.default_rng(req["seed"]), "i": 0}
+
+    @torch.inference_mode()
+    def next(self, run: dict, req: dict, last: bool) -> dict:
+        from .sample import draw, filter_probs
+        logits, t = run["logits"], req["temperature"]
+        z = logits[0].astype(np.float64)
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        if t == 0:
+            q = np.zeros_like(p)
+            q[int(z.argmax())] = 1.0
+        else:
+            q = filter_probs(logits, t, req["top_k"], req["top_p"])[0]
+        ids = draw(logits, run["rng"], t, req["top_k"], req["top_p"])   # what `sample` draws
+        j = int(ids[0])
+        top = np.argsort(-p, kind="stable")[:TOP]
+        ev = {"i": run["i"], "c": self.chars[j], "p": _r(p[j]), "q": _r(q[j]),
+              "top": [[self.chars[k], _r(p[k]), _r(q[k])] for k in top]}
+        run["i"] += 1
+        if not last:
+            out, run["state"] = self.step_fn(torch.as_tensor(ids, device=self.model.device), run["state"])
+            run["logits"] = out.float().cpu().numpy()
+        return ev
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def _sse(obj: dict) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: str = "127.0.0.1"):
+    """The playground as an ASGI app (Starlette)."""
+    _require()
+    from anyio import to_thread
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    from .api import load
+    from .info import describe
+    model = load(run_dir, which=which)
+    gen = Generator(model)
+    facts = describe(run_dir)
+    static = Path(str(resources.files("charwise") / "static"))
+    active = {"n": 0}
+
+    class Stream(StreamingResponse):
+        """Gives the generation slot back however the response ends (done, error, hang-up)."""
+
+        async def __call__(self, scope, receive, send):
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                release()
+
+    def release() -> None:
+        active["n"] -= 1
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status)
+
+    async def index(request: Request):
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-store"})
+
+    async def info(request: Request):
+        return JSONResponse({
+            "run": Path(run_dir).resolve().name, "model": facts["model"],
+            "parameters": facts["parameters"], "vocab": list(model.vocab.chars),
+            "best_val_loss": facts["best_val_loss"], "eval_split": facts["eval_split"],
+            "steps": facts["steps"],
+            "limits": limits.__dict__, "active": active["n"]})
+
+    async def read_body(request: Request):
+        # Requiring application/json makes a cross-site page's plain form post impossible
+        # (browsers preflight JSON, and we answer no CORS), so other sites cannot use the model.
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise BadRequest(415, "send the request as JSON (Content-Type: application/json)")
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
+        try:
+            return json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadRequest(400, f"the request body is not valid JSON ({e})") from None
+
+    async def generate(request: Request):
+        try:
+            req = parse_request(await read_body(request), limits)
+        except BadRequest as e:
+            return error(e.status, str(e))
+        if active["n"] >= limits.max_concurrent:
+            return error(429, f"busy: {active['n']} generations are running (the limit is "
+                              f"{limits.max_concurrent}); try again in a moment")
+        active["n"] += 1                 # no await since the check: nothing can slip in between
+        try:
+            run = await to_thread.run_sync(gen.start, req)
+        except CharwiseError as e:
+            release()
+            return error(400, str(e))
+        except BaseException:
+            release()
+            raise
+
+        async def events():
+            t0 = time.perf_counter()
+            n, delay = req["n"], req["delay_ms"] / 1000
+            for i in range(n):
+                ev = await to_thread.run_sync(gen.next, run, req, i + 1 == n)
+                yield _sse(ev)
+                if delay:
+                    await asyncio.sleep(delay)
+            yield _sse({"done": True, "n": n, "seconds": round(time.perf_counter() - t0, 3)})
+
+        return Stream(events(), media_type="text/event-stream",
+                      headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    routes = [Route("/", index), Route("/api/info", info),
+              Route("/api/generate", generate, methods=["POST"]),
+              Mount("/static", StaticFiles(directory=static), name="static")]
+    middleware = []
+    if _is_loopback(host):
+        middleware.append(Middleware(TrustedHostMiddleware,
+                                     allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"]))
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def _config(app, host: str, port: int):
+    import uvicorn
+    # limit_concurrency bounds open connections; request sizes are bounded in read_body.
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                          limit_concurrency=64, timeout_keep_alive=5,
+                          timeout_graceful_shutdown=2)   # Ctrl-C does not wait out open streams
+
+
+def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, which: str = "best",
+          limits: Limits = Limits(), log=print) -> None:
+    """Run the playground until Ctrl-C."""
+    _require()
+    import uvicorn
+    app = create_app(run_dir, which, limits, host)
+    if not _is_loopback(host):
+        log(f"warning: serving on {host}: anyone who can reach this address can use the model")
+    shown = f"[{host}]" if ":" in host else host
+    log(f"charwise playground for {run_dir}: http://{shown}:{port}/  (Ctrl-C to stop)")
+    try:
+        uvicorn.Server(_config(app, host, port)).run()
+    except OSError as e:
+        raise CharwiseError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def background_server(app, host: str = "127.0.0.1", timeout: float = 20.0):
+    """Serve `app` on a free loopback port in a thread; yields its base URL. For tests and
+    notebooks. The server stops when the block ends."""
+    import uvicorn
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    server = uvicorn.Server(_config(app, host, 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the playground server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = server.force_exit = True
+        thread.join(timeout)
+        sock.close()

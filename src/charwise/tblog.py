@@ -1,0 +1,101 @@
+"""TensorBoard logging for `charwise train --tensorboard` (optional: pip install charwise[tensorboard]).
+
+metrics.jsonl is always written; this adds event files under RUN_DIR/tensorboard:
+
+    train/loss, train/bits_per_char, train/lr, train/grad_norm     every step
+    train/chars_per_s                                               every 10 steps
+    val/loss, val/bits_per_char, val/perplexity                     at each evaluation
+    sample (text)                                                   at each evaluation
+
+Open it with `tensorboard --logdir RUN_DIR/tensorboard` (or a folder of runs).
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+from .config import CharwiseError
+
+TB_DIR = "tensorboard"
+SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED = 240, 0.8, 0
+_RATE_EVERY = 10
+
+
+def require_tensorboard() -> None:
+    """Fail early, in one line, when --tensorboard is asked for but cannot work."""
+    if importlib.util.find_spec("tensorboard") is None:
+        raise CharwiseError("--tensorboard needs the tensorboard package: "
+                            "pip install charwise[tensorboard]")
+
+
+class NullLogger:
+    """What train() holds when TensorBoard is off: every call does nothing."""
+
+    def step(self, *a, **kw) -> None:
+        pass
+
+    def eval(self, *a, **kw) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TBLogger(NullLogger):
+    def __init__(self, run_dir, vocab, info: dict, chars_per_step: int, start_step: int = 0):
+        require_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+        # purge_step drops events a killed run wrote after its last checkpoint, so a resumed
+        # run's curves do not fold back on themselves.
+        self.writer = SummaryWriter(str(Path(run_dir) / TB_DIR),
+                                    purge_step=start_step if start_step else None)
+        self.vocab, self.info, self.chars_per_step = vocab, info, chars_per_step
+        self._mark = (start_step, time.perf_counter())
+
+    def step(self, step: int, loss: float, lr: float, grad_norm: float | None = None) -> None:
+        w = self.writer
+        w.add_scalar("train/loss", loss, step)
+        w.add_scalar("train/bits_per_char", loss / math.log(2), step)
+        w.add_scalar("train/lr", lr, step)
+        if grad_norm is not None:
+            w.add_scalar("train/grad_norm", grad_norm, step)
+        if step % _RATE_EVERY == 0:
+            s0, t0 = self._mark
+            now = time.perf_counter()
+            if step > s0 and now > t0:
+                w.add_scalar("train/chars_per_s", (step - s0) * self.chars_per_step / (now - t0), step)
+            self._mark = (step, now)
+
+    def eval(self, step: int, rec: dict, model) -> None:
+        w = self.writer
+        for k in ("loss", "bits_per_char", "perplexity"):
+            if f"val_{k}" in rec:
+                w.add_scalar(f"val/{k}", rec[f"val_{k}"], step)
+        w.add_text("sample", self._sample(model), step)
+        w.flush()
+        self._mark = (step, time.perf_counter())   # evaluation time is not training speed
+
+    def _sample(self, model) -> str:
+        """A seeded sample from the current weights (eval mode, then back), as Markdown."""
+        from .sample import CharModel
+        was_training = model.training
+        model.eval()
+        try:
+            # Sampling draws from its own NumPy generator: training's RNG streams are untouched.
+            text = CharModel(model, self.vocab, self.info).generate(
+                "", SAMPLE_CHARS, SAMPLE_TEMPERATURE, seed=SAMPLE_SEED)
+        finally:
+            model.train(was_training)
+        # TensorBoard renders text as Markdown; a fenced block keeps newlines and spacing.
+        fence = "````" if "```" in text else "```"
+        return f"temperature {SAMPLE_TEMPERATURE}, seed {SAMPLE_SEED}:\n\n{fence}\n{text}\n{fence}"
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def open_logger(enabled: bool, run_dir, vocab, info: dict, chars_per_step: int,
+                start_step: int = 0) -> NullLogger:
+    return TBLogger(run_dir, vocab, info, chars_per_step, start_step) if enabled else NullLogger()

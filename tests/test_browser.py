@@ -1,0 +1,129 @@
+"""The playground in a real headless Chromium: type a prime, generate, watch the text stream
+in, hover a character and read the top-5 panel.
+
+Needs the system's Chromium and its driver (Debian: apt-get install chromium chromium-driver;
+.ci/run installs them) and is skipped, saying why, where they are absent. Nothing is downloaded:
+Selenium is pointed at /usr/bin/chromedriver and the browser binary explicitly.
+Set CHARWISE_SCREENSHOT=docs/playground.png to refresh the README's screenshot (`make screenshot`).
+"""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+DRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or DRIVER is None:
+    pytest.skip("browser test skipped: Chromium and chromedriver not found (Debian: apt-get install "
+                "chromium chromium-driver; .ci/run installs them)", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: selenium not installed")
+
+import charwise  # noqa: E402
+from charwise.serve import Limits, background_server, create_app  # noqa: E402
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Poll until predicate() is truthy; bounded in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1360,900", "--force-device-scale-factor=1",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_playground_streams_and_shows_alternatives(trained_run, browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    app = create_app(trained_run, limits=Limits(max_chars=600))
+    with background_server(app) as url:
+        d = browser
+        d.get(url + "/")
+        wait_for(lambda: "parameters" in d.find_element(By.ID, "model-info").text, what="model info")
+        assert "89,062 parameters" in d.find_element(By.ID, "model-info").text
+
+        prime = d.find_element(By.ID, "prime")
+        prime.send_keys(Keys.CONTROL, "a")
+        prime.send_keys(Keys.DELETE)
+        prime.send_keys("Zebra")                       # 'Z' is not in this model's vocabulary
+        wait_for(lambda: d.find_element(By.ID, "oov").is_displayed(), what="vocabulary warning")
+        assert not d.find_element(By.ID, "generate").is_enabled()
+        prime.send_keys(Keys.CONTROL, "a")
+        prime.send_keys(Keys.DELETE)
+        prime.send_keys("Mr Bennet was")
+        wait_for(lambda: d.find_element(By.ID, "generate").is_enabled(), what="generate enabled")
+
+        # Sliders and the seed box, set the way a user's drag would (input events).
+        d.execute_script("""
+            const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+                                     e.dispatchEvent(new Event('input')); };
+            set('length', 400); set('temperature', 0.6); set('top-p', 0.95); set('delay', 5);""")
+        d.find_element(By.ID, "seed").send_keys("5")
+        assert d.find_element(By.ID, "temperature-value").text == "0.60"
+        d.find_element(By.ID, "generate").click()
+
+        # Text streams in: some characters appear while the status still says "generating".
+        wait_for(lambda: "generating" in d.find_element(By.ID, "status").text
+                 and len(d.find_elements(By.CSS_SELECTOR, "#out .ch")) >= 5, what="streaming")
+        partial = len(d.find_elements(By.CSS_SELECTOR, "#out .ch"))
+        assert 0 < partial < 400
+        wait_for(lambda: d.find_element(By.ID, "status").text.startswith("done"), what="done")
+        spans = d.find_elements(By.CSS_SELECTOR, "#out .ch")
+        assert len(spans) == 400
+        shown = d.find_element(By.ID, "out").get_attribute("textContent")
+        want = charwise.load(trained_run).generate("Mr Bennet was", 400, 0.6, top_p=0.95, seed=5)
+        assert shown == want                           # the page shows what `sample` gives
+
+        # Hover a character: the panel lists the five likeliest characters with probabilities.
+        target = spans[40]
+        ActionChains(d).move_to_element(target).perform()
+        wait_for(lambda: "Character 41" in d.find_element(By.ID, "panel-body").text, what="hover panel")
+        rows = d.find_elements(By.CSS_SELECTOR, "#panel-body .alt")
+        assert 5 <= len(rows) <= 6
+        pcts = [float(r.find_element(By.CLASS_NAME, "pct").text.rstrip("%")) for r in rows[:5]]
+        assert pcts == sorted(pcts, reverse=True) and 0 < sum(pcts) <= 100.5
+        chosen = d.find_elements(By.CSS_SELECTOR, "#panel-body .alt.chosen")
+        assert len(chosen) == 1
+        glyph = chosen[0].find_element(By.CLASS_NAME, "glyph").text
+        assert glyph == {" ": "␣", "\n": "⏎"}.get(target.text or " ", target.text)
+
+        shot = os.environ.get("CHARWISE_SCREENSHOT")
+        path = Path(shot) if shot else tmp_path / "playground.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert d.save_screenshot(str(path))
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        # Bad input shows the server's message on the page instead of failing silently.
+        d.execute_script("document.getElementById('length').max = 5000;"
+                         "const e = document.getElementById('length'); e.value = 5000;"
+                         "e.dispatchEvent(new Event('input'));")
+        d.find_element(By.ID, "generate").click()
+        wait_for(lambda: "error 400" in d.find_element(By.ID, "status").text, what="error message")
+        assert "n must be between 1 and 600" in d.find_element(By.ID, "status").text
