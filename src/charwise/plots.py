@@ -72,20 +72,80 @@ def training_curve(run_dir, out_path, window: int = 10, title: str | None = None
         es = [e["step"] for e in evals]
         ev = [e["val_loss"] for e in evals]
         ax.plot(es, ev, "o-", color=GREEN, ms=4, lw=1.2,
-                label="validation loss" if split == "val" else "loss on the whole text")
+                label="validation loss" if split == "val" else "loss on the whole training text (one pass)")
         best = min(range(len(ev)), key=ev.__getitem__)
         ax.axvline(es[best], color=GREY, ls="--", lw=1)
+        ax.plot([es[best]], [ev[best]], "*", color=GREEN, ms=13, mec="white", zorder=5)
         right_half = es[best] > 0.6 * max(s[-1], es[-1])
+        # a white box so the label stays legible where it crosses the loss curves
         ax.annotate(f"best {ev[best]:.3f} @ step {es[best]}", (es[best], ev[best]),
-                    textcoords="offset points", xytext=(-6 if right_half else 6, 12),
-                    ha="right" if right_half else "left", color=GREY, fontsize=9)
+                    textcoords="offset points", xytext=(-8 if right_half else 8, 14),
+                    ha="right" if right_half else "left", color="#555555", fontsize=9,
+                    bbox=dict(boxstyle="round,pad=0.2", fc="white", ec="none", alpha=0.85))
     ax.set_title(title or "Character-level LM training loss")
     ax.set_xlabel("Step")
     ax.set_ylabel("Cross-entropy (nats/char)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.25)
     ax.legend(loc="upper right")
-    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2)))
-    right.set_ylabel("bits/char")
+    _bits_axis(ax)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def _bits_axis(ax):
+    ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2))
+                       ).set_ylabel("bits/char")
+
+
+def per_char_chart(table, out_path, k: int = 15, title: str | None = None) -> Path:
+    """The spec's bar chart of the k hardest characters (highest mean loss), with readable
+    labels (a space is \u2423, a newline \u21b5), each bar's count (a mean over 1 occurrence
+    is noise, and the reader should see that), and the mean over all characters."""
+    from .analysis import visible
+    plt = _plt()
+    top = table.head(k)
+    labels = [visible(c) for c in top.chars]
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    x = np.arange(len(labels))
+    bars = ax.bar(x, top.mean_nats, color=BLUE, alpha=0.85)
+    ax.set_xticks(x, labels, fontsize=13, family="DejaVu Sans Mono")
+    for b, n, acc in zip(bars, top.count, top.accuracy):
+        ax.annotate(f"n={n:,}\n{acc:.0%}", (b.get_x() + b.get_width() / 2, b.get_height()),
+                    textcoords="offset points", xytext=(0, 2), ha="center", va="bottom",
+                    fontsize=7.5, color=GREY)
+    ax.axhline(table.overall_nats, color=RED, ls="--", lw=1.2,
+               label=f"mean over all {table.total:,} predictions: {table.overall_nats:.3f}")
+    ax.set_ylim(0, max(float(top.mean_nats.max()), table.overall_nats) * 1.22 or 1)
+    ax.set_title(title or "Per-character average loss (hardest to predict)")
+    ax.set_xlabel("Character (\u2423 space, \u21b5 newline); above each bar: count, top-1 accuracy")
+    ax.set_ylabel("Cross-entropy (nats/char)")
+    ax.grid(axis="y", alpha=0.25)
+    ax.legend(loc="upper right", fontsize=9)
+    _bits_axis(ax)
+    fig.tight_layout()
+    return _save(fig, out_path)
+
+
+def heatmap_chart(hm, out_path, title: str | None = None) -> Path:
+    """Units x characters, the characters as x tick labels. h is tanh-bounded, so its colour
+    scale is fixed at [-1, 1] (comparable between pictures); c is scaled to its largest value."""
+    from .analysis import visible
+    plt = _plt()
+    U, T = hm.data.shape
+    fig, ax = plt.subplots(figsize=(min(4 + 0.32 * T, 24), min(3 + 0.055 * U, 12)))
+    lim = 1.0 if hm.kind == "h" else float(np.abs(hm.data).max()) or 1.0
+    im = ax.imshow(hm.data, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                   interpolation="nearest")
+    ax.set_xticks(np.arange(T), [visible(c) for c in hm.chars], fontsize=10, family="DejaVu Sans Mono")
+    ax.tick_params(axis="x", length=0)
+    stride = max(1, int(np.ceil(U / 32)))              # at most ~32 unit labels stay legible
+    ax.set_yticks(np.arange(0, U, stride), [str(u) for u in hm.units[::stride]], fontsize=7)
+    ax.set_ylabel(f"unit (sorted by {hm.sort})")
+    ax.set_xlabel("character just read")
+    name = "hidden state h" if hm.kind == "h" else "cell state c"
+    shown = f"{U} units" + (f" ({hm.note})" if hm.note else "")
+    ax.set_title(title or f"{name}, layer {hm.layer}: {shown} \u00d7 {T} characters")
+    fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01).set_label(f"{hm.kind} (layer {hm.layer})")
     fig.tight_layout()
     return _save(fig, out_path)

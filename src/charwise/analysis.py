@@ -1,0 +1,434 @@
+"""What a trained model learned, as numbers: per-character loss, hidden states, selective units,
+samples at several temperatures, their novelty against the training text, and the plateau.
+
+This module only computes; plots.py draws and report.py writes the pages. The per-character
+loss is ONE stateful pass over the text (`train.token_losses`), so every position is predicted
+from its full left context in O(n); the chapter instead re-runs a 21-character window for each
+position, O(21 n), and forgets everything before the window. Aggregation is np.bincount.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import CharwiseError
+from .data import Vocab, _codepoints, prepare_corpus, read_text
+from .train import token_losses
+
+LN2 = math.log(2)
+SPEC_SENTENCE = "Mr Bennet replied that he had not."      # the chapter's heatmap sentence
+SPEC_PRIME = "Mr Bennet"                                    # the chapter's sampling prime
+VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}   # ␣ ↵ ⇥ ␍
+
+
+def visible(ch: str) -> str:
+    """A label a reader can see: space/newline/tab as symbols, other control characters escaped."""
+    if ch in VISIBLE:
+        return VISIBLE[ch]
+    return ch if ch.isprintable() else repr(ch)[1:-1]
+
+
+def decode(vocab: Vocab, ids) -> str:
+    """ids -> str without a Python loop over the text (code points gathered, then UTF-32)."""
+    cps = np.array([ord(c) for c in vocab.chars], dtype="<u4")
+    return cps[np.asarray(ids, dtype=np.int64)].tobytes().decode("utf-32-le", "surrogatepass")
+
+
+def encode(vocab: Vocab, text: str, oov: str = "error", what: str = "text") -> tuple[np.ndarray, int]:
+    """(ids, number of characters dropped by oov='skip'). Never silently changes the text:
+    oov='error' names the unknown characters, and an empty text is an error."""
+    if oov not in ("error", "skip"):
+        raise CharwiseError(f"--oov must be 'error' or 'skip', got {oov!r}")
+    if not text:
+        raise CharwiseError(f"{what} is empty")
+    try:
+        ids = vocab.encode(text, oov=oov)
+    except CharwiseError as e:
+        raise CharwiseError(f"{what}: {e}") from None
+    if len(ids) == 0:
+        raise CharwiseError(f"{what}: none of its characters is in the model's vocabulary")
+    return ids, len(text) - len(ids)
+
+
+# ----------------------------------------------------------------------------- which text
+
+@dataclass
+class Text:
+    ids: np.ndarray                 # (n,) int64
+    source: str                     # what was analysed, for titles and the report
+    note: str = ""                  # fallbacks and skipped characters, said out loud
+    skipped: int = 0
+
+
+def run_corpus(run_dir, info: dict):
+    """The run's corpus, re-read (from the run's token cache when the file is unchanged)."""
+    src = info["corpus"]["source"]
+    cache = Path(run_dir) / "cache"
+    try:
+        corpus = prepare_corpus(src, cache_dir=cache if cache.is_dir() else None,
+                                encoding=info["train"].get("encoding", "utf-8"))
+    except CharwiseError as e:
+        raise CharwiseError(f"cannot re-read the run's corpus ({e}); pass a TEXTFILE") from None
+    if corpus.sha256 != info["corpus"].get("sha256"):
+        raise CharwiseError(f"{src}: changed since the run was trained; pass a TEXTFILE")
+    return corpus
+
+
+def run_split(run_dir, info: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(training ids, validation ids) exactly as the run split them."""
+    return run_corpus(run_dir, info).split(float(info["train"].get("val_fraction", 0.0)))
+
+
+def analysis_text(run_dir, info: dict, vocab: Vocab, textfile=None, oov: str = "error",
+                  encoding: str = "utf-8") -> Text:
+    """TEXTFILE if given, else the run's validation split, else (the spec preset has
+    val_fraction 0) its training text, with a note saying so."""
+    if textfile is not None:
+        ids, skipped = encode(vocab, read_text(textfile, encoding), oov, what=str(textfile))
+        note = (f"{skipped:,} character(s) outside the vocabulary were skipped (--oov skip)"
+                if skipped else "")
+        return Text(np.asarray(ids, np.int64), str(textfile), note, skipped)
+    train_ids, val_ids = run_split(run_dir, info)
+    name = Path(info["corpus"]["source"]).name
+    if len(val_ids) >= 2:
+        return Text(np.asarray(val_ids, np.int64), f"validation split of {name}")
+    why = ("val_fraction 0, as in the spec" if float(info["train"].get("val_fraction", 0)) == 0
+           else "its validation split is under 2 characters")
+    return Text(np.asarray(train_ids, np.int64), f"training text of {name}",
+                f"the run has no validation split ({why}), so the training text is analysed: "
+                "these numbers measure fit, not generalisation")
+
+
+# ----------------------------------------------------------------------------- per-character loss
+
+@contextlib.contextmanager
+def one_thread(device: torch.device):
+    """A batch-1 recurrence is a chain of tiny matmuls: on CPU, handing each one to several
+    threads costs more than it saves (H=128 on 2 cores: 8.8 vs 27 us/step, and 20x worse when
+    another process holds a core). Restores the caller's setting."""
+    if device.type != "cpu":
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def position_losses(net, ids: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """(losses (n-1,) float64 nats, correct (n-1,) bool): entry i is the prediction of ids[i+1]
+    from ids[:i+1], the state carried through the whole text in one pass."""
+    if len(ids) < 2:
+        raise CharwiseError(f"need at least 2 characters to score, got {len(ids)}")
+    with one_thread(next(net.parameters()).device):
+        parts = list(token_losses(net, np.asarray(ids), chunk=chunk))
+    losses = torch.cat([p[0] for p in parts]).double().numpy()
+    guess = torch.cat([p[1] for p in parts]).numpy()
+    return losses, guess == np.asarray(ids[1:])
+
+
+@dataclass
+class CharTable:
+    """Loss per target character, hardest (highest mean loss) first; only characters that occur."""
+    chars: list[str]
+    count: np.ndarray               # (k,) predictions of this character
+    loss_sum: np.ndarray            # (k,) nats
+    correct: np.ndarray             # (k,) top-1 guesses that were right
+
+    @property
+    def mean_nats(self) -> np.ndarray:
+        return self.loss_sum / self.count
+
+    @property
+    def mean_bits(self) -> np.ndarray:
+        return self.mean_nats / LN2
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        return self.correct / self.count
+
+    @property
+    def total(self) -> int:
+        return int(self.count.sum())
+
+    @property
+    def overall_nats(self) -> float:
+        """Equals the mean of all position losses: the table adds up to the overall loss."""
+        return float(self.loss_sum.sum() / self.count.sum())
+
+    def head(self, k: int) -> "CharTable":
+        return CharTable(self.chars[:k], self.count[:k], self.loss_sum[:k], self.correct[:k])
+
+    def rows(self) -> list[dict]:
+        total_loss = self.loss_sum.sum()
+        return [{"char": c, "label": visible(c), "count": int(n), "mean_nats": float(m),
+                 "mean_bits": float(m / LN2), "accuracy": float(a), "share_of_loss": float(s / total_loss)}
+                for c, n, m, a, s in zip(self.chars, self.count, self.mean_nats, self.accuracy, self.loss_sum)]
+
+    def csv(self) -> str:
+        lines = ["char,codepoint,count,mean_nats,mean_bits,accuracy,share_of_loss"]
+        for r in self.rows():
+            label = '"' + r["label"].replace('"', '""') + '"'
+            lines.append(f"{label},{ord(r['char'])},{r['count']},{r['mean_nats']:.6f},"
+                         f"{r['mean_bits']:.6f},{r['accuracy']:.6f},{r['share_of_loss']:.6f}")
+        return "\n".join(lines) + "\n"
+
+
+def char_table(vocab: Vocab, ids: np.ndarray, losses: np.ndarray, correct: np.ndarray) -> CharTable:
+    y = np.asarray(ids[1:], dtype=np.int64)                        # (n-1,) targets
+    V = len(vocab)
+    count = np.bincount(y, minlength=V)
+    loss_sum = np.bincount(y, weights=losses, minlength=V)
+    right = np.bincount(y, weights=correct.astype(np.float64), minlength=V)
+    seen = np.flatnonzero(count)
+    order = seen[np.argsort(-(loss_sum[seen] / count[seen]), kind="stable")]
+    return CharTable([vocab.chars[i] for i in order], count[order], loss_sum[order],
+                     right[order].astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- hidden states
+
+@torch.inference_mode()
+def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
+    """(T, H): one layer's h (or LSTM cell state c) after reading each character, from zeros.
+
+    The stacked nn.LSTM returns only the top layer's h per step, so each layer is re-run alone:
+    a one-layer module of the same kind gets layer k's weights and layer k-1's outputs, which
+    is what the stack computes in eval mode (no dropout). c is not returned at all; it is
+    rebuilt from the gates, known in closed form once the layer's input and h are:
+    c_t = f_t * c_{t-1} + i_t * g_t, a scan vectorised over units (one step per character;
+    meant for sentences and excerpts). tests/test_analysis.py checks both against stepping
+    the model's own rnn one character at a time."""
+    cfg, rnn = net.cfg, net.rnn
+    layer = layer + cfg.layers if layer < 0 else layer
+    if not 0 <= layer < cfg.layers:
+        raise CharwiseError(f"--layer must be in 0..{cfg.layers - 1} for this model, got {layer}")
+    if kind not in ("h", "c"):
+        raise CharwiseError(f"--state must be h or c, got {kind!r}")
+    if kind == "c" and cfg.cell != "lstm":
+        raise CharwiseError(f"--state c: a {cfg.cell.upper()} has no cell state (use h)")
+    dev = next(net.parameters()).device
+    x = net.embed(torch.as_tensor(np.asarray(ids, np.int64), device=dev)[None])   # (1, T, E)
+    extra = {"nonlinearity": rnn.nonlinearity} if cfg.cell == "rnn" else {}
+    for k in range(layer + 1):
+        w = {n: getattr(rnn, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        single = type(rnn)(w["weight_ih"].shape[1], cfg.hidden_size, 1, batch_first=True, **extra)
+        single.load_state_dict({f"{n}_l0": v for n, v in w.items()})
+        out, _ = single.to(dev)(x)                                  # (1, T, H)
+        if k < layer:
+            x = out
+    h = out[0].float()                                              # (T, H)
+    if kind == "h":
+        return h.cpu().numpy()
+    H = cfg.hidden_size
+    h_prev = torch.cat([torch.zeros_like(h[:1]), h[:-1]])          # (T, H)
+    gates = x[0] @ w["weight_ih"].T + w["bias_ih"] + h_prev @ w["weight_hh"].T + w["bias_hh"]
+    i, f = torch.sigmoid(gates[:, :H]).cpu().numpy(), torch.sigmoid(gates[:, H:2 * H]).cpu().numpy()
+    g = torch.tanh(gates[:, 2 * H:3 * H]).cpu().numpy()            # torch's gate order: i, f, g, o
+    c = np.empty_like(g)
+    prev = np.zeros(H, dtype=g.dtype)
+    for t in range(len(g)):
+        prev = c[t] = f[t] * prev + i[t] * g[t]
+    return c
+
+
+def cluster_order(acts: np.ndarray) -> np.ndarray:
+    """Leaf order of average-linkage clustering of the rows of `acts` (units, chars) under
+    correlation distance 1 - r: units that rise and fall together end up in adjacent rows, so
+    the heatmap shows bands instead of noise. O(U^2) per merge, fine for the <= 128 rows shown."""
+    U = len(acts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        D = 1.0 - np.nan_to_num(np.corrcoef(acts))                # (U, U); a constant row: r = 0
+    np.fill_diagonal(D, np.inf)
+    members = {i: [i] for i in range(U)}
+    for _ in range(U - 1):
+        i, j = np.unravel_index(np.argmin(D), D.shape)
+        ni, nj = len(members[i]), len(members[j])
+        D[i, :] = D[:, i] = (ni * D[i] + nj * D[j]) / (ni + nj)   # average linkage
+        D[i, i] = np.inf
+        D[j, :] = D[:, j] = np.inf                                 # j is merged into i
+        members[i] = members[i] + members.pop(j)
+    return np.array(next(iter(members.values())))
+
+
+def order_units(acts: np.ndarray, how: str = "cluster") -> np.ndarray:
+    """Row order for a (units, chars) matrix so that structure shows: 'cluster' (similar units
+    together), 'variance' (most active first) or 'none' (unit index)."""
+    if how not in ("cluster", "variance", "none"):
+        raise CharwiseError(f"--sort must be cluster, variance or none, got {how!r}")
+    if how == "none":
+        return np.arange(len(acts))
+    if how == "variance" or len(acts) < 3 or acts.shape[1] < 2:
+        return np.argsort(-acts.var(axis=1), kind="stable")
+    return cluster_order(acts)
+
+
+@dataclass
+class Heatmap:
+    data: np.ndarray                # (units, chars): row r is unit units[r]
+    units: np.ndarray               # (units,)
+    chars: list[str]
+    layer: int
+    kind: str
+    sort: str
+    total_units: int
+    note: str = ""
+
+
+def heatmap(net, vocab: Vocab, sentence: str, layer: int = -1, kind: str = "h",
+            sort: str = "cluster", max_units: int = 128, oov: str = "error") -> Heatmap:
+    ids, skipped = encode(vocab, sentence, oov, what="--text")
+    acts = layer_states(net, ids, layer, kind).T                    # (H, T)
+    H = len(acts)
+    keep = np.arange(H)
+    note = f"{skipped} character(s) not in the vocabulary skipped" if skipped else ""
+    if H > max_units:                        # the most active units; the rest would be a smear
+        keep = np.sort(np.argsort(-acts.var(axis=1), kind="stable")[:max_units])
+        note = "; ".join(filter(None, [note, f"the {max_units} most variable of {H} units"]))
+    units = keep[order_units(acts[keep], sort)]
+    return Heatmap(acts[units], units, [vocab.chars[i] for i in ids],
+                   layer + net.cfg.layers if layer < 0 else layer, kind, sort, H, note)
+
+
+# ----------------------------------------------------------------------------- selective units
+
+def text_features(text: str) -> dict[str, np.ndarray]:
+    """(T,) float indicators of what the character just read is or where it sits; features
+    that are constant over this text (nothing to correlate with) are left out."""
+    cp = _codepoints(text)
+    uniq, inv = np.unique(cp, return_inverse=True)          # per distinct char, not per position
+    alpha = np.array([chr(u).isalpha() for u in uniq])[inv]
+    upper = np.array([chr(u).isupper() for u in uniq])[inv]
+    punct = np.array([not (chr(u).isalnum() or chr(u).isspace()) for u in uniq])[inv]
+    idx = np.arange(len(cp))
+    nl = cp == 10
+    since_nl = idx - np.maximum.accumulate(np.where(nl, idx, -1))
+    since_word = idx - np.maximum.accumulate(np.where(alpha, -1, idx))
+    feats = {
+        "inside double quotes": (np.cumsum(cp == 34) % 2 == 1) if (cp == 34).any() else None,
+        "just read a newline (line start)": nl,
+        "just read a space (word start)": cp == 32,
+        "inside a word (letter)": alpha,
+        "capital letter": upper,
+        "punctuation": punct,
+        "position in the line": since_nl if nl.any() else None,
+        "position in the word": since_word,
+    }
+    feats = {k: v.astype(np.float64) for k, v in feats.items() if v is not None}
+    return {k: v for k, v in feats.items() if np.ptp(v) > 0}
+
+
+def unit_correlations(acts: np.ndarray, feats: dict[str, np.ndarray]) -> np.ndarray:
+    """(H, F) Pearson correlation of each unit's activation (acts is (T, H)) with each feature."""
+    def z(a):
+        sd = a.std(axis=0)
+        return (a - a.mean(axis=0)) / np.where(sd > 0, sd, np.inf)   # constant -> 0
+    F = np.stack(list(feats.values()), axis=1) if feats else np.zeros((len(acts), 0))
+    return z(acts.astype(np.float64)).T @ z(F) / len(acts)
+
+
+def selective_units(acts: np.ndarray, feats: dict[str, np.ndarray], top: int = 3) -> list[dict]:
+    """For each feature, the `top` units whose activation tracks it best (by |r|)."""
+    r = unit_correlations(acts, feats)
+    out = []
+    for j, name in enumerate(feats):
+        for u in np.argsort(-np.abs(r[:, j]), kind="stable")[:top]:
+            out.append({"feature": name, "unit": int(u), "r": float(r[u, j])})
+    return out
+
+
+@torch.inference_mode()
+def next_guesses(net, ids, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(top ids (T, k), their probabilities (T, k)): the guesses after reading each character."""
+    dev = next(net.parameters()).device
+    with one_thread(dev):
+        logits, _ = net(torch.as_tensor(np.asarray(ids, np.int64), device=dev)[None])
+    p, top = torch.softmax(logits[0].float(), -1).topk(min(k, logits.shape[-1]), -1)
+    return top.cpu().numpy(), p.cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- samples, novelty
+
+def temperature_sweep(model, prime: str, temperatures=(0.5, 1.0, 1.5), n: int = 200,
+                      seed: int = 1) -> list[dict]:
+    """A sample per temperature and the mean log-likelihood of its generated characters under
+    the model (at temperature 1). With no prime the first character comes from the corpus
+    frequencies, not the model, so it is not scored."""
+    prime_len = len(model.vocab.encode(prime))
+    out = []
+    for t in temperatures:
+        text = model.generate(prime, n, temperature=float(t), seed=seed)
+        ids = model.vocab.encode(text)
+        ll = None
+        if len(ids) >= 2 and len(ids) - max(prime_len, 1) > 0:
+            losses, _ = position_losses(model.net, ids)
+            ll = -float(losses[max(prime_len - 1, 0):].mean())
+        out.append({"temperature": float(t), "prime": prime, "text": text, "loglik_nats": ll,
+                    "loglik_bits": None if ll is None else ll / LN2})
+    return out
+
+
+def longest_copy(sample: str, ref: str) -> str:
+    """The longest substring of `sample` that occurs in `ref`. Two pointers: a suffix of a
+    substring of ref is one too, so the window's start only moves forward, which takes
+    O(len(sample)) substring searches (each a C-speed scan of ref)."""
+    best, i = (0, 0), 0
+    for j in range(1, len(sample) + 1):
+        while i < j and sample[i:j] not in ref:
+            i += 1
+        if j - i > best[1] - best[0]:
+            best = (i, j)
+    return sample[best[0]:best[1]]
+
+
+def ngram_overlap(sample: str, ref: str, n: int) -> float | None:
+    """Fraction of the n-grams of `sample` (all positions) that occur somewhere in `ref`."""
+    grams = [sample[i:i + n] for i in range(len(sample) - n + 1)]
+    if not grams:
+        return None
+    found = {g for g in set(grams) if g in ref}
+    return sum(g in found for g in grams) / len(grams)
+
+
+def novelty(sample: str, ref: str, ns=(10, 20)) -> dict:
+    """Memorisation vs invention: the longest stretch copied from `ref`, and per n the fraction
+    of n-grams that appear in it (1.0: every n-gram copied; near 0: new text)."""
+    copy = longest_copy(sample, ref)
+    return {"chars": len(sample), "longest_copy": copy, "longest_copy_len": len(copy),
+            "ngram_overlap": {n: ngram_overlap(sample, ref, n) for n in ns}}
+
+
+# ----------------------------------------------------------------------------- plateau
+
+def plateau(info: dict, tol: float = 0.01) -> dict | None:
+    """When the evaluation loss stopped improving, from run.json's history."""
+    hist = [h for h in info.get("history") or [] if math.isfinite(h.get("val_loss", math.nan))]
+    if not hist:
+        return None
+    steps = [h["step"] for h in hist]
+    loss = np.array([h["val_loss"] for h in hist])
+    b = int(np.argmin(loss))
+    near = int(np.flatnonzero(loss <= loss[b] * (1 + tol))[0])
+    since = len(hist) - 1 - b
+    out = {"best_step": steps[b], "best_loss": float(loss[b]), "last_step": steps[-1],
+           "evals": len(hist), "evals_since_best": since, "within_tol_step": steps[near], "tol": tol,
+           "split": hist[-1].get("eval_split", "val"), "stopped_because": info.get("stopped_because"),
+           "status": info.get("status")}
+    if info.get("stopped_because") == "patience":
+        v = (f"stopped early by --patience {info['train'].get('patience')}: no improvement in "
+             f"{since} evaluations after step {steps[b]}")
+    elif since == 0:
+        v = f"still improving at the last evaluation (step {steps[-1]}): more training would likely help"
+    else:
+        v = (f"best at step {steps[b]}, then {since} evaluation(s) without improvement "
+             f"up to step {steps[-1]}: plateaued")
+    out["verdict"] = (("still training; " if info.get("status") == "training" else "") + v +
+                      f"; within {tol:.0%} of its best from step {steps[near]}")
+    return out

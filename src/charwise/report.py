@@ -1,0 +1,254 @@
+"""`charwise analyze`: run every analysis of analysis.py on a run, draw it (plots.py), and write
+the pages: RUN/analysis/report.html (one self-contained file, images as base64 data URIs) and
+neurons.html (the text coloured by single units, top-5 guesses on hover; no JavaScript).
+
+    OUT/per_char.csv  per_char.png  curve.png  heatmap.png  neurons.html  report.html  analysis.json
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import analysis as A
+from .checkpoint import atomic_write_bytes, atomic_write_json, check_run_dir, read_run
+from .config import CharwiseError
+
+SELECTIVITY_CHARS = 20_000          # units are ranked on this much text (one forward pass)
+MIN_R = 0.3                         # a weaker correlation is not worth a coloured block
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;font-size:.9em}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right}
+th{background:#f6f6f6}td.l,th.l{text-align:left}img{max-width:100%}.note{color:#a05a00}
+pre,.txt{white-space:pre-wrap;font-family:'DejaVu Sans Mono',monospace;background:#fafafa;
+padding:.6em;border:1px solid #eee;line-height:1.5}.scroll{max-height:420px;overflow-y:auto}
+.txt span{border-radius:2px}.muted{color:#777}"""
+
+
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+            f"<style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<p><img alt="{_e(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def _table(head: list[str], rows: list[list], left: int = 1) -> str:
+    th = "<tr>" + "".join(f'<th class="{"l" if i < left else ""}">{_e(h)}</th>'
+                          for i, h in enumerate(head)) + "</tr>" if head else ""
+    trs = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_e(c)}</td>'
+                                   for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table>{th}{trs}</table>"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+# ----------------------------------------------------------------------------- neuron view
+
+def _coloured(chars: list[str], acts: np.ndarray, scale: float, hover: list[str]) -> str:
+    """One <span> per character, red for positive and blue for negative activation."""
+    out = []
+    for ch, a, tip in zip(chars, acts, hover):
+        alpha = min(abs(float(a)) / scale, 1.0)
+        rgb = "231,76,60" if a > 0 else "52,152,219"
+        shown = "\u21b5\n" if ch == "\n" else _e(ch)
+        out.append(f'<span style="background:rgba({rgb},{alpha:.2f})" title="{_e(tip)}">{shown}</span>')
+    return '<div class="txt">' + "".join(out) + "</div>"
+
+
+def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: str = "h",
+                unit: int | None = None, chars: int = 1000, blocks: int = 6) -> dict:
+    """Write the neuron page; return the selective units and the units shown."""
+    stats_ids = ids[:max(SELECTIVITY_CHARS, chars)]
+    acts = A.layer_states(net, stats_ids, layer, kind)                  # (T, H)
+    feats = A.text_features(A.decode(vocab, stats_ids))
+    sel = A.selective_units(acts, feats, top=3)
+    H = acts.shape[1]
+    if unit is not None and not 0 <= unit < H:
+        raise CharwiseError(f"--unit must be in 0..{H - 1} for this model, got {unit}")
+    best = list({s["feature"]: s for s in reversed(sel)}.values())     # the top unit per feature
+    best.sort(key=lambda s: -abs(s["r"]))
+    shown = ([unit] if unit is not None else []) + [s["unit"] for s in best if abs(s["r"]) >= MIN_R]
+    shown = list(dict.fromkeys(shown))[:blocks] or [int(np.argmax(acts.var(axis=0)))]
+    n = min(chars, len(ids))
+    top, p = A.next_guesses(net, ids[:n], 5)                             # (n, 5)
+    text = [vocab.chars[i] for i in ids[:n]]
+    guesses = ["next: " + "  ".join(f"{A.visible(vocab.chars[j])} {q:.0%}" for j, q in zip(tj, pj))
+               for tj, pj in zip(top, p)]
+    why = {s["unit"]: s for s in reversed(best)}
+    layer_n = layer + net.cfg.layers if layer < 0 else layer
+    body = [f"<h1>Neuron view: {kind} of layer {layer_n}</h1>",
+            "<p>Each character is coloured by one unit's activation just after the model read it "
+            "(red positive, blue negative, white near 0). Hover a character for the activation "
+            "and the model's top-5 guesses for the next character. r is the correlation between the "
+            f"unit and a property of the character just read (r &gt; 0: higher where it holds); units "
+            f"with |r| &ge; {MIN_R} are shown.</p>"]
+    for u in shown:
+        a = acts[:n, u]
+        scale = 1.0 if kind == "h" else float(np.abs(a).max()) or 1.0
+        s = why.get(u)
+        label = (f": r = {s['r']:+.2f} with <b>{_e(s['feature'])}</b>" if s and abs(s["r"]) >= MIN_R
+                 else " (chosen with --unit)" if u == unit else " (the most variable unit)")
+        hover = [f"{kind}[{u}] = {x:+.2f} | {g}" for x, g in zip(a, guesses)]
+        body.append(f"<h2>Unit {u}{label}</h2>" + _coloured(text, a, scale, hover))
+    body.append("<h2>Most selective units</h2><p>Pearson r between a unit's activation and a "
+                f"property of the character just read, over the first {len(stats_ids):,} characters."
+                "</p>" + selective_table(sel))
+    atomic_write_bytes(out_path, _page("charwise neuron view", "\n".join(body)).encode())
+    return {"selective": sel, "shown": shown, "path": str(out_path)}
+
+
+# ----------------------------------------------------------------------------- the report
+
+def selective_table(sel: list[dict]) -> str:
+    """One row per property: its best units with their r."""
+    rows: dict[str, list[str]] = {}
+    for s in sel:
+        rows.setdefault(s["feature"], []).append(f"unit {s['unit']} ({s['r']:+.2f})")
+    return _table(["property of the character just read", "best units (r)"],
+                  [[k, ",  ".join(v)] for k, v in rows.items()], left=2)
+
+
+def _run_section(info: dict, run: Path) -> str:
+    m, t, c = info["model"], info["train"], info["corpus"]
+    rows = [["run directory", run], ["status", f"{info.get('status')} ({info.get('stopped_because') or '-'})"],
+            ["model", f"{m['cell'].upper()} {m['layers']} x {m['hidden_size']}, embedding {m['embed_dim']}, "
+                      f"dropout {m['dropout']}, vocabulary {m['vocab_size']}"],
+            ["parameters", f"{info.get('parameters', 0):,}"],
+            ["corpus", f"{c['source']} ({c['chars']:,} chars: {c['train_chars']:,} train, {c['val_chars']:,} val)"],
+            ["training", f"{info.get('step', 0):,} steps in {info.get('train_seconds', 0):.1f}s on "
+                         f"{info.get('device')} {info.get('precision')}; lr {t['lr']}, batch {t['batch_size']} "
+                         f"x seq_len {t['seq_len']}, patience {t.get('patience') or 'off'}"]]
+    return "<h2>Run</h2>" + _table([], rows, left=2)
+
+
+def write_report(path, run: Path, info: dict, res: dict, images: dict) -> Path:
+    tab = res["per_char"]
+    pl = res["plateau"]
+    body = [f"<h1>charwise analysis of {_e(run.name)}</h1>",
+            f"<p>Analysed text: <b>{_e(res['text']['source'])}</b> ({res['text']['chars']:,} characters)</p>"]
+    if res["text"]["note"]:
+        body.append(f'<p class="note">Note: {_e(res["text"]["note"])}</p>')
+    body.append(_run_section(info, run))
+    body.append("<h2>Training curve</h2>")
+    body.append(_img(images["curve"], "training curve") if "curve" in images else
+                '<p class="muted">no training steps recorded</p>')
+    if pl:
+        body.append(f"<p><b>Plateau:</b> {_e(pl['verdict'])}. Best {'validation' if pl['split'] == 'val' else 'whole-text'} "
+                    f"loss {pl['best_loss']:.4f} nats ({pl['best_loss'] / A.LN2:.3f} bits/char) at step {pl['best_step']}.</p>")
+    body.append("<h2>Samples at different temperatures</h2><p>Mean log-likelihood of the generated "
+                "characters under the model (at temperature 1); novelty against the training text: the "
+                "longest stretch copied verbatim and the share of 10- and 20-character n-grams found in it "
+                "(100% = memorised, near 0 = invented).</p>")
+    rows = []
+    for s in res["samples"]:
+        nv = s.get("novelty") or {}
+        ov = nv.get("ngram_overlap", {})
+        ll = "n/a" if s["loglik_nats"] is None else f"{s['loglik_nats']:.3f} ({s['loglik_bits']:.3f})"
+        rows.append([s["temperature"], ll, nv.get("longest_copy_len", "n/a"), _pct(ov.get(10)), _pct(ov.get(20))])
+    body.append(_table(["temperature", "mean log-likelihood, nats (bits)/char", "longest copy (chars)",
+                        "10-grams copied", "20-grams copied"], rows))
+    for s in res["samples"]:
+        body.append(f"<h3>Temperature {s['temperature']}</h3><pre>{_e(s['text'])}</pre>")
+    if res.get("novelty_note"):
+        body.append(f'<p class="note">{_e(res["novelty_note"])}</p>')
+    o = res["overall"]
+    body.append(f"<h2>Per-character loss</h2><p>One stateful pass over {o['predictions']:,} predictions, "
+                f"each with its full left context: <b>{o['nats']:.4f} nats/char</b> ({o['bits']:.4f} bits/char, "
+                f"perplexity {o['perplexity']:.3f}), top-1 accuracy {o['accuracy']:.1%}.</p>")
+    body.append(_img(images["per_char"], "per-character loss"))
+    rows = [[r["label"], f"{r['count']:,}", f"{r['mean_nats']:.4f}", f"{r['mean_bits']:.4f}",
+             f"{r['accuracy']:.1%}", f"{r['share_of_loss']:.1%}"] for r in tab]
+    body.append('<div class="scroll">' + _table(["char", "count", "mean nats", "mean bits",
+                                                   "top-1 accuracy", "share of total loss"], rows) + "</div>")
+    hm = res["heatmap"]
+    body.append(f"<h2>Hidden state over a sentence</h2><p>{_e(hm['kind'])} of layer {hm['layer']} while "
+                f"reading <code>{_e(hm['text'])}</code>; units sorted by {_e(hm['sort'])}"
+                f"{'; ' + _e(hm['note']) if hm['note'] else ''}.</p>" + _img(images["heatmap"], "heatmap"))
+    body.append('<h2>Selective units</h2><p>Correlation r of single units with properties of the '
+                'character just read. See <a href="neurons.html">neurons.html</a> for the text '
+                "coloured by these units.</p>" + selective_table(res["neurons"]["selective"]))
+    atomic_write_bytes(path, _page(f"charwise analysis: {run.name}", "\n".join(body)).encode())
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+def _default(vocab, preferred: str, fallback: str) -> str:
+    """The spec's sentence/prime when the model knows all its characters, else `fallback`."""
+    return preferred if not vocab.unknown(preferred) else fallback
+
+
+def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | None = None,
+            state: str = "h", layer: int = -1, sort: str = "cluster", unit: int | None = None,
+            temperatures=(0.5, 1.0, 1.5), prime: str | None = None, n: int = 200, seed: int = 1,
+            which: str = "best", encoding: str = "utf-8", max_units: int = 128,
+            neuron_chars: int = 1000, log=print) -> dict:
+    """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json)."""
+    from .api import load
+    from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
+    t0 = time.perf_counter()
+    run = check_run_dir(run_dir)
+    info = read_run(run)
+    out = Path(out) if out is not None else run / "analysis"
+    model = load(run, which=which)
+    net, vocab = model.net, model.vocab
+    # the cheap checks of the arguments first, before the long pass over the text
+    if unit is not None and not 0 <= unit < net.cfg.hidden_size:
+        raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {unit}")
+    prime = prime if prime is not None else _default(vocab, A.SPEC_PRIME, "")
+    if prime:
+        A.encode(vocab, prime, "error", "--prime")
+    txt = A.analysis_text(run, info, vocab, textfile, oov, encoding)
+    first_line = next((ln for ln in A.decode(vocab, txt.ids[:500]).split("\n") if ln.strip()), "")
+    sentence = text if text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
+    hm = A.heatmap(net, vocab, sentence, layer, state, sort, max_units, oov)
+    if txt.note:
+        log(f"note: {txt.note}")
+    losses, correct = A.position_losses(net, txt.ids)
+    tab = A.char_table(vocab, txt.ids, losses, correct)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "per_char.csv", tab.csv().encode())
+    images = {"per_char": per_char_chart(tab, out / "per_char.png",
+                                         title=f"Per-character average loss (hardest to predict): {txt.source}")}
+    if read_metrics(run)[0]:
+        images["curve"] = training_curve(run, out / "curve.png")
+    plat = A.plateau(info)
+    images["heatmap"] = heatmap_chart(hm, out / "heatmap.png")
+    neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", layer, state, unit, neuron_chars)
+    samples = A.temperature_sweep(model, prime, temperatures, n, seed)
+    nov_note = ""
+    try:
+        ref = A.decode(vocab, A.run_split(run, info)[0])
+        for s in samples:               # the generated part only: the prime is not the model's
+            s["novelty"] = A.novelty(s["text"][len(prime):], ref)
+    except CharwiseError as e:
+        nov_note = f"novelty not computed: {e}"
+        log(f"note: {nov_note}")
+    res = {"run_dir": str(run), "which": which,
+           "text": {"source": txt.source, "chars": int(len(txt.ids)), "note": txt.note, "skipped": txt.skipped},
+           "overall": {"predictions": tab.total, "nats": tab.overall_nats, "bits": tab.overall_nats / A.LN2,
+                       "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean())},
+           "per_char": tab.rows(), "plateau": plat, "samples": samples, "novelty_note": nov_note,
+           "heatmap": {"text": sentence, "layer": hm.layer, "kind": hm.kind, "sort": hm.sort,
+                       "units": hm.units.tolist(), "note": hm.note},
+           "neurons": neurons}
+    report = write_report(out / "report.html", run, info, res, images)
+    res["files"] = {k: str(v) for k, v in {**images, "per_char_csv": out / "per_char.csv",
+                                            "neurons": out / "neurons.html", "report": report}.items()}
+    res["seconds"] = round(time.perf_counter() - t0, 3)
+    atomic_write_json(out / "analysis.json", res)
+    return res
