@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean screenshot
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# Refresh the README's picture of `charwise serve` (docs/playground.png) through the browser
+# test; needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver).
+screenshot: install
+	CHARWISE_SCREENSHOT=docs/playground.png $(PY) -m pytest tests/test_browser.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
