@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from charwise import analysis as A
+from charwise import neurons as N
 from charwise.api import load
 from charwise.config import CharwiseError, ModelConfig
 from charwise.data import Vocab, bundled_corpus_path
@@ -89,28 +90,28 @@ def test_layer_states_match_stepping_every_layer(cell):
     ids = np.random.default_rng(0).integers(0, 11, 40)
     hs, cs = stepped(net, ids)
     for layer in range(3):
-        np.testing.assert_allclose(A.layer_states(net, ids, layer, "h"), hs[:, layer], atol=1e-5)
+        np.testing.assert_allclose(N.layer_states(net, ids, layer, "h"), hs[:, layer], atol=1e-5)
         if cell == "lstm":
-            np.testing.assert_allclose(A.layer_states(net, ids, layer, "c"), cs[:, layer], atol=1e-5)
+            np.testing.assert_allclose(N.layer_states(net, ids, layer, "c"), cs[:, layer], atol=1e-5)
     with torch.no_grad():                                  # the top layer is what forward returns
         _, _, top = net(torch.as_tensor(ids)[None], return_hidden=True)
-    np.testing.assert_allclose(A.layer_states(net, ids), top[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(N.layer_states(net, ids), top[0].numpy(), atol=1e-5)
     if cell != "lstm":
         with pytest.raises(CharwiseError, match="no cell state"):
-            A.layer_states(net, ids, 0, "c")
+            N.layer_states(net, ids, 0, "c")
     with pytest.raises(CharwiseError, match="--layer"):
-        A.layer_states(net, ids, 3)
+        N.layer_states(net, ids, 3)
 
 
 def test_heatmap_data_is_the_models_hidden_states(model):
-    hm = A.heatmap(model.net, model.vocab, A.SPEC_SENTENCE)
+    hm = N.heatmap(model.net, model.vocab, A.SPEC_SENTENCE)
     ids = model.vocab.encode(A.SPEC_SENTENCE)
     assert hm.data.shape == (128, len(A.SPEC_SENTENCE))                # (units, chars)
     assert sorted(hm.units.tolist()) == list(range(128))
     assert hm.chars == list(A.SPEC_SENTENCE)
     hs, _ = stepped(model.net, ids)
     np.testing.assert_allclose(hm.data, hs[:, 0][:, hm.units].T, atol=1e-5)
-    small = A.heatmap(model.net, model.vocab, A.SPEC_SENTENCE, kind="c", max_units=16, sort="variance")
+    small = N.heatmap(model.net, model.vocab, A.SPEC_SENTENCE, kind="c", max_units=16, sort="variance")
     assert small.data.shape == (16, len(A.SPEC_SENTENCE)) and "16 most variable of 128" in small.note
     assert (np.diff(small.data.var(axis=1)) <= 1e-12).all()
 
@@ -120,12 +121,12 @@ def test_cluster_order_puts_similar_units_together():
     base = rng.normal(size=(3, 50))
     rows = np.repeat(base, 5, axis=0) + 0.05 * rng.normal(size=(15, 50))   # 3 groups of 5
     perm = rng.permutation(15)
-    order = A.order_units(rows[perm], "cluster")
+    order = N.order_units(rows[perm], "cluster")
     groups = (perm // 5)[order]
     assert sorted(order.tolist()) == list(range(15))
     assert (np.diff(groups) != 0).sum() == 2                               # each group contiguous
     with pytest.raises(CharwiseError, match="--sort"):
-        A.order_units(rows, "alphabetical")
+        N.order_units(rows, "alphabetical")
 
 
 def test_oov_and_empty_text_are_explicit():
@@ -199,15 +200,15 @@ def test_temperature_sweep_loglik_is_the_models(model):
 
 def test_features_and_selective_units():
     text = 'ab "cd e"\nfg\nhij'
-    f = A.text_features(text)
+    f = N.text_features(text)
     np.testing.assert_array_equal(f["inside double quotes"], [0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
     np.testing.assert_array_equal(f["position in the line"], [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 0, 1, 2, 3])
     assert f["just read a newline (line start)"].sum() == 2
-    assert "inside double quotes" not in A.text_features("no quotes here")
+    assert "inside double quotes" not in N.text_features("no quotes here")
     rng = np.random.default_rng(0)
     acts = rng.normal(size=(len(text), 6))
     acts[:, 4] = -f["inside double quotes"]                  # unit 4 is an (inverted) quote detector
-    sel = A.selective_units(acts, f, top=2)
+    sel = N.selective_units(acts, f, top=2)
     quote = [s for s in sel if s["feature"] == "inside double quotes"]
     assert quote[0]["unit"] == 4 and quote[0]["r"] == pytest.approx(-1.0)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from charwise import analysis as A
+from charwise import neurons as N
 from charwise.api import load
 from charwise.cli import main
 from charwise.data import Vocab
@@ -112,7 +113,7 @@ def test_per_char_chart_and_labels(tmp_path):
 
 def test_heatmap_chart_of_cell_states(trained_run, tmp_path):
     model = load(trained_run)
-    hm = A.heatmap(model.net, model.vocab, "Mr Bennet", kind="c", max_units=20)
+    hm = N.heatmap(model.net, model.vocab, "Mr Bennet", kind="c", max_units=20)
     assert hm.data.shape == (20, 9)
     w, h = png_size(heatmap_chart(hm, tmp_path / "h.png"))
     assert w > h                                                    # 20 rows: a wide picture

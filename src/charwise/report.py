@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis as A
+from . import neurons as N
 from .checkpoint import atomic_write_bytes, atomic_write_json, check_run_dir, read_run
 from .config import CharwiseError
 
@@ -73,9 +73,9 @@ def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: st
                 unit: int | None = None, chars: int = 1000, blocks: int = 6) -> dict:
     """Write the neuron page; return the selective units and the units shown."""
     stats_ids = ids[:max(SELECTIVITY_CHARS, chars)]
-    acts = A.layer_states(net, stats_ids, layer, kind)                  # (T, H)
-    feats = A.text_features(A.decode(vocab, stats_ids))
-    sel = A.selective_units(acts, feats, top=3)
+    acts = N.layer_states(net, stats_ids, layer, kind)                  # (T, H)
+    feats = N.text_features(A.decode(vocab, stats_ids))
+    sel = N.selective_units(acts, feats, top=3)
     H = acts.shape[1]
     if unit is not None and not 0 <= unit < H:
         raise CharwiseError(f"--unit must be in 0..{H - 1} for this model, got {unit}")
@@ -84,7 +84,7 @@ def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: st
     shown = ([unit] if unit is not None else []) + [s["unit"] for s in best if abs(s["r"]) >= MIN_R]
     shown = list(dict.fromkeys(shown))[:blocks] or [int(np.argmax(acts.var(axis=0)))]
     n = min(chars, len(ids))
-    top, p = A.next_guesses(net, ids[:n], 5)                             # (n, 5)
+    top, p = N.next_guesses(net, ids[:n], 5)                             # (n, 5)
     text = [vocab.chars[i] for i in ids[:n]]
     guesses = ["next: " + "  ".join(f"{A.visible(vocab.chars[j])} {q:.0%}" for j, q in zip(tj, pj))
                for tj, pj in zip(top, p)]
@@ -150,8 +150,8 @@ def write_report(path, run: Path, info: dict, res: dict, images: dict) -> Path:
         body.append(f"<p><b>Plateau:</b> {_e(pl['verdict'])}. Best {'validation' if pl['split'] == 'val' else 'whole-text'} "
                     f"loss {pl['best_loss']:.4f} nats ({pl['best_loss'] / A.LN2:.3f} bits/char) at step {pl['best_step']}.</p>")
     body.append("<h2>Samples at different temperatures</h2><p>Mean log-likelihood of the generated "
-                "characters under the model (at temperature 1); novelty against the training text: the "
-                "longest stretch copied verbatim and the share of 10- and 20-character n-grams found in it "
+                "characters under the model (at temperature 1); novelty of the generated characters (the "
+                "prime left out) against the training text: the longest stretch copied verbatim and the share of 10- and 20-character n-grams found in it "
                 "(100% = memorised, near 0 = invented).</p>")
     rows = []
     for s in res["samples"]:
@@ -215,7 +215,7 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     txt = A.analysis_text(run, info, vocab, textfile, oov, encoding)
     first_line = next((ln for ln in A.decode(vocab, txt.ids[:500]).split("\n") if ln.strip()), "")
     sentence = text if text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
-    hm = A.heatmap(net, vocab, sentence, layer, state, sort, max_units, oov)
+    hm = N.heatmap(net, vocab, sentence, layer, state, sort, max_units, oov)
     if txt.note:
         log(f"note: {txt.note}")
     losses, correct = A.position_losses(net, txt.ids)
