@@ -38,8 +38,12 @@ def evaluate(run_dir, textfile, oov: str = "error", encoding: str = "utf-8") -> 
 def demo(out="runs/demo", log=print) -> dict:
     """The chapter's pipeline on the bundled corpus: train the spec model, print its parameter
     count and samples primed with "Mr Bennet" at temperatures 0.5, 1.0 and 1.5, and save the
-    training curve. Returns the paths and numbers."""
-    from .plots import training_curve
+    training curve, the per-character loss chart (Stage 3, one stateful pass) and a heatmap of
+    the hidden state over "Mr Bennet replied that he had not." (extension 3). Returns the
+    paths and numbers."""
+    from . import analysis as A
+    from .neurons import heatmap
+    from .plots import heatmap_chart, per_char_chart, training_curve
     t0 = time.perf_counter()
     out = Path(out)
     result = train(None, out=out, preset="spec", force=True, progress=False, log=log)
@@ -60,5 +64,15 @@ def demo(out="runs/demo", log=print) -> dict:
         log(f"Temperature {temp}:\n  {samples[temp]!r}\n")
     curve = training_curve(out, out / "curve.png")
     log(f"training curve: {curve}")
+    text = A.analysis_text(out, model.info, model.vocab)        # the spec has no validation split
+    table = A.char_table(model.vocab, text.ids, *A.position_losses(model.net, text.ids))
+    per_char = per_char_chart(table, out / "per_char.png",
+                              title="Per-character average loss (hardest to predict), whole text")
+    log("Hardest characters (mean loss, nats): " + ", ".join(
+        f"{A.visible(c)} {m:.3f}" for c, m in zip(table.chars[:5], table.mean_nats[:5])))
+    log(f"per-character loss: {per_char}")
+    heat = heatmap_chart(heatmap(model.net, model.vocab, A.SPEC_SENTENCE), out / "heatmap.png")
+    log(f"hidden-state heatmap of {A.SPEC_SENTENCE!r}: {heat}")
     log(f"demo took {time.perf_counter() - t0:.1f}s")
-    return {"run_dir": out, "result": result, "samples": samples, "curve": curve}
+    return {"run_dir": out, "result": result, "samples": samples, "curve": curve,
+            "per_char": per_char, "heatmap": heat, "per_char_table": table}

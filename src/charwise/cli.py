@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   charwise train input.txt --preset small --max-time 180 --out runs/shk
   charwise sample runs/shk --prime "ROMEO:" -n 300 --temperature 0.8
   charwise eval runs/shk held_out.txt
+  charwise analyze runs/shk --out runs/shk/analysis   # per-char loss, heatmap, neurons, report.html
   charwise train --config configs/shakespeare.toml --max-time 60   # a TOML file, flags override
   charwise info runs/shk                          # config, parameters, vocabulary, best loss
   charwise export runs/shk --format onnx          # runs/shk/model.onnx for onnxruntime
@@ -143,6 +144,44 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
     pl.add_argument("run_dir")
     pl.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
+    pl.add_argument("--window", type=_number(int), default=10,
+                    help="moving-average window in steps (default: 10, as in the chapter)")
+
+    an = sub.add_parser(
+        "analyze", help="what a run learned: per-character loss, hidden states, neurons, samples, "
+                        "novelty; PNGs and a self-contained report.html",
+        description="Score TEXTFILE (default: the run's validation split, or its training text when\n"
+                    "it has none, as with the spec preset) in one stateful pass and write OUT/:\n"
+                    "per_char.csv/.png, curve.png, heatmap.png, neurons.html, report.html, analysis.json.",
+        epilog="examples:\n  charwise analyze runs/shk\n  charwise analyze runs/shk held_out.txt "
+               "--out an --oov skip\n  charwise analyze runs/pp --text \"Mr Bennet replied that he "
+               "had not.\" --state c",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    an.add_argument("run_dir")
+    an.add_argument("textfile", nargs="?", help="text to score (default: the run's validation split)")
+    an.add_argument("--out", default=None, help="output directory (default: RUN_DIR/analysis)")
+    an.add_argument("--oov", choices=("error", "skip"), default="error",
+                    help="characters outside the vocabulary: error (default) or skip them (counted)")
+    an.add_argument("--encoding", default="utf-8")
+    an.add_argument("--text", default=None,
+                    help="sentence for the hidden-state heatmap (default: the chapter's "
+                         "\"Mr Bennet replied that he had not.\" if the vocabulary allows)")
+    an.add_argument("--state", choices=("h", "c"), default="h",
+                    help="hidden state h or LSTM cell state c (heatmap and neuron view; default: h)")
+    an.add_argument("--layer", type=_number(int), default=-1, help="layer, 0 = first (default: -1, the top)")
+    an.add_argument("--sort", choices=("cluster", "variance", "none"), default="cluster",
+                    help="heatmap row order (default: cluster, similar units together)")
+    an.add_argument("--max-units", type=_number(int), default=128,
+                    help="heatmap rows: the most variable units beyond this are left out (default: 128)")
+    an.add_argument("--unit", type=_number(int), default=None, help="also colour the neuron view by this unit")
+    an.add_argument("--neuron-chars", type=_number(int), default=1000,
+                    help="characters of text in the neuron view (default: 1000)")
+    an.add_argument("--temperatures", type=_number(float), nargs="+", default=[0.5, 1.0, 1.5],
+                    help="sampling temperatures (default: 0.5 1.0 1.5)")
+    an.add_argument("--prime", default=None, help="prime for the samples (default: \"Mr Bennet\" if possible)")
+    an.add_argument("-n", type=_number(int), default=200, help="characters per sample (default: 200)")
+    an.add_argument("--seed", type=_number(int), default=1, help="sampling seed (default: 1)")
+    an.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
 
     i = sub.add_parser("info", help="what a run is: config, parameters, vocabulary, best loss, time",
                        epilog="example:\n  charwise info runs/shk\n  charwise info runs/shk --json | jq .best_val_loss",
@@ -236,7 +275,9 @@ def cmd_plot(a) -> int:
     from .checkpoint import check_run_dir
     from .plots import training_curve
     run = check_run_dir(a.run_dir)
-    path = training_curve(run, a.out or run / "curve.png")
+    if a.window < 1:
+        raise CharwiseError(f"--window must be >= 1, got {a.window}")
+    path = training_curve(run, a.out or run / "curve.png", window=a.window)
     print(path)
     return 0
 
@@ -277,8 +318,35 @@ def cmd_serve(a) -> int:
     return 0
 
 
+def cmd_analyze(a) -> int:
+    from .report import analyze
+    for name, flag in (("max_units", "--max-units"), ("neuron_chars", "--neuron-chars"), ("n", "-n")):
+        if getattr(a, name) < 1:
+            raise CharwiseError(f"{flag} must be >= 1, got {getattr(a, name)}")
+    if any(t < 0 for t in a.temperatures):
+        raise CharwiseError("--temperatures must be >= 0")
+    res = analyze(a.run_dir, a.textfile, a.out, oov=a.oov, text=a.text, state=a.state,
+                  layer=a.layer, sort=a.sort, unit=a.unit, temperatures=a.temperatures,
+                  prime=a.prime, n=a.n, seed=a.seed, which=a.which, encoding=a.encoding,
+                  max_units=a.max_units, neuron_chars=a.neuron_chars)
+    o, p = res["overall"], res["plateau"]
+    print(f"{res['text']['source']}: {o['predictions']:,} predictions, {o['nats']:.4f} nats/char "
+          f"({o['bits']:.4f} bits/char), top-1 accuracy {o['accuracy']:.1%}")
+    hard = ", ".join(f"{r['label']} {r['mean_nats']:.2f}" for r in res["per_char"][:5])
+    print(f"hardest characters (mean nats): {hard}")
+    if p:
+        print(f"plateau: {p['verdict']}")
+    for s in res["samples"]:
+        copied = (s.get("novelty") or {}).get("ngram_overlap", {}).get(20)
+        ll = "n/a" if s["loglik_nats"] is None else f"{s['loglik_nats']:.3f}"
+        cp = "" if copied is None else f", 20-grams copied {copied:.0%}"
+        print(f"T={s['temperature']}: log-likelihood {ll} nats/char{cp}: {s['text'][:70]!r}")
+    print(f"report: {res['files']['report']} ({res['seconds']:.1f}s)")
+    return 0
+
+
 COMMANDS = {"info": cmd_info, "export": cmd_export, "serve": cmd_serve, "gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
-            "plot": cmd_plot}
+            "plot": cmd_plot, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:
