@@ -1,7 +1,11 @@
 """Config files: `charwise train --config FILE.toml`, keys = the train flags, flags win."""
 import json
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:     # Python 3.10
+    import tomli as tomllib
 
 import pytest
 
