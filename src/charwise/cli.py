@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -228,6 +229,8 @@ def cmd_train(a) -> int:
         from .tblog import require_tensorboard
         require_tensorboard()               # before anything is written
     res = train(resume=a.resume, **kw)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0                                 # under torchrun, rank 0 reports
     best = f"{res.best_val_loss:.4f} nats/char at step {res.best_step}" if res.best_val_loss is not None else "n/a"
     print(f"done: {res.steps} steps in {res.train_seconds:.1f}s ({res.stopped_because}); "
           f"final train loss {res.final_train_loss:.4f}; best eval loss {best}; run in {res.run_dir}")

@@ -22,12 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
-from .checkpoint import (BEST, LAST, METRICS, RUN_JSON, load_tensors, read_run, save_tensors,
+from .checkpoint import (BEST, LAST, METRICS, RUN_JSON, read_run, save_tensors,
                          write_run)
 from .config import CharwiseError, ModelConfig, TrainConfig, build, resolve
-from .data import Corpus, StreamBatches, prepare_corpus
-from .model import CharLSTM, detach_state
+from . import distributed
+from . import trainstate as ts
 from .configfile import write_run_config
+from .data import StreamBatches, prepare_corpus
+from .model import CharLSTM, detach_state
 from .tblog import open_logger
 
 LN2 = math.log(2)
@@ -144,22 +146,28 @@ def _optimizer(model: CharLSTM, tcfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, 0.99))
 
 
-def _prepare_out(out: Path, resume: bool, force: bool) -> None:
+def _check_out(out: Path, resume: bool, force: bool) -> None:
+    """Refuse an output that would lose the user's files, before anything is written."""
     if resume:
-        read_run(out)                                  # must be a valid run to resume
         return
     if out.exists() and not out.is_dir():
         raise CharwiseError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not force:
-            raise CharwiseError(f"{out}: directory exists and is not empty "
-                                "(use --resume to continue that run or --force to replace it)")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise CharwiseError(f"{out}: directory exists and is not empty "
+                            "(use --resume to continue that run or --force to replace it)")
+
+
+def _prepare_out(out: Path, resume: bool, force: bool) -> None:
+    if not resume and out.is_dir() and force:
+        # --force replaces only what charwise wrote; other files in the directory stay
         for name in (RUN_JSON, BEST, LAST, METRICS, "curve.png", "cache", "config.toml", "tensorboard"):
             target = out / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
+        for old in out.glob("ckpt-*.safetensors"):
+            old.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -171,15 +179,13 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     `overrides` are any ModelConfig/TrainConfig fields (e.g. hidden_size=256, max_time=60).
     With resume=True the run in `out` continues from its last checkpoint exactly where it
     stopped; only budget fields (max_steps, max_epochs, max_time, patience, eval_every) may
-    then be changed.
+    then be changed. Under torchrun each process trains its share of the streams (DDP).
     """
     out = Path(out)
-    _prepare_out(out, resume, force)
-    prev = None
-    if resume:
-        prev = read_run(out)
+    prev = read_run(out) if resume else None
+    if prev is not None:
         budget = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "device", "threads",
-                  "tensorboard"}
+                  "tensorboard", "keep"}
         changed = {k for k, v in overrides.items() if v is not None} - budget
         if changed:
             raise CharwiseError(f"--resume keeps the run's settings; cannot change "
@@ -192,66 +198,85 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         mcfg, tcfg = resolve(preset, **overrides)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
-
-    data = prepare_corpus(corpus, cache_dir=out / "cache", encoding=tcfg.encoding)
+    dist = distributed.setup(tcfg.device)
+    if dist.enabled and tcfg.engine != "torch":
+        raise CharwiseError("distributed training needs --engine torch")
+    if not dist.main:
+        log = lambda *a: None                                    # noqa: E731  rank 0 speaks
+    _check_out(out, resume, force)
+    distributed.barrier(dist)                                    # every rank checked before any write
+    if dist.main:
+        _prepare_out(out, resume, force)
+        data = prepare_corpus(corpus, cache_dir=out / "cache", encoding=tcfg.encoding)
+    distributed.barrier(dist)                                    # then the others read rank 0's cache
+    if not dist.main:
+        data = prepare_corpus(corpus, cache_dir=out / "cache", encoding=tcfg.encoding)
     if prev is not None and list(data.vocab.chars) != prev["vocab"]:
         raise CharwiseError(f"{data.source}: the corpus changed since this run began "
                             "(its vocabulary differs); cannot resume")
     train_tok, val_tok = data.split(tcfg.val_fraction)
-    B = tcfg.batch_size
-    if (len(train_tok) - 1) // B < tcfg.seq_len and (len(train_tok) - 1) >= tcfg.seq_len and not resume:
-        B = (len(train_tok) - 1) // tcfg.seq_len      # a short text: fewer streams, same windows
-        log(f"note: text too short for {tcfg.batch_size} streams of {tcfg.seq_len}; using {B}")
-        tcfg = replace(tcfg, batch_size=B)
-    batches = StreamBatches(train_tok, tcfg.batch_size, tcfg.seq_len, seed=tcfg.seed)
-    eval_tok = val_tok if len(val_tok) >= 2 else train_tok
+    n_fit = (len(train_tok) - 1) // tcfg.seq_len
+    if prev is None and 1 <= n_fit < tcfg.batch_size and not dist.enabled:
+        log(f"note: text too short for {tcfg.batch_size} streams of {tcfg.seq_len}; using {n_fit}")
+        tcfg = replace(tcfg, batch_size=n_fit)                   # a short text: fewer streams
+    distributed.check_world(dist, tcfg.batch_size, prev and prev.get("world_size", 1))
+    rows = dist.streams(tcfg.batch_size)
+    batches = StreamBatches(train_tok, tcfg.batch_size, tcfg.seq_len, seed=tcfg.seed, streams=rows)
+    eval_tok = val_tok if len(val_tok) >= 2 else train_tok       # no split (the spec's setup): whole text
     if len(val_tok) < 2 and tcfg.val_fraction > 0:
         log("note: validation split too short; evaluating on the training text")
     if tcfg.max_steps is None and tcfg.max_epochs is None and tcfg.max_time is None:
         tcfg = replace(tcfg, max_epochs=10.0)
     mcfg = replace(mcfg, vocab_size=len(data.vocab))
 
-    device = pick_device(tcfg.device)
+    device = distributed.device_for(dist, pick_device(tcfg.device))
     precision = pick_precision(tcfg.precision, device, mcfg)
     torch.manual_seed(tcfg.seed)
     random.seed(tcfg.seed)
     np_rng = np.random.default_rng(tcfg.seed)
     model = CharLSTM(mcfg).to(device)
     opt = _optimizer(model, tcfg)
-    ref = None
-    if tcfg.engine == "numpy":
-        ref, precision = _reference_trainer(model, tcfg, resume), "fp32"
+    ref = _reference_trainer(model, tcfg, resume) if tcfg.engine == "numpy" else None
+    precision = "fp32" if ref is not None else precision
     info = {
         "charwise_version": __version__, "model": asdict(mcfg), "train": asdict(tcfg),
         "vocab": list(data.vocab.chars), "parameters": model.num_parameters,
         "corpus": {"source": data.source, "sha256": data.sha256, "chars": len(data.tokens),
                    "train_chars": len(train_tok), "val_chars": len(val_tok)},
-        "device": str(device), "precision": precision, "best": None, "history": [],
-        "status": "training", "train_seconds": 0.0, "step": 0,
+        "device": str(device), "precision": precision, "world_size": dist.world, "best": None,
+        "history": [], "status": "training", "train_seconds": 0.0, "step": 0,
         "char_counts": np.bincount(np.asarray(train_tok), minlength=len(data.vocab)).tolist(),
     }
     step, state, spent, resumed = 0, None, 0.0, {}
     if prev is not None:
         # last.safetensors is the one source of truth for a resume: run.json may be a write behind.
-        step, state, spent, resumed = _restore(out, model, opt, np_rng, device)
+        step, state, spent, resumed = ts.restore(out, model, opt, np_rng, device, dist.rank, rows)
         info.update(best=resumed["best"], history=resumed["history"])
-        _truncate_metrics(out / METRICS, step)
-    tb = open_logger(tcfg.tensorboard, out, data.vocab, info, tcfg.batch_size * tcfg.seq_len, step)
-    write_run(out, info)
-    write_run_config(out, info)                  # config.toml: `train --config` reruns it
+        if dist.main:
+            ts.truncate_metrics(out / METRICS, step)
+    # DDP averages the gradients of the ranks' equal shares: the same update as one process.
+    net = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    chars_per_step = tcfg.batch_size * tcfg.seq_len
+    tb = open_logger(tcfg.tensorboard and dist.main, out, data.vocab, info, chars_per_step, step)
+    if dist.main:
+        write_run(out, info)
+        write_run_config(out, info)              # config.toml: `train --config` reruns it
     log(f"charwise {__version__}: {mcfg.cell.upper()} {mcfg.layers}x{mcfg.hidden_size}, "
         f"{model.num_parameters:,} parameters, vocabulary {len(data.vocab)}, "
-        f"{len(train_tok):,} train / {len(val_tok):,} val chars, {device} {precision}")
+        f"{len(train_tok):,} train / {len(val_tok):,} val chars, {device} {precision}"
+        + (f", {dist.world} processes" if dist.enabled else ""))
 
     W = batches.windows_per_epoch
     max_steps = tcfg.max_steps
     if tcfg.max_epochs is not None:
         max_steps = min(max_steps or 10**18, max(1, int(tcfg.max_epochs * W)))
-    chars_per_step = tcfg.batch_size * tcfg.seq_len
     stop_flag: list[int] = []
-    handlers = _install_signal_handlers(stop_flag)
-    bar = _progress_bar(progress, max_steps, tcfg.max_time, step)
-    metrics = open(out / METRICS, "a", buffering=1 << 16)
+    handlers = ts.install_signal_handlers(stop_flag)
+    bar = ts.progress_bar(progress if dist.main else False, max_steps, tcfg.max_time, step)
+    metrics = open(out / METRICS, "a", buffering=1 << 16) if dist.main else open(os.devnull, "w")
     t0 = time.perf_counter() - spent
     eval_seconds = 0.0
     last_eval_step = resumed.get("last_eval_step", -1)
@@ -263,25 +288,40 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     def elapsed() -> float:
         return time.perf_counter() - t0
 
+    def time_up() -> bool:
+        # the final evaluation must fit in the budget too: stop one evaluation's time early
+        return bool(tcfg.max_time) and elapsed() + eval_seconds >= tcfg.max_time
+
     def progress_now() -> float:
         p = [step / max_steps] if max_steps else []
         if tcfg.max_time:
             p.append(elapsed() / max(tcfg.max_time - eval_seconds, 1e-9))
         return max(p) if p else 0.0
 
+    def sync_reference() -> None:
+        # The NumPy engine owns the weights while it trains; copy them into the torch model
+        # (same names and layouts) to evaluate and save with the shared code.
+        if ref is not None:
+            model.load_state_dict({k: torch.from_numpy(v.astype(np.float32))
+                                   for k, v in ref.model.state_dict().items()})
+
     def do_eval() -> None:
         nonlocal eval_seconds, best, since_best, last_eval_step
         te = time.perf_counter()
         sync_reference()
-        rec = {"step": step, "train_loss": loss_val, "time": round(elapsed(), 3)}
-        # Without a validation split (the spec's setup) the whole training text is scored.
-        rec["eval_split"] = "val" if len(val_tok) >= 2 else "train"
-        rec.update({f"val_{k}": v for k, v in evaluate_tokens(model, eval_tok).items()})
+        rec = {"step": step, "train_loss": loss_val, "time": round(elapsed(), 3),
+               "eval_split": "val" if len(val_tok) >= 2 else "train"}
+        # One stateful pass is sequential by nature: rank 0 scores the whole split exactly,
+        # and every rank gets its numbers (so early-stopping decisions agree).
+        res = evaluate_tokens(model, eval_tok) if dist.main else {"loss": 0.0, "chars": 0}
+        loss, chars = distributed.broadcast_floats(dist, [res["loss"], res["chars"]], device)
+        rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
+                   val_perplexity=math.exp(min(loss, 700)), val_chars=int(chars))
         score = rec["val_loss"]
-        improved = best is None or score < best["val_loss"]
-        if improved and math.isfinite(score):
+        if math.isfinite(score) and (best is None or score < best["val_loss"]):
             best = {"step": step, "val_loss": score}
-            save_tensors(out / BEST, model.state_dict(), {"step": step, "val_loss": score})
+            if dist.main:                      # never overwritten by a worse or broken model
+                save_tensors(out / BEST, model.state_dict(), {"step": step, "val_loss": score})
             since_best = 0
         else:
             since_best += 1
@@ -292,93 +332,93 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         eval_seconds = time.perf_counter() - te
         last_eval_step = step
         if bar is not None:
-            bar.set_postfix_str(f"loss {loss_val:.3f} val {rec['val_loss']:.3f}")
-        msg = f"step {step:6d}  train {loss_val:.4f}"
-        msg += (f"  {rec['eval_split']} {rec['val_loss']:.4f} nats "
-                f"({rec['val_bits_per_char']:.3f} bits/char)")
+            bar.set_postfix_str(f"loss {loss_val:.3f} {rec['eval_split']} {score:.3f}")
+        msg = (f"step {step:6d}  train {loss_val:.4f}  {rec['eval_split']} {score:.4f} nats "
+               f"({rec['val_bits_per_char']:.3f} bits/char)")
         (bar.write if bar is not None else log)(msg)
-
-    def sync_reference() -> None:
-        # The NumPy engine owns the weights while it trains; copy them into the torch model
-        # (same names and layouts) to evaluate and save with the shared code.
-        if ref is not None:
-            model.load_state_dict({k: torch.from_numpy(v.astype(np.float32))
-                                   for k, v in ref.model.state_dict().items()})
 
     def checkpoint(status: str) -> None:
         sync_reference()
         info.update(best=best, status=status, train_seconds=round(elapsed(), 3), step=step)
+        # collectives first (every rank), then rank 0 writes the whole run's state
+        full_state = tuple(distributed.gather_rows(dist, s, 1) for s in state) if state else None
+        # (gloo mishandles uint8 all-gathers here: the RNG bytes travel as int64)
+        rng = distributed.gather_rows(dist, torch.get_rng_state().to(device, torch.int64)[None].clone(), 0)
+        rng = rng.to("cpu", torch.uint8)
+        if not dist.main:
+            return
         metrics.flush()
         extra = {"best": best, "history": info["history"], "since_best": since_best,
-                 "loss": loss_val, "faults": faults, "last_eval_step": last_eval_step}
-        _save_last(out, model, opt, state, np_rng, step, elapsed(), extra)
+                 "loss": loss_val, "faults": faults, "last_eval_step": last_eval_step,
+                 "world_size": dist.world}
+        ts.save_last(out, model, opt, full_state, rng, np_rng, step, elapsed(), extra)
         if tcfg.keep:
-            _keep_older(out, step, tcfg.keep)
+            ts.keep_older(out, step, tcfg.keep)
         write_run(out, info)
 
+    def torch_step(x, y, lr):
+        """One optimizer step; returns (loss, grad norm, new state, ok)."""
+        for g in opt.param_groups:
+            g["lr"] = lr
+        with autocast(device, precision):
+            logits, new_state = net(x, state)                           # (B, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, mcfg.vocab_size).float(), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = float(torch.nn.utils.clip_grad_norm_(
+            model.parameters(), tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf")))
+        ok = math.isfinite(gnorm)              # a NaN loss makes the (all-reduced) norm NaN too
+        if ok:
+            opt.step()
+        return loss.item(), gnorm, detach_state(new_state), ok
+
     model.train()
+    stop_now, out_of_time = False, time_up()
     try:
         while True:
             if max_steps is not None and step >= max_steps:
                 break
-            if tcfg.max_time and elapsed() + eval_seconds >= tcfg.max_time:
+            if out_of_time:
                 why = "time"
                 break
-            if stop_flag:
+            if stop_now:
                 checkpoint("interrupted")
-                raise TrainingInterrupted(stop_flag[0], out)
-            k = step % W
-            if k == 0:
-                state = model.zero_state(tcfg.batch_size, device)   # a new epoch starts cold
-            x, y = (torch.from_numpy(a).to(device, non_blocking=True)
-                    for a in batches.window(k, epoch=step // W))
+                raise TrainingInterrupted(stop_flag[0] if stop_flag else signal.SIGTERM, out)
+            k, epoch = step % W, step // W
+            if k == 0:                                              # a new epoch starts cold
+                state = model.zero_state(len(batches.rows), device)
+                if ref is not None:
+                    ref.reset_state(tcfg.batch_size)
+            xb, yb = batches.window(k, epoch)
             lr = learning_rate(tcfg, step, progress_now())
             if ref is not None:
-                xb, yb = batches.window(k, epoch=step // W)
-                if k == 0:
-                    ref.reset_state(tcfg.batch_size)
                 loss_val = ref.step(xb, yb, lr=lr)
-                step += 1
-                metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
-                tb.step(step, loss_val, lr, ref.last_grad_norm)
-                if not math.isfinite(ref.last_grad_norm):
-                    raise CharwiseError(f"training diverged at step {step}; try a lower --lr")
-                if tcfg.eval_every and step % tcfg.eval_every == 0:
-                    do_eval()
-                    checkpoint("training")
-                continue
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast(device, precision):
-                logits, new_state = model(x, state)                  # (B, T, V)
-                loss = F.cross_entropy(logits.reshape(-1, mcfg.vocab_size).float(), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   tcfg.grad_clip if tcfg.grad_clip > 0 else float("inf"))
-            loss_val = loss.item()
-            if not (math.isfinite(loss_val) and math.isfinite(float(gnorm))):
-                # A numerical fault: skip this update (the weights stay as they were) and
-                # restart the stream state; give up after repeated faults.
+                gnorm, ok = ref.last_grad_norm, math.isfinite(ref.last_grad_norm)
+            else:
+                x, y = (torch.from_numpy(a).to(device, non_blocking=True) for a in (xb, yb))
+                loss_val, gnorm, new_state, ok = torch_step(x, y, lr)
+                state = new_state if ok else model.zero_state(len(batches.rows), device)
+            step += 1
+            loss_val, stop_now, out_of_time = distributed.agree(
+                dist, loss_val, bool(stop_flag), time_up(), device=device)
+            if not ok:
+                # A numerical fault: the update was skipped (weights unchanged) and the stream
+                # state restarted; after repeated faults the run stops, best checkpoint intact.
                 faults += 1
-                metrics.write(json.dumps({"event": "fault", "step": step, "loss": loss_val}) + "\n")
+                metrics.write(json.dumps({"event": "fault", "step": step - 1, "loss": loss_val}) + "\n")
                 if faults >= 5:
                     checkpoint("failed")
                     raise CharwiseError(f"training diverged: non-finite loss or gradients {faults} "
-                                        f"times (last at step {step}); try a lower --lr")
-                state = model.zero_state(tcfg.batch_size, device)
-                opt.zero_grad(set_to_none=True)
-                step += 1
+                                        f"times (last at step {step - 1}); try a lower --lr")
                 continue
-            opt.step()
-            state = detach_state(new_state)
-            step += 1
             metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
-            tb.step(step, loss_val, lr, float(gnorm))
+            tb.step(step, loss_val, lr, gnorm)
             if bar is not None:
-                bar.update(1 if tcfg.max_time is None else 0)
                 if tcfg.max_time:
-                    bar.n = min(int(elapsed()), int(tcfg.max_time)); bar.refresh()
+                    bar.n = min(int(elapsed()), int(tcfg.max_time))
+                    bar.refresh()
+                else:
+                    bar.update(1)
                 if step % 10 == 0:
                     rate = step * chars_per_step / max(elapsed(), 1e-9)
                     bar.set_postfix_str(f"loss {loss_val:.3f} {rate / 1000:.1f}k chars/s")
@@ -396,9 +436,11 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         tb.close()
         if bar is not None:
             bar.close()
-        _restore_signal_handlers(handlers)
+        ts.restore_signal_handlers(handlers)
     info["stopped_because"] = why
-    write_run(out, info)
+    if dist.main:
+        write_run(out, info)
+    distributed.shutdown(dist)
     return TrainResult(out, step, best["val_loss"] if best else None, best["step"] if best else None,
                        loss_val, round(elapsed(), 3), info["history"], why)
 
@@ -415,99 +457,3 @@ def _reference_trainer(model: CharLSTM, tcfg: TrainConfig, resume: bool):
     ref = NumpyCharLSTM.from_state_dict({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     return ReferenceTrainer(ref, lr=tcfg.lr, weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip,
                             betas=(0.9, 0.99))
-
-
-# ----------------------------------------------------------------------------- resume state
-
-def _save_last(out: Path, model, opt, state, np_rng, step: int, seconds: float, extra: dict) -> None:
-    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        for name, v in st.items():
-            tensors[f"optim/{i}/{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    for j, s in enumerate(state or ()):
-        tensors[f"state/{j}"] = s
-    tensors["rng/torch"] = torch.get_rng_state()
-    meta = {"step": step, "train_seconds": seconds, "numpy_rng": np_rng.bit_generator.state,
-            "python_rng": _py_rng_to_json(random.getstate()), **extra}
-    save_tensors(out / LAST, tensors, meta)
-
-
-def _restore(out: Path, model, opt, np_rng, device):
-    if not (out / LAST).is_file():
-        raise CharwiseError(f"{out}: no {LAST} to resume from")
-    tensors, meta = load_tensors(out / LAST)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
-    osd = opt.state_dict()
-    osd["state"] = {}
-    for k, v in tensors.items():
-        if k.startswith("optim/"):
-            _, i, name = k.split("/")
-            osd["state"].setdefault(int(i), {})[name] = v.to(device) if name != "step" else v
-    opt.load_state_dict(osd)
-    n_state = len([k for k in tensors if k.startswith("state/")])
-    state = tuple(tensors[f"state/{j}"].to(device) for j in range(n_state)) or None
-    torch.set_rng_state(tensors["rng/torch"])
-    np_rng.bit_generator.state = meta["numpy_rng"]
-    random.setstate(_py_rng_from_json(meta["python_rng"]))
-    return int(meta["step"]), state, float(meta["train_seconds"]), meta
-
-
-def _keep_older(out: Path, step: int, keep: int) -> None:
-    """Hard-link the fresh last.safetensors as ckpt-STEP.safetensors; prune beyond `keep`."""
-    import os
-    target = out / f"ckpt-{step:09d}.safetensors"
-    if not target.exists():
-        os.link(out / LAST, target)
-    for old in sorted(out.glob("ckpt-*.safetensors"))[:-keep]:
-        old.unlink()
-
-
-def _py_rng_to_json(st):
-    return [st[0], list(st[1]), st[2]]
-
-
-def _py_rng_from_json(st):
-    return (st[0], tuple(st[1]), st[2])
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
-    if not path.exists():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            pass                                   # a line cut by a kill
-    from .checkpoint import atomic_write_bytes
-    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
-
-
-# ----------------------------------------------------------------------------- plumbing
-
-def _install_signal_handlers(flag: list[int]):
-    import threading
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        flag.append(signum)
-
-    return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _restore_signal_handlers(handlers) -> None:
-    for s, h in (handlers or {}).items():
-        signal.signal(s, h)
-
-
-def _progress_bar(enabled: bool | None, max_steps, max_time, start: int):
-    if enabled is False:
-        return None
-    from tqdm.auto import tqdm
-    if max_time:
-        return tqdm(total=int(max_time), unit="s", disable=None if enabled is None else False, leave=False)
-    return tqdm(total=max_steps, initial=start, unit="step", disable=None if enabled is None else False,
-                leave=False)

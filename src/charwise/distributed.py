@@ -1,0 +1,110 @@
+"""Data-parallel training on PyTorch's own engine (torch.distributed, launched by torchrun).
+
+torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them (or with WORLD_SIZE=1) everything
+here is a no-op and training is a plain single process. Ranks exchange tensors only (no
+pickled objects): one small all-reduce per step carries the loss and the stop decisions, so
+every rank leaves the loop at the same step.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+
+from .config import CharwiseError
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def streams(self, batch_size: int) -> slice:
+        """This rank's share of the B streams: the global batch is the same as one process's."""
+        per = batch_size // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+
+def setup(device: str, timeout_s: float = 600.0) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(local)             # one GPU per rank
+    if not dist.is_initialized():
+        # A rank that dies leaves the others blocked in a collective: the timeout turns that
+        # into an error instead of a hang (torchrun also tears the group down).
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=timeout_s))
+    return Dist(rank, world, local)
+
+
+def device_for(d: Dist, device: torch.device) -> torch.device:
+    return torch.device("cuda", d.local_rank) if device.type == "cuda" and d.enabled else device
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+        dist.barrier()
+
+
+def agree(d: Dist, loss: float, *flags: bool, device=None) -> tuple[float, ...]:
+    """Mean loss over ranks, and each flag true if it is true on any rank (one all-reduce)."""
+    if not d.enabled:
+        return (loss, *flags)
+    import torch.distributed as dist
+    t = torch.tensor([loss, *map(float, flags)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    vals = t.tolist()
+    return (vals[0] / d.world, *(v > 0 for v in vals[1:]))
+
+
+def broadcast_floats(d: Dist, values: list[float], device=None) -> list[float]:
+    """Rank 0's numbers to every rank (evaluation runs once, on rank 0, over the whole split)."""
+    if not d.enabled:
+        return values
+    import torch.distributed as dist
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.broadcast(t, 0)
+    return t.tolist()
+
+
+def gather_rows(d: Dist, t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Concatenate every rank's tensor along `dim` (hidden states: the B streams; RNG states)."""
+    if not d.enabled:
+        return t
+    import torch.distributed as dist
+    t = t.contiguous()
+    parts = [torch.zeros_like(t) for _ in range(d.world)]
+    dist.all_gather(parts, t)
+    return torch.cat(parts, dim)
+
+
+def check_world(d: Dist, batch_size: int, saved_world: int | None) -> None:
+    if batch_size % d.world:
+        raise CharwiseError(f"--batch-size {batch_size} must be divisible by the number of "
+                            f"processes ({d.world})")
+    if saved_world is not None and saved_world != d.world:
+        raise CharwiseError(f"this run was trained with {saved_world} process(es); resume it with "
+                            f"the same number (got {d.world})")
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
