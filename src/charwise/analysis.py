@@ -9,7 +9,6 @@ everything before the window. Aggregation is np.bincount.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from .config import CharwiseError
 from .data import Vocab, prepare_corpus, read_text
-from .train import token_losses
+from .train import recurrence_threads, token_losses
 
 LN2 = math.log(2)
 SPEC_SENTENCE = "Mr Bennet replied that he had not."      # the chapter's heatmap sentence
@@ -107,28 +106,12 @@ def analysis_text(run_dir, info: dict, vocab: Vocab, textfile=None, oov: str = "
 
 # ----------------------------------------------------------------------------- per-character loss
 
-@contextlib.contextmanager
-def one_thread(device: torch.device):
-    """A batch-1 recurrence is a chain of tiny matmuls: on CPU, handing each one to several
-    threads costs more than it saves (H=128 on 2 cores: 8.8 vs 27 us/step, and 20x worse when
-    another process holds a core). Restores the caller's setting."""
-    if device.type != "cpu":
-        yield
-        return
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def position_losses(net, ids: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
     """(losses (n-1,) float64 nats, correct (n-1,) bool): entry i is the prediction of ids[i+1]
     from ids[:i+1], the state carried through the whole text in one pass."""
     if len(ids) < 2:
         raise CharwiseError(f"need at least 2 characters to score, got {len(ids)}")
-    with one_thread(next(net.parameters()).device):
+    with recurrence_threads(net):
         parts = list(token_losses(net, np.asarray(ids), chunk=chunk))
     losses = torch.cat([p[0] for p in parts]).double().numpy()
     guess = torch.cat([p[1] for p in parts]).numpy()

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, config_fields

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .analysis import encode, one_thread
+from .analysis import encode
+from .train import recurrence_threads
 from .config import CharwiseError
 from .data import Vocab, _codepoints
 
@@ -167,7 +168,7 @@ def selective_units(acts: np.ndarray, feats: dict[str, np.ndarray], top: int = 3
 def next_guesses(net, ids, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """(top ids (T, k), their probabilities (T, k)): the guesses after reading each character."""
     dev = next(net.parameters()).device
-    with one_thread(dev):
+    with recurrence_threads(net):
         logits, _ = net(torch.as_tensor(np.asarray(ids, np.int64), device=dev)[None])
     p, top = torch.softmax(logits[0].float(), -1).topk(min(k, logits.shape[-1]), -1)
     return top.cpu().numpy(), p.cpu().numpy()
