@@ -88,7 +88,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
     for dt in (np.uint8, np.uint16, np.uint32):
         if vocab_size <= np.iinfo(dt).max + 1:
             return np.dtype(dt)
-    raise CharwiseError(f"vocabulary of {vocab_size} characters is too large")
+    raise CharwiseError(f"vocabulary of {vocab_size:,} characters is too large: token ids "
+                        "must fit in uint32")
 
 
 def _codepoints(text: str) -> np.ndarray:
@@ -119,8 +120,9 @@ def check_text_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int = CHUNK_BYTES):
+def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int | None = None):
     """Decoded text of `path` in chunks; BOM stripped; bad bytes reported with their offset."""
+    chunk_bytes = chunk_bytes or CHUNK_BYTES     # looked up now, not at import: tests shrink it
     try:
         decoder = codecs.getincrementaldecoder(encoding)("strict")
     except LookupError:
@@ -194,6 +196,11 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
     With `cache_dir`, the tokens are stored there as `<sha256>.tokens` + `<sha256>.json` and
     memory-mapped; a later call with an unchanged file reuses them.
     """
+    if path is not None and Path(path).is_dir():
+        # a `charwise prepare` output is used as it is (memory-mapped, never copied); any
+        # other directory is an error that says how to make one
+        from .prepare import load_prepared
+        return load_prepared(path)
     p = check_text_file(path if path is not None else bundled_corpus_path())
     digest = file_sha256(p)
     if cache_dir is not None:
@@ -233,6 +240,15 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
                                   "chars": list(vocab.chars), "dtype": vocab.dtype.name,
                                   "length": length})
     return Corpus(vocab, np.memmap(tok_path, dtype=vocab.dtype, mode="r"), str(p), digest)
+
+
+def token_counts(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> np.ndarray:
+    """Occurrences of each id, a chunk at a time: np.bincount widens its whole input to int64,
+    8 bytes per token, which for a memory-mapped gigabyte corpus would not fit."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    for i in range(0, len(tokens), chunk):
+        counts += np.bincount(np.asarray(tokens[i:i + chunk]), minlength=vocab_size)
+    return counts
 
 
 # ----------------------------------------------------------------------------- TBPTT batches

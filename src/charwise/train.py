@@ -29,7 +29,7 @@ from .config import CharwiseError, ModelConfig, TrainConfig, build, resolve
 from . import distributed
 from . import trainstate as ts
 from .configfile import write_run_config
-from .data import StreamBatches, prepare_corpus
+from .data import StreamBatches, prepare_corpus, token_counts
 from .model import CharLSTM, detach_state
 from .tblog import open_logger
 
@@ -265,7 +265,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                    "train_chars": len(train_tok), "val_chars": len(val_tok)},
         "device": str(device), "precision": precision, "world_size": dist.world, "best": None,
         "history": [], "status": "training", "train_seconds": 0.0, "step": 0,
-        "char_counts": np.bincount(np.asarray(train_tok), minlength=len(data.vocab)).tolist(),
+        "char_counts": token_counts(train_tok, len(data.vocab)).tolist(),   # chunked: memmaps of GBs
     }
     step, state, spent, resumed = 0, None, 0.0, {}
     if prev is not None:
@@ -431,7 +431,8 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                     raise CharwiseError(f"training diverged: non-finite loss or gradients {faults} "
                                         f"times (last at step {step - 1}); try a lower --lr")
                 continue
-            metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}}}\n')
+            metrics.write(f'{{"step": {step}, "loss": {loss_val:.6f}, "lr": {lr:.6g}, '
+                          f'"t": {elapsed():.4f}}}\n')
             tb.step(step, loss_val, lr, gnorm)
             if bar is not None:
                 if tcfg.max_time:

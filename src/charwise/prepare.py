@@ -1,0 +1,253 @@
+"""`charwise prepare`: many or huge text files -> one encoded corpus that training memory-maps.
+
+    DIR/tokens.bin     the token ids, flat, in the smallest unsigned dtype that fits
+    DIR/prepared.json  format_version, vocabulary, dtype, length, the sources (path, bytes,
+                       chars, sha256), separator, encoding, and a sha256 naming the whole corpus
+
+Inputs are text files and/or directories (every regular file inside, recursively, sorted by
+path; hidden files and directories are skipped, as is any directory holding a prepared.json,
+which is a charwise output and not text). The documents, in that order, are joined by a
+separator (default "\\n\\n": a blank line, so a paragraph never runs into the next file).
+
+Like `data.prepare_corpus`, everything is read in chunks twice -- pass 1 builds the
+vocabulary, pass 2 encodes straight into the output file -- so memory stays flat however
+large the corpus is. `charwise train DIR` then maps tokens.bin as it is: no re-encoding and
+no copy into the run, so a run on gigabytes starts in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import data
+from .checkpoint import atomic_write_json, atomic_writer, read_json
+from .config import CharwiseError
+
+FORMAT_VERSION = 1
+META, TOKENS = "prepared.json", "tokens.bin"
+DEFAULT_SEPARATOR = "\n\n"
+CHECK_TOKENS = 1 << 20          # load_prepared checks this many ids at each end: cheap, catches junk
+_MAX_CP = 0x110000              # every code point (and surrogate) is below this
+
+
+@dataclass
+class Source:
+    path: Path
+    size: int
+    mtime_ns: int
+    sha256: str = ""
+    chars: int = 0
+
+
+def unescape(text: str) -> str:
+    """Backslash escapes \\n \\t \\r \\\\ of a --separator typed in a shell; others stay as typed."""
+    table = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+    return re.sub(r"\\(.)", lambda m: table.get(m.group(1), m.group(0)), text)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _walk(root: Path, skip: Path | None) -> list[Path]:
+    """The regular files under `root`, sorted by path (as a tree: a/b before a-c/...)."""
+    if (root / META).exists():
+        raise CharwiseError(f"{root}: is already a prepared corpus, not text "
+                            f"(train on it directly: charwise train {root})")
+    found = []
+    # symlinked directories are not followed (no loops); symlinked files are read
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise):
+        here = Path(dirpath)
+        # prune in place: hidden dirs, the output itself, and earlier prepare outputs
+        dirnames[:] = [d for d in dirnames if not _is_hidden(d)
+                       and (here / d).resolve() != skip and not (here / d / META).exists()]
+        for name in filenames:
+            p = here / name
+            try:
+                st = p.stat()
+            except OSError:
+                continue                        # a dangling link is not a document
+            if not _is_hidden(name) and stat.S_ISREG(st.st_mode):
+                found.append(p)
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _raise(err: OSError):
+    raise CharwiseError(f"{err.filename}: cannot read ({err.strerror})")
+
+
+def collect_sources(inputs, out: Path | None = None) -> list[Source]:
+    """Files named directly must be non-empty text files; inside directories empty files are
+    skipped (they contribute nothing but a doubled separator)."""
+    if not inputs:
+        raise CharwiseError("no corpus files given")
+    skip = out.resolve() if out is not None else None
+    sources: list[Source] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files = [p for p in _walk(item, skip) if p.stat().st_size > 0]
+            if not files:
+                raise CharwiseError(f"{item}: no non-empty text files inside (hidden files are skipped)")
+        else:
+            files = [data.check_text_file(item)]     # missing, empty, not regular: said here
+        for p in files:
+            if not os.access(p, os.R_OK):
+                raise CharwiseError(f"{p}: permission denied")
+            st = p.stat()
+            sources.append(Source(p, st.st_size, st.st_mtime_ns))
+    return sources
+
+
+def _unchanged(s: Source) -> None:
+    st = s.path.stat()
+    if (st.st_size, st.st_mtime_ns) != (s.size, s.mtime_ns):
+        raise CharwiseError(f"{s.path}: changed while it was being prepared; run charwise prepare again")
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CharwiseError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise CharwiseError(f"{out}: directory exists and is not empty (use --force to replace "
+                            "a prepared corpus there)")
+
+
+# ----------------------------------------------------------------------------- prepare
+
+def prepare(inputs, out, separator: str = DEFAULT_SEPARATOR, encoding: str = "utf-8",
+            force: bool = False) -> dict:
+    """Join and encode `inputs` into `out`; returns prepared.json's content plus timings."""
+    t0 = time.perf_counter()
+    out = Path(out)
+    _check_out(out, force)
+    sources = collect_sources(inputs, out)
+    chunk = data.CHUNK_BYTES                   # read at call time: tests shrink it
+
+    # Pass 1: which code points occur (a 1.1M-entry mask: a scatter per chunk, no sorting),
+    # and how many characters each document has, for the separator rule below.
+    seen = np.zeros(_MAX_CP, dtype=bool)
+    for s in sources:
+        s.sha256 = data.file_sha256(s.path)
+        for text in data.iter_text_chunks(s.path, encoding, chunk):
+            seen[_cps(text)] = True
+            s.chars += len(text)
+    docs = [s for s in sources if s.chars]     # a file of only a BOM is no document
+    if not docs:
+        raise CharwiseError("the inputs hold no text")
+    # The separator goes *between* documents only, so its characters join the vocabulary
+    # only when it is written: the vocabulary is always exactly sorted(set(corpus text)).
+    sep = _cps(separator) if len(docs) > 1 else np.zeros(0, np.uint32)
+    seen[sep] = True
+    cps = np.flatnonzero(seen)
+    try:
+        dtype = data.token_dtype(len(cps))
+    except CharwiseError:
+        raise CharwiseError(f"the inputs use {len(cps):,} distinct characters, more than the "
+                            f"largest token dtype (uint32) can number") from None
+    vocab = data.Vocab(tuple(chr(c) for c in cps))
+    # code point -> id, over all code points, so a lookup can never go out of range; a file
+    # edited between the passes is caught by _unchanged instead.
+    lut = np.zeros(_MAX_CP, dtype=dtype)
+    lut[cps] = np.arange(len(cps))
+
+    # Pass 2: encode chunk by chunk straight into tokens.bin. prepared.json goes first when
+    # replacing and is written last: its presence marks a complete, consistent pair.
+    out.mkdir(parents=True, exist_ok=True)
+    (out / META).unlink(missing_ok=True)
+    length = 0
+    with atomic_writer(out / TOKENS) as f:
+        for i, s in enumerate(docs):
+            if i:
+                f.write(lut[sep])
+                length += len(sep)
+            for text in data.iter_text_chunks(s.path, encoding, chunk):
+                f.write(lut[_cps(text)])       # numpy arrays write their buffer: no bytes copy
+                length += len(text)
+            _unchanged(s)
+    expected = sum(s.chars for s in docs) + len(sep) * (len(docs) - 1)
+    assert length == expected, (length, expected)
+    meta = {
+        "format_version": FORMAT_VERSION, "chars": list(vocab.chars), "dtype": dtype.name,
+        "length": length, "separator": separator, "encoding": encoding,
+        "sha256": corpus_digest([s.sha256 for s in docs], separator, encoding),
+        "sources": [{"path": str(s.path), "bytes": s.size, "chars": s.chars, "sha256": s.sha256}
+                    for s in docs],
+    }
+    atomic_write_json(out / META, meta)
+    seconds = time.perf_counter() - t0
+    return {**meta, "out": str(out), "bytes": sum(s.size for s in docs), "seconds": seconds}
+
+
+def _cps(text: str) -> np.ndarray:
+    # as data._codepoints, minus the int64 copy: uint32 indexes the tables just as well
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def corpus_digest(shas: list[str], separator: str, encoding: str) -> str:
+    """Names the prepared corpus (what run.json records): its sources, in order, and how they
+    were joined and decoded. Cheap to compute, unlike a hash of gigabytes of tokens."""
+    key = json.dumps({"sources": shas, "separator": separator, "encoding": encoding})
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def summary_line(res: dict) -> str:
+    mb = res["bytes"] / 1e6
+    files = len(res["sources"])
+    return (f"prepared {files} file{'s' * (files != 1)} ({mb:,.1f} MB) -> {res['out']}: "
+            f"{res['length']:,} chars, vocabulary {len(res['chars'])} ({res['dtype']}), "
+            f"{res['seconds']:.1f}s ({mb / max(res['seconds'], 1e-9):,.1f} MB/s)")
+
+
+# ----------------------------------------------------------------------------- load
+
+def is_prepared(path) -> bool:
+    return Path(path).is_dir() and (Path(path) / META).is_file()
+
+
+def load_prepared(path) -> data.Corpus:
+    """A `charwise prepare` directory as a Corpus whose tokens are memory-mapped, read-only."""
+    d = Path(path)
+    if not d.exists():
+        raise CharwiseError(f"{d}: no such file or directory")
+    if not (d / META).is_file():
+        raise CharwiseError(f"{d}: is a directory but not a prepared corpus (no {META}); "
+                            f"make one with: charwise prepare {d} --out PREPARED_DIR")
+    meta = read_json(d / META)
+    where = d / META
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CharwiseError(f"{where}: format_version {version!r} is not one this charwise reads "
+                            f"({FORMAT_VERSION}); prepare the corpus again")
+    try:
+        vocab = data.Vocab(tuple(meta["chars"]))
+        dtype, length, digest = np.dtype(meta["dtype"]), int(meta["length"]), str(meta["sha256"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CharwiseError(f"{where}: damaged metadata ({e.__class__.__name__}: {e})") from None
+    if dtype != vocab.dtype:
+        raise CharwiseError(f"{where}: dtype {dtype.name} does not fit a vocabulary of "
+                            f"{len(vocab)} characters (expected {vocab.dtype.name})")
+    tok = d / TOKENS
+    try:
+        size = tok.stat().st_size
+    except FileNotFoundError:
+        raise CharwiseError(f"{tok}: missing; prepare the corpus again") from None
+    if length < 1 or size != length * dtype.itemsize:
+        raise CharwiseError(f"{tok}: {size:,} bytes, but {META} says {length:,} tokens of "
+                            f"{dtype.itemsize} byte(s); the files do not match (prepare again)")
+    tokens = np.memmap(tok, dtype=dtype, mode="r", shape=(length,))
+    # A quick look at both ends, not a full scan (which would cost seconds per gigabyte).
+    for part in (tokens[:CHECK_TOKENS], tokens[-CHECK_TOKENS:]):
+        if int(part.max()) >= len(vocab):
+            raise CharwiseError(f"{tok}: holds token id {int(part.max())}, outside the "
+                                f"vocabulary of {len(vocab)}; the files do not match (prepare again)")
+    return data.Corpus(vocab, tokens, str(d), digest)
