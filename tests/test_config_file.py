@@ -56,7 +56,7 @@ def test_flags_override_the_file_and_underscores_work(tmp_path):
                                    "--out", str(tmp_path / "o")])
     kw = merge_cli(a)
     assert kw["lr"] == 0.002 and kw["hidden_size"] == 16 and kw["tensorboard"] is False
-    assert kw["out"] == str(tmp_path / "o") and kw["preset"] == "spec"
+    assert kw["out"] == str(tmp_path / "o") and kw["preset"] == "auto"
 
 
 def test_example_configs_are_valid():

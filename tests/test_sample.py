@@ -6,7 +6,8 @@ import charwise
 from charwise.config import CharwiseError, ModelConfig
 from charwise.data import Vocab
 from charwise.model import CharLSTM
-from charwise.sample import CharModel, FusedLSTMStep, ModuleStep, draw, filter_probs
+from charwise.sample import (CharModel, FusedLSTMStep, ModuleStep, NumpyLSTMStep, draw, filter_probs,
+                             make_step)
 
 
 def test_same_seed_same_text_different_seed_differs(trained_run):
@@ -39,19 +40,27 @@ def test_low_temperature_sample_is_corpus_english(trained_run):
 
 
 @pytest.mark.parametrize("layers", [1, 2])
-def test_fused_step_equals_module_step(layers):
+@pytest.mark.parametrize("fast_step", [FusedLSTMStep, NumpyLSTMStep])
+def test_fused_steps_equal_module_step(layers, fast_step):
     torch.manual_seed(0)
     net = CharLSTM(ModelConfig(vocab_size=13, embed_dim=6, hidden_size=16, layers=layers)).eval()
-    fast, slow = FusedLSTMStep(net), ModuleStep(net)
-    st_f = st_s = net.zero_state(4)
-    ids = torch.tensor([1, 5, 7, 12])
-    with torch.inference_mode():
-        for _ in range(20):
-            lf, st_f = fast(ids, st_f)
-            ls, st_s = slow(ids, st_s)
-            assert torch.allclose(lf, ls, atol=1e-5)
-            assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(st_f, st_s))
-            ids = lf.argmax(1)
+    fast, slow = fast_step(net), ModuleStep(net)
+    st_f, st_s = fast.begin(net.zero_state(4)), slow.begin(net.zero_state(4))
+    ids = np.array([1, 5, 7, 12])
+    for _ in range(20):
+        lf, st_f = fast(ids, st_f)
+        ls, st_s = slow(ids, st_s)
+        assert np.allclose(lf, ls, atol=1e-5)
+        assert all(np.allclose(np.asarray(a), b.numpy(), atol=1e-5) for a, b in zip(st_f, st_s))
+        ids = lf.argmax(1)
+
+
+def test_step_choice():
+    net = CharLSTM(ModelConfig(vocab_size=5, hidden_size=8)).eval()
+    assert type(make_step(net, 1)) is NumpyLSTMStep and type(make_step(net, 64)) is NumpyLSTMStep
+    assert type(make_step(net, 1, fast=False)) is ModuleStep
+    gru = CharLSTM(ModelConfig(cell="gru", vocab_size=5, hidden_size=8)).eval()
+    assert type(make_step(gru, 1)) is ModuleStep
 
 
 def test_fast_and_slow_paths_give_same_samples():
@@ -60,9 +69,10 @@ def test_fast_and_slow_paths_give_same_samples():
     net = CharLSTM(ModelConfig(vocab_size=11, embed_dim=8, hidden_size=32, layers=2)).eval()
     m = CharModel(net, vocab)
     for kw in (dict(temperature=1.0), dict(temperature=0.7, top_k=4), dict(temperature=1.3, top_p=0.9)):
-        fast = m.generate("abc", 200, seed=3, fast=True, num_samples=3, **kw)
-        slow = m.generate("abc", 200, seed=3, fast=False, num_samples=3, **kw)
-        assert fast == slow
+        for streams in (3, 20):
+            fast = m.generate("abc", 200, seed=3, fast=True, num_samples=streams, **kw)
+            slow = m.generate("abc", 200, seed=3, fast=False, num_samples=streams, **kw)
+            assert fast == slow
 
 
 def test_top_k_and_top_p_filtering():

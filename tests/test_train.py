@@ -174,3 +174,19 @@ def test_numpy_engine_trains_like_the_torch_engine(tmp_path):
 def test_numpy_engine_refuses_dropout(tmp_path):
     with pytest.raises(CharwiseError, match="dropout"):
         train(None, out=tmp_path / "d", engine="numpy", dropout=0.1, max_steps=2, **QUIET)
+
+
+def test_auto_preset_follows_corpus_size(tmp_path):
+    from charwise.config import auto_preset
+    small, big = tmp_path / "s.txt", tmp_path / "b.txt"
+    small.write_text("x" * 1000)
+    big.write_text("y" * 150_000)
+    assert auto_preset(None) == "spec" and auto_preset(small) == "spec"
+    assert auto_preset(big) == "small" and auto_preset(tmp_path) == "small"
+
+
+def test_a_given_budget_replaces_the_presets_budget():
+    _, t = resolve("spec")
+    assert t.max_steps == 400
+    _, t = resolve("spec", max_time=5.0)
+    assert t.max_steps is None and t.max_time == 5.0

@@ -97,9 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "256, corpus = \"in.txt\", ...); flags given here override it. Every run "
                         "saves RUN_DIR/config.toml, which trains the same run again")
     t.add_argument("--out", default=None, help="run directory (default: runs/latest)")
-    t.add_argument("--preset", choices=[*PRESETS, "none"], default=None,
-                   help="model size and training recipe; none = only the built-in defaults "
-                        "(default: spec)")
+    t.add_argument("--preset", choices=["auto", *PRESETS, "none"], default=None,
+                   help="model size and training recipe; auto = spec for texts under 100 kB, small "
+                        "above; none = only the built-in defaults (default: auto)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     t.add_argument("--force", action="store_true", help="replace an existing run in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -139,7 +139,7 @@ def merge_cli(args) -> dict[str, Any]:
     if args.preset is not None:
         kw["preset"] = None if args.preset == NO_PRESET else args.preset
     elif "preset" not in kw:
-        kw["preset"] = None if args.resume else "spec"
+        kw["preset"] = None if args.resume else "auto"
     kw["force"] = bool(args.force or kw.get("force", False))
     if args.quiet:
         kw["progress"] = False

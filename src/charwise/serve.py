@@ -109,7 +109,8 @@ class Generator:
     @torch.inference_mode()
     def start(self, req: dict):
         logits, state = self.model.prime(req["prime"], 1, oov="error")
-        return {"logits": logits, "state": state, "rng": np.random.default_rng(req["seed"]), "i": 0}
+        return {"logits": logits, "state": self.step_fn.begin(state),
+                "rng": np.random.default_rng(req["seed"]), "i": 0}
 
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> dict:
@@ -130,8 +131,7 @@ class Generator:
               "top": [[self.chars[k], _r(p[k]), _r(q[k])] for k in top]}
         run["i"] += 1
         if not last:
-            out, run["state"] = self.step_fn(torch.as_tensor(ids, device=self.model.device), run["state"])
-            run["logits"] = out.float().cpu().numpy()
+            run["logits"], run["state"] = self.step_fn(ids, run["state"])
         return ev
 
 

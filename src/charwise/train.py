@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from . import __version__
 from .checkpoint import (BEST, LAST, METRICS, RUN_JSON, read_run, save_tensors,
                          write_run)
-from .config import CharwiseError, ModelConfig, TrainConfig, build, resolve
+from .config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, resolve
 from . import distributed
 from . import trainstate as ts
 from .configfile import write_run_config
@@ -192,7 +192,7 @@ def _prepare_out(out: Path, resume: bool, force: bool) -> None:
 
 
 def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "runs/latest",
-          preset: str | None = "spec", resume: bool = False, force: bool = False,
+          preset: str | None = "auto", resume: bool = False, force: bool = False,
           progress: bool | None = None, log=print, **overrides) -> TrainResult:
     """Train a character model on `corpus` (the bundled spec corpus when None) into `out`.
 
@@ -215,7 +215,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                        **{k: v for k, v in overrides.items() if v is not None})
         corpus = prev["corpus"]["source"]
     else:
-        mcfg, tcfg = resolve(preset, **overrides)
+        mcfg, tcfg = resolve(auto_preset(corpus) if preset == "auto" else preset, **overrides)
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
     dist = distributed.setup(tcfg.device)
@@ -298,7 +298,9 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     bar = ts.progress_bar(progress if dist.main else False, max_steps, tcfg.max_time, step)
     metrics = open(out / METRICS, "a", buffering=1 << 16) if dist.main else open(os.devnull, "w")
     t0 = time.perf_counter() - spent
-    eval_seconds = 0.0
+    # With a time budget the final evaluation must fit in it: until one has been timed,
+    # extrapolate from scoring a short slice.
+    eval_seconds = _estimate_eval_seconds(model, eval_tok) if tcfg.max_time and dist.main else 0.0
     last_eval_step = resumed.get("last_eval_step", -1)
     since_best = resumed.get("since_best", 0)
     loss_val, why = resumed.get("loss", float("nan")), "budget"
@@ -449,6 +451,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                 if tcfg.patience is not None and since_best >= tcfg.patience:
                     why = "patience"
                     break
+                _, out_of_time = distributed.agree(dist, 0.0, time_up(), device=device)
         if last_eval_step != step:
             do_eval()
         checkpoint("done")
@@ -464,6 +467,13 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     distributed.shutdown(dist)
     return TrainResult(out, step, best["val_loss"] if best else None, best["step"] if best else None,
                        loss_val, round(elapsed(), 3), info["history"], why)
+
+
+def _estimate_eval_seconds(model: CharLSTM, tokens: np.ndarray, probe: int = 4096) -> float:
+    n = min(len(tokens), probe + 1)
+    t = time.perf_counter()
+    evaluate_tokens(model, tokens[:n])
+    return (time.perf_counter() - t) * len(tokens) / n * 1.1
 
 
 def _reference_trainer(model: CharLSTM, tcfg: TrainConfig, resume: bool):

@@ -103,10 +103,14 @@ def restore_signal_handlers(handlers) -> None:
 
 
 def progress_bar(enabled: bool | None, max_steps, max_time, start: int):
+    """A tqdm bar, or None when there is none to show (enabled=False, or None and stderr is
+    not a terminal): then the loop's messages go to its log function instead."""
     if enabled is False:
         return None
     from tqdm.auto import tqdm
+    disable = None if enabled is None else False
     if max_time:
-        return tqdm(total=int(max_time), unit="s", disable=None if enabled is None else False, leave=False)
-    return tqdm(total=max_steps, initial=start, unit="step", disable=None if enabled is None else False,
-                leave=False)
+        bar = tqdm(total=int(max_time), unit="s", disable=disable, leave=False)
+    else:
+        bar = tqdm(total=max_steps, initial=start, unit="step", disable=disable, leave=False)
+    return None if bar.disable else bar
