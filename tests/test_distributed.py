@@ -66,3 +66,43 @@ def test_batch_must_split_evenly(tmp_path):
     p = charwise("train", "--out", tmp_path / "x", "--batch-size", "7", "--max-steps", "2", "--quiet",
                  procs=2, check=False)
     assert p.returncode != 0 and "divisible" in p.stderr
+
+
+def _worker_pids(launcher_pid: int) -> dict[int, int]:
+    """rank -> pid of torchrun's worker processes (read from /proc)."""
+    ranks = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if int((d / "stat").read_text().split(") ")[1].split()[1]) != launcher_pid:
+                continue
+            env = dict(kv.split("=", 1) for kv in (d / "environ").read_text().split("\0") if "=" in kv)
+        except (OSError, IndexError, ValueError):
+            continue
+        if "RANK" in env:
+            ranks[int(env["RANK"])] = int(d.name)
+    return ranks
+
+
+def test_a_dead_rank_stops_the_others(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "run"
+    p = subprocess.Popen(TORCHRUN + ["-m", "charwise", "train", "--out", str(out), "--max-steps", "100000",
+                                     "--eval-every", "0", "--threads", "1", "--quiet"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    t = time.time()
+    while time.time() - t < 120 and p.poll() is None:
+        if (out / "metrics.jsonl").exists() and (out / "metrics.jsonl").stat().st_size > 0:
+            break
+        time.sleep(0.05)
+    ranks = {}
+    while len(ranks) < 2 and time.time() - t < 120:
+        ranks = _worker_pids(p.pid)
+    os.kill(ranks[1], signal.SIGKILL)
+    killed = time.time()
+    _, err = p.communicate(timeout=120)
+    assert p.returncode != 0
+    assert time.time() - killed < 60                       # stopped, did not hang
+    assert "Traceback" not in "\n".join(l for l in err.splitlines() if l.startswith("[rank0]"))

@@ -107,4 +107,7 @@ def shutdown(d: Dist) -> None:
     if d.enabled:
         import torch.distributed as dist
         if dist.is_initialized():
+            # Everyone leaves together: a rank tearing its group down while a peer is still in
+            # a collective can abort that peer ("terminate called without an active exception").
+            dist.barrier()
             dist.destroy_process_group()

@@ -455,6 +455,14 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         if last_eval_step != step:
             do_eval()
         checkpoint("done")
+    except RuntimeError as e:
+        if not dist.enabled:
+            raise
+        # A peer died or timed out mid-collective: say so in one line instead of a gloo/NCCL trace.
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CharwiseError(f"rank {dist.rank}: another training process stopped or timed out "
+                            f"({first}); the last checkpoint in {out} can be resumed with "
+                            f"torchrun ... -m charwise train --resume --out {out}") from None
     finally:
         metrics.close()
         tb.close()
