@@ -29,9 +29,7 @@ def main() -> int:
     cmd = [sys.executable, "-m", "charwise", "train"]
     with tempfile.TemporaryDirectory() as tmp:
         ref, run = Path(tmp) / "ref", Path(tmp) / "soak"
-        t = time.perf_counter()
         subprocess.run(cmd + ["--out", str(ref)] + flags, check=True, capture_output=True)
-        full = time.perf_counter() - t
         kills = 0
         first = True
         while True:

@@ -9,7 +9,6 @@ from charwise.config import CharwiseError
 
 
 def test_round_trip_same_logits(trained_run):
-    from charwise.train import train  # noqa: F401
     m1 = charwise.load(trained_run)
     m2 = charwise.load(trained_run)
     x = torch.from_numpy(m1.vocab.encode("It is a truth"))[None]

@@ -45,8 +45,8 @@ def test_demo_learns_and_draws(tmp_path, capsys):
     assert "Parameters: embed=1216, LSTM=82944, out=4902" in out
     for t in ("0.5", "1.0", "1.5"):
         assert f"Temperature {t}:" in out
-    png = (tmp_path / "demo" / "curve.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("curve.png", "per_char.png", "heatmap.png"):    # the chapter's three pictures
+        assert (tmp_path / "demo" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     info = json.loads((tmp_path / "demo" / "run.json").read_text())
     assert info["history"][-1]["val_loss"] < 0.5            # the whole text, one exact pass
 

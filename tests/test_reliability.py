@@ -1,6 +1,5 @@
 """Runs survive kills, signals, numerical faults and bad files; resuming is bit-exact."""
 import json
-import os
 import signal
 import subprocess
 import sys
