@@ -64,7 +64,7 @@ def test_example_configs_are_valid():
     assert spec["preset"] == "spec" and spec["hidden_size"] == 128 and "corpus" not in spec
     shk = read_config(REPO / "configs" / "shakespeare.toml")
     assert Path(shk["corpus"]).resolve() == (REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt").resolve()
-    assert shk["preset"] == "small" and shk["max_time"] == 300
+    assert shk["preset"] == "small" and shk["max_time"] == 180 and shk["hidden_size"] == 640
 
 
 @pytest.mark.skipif(not (REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt").is_file(),
@@ -76,7 +76,7 @@ def test_shakespeare_config_runs_from_another_directory(tmp_path, monkeypatch, c
                  "--seq-len", "8", "--val-fraction", "0.002", "--max-time", "60", "--quiet"])
     assert code == 0, capsys.readouterr().err
     info = json.loads((tmp_path / "shk" / "run.json").read_text())
-    assert info["corpus"]["chars"] == 1115394 and info["train"]["lr"] == 0.004
+    assert info["corpus"]["chars"] == 1115394 and info["train"]["lr"] == 0.005
 
 
 @pytest.mark.parametrize("text, match", [
