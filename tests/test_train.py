@@ -190,3 +190,21 @@ def test_a_given_budget_replaces_the_presets_budget():
     assert t.max_steps == 400
     _, t = resolve("spec", max_time=5.0)
     assert t.max_steps is None and t.max_time == 5.0
+
+
+def test_stream_restarts_are_staggered_and_periodic():
+    from charwise.train import stream_keep_mask
+    rows = np.arange(8)
+    masks = np.array([stream_keep_mask(s, rows, 4) for s in range(8)])   # (steps, streams)
+    assert (~masks).sum(axis=1).tolist() == [2] * 8          # 8 streams / 4: two restart each step
+    assert (~masks).sum(axis=0).tolist() == [2] * 8          # each stream restarts every 4 steps
+
+
+def test_cold_start_is_learned(tmp_path):
+    """Evaluation and sampling start from a zero state. 150 steps of the small preset on
+    tiny-shakespeare (a sixth of an epoch) scored 8.7 nats/char from there without staggered
+    restarts (worse than uniform guessing, ln 65 = 4.17) and 2.2 with them."""
+    from conftest import SHAKESPEARE
+    res = train(SHAKESPEARE, out=tmp_path / "c", preset="small", max_steps=150, eval_every=150,
+                val_fraction=0.01, **QUIET)
+    assert res.history[-1]["val_loss"] < 3.0

@@ -35,6 +35,9 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb"):
     """Write to a temp file beside `path`; on success fsync and rename it into place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)          # mkstemp makes 0600; the result should be a normal file
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -67,8 +67,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
             default = f.default if f.default is not None else "none"
+            by_preset = sorted(p for p, vals in PRESETS.items() if f.name in vals)
+            note = f"; presets {', '.join(by_preset)} set their own" if by_preset else ""
             group.add_argument("--" + f.name.replace("_", "-"), default=None, dest=f.name,
-                               help=f"{f.metadata['help']} (default: {default})", **kw)
+                               help=f"{f.metadata['help']} (default: {default}{note})", **kw)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -270,6 +272,7 @@ def cmd_sample(a) -> int:
     model = load(a.run_dir, which=a.which)
     out = sys.stdout
     if a.num_samples == 1:
+        model.vocab.encode(a.prime, oov=a.oov)          # a bad prime fails before anything is printed
         out.write(a.prime)
         for chars in model.stream(a.prime, a.n, a.temperature, a.top_k, a.top_p, a.seed, oov=a.oov):
             out.write(chars[0])

@@ -37,6 +37,9 @@ class TrainConfig:
     min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of --lr (cosine decay)", min=0.0, max=1.0)
     warmup_steps: int = _f(20, "linear learning-rate warmup steps", min=0)
     weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)", min=0.0)
+    reset_every: int = _f(16, "restart each stream's carried state from zero every N windows (staggered "
+                          "across streams), so the model also learns the cold start that sampling "
+                          "and evaluation use; 0 = only at epoch starts", min=0)
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
     max_steps: int | None = _f(None, "stop after this many optimizer steps", min=1)
     max_epochs: float | None = _f(None, "stop after this many passes over the training text", min=0.0, exclusive_min=True)
@@ -50,7 +53,7 @@ class TrainConfig:
     device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))
-    threads: int | None = _f(None, "CPU threads for torch (default: torch's choice)", min=1)
+    threads: int | None = _f(None, "CPU threads for torch (none = torch's choice)", min=1)
     encoding: str = _f("utf-8", "text encoding of the corpus")
     tensorboard: bool = _f(False, "also write TensorBoard event files (scalars and text samples) "
                            "to RUN_DIR/tensorboard; needs pip install charwise[tensorboard]")

@@ -85,7 +85,7 @@ def training_curve(run_dir, out_path, window: int = 10, title: str | None = None
     ax.set_title(title or "Character-level LM training loss")
     ax.set_xlabel("Step")
     ax.set_ylabel("Cross-entropy (nats/char)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.12)    # headroom: labels stay under the title
     ax.grid(alpha=0.25)
     ax.legend(loc="upper right")
     _bits_axis(ax)

@@ -355,7 +355,8 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         last_eval_step = step
         if bar is not None:
             bar.set_postfix_str(f"loss {loss_val:.3f} {rec['eval_split']} {score:.3f}")
-        msg = (f"step {step:6d}  train {loss_val:.4f}  {rec['eval_split']} {score:.4f} nats "
+        label = "val" if rec["eval_split"] == "val" else "whole text"
+        msg = (f"step {step:6d}  train {loss_val:.4f}  {label} {score:.4f} nats "
                f"({rec['val_bits_per_char']:.3f} bits/char)")
         (bar.write if bar is not None else log)(msg)
 
@@ -411,6 +412,12 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
                 state = model.zero_state(len(batches.rows), device)
                 if ref is not None:
                     ref.reset_state(tcfg.batch_size)
+            elif tcfg.reset_every:
+                keep = stream_keep_mask(step, batches.rows, tcfg.reset_every)   # (B,)
+                if not keep.all():
+                    state = tuple(s * torch.from_numpy(keep).to(s)[None, :, None] for s in state)
+                    if ref is not None and ref.state is not None:
+                        ref.state = tuple(s * keep[None, :, None].astype(s.dtype) for s in ref.state)
             xb, yb = batches.window(k, epoch)
             lr = learning_rate(tcfg, step, progress_now())
             if ref is not None:
@@ -475,6 +482,15 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     distributed.shutdown(dist)
     return TrainResult(out, step, best["val_loss"] if best else None, best["step"] if best else None,
                        loss_val, round(elapsed(), 3), info["history"], why)
+
+
+def stream_keep_mask(step: int, rows: np.ndarray, every: int) -> np.ndarray:
+    """Which streams keep their carried state at `step`: stream b starts cold again every
+    `every` windows, the streams staggered so that a few restart at each step. Sampling and
+    evaluation always start from a zero state; a model that has only met it at epoch starts
+    (16 times an epoch, say) can blow its cell state up from there (seen: 9 nats/char after
+    a quarter epoch). A pure function of the step, so resuming reproduces it."""
+    return (step + rows) % every != 0
 
 
 def _estimate_eval_seconds(model: CharLSTM, tokens: np.ndarray, probe: int = 4096) -> float:
