@@ -310,9 +310,14 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
     def elapsed() -> float:
         return time.perf_counter() - t0
 
+    last_tick = [time.perf_counter(), 0.0]                      # [time, seconds of the last step]
+
     def time_up() -> bool:
-        # the final evaluation must fit in the budget too: stop one evaluation's time early
-        return bool(tcfg.max_time) and elapsed() + eval_seconds >= tcfg.max_time
+        # The final evaluation and the step under way must fit in the budget too: stop when one
+        # more step plus an evaluation (with 15 % to spare: they vary) would overrun it.
+        now = time.perf_counter()
+        last_tick[:] = [now, now - last_tick[0]]
+        return bool(tcfg.max_time) and elapsed() + 1.15 * eval_seconds + last_tick[1] >= tcfg.max_time
 
     def progress_now() -> float:
         p = [step / max_steps] if max_steps else []
@@ -352,6 +357,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         metrics.write(json.dumps({"event": "eval", **rec}) + "\n")
         tb.eval(step, rec, model)
         eval_seconds = time.perf_counter() - te
+        last_tick[0] = time.perf_counter()      # an evaluation is not a step (see time_up)
         last_eval_step = step
         if bar is not None:
             bar.set_postfix_str(f"loss {loss_val:.3f} {rec['eval_split']} {score:.3f}")
