@@ -43,7 +43,7 @@ def minimal_loop(tokens, V, H, E, B, T, steps, precision, lr=4e-3) -> float:
     """The shortest correct TBPTT loop: same model, batches and precision; chars/s."""
     torch.manual_seed(0)
     net = CharLSTM(ModelConfig(vocab_size=V, embed_dim=E, hidden_size=H))
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
     batches = StreamBatches(tokens, B, T, seed=0)
     state = net.zero_state(B)
     dev = torch.device("cpu")

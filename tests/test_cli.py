@@ -37,6 +37,10 @@ def test_train_sample_eval_end_to_end(tmp_path):
     res = json.loads(o)
     assert code == 0 and res["chars"] == len("It is a truth universally acknowledged") - 1
     assert res["bits_per_char"] == pytest.approx(res["loss"] / 0.6931471805599453)
+    assert res["precision"] == "fp32"                   # auto: 128 units score in fp32
+    code, o, e = run("eval", out, text, "--precision", "bf16")
+    assert code == 0 and o.rstrip().endswith("(bf16)"), e
+    assert float(o.split(": ")[1].split()[0]) == pytest.approx(res["loss"], abs=0.02)
 
 
 def test_demo_learns_and_draws(tmp_path, capsys):

@@ -172,3 +172,22 @@ def test_sampler_arguments_property(n, t, k, p):
     assert ids.shape == (3,) and ((0 <= ids) & (ids < 10)).all()
     if t == 0:
         assert (ids == logits.argmax(1)).all()
+
+
+def test_clock_checkpoints_between_evaluations_are_resume_points(tmp_path):
+    """With no evaluation until the end, a run still saves on a clock (--checkpoint-every);
+    each of those saves resumes to the same weights as the uninterrupted run."""
+    kw = dict(max_steps=30, eval_every=0, precision="fp32", threads=1, **QUIET)
+    run = tmp_path / "c"
+    train(None, out=run, checkpoint_every=1e-6, keep=100, **kw)      # a save after every step
+    kept = sorted(run.glob("ckpt-*.safetensors"))
+    assert len(kept) >= 29
+    final = load_file(run / "last.safetensors")
+    mid = run / "ckpt-000000015.safetensors"
+    (run / "last.safetensors").unlink()
+    mid.rename(run / "last.safetensors")                             # as if killed after step 15
+    train(None, out=run, resume=True, **{k: v for k, v in kw.items() if k != "precision"})
+    again = load_file(run / "last.safetensors")
+    for k in final:
+        if k.startswith("model/"):
+            assert torch.equal(final[k], again[k]), k

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from charwise.config import CharwiseError, ModelConfig, resolve
 from charwise.model import CharLSTM
-from charwise.train import evaluate_tokens, learning_rate, train
+from charwise.train import (cpu_has_fast_bf16, eval_precision, evaluate_tokens, learning_rate,
+                            train)
 
 QUIET = dict(progress=False, log=lambda *a: None)
 
@@ -97,6 +98,25 @@ def test_evaluation_is_exact_one_pass_mean():
 def test_bf16_training_still_learns(tmp_path):
     res = train(None, out=tmp_path / "bf", precision="bf16", max_steps=150, eval_every=150, **QUIET)
     assert res.history[-1]["val_loss"] < 1.5
+    assert res.history[-1]["precision"] == "bf16"       # scored in the arithmetic it trained in
+
+
+def test_bf16_evaluation_is_close_to_fp32():
+    torch.manual_seed(2)
+    net = CharLSTM(ModelConfig(vocab_size=20, embed_dim=16, hidden_size=320)).eval()
+    tokens = np.random.default_rng(1).integers(0, 20, 3000)
+    fp32, bf16 = evaluate_tokens(net, tokens, "fp32"), evaluate_tokens(net, tokens, "bf16")
+    assert fp32["chars"] == bf16["chars"] == 2999
+    assert fp32["loss"] != bf16["loss"]                  # really another arithmetic
+    assert bf16["loss"] == pytest.approx(fp32["loss"], abs=5e-3)
+
+
+def test_auto_evaluation_precision_follows_training_rule():
+    small = CharLSTM(ModelConfig(vocab_size=5, hidden_size=64))
+    big = CharLSTM(ModelConfig(vocab_size=5, hidden_size=256))
+    assert eval_precision(small) == "fp32"              # overhead-bound: bf16 casts only cost
+    assert eval_precision(big) == ("bf16" if cpu_has_fast_bf16() else "fp32")
+    assert eval_precision(big, "fp32") == "fp32" and eval_precision(small, "bf16") == "bf16"
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
@@ -111,6 +131,8 @@ def test_learning_rate_schedule():
     assert learning_rate(t, 9, 0.0) == pytest.approx(1.0)
     assert learning_rate(t, 50, 0.5) == pytest.approx(0.55)
     assert learning_rate(t, 99, 1.0) == pytest.approx(0.1)
+    _, lin = resolve("spec", lr=1.0, warmup_steps=10, min_lr_ratio=0.0, decay="linear")
+    assert [learning_rate(lin, 50, p) for p in (0.0, 0.25, 1.0)] == pytest.approx([1.0, 0.75, 0.0])
 
 
 def test_time_budget_is_respected(tmp_path):

@@ -106,13 +106,14 @@ def analysis_text(run_dir, info: dict, vocab: Vocab, textfile=None, oov: str = "
 
 # ----------------------------------------------------------------------------- per-character loss
 
-def position_losses(net, ids: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def position_losses(net, ids: np.ndarray, chunk: int = 8192,
+                    precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
     """(losses (n-1,) float64 nats, correct (n-1,) bool): entry i is the prediction of ids[i+1]
     from ids[:i+1], the state carried through the whole text in one pass."""
     if len(ids) < 2:
         raise CharwiseError(f"need at least 2 characters to score, got {len(ids)}")
     with recurrence_threads(net):
-        parts = list(token_losses(net, np.asarray(ids), chunk=chunk))
+        parts = list(token_losses(net, np.asarray(ids), chunk=chunk, precision=precision))
     losses = torch.cat([p[0] for p in parts]).double().numpy()
     guess = torch.cat([p[1] for p in parts]).numpy()
     return losses, guess == np.asarray(ids[1:])

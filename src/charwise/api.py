@@ -25,11 +25,13 @@ def load(run_dir, which: str = "best", device: str = "cpu") -> CharModel:
     return CharModel(net, vocab, info)
 
 
-def evaluate(run_dir, textfile, oov: str = "error", encoding: str = "utf-8") -> dict:
-    """Exact loss of a run's best weights on a text file: nats/char, bits/char, perplexity."""
+def evaluate(run_dir, textfile, oov: str = "error", encoding: str = "utf-8",
+             precision: str = "auto") -> dict:
+    """Exact loss of a run's best weights on a text file: nats/char, bits/char, perplexity.
+    precision "auto" scores in the arithmetic training would use here; "fp32" for the last digit."""
     model = load(run_dir)
     text = read_text(textfile, encoding)
-    res = model.evaluate(text, oov=oov)
+    res = model.evaluate(text, oov=oov, precision=precision)
     if res["chars"] < 1:
         raise CharwiseError(f"{textfile}: too short to evaluate")
     return res

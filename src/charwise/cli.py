@@ -43,6 +43,12 @@ relative paths in them are relative to the file's own directory.
 """
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_HELP = ("arithmetic of the scoring pass: auto (default) = what training picks on this "
+                  "hardware (bf16 on CPUs with fast bf16, from 256 units; about 1.7x faster, the "
+                  "loss moves in the 4th decimal), fp32, or bf16")
+
+
 def _number(kind):
     def parse(text: str):
         try:
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--oov", choices=("error", "skip"), default="error")
     e.add_argument("--encoding", default="utf-8")
+    e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
     d = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
     d.add_argument("--out", default="runs/demo", help="where to write the run and pictures")
@@ -204,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("-n", type=_number(int), default=200, help="characters per sample (default: 200)")
     an.add_argument("--seed", type=_number(int), default=1, help="sampling seed (default: 1)")
     an.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+    an.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
     i = sub.add_parser("info", help="what a run is: config, parameters, vocabulary, best loss, time",
                        epilog="example:\n  charwise info runs/shk\n  charwise info runs/shk --json | jq .best_val_loss",
@@ -288,12 +296,12 @@ def cmd_sample(a) -> int:
 
 def cmd_eval(a) -> int:
     from .api import evaluate
-    res = evaluate(a.run_dir, a.textfile, oov=a.oov, encoding=a.encoding)
+    res = evaluate(a.run_dir, a.textfile, oov=a.oov, encoding=a.encoding, precision=a.precision)
     if a.json:
         print(json.dumps(res))
     else:
         print(f"{res['chars']:,} predictions: {res['loss']:.4f} nats/char, "
-              f"{res['bits_per_char']:.4f} bits/char, perplexity {res['perplexity']:.3f}")
+              f"{res['bits_per_char']:.4f} bits/char, perplexity {res['perplexity']:.3f} ({res['precision']})")
     return 0
 
 
@@ -360,10 +368,10 @@ def cmd_analyze(a) -> int:
     res = analyze(a.run_dir, a.textfile, a.out, oov=a.oov, text=a.text, state=a.state,
                   layer=a.layer, sort=a.sort, unit=a.unit, temperatures=a.temperatures,
                   prime=a.prime, n=a.n, seed=a.seed, which=a.which, encoding=a.encoding,
-                  max_units=a.max_units, neuron_chars=a.neuron_chars)
+                  max_units=a.max_units, neuron_chars=a.neuron_chars, precision=a.precision)
     o, p = res["overall"], res["plateau"]
     print(f"{res['text']['source']}: {o['predictions']:,} predictions, {o['nats']:.4f} nats/char "
-          f"({o['bits']:.4f} bits/char), top-1 accuracy {o['accuracy']:.1%}")
+          f"({o['bits']:.4f} bits/char, {o['precision']}), top-1 accuracy {o['accuracy']:.1%}")
     hard = ", ".join(f"{r['label']} {r['mean_nats']:.2f}" for r in res["per_char"][:5])
     print(f"hardest characters (mean nats): {hard}")
     if p:

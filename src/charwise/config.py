@@ -34,9 +34,12 @@ class TrainConfig:
     seq_len: int = _f(40, "window length T for truncated BPTT (characters)", min=1)
     batch_size: int = _f(16, "parallel contiguous streams B", min=1)
     lr: float = _f(3e-3, "peak learning rate (AdamW)", min=0.0, exclusive_min=True)
-    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of --lr (cosine decay)", min=0.0, max=1.0)
+    min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of --lr", min=0.0, max=1.0)
+    decay: str = _f("cosine", "learning-rate decay after warmup, down to --lr x --min-lr-ratio",
+                    choices=("cosine", "linear"))
     warmup_steps: int = _f(20, "linear learning-rate warmup steps", min=0)
     weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)", min=0.0)
+    beta2: float = _f(0.99, "AdamW's second-moment decay (its first is 0.9)", min=0.0, max=0.9999)
     reset_every: int = _f(16, "restart each stream's carried state from zero every N windows (staggered "
                           "across streams), so the model also learns the cold start that sampling "
                           "and evaluation use; 0 = only at epoch starts", min=0)
@@ -46,6 +49,8 @@ class TrainConfig:
     max_time: float | None = _f(None, "wall-clock budget in seconds, final evaluation included; the "
                                 "learning-rate schedule is stretched over it", min=0.0, exclusive_min=True)
     eval_every: int = _f(200, "evaluate on the whole validation split every N steps (0 = only at the end)", min=0)
+    checkpoint_every: float = _f(60.0, "also save the resumable checkpoint every N seconds between "
+                                 "evaluations (0 = only at evaluations and the end)", min=0.0)
     keep: int = _f(0, "also keep the N most recent older checkpoints (ckpt-STEP.safetensors)", min=0)
     patience: int | None = _f(None, "stop early after N evaluations without a better validation loss", min=1)
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)

@@ -196,7 +196,7 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
             state: str = "h", layer: int = -1, sort: str = "cluster", unit: int | None = None,
             temperatures=(0.5, 1.0, 1.5), prime: str | None = None, n: int = 200, seed: int = 1,
             which: str = "best", encoding: str = "utf-8", max_units: int = 128,
-            neuron_chars: int = 1000, log=print) -> dict:
+            neuron_chars: int = 1000, precision: str = "auto", log=print) -> dict:
     """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json)."""
     from .api import load
     from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
@@ -218,7 +218,9 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     hm = N.heatmap(net, vocab, sentence, layer, state, sort, max_units, oov)
     if txt.note:
         log(f"note: {txt.note}")
-    losses, correct = A.position_losses(net, txt.ids)
+    from .train import eval_precision
+    precision = eval_precision(net, precision)
+    losses, correct = A.position_losses(net, txt.ids, precision=precision)
     tab = A.char_table(vocab, txt.ids, losses, correct)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "per_char.csv", tab.csv().encode())
@@ -241,7 +243,8 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     res = {"run_dir": str(run), "which": which,
            "text": {"source": txt.source, "chars": int(len(txt.ids)), "note": txt.note, "skipped": txt.skipped},
            "overall": {"predictions": tab.total, "nats": tab.overall_nats, "bits": tab.overall_nats / A.LN2,
-                       "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean())},
+                       "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean()),
+                       "precision": precision},
            "per_char": tab.rows(), "plateau": plat, "samples": samples, "novelty_note": nov_note,
            "heatmap": {"text": sentence, "layer": hm.layer, "kind": hm.kind, "sort": hm.sort,
                        "units": hm.units.tolist(), "note": hm.note},

@@ -234,7 +234,9 @@ class CharModel:
         texts = [prime + "".join(c) for c in cols]
         return texts[0] if num == 1 else texts
 
-    def evaluate(self, text: str, oov: str = "error") -> dict:
-        from .train import evaluate_tokens
+    def evaluate(self, text: str, oov: str = "error", precision: str = "auto") -> dict:
+        """Exact loss of `text` in one stateful pass; precision auto/fp32/bf16 (see eval_precision)."""
+        from .train import eval_precision, evaluate_tokens
         ids = self.vocab.encode(text, oov=oov)
-        return evaluate_tokens(self.net, ids)
+        return {**evaluate_tokens(self.net, ids, eval_precision(self.net, precision)),
+                "precision": eval_precision(self.net, precision)}
