@@ -33,6 +33,14 @@ def parse_value(v: str):
     return v
 
 
+def fp32_val_loss(run: Path, corpus: str, info: dict) -> float:
+    from charwise.api import load
+    from charwise.data import prepare_corpus
+    from charwise.train import evaluate_tokens
+    _, val = prepare_corpus(corpus, cache_dir=run / "cache").split(info["train"]["val_fraction"])
+    return evaluate_tokens(load(run, which="last").net, val, "fp32")["loss"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=180.0)
@@ -40,24 +48,31 @@ def main() -> int:
     ap.add_argument("--corpus", default=str(CORPUS))
     ap.add_argument("--set", nargs="*", default=[], help="overrides as name=value")
     ap.add_argument("--json", help="append the result as a JSON line to this file")
+    ap.add_argument("--keep", help="keep the run in this directory (default: a temporary one)")
     a = ap.parse_args()
     from charwise.train import train
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)}
     with tempfile.TemporaryDirectory() as tmp:
+        run = Path(a.keep) if a.keep else Path(tmp) / "run"
         t = time.perf_counter()
-        res = train(a.corpus, out=Path(tmp) / "run", preset=a.preset, max_time=a.budget,
+        res = train(a.corpus, out=run, preset=a.preset, max_time=a.budget, force=bool(a.keep),
                     progress=False, log=lambda *x: print(*x, file=sys.stderr), **overrides)
         wall = time.perf_counter() - t
-        info = json.loads((Path(tmp) / "run" / "run.json").read_text())
+        info = json.loads((run / "run.json").read_text())
+        # The run scores itself in its training precision (bf16 here); the same final weights
+        # in fp32, outside the budget, show how much that arithmetic moves the number.
+        fp32 = fp32_val_loss(run, a.corpus, info)
     final = res.history[-1]
     row = {"preset": a.preset, "overrides": overrides, "budget": a.budget, "steps": res.steps,
            "train_seconds": res.train_seconds, "wall_seconds": round(wall, 1),
            "final_val_loss": round(final["val_loss"], 4), "best_val_loss": round(res.best_val_loss, 4),
+           "final_val_loss_fp32": round(fp32, 4),
            "chars_per_s": round(res.steps * info["train"]["batch_size"] * info["train"]["seq_len"]
                                 / res.train_seconds), "precision": info["precision"]}
     print(f"\nquality at {a.budget:.0f} s: final exact val loss {row['final_val_loss']:.4f} nats/char "
           f"(best {row['best_val_loss']:.4f}), {res.steps} steps, {row['chars_per_s']:,} chars/s, "
-          f"train() took {res.train_seconds:.1f} s (evaluation included), wall {wall:.1f} s")
+          f"train() took {res.train_seconds:.1f} s (evaluation included, {row['precision']}), "
+          f"wall {wall:.1f} s\nthe same final weights scored in fp32 (after the budget): {fp32:.4f}")
     print(f"{'anchor':40s} {'nats':>7s} {'ratio ours/anchor':>18s}")
     for name, nats, secs in ANCHORS:
         print(f"{name + f' ({secs} s)':40s} {nats:7.3f} {row['final_val_loss'] / nats:18.3f}")

@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,12 +136,16 @@ def prepare(inputs, out, separator: str = DEFAULT_SEPARATOR, encoding: str = "ut
 
     # Pass 1: which code points occur (a 1.1M-entry mask: a scatter per chunk, no sorting),
     # and how many characters each document has, for the separator rule below.
+    # The files' SHA-256 run on a second thread meanwhile (hashlib lets go of the GIL).
     seen = np.zeros(_MAX_CP, dtype=bool)
-    for s in sources:
-        s.sha256 = data.file_sha256(s.path)
-        for text in data.iter_text_chunks(s.path, encoding, chunk):
-            seen[_cps(text)] = True
-            s.chars += len(text)
+    with ThreadPoolExecutor(1) as pool:
+        shas = [pool.submit(data.file_sha256, s.path) for s in sources]
+        for s in sources:
+            for text in data.iter_text_chunks(s.path, encoding, chunk):
+                seen[_cps(text)] = True
+                s.chars += len(text)
+        for s, sha in zip(sources, shas):
+            s.sha256 = sha.result()
     docs = [s for s in sources if s.chars]     # a file of only a BOM is no document
     if not docs:
         raise CharwiseError("the inputs hold no text")
