@@ -142,8 +142,8 @@ def token_losses(model: CharLSTM, tokens: np.ndarray, device=None, precision: st
 def evaluate_tokens(model: CharLSTM, tokens: np.ndarray, precision: str = "fp32") -> dict:
     """Exact mean loss over all len(tokens)-1 predictions: nats/char, bits/char, perplexity.
     "Exact" = every position scored from its full left context; `precision` is the arithmetic
-    (bf16 autocast halves the weight traffic of the batch-1 chain: 640 units, 111k chars on
-    2 cores: 3.6 s instead of 6.2 s; the loss moves in the 4th decimal, benchmarks/README.md)."""
+    (bf16 autocast halves the weight traffic of the batch-1 chain, which is bound by it: 1.5-1.7x
+    faster on this CPU, the loss unchanged to 4 decimals; benchmarks/README.md, section 4)."""
     if len(tokens) < 2:
         raise CharwiseError("need at least 2 characters to evaluate")
     total, n = 0.0, 0
