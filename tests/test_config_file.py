@@ -76,7 +76,7 @@ def test_shakespeare_config_runs_from_another_directory(tmp_path, monkeypatch, c
                  "--seq-len", "8", "--val-fraction", "0.002", "--max-time", "60", "--quiet"])
     assert code == 0, capsys.readouterr().err
     info = json.loads((tmp_path / "shk" / "run.json").read_text())
-    assert info["corpus"]["chars"] == 1115394 and info["train"]["lr"] == 0.005
+    assert info["corpus"]["chars"] == 1115394 and info["train"]["lr"] == 0.007
 
 
 @pytest.mark.parametrize("text, match", [
