@@ -45,7 +45,7 @@ relative paths in them are relative to the file's own directory.
 
 PRECISIONS = ("auto", "fp32", "bf16")
 PRECISION_HELP = ("arithmetic of the scoring pass: auto (default) = what training picks on this "
-                  "hardware (bf16 on CPUs with fast bf16, from 256 units; about 1.7x faster, the "
+                  "hardware (bf16 on CPUs with fast bf16, from 256 units; 1.5-1.7x faster, the "
                   "loss moves in the 4th decimal), fp32, or bf16")
 
 
