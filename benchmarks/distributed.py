@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
 
 def rate(run: Path, warm: int, steps: int, chars: int) -> float:

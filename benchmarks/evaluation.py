@@ -23,7 +23,7 @@ from charwise.data import prepare_corpus
 from charwise.model import CharLSTM
 from charwise.train import eval_precision, evaluate_tokens
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
 
 def timed(fn):

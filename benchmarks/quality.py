@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CORPUS = HERE.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS = HERE.parent / "data" / "tinyshakespeare.txt"
 ANCHORS = [  # (what, nats/char, seconds) measured on this 2-core machine kind (issue 5)
     ("nanoGPT CPU recipe", 1.886, 79), ("nanoGPT CPU recipe, 173 s", 1.71, 173),
     ("plain PyTorch 1x512 LSTM, bf16", 1.48, 180), ("plain PyTorch 1x640 LSTM, bf16", 1.45, 180),

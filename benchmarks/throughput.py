@@ -20,7 +20,7 @@ from charwise.data import StreamBatches, prepare_corpus
 from charwise.model import CharLSTM, detach_state
 from charwise.train import autocast, train
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:

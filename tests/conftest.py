@@ -6,7 +6,7 @@ import torch
 # Two cores on CI: keep torch from oversubscribing when pytest runs tests in one process.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "corpora", "tinyshakespeare.txt")
+SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "data", "tinyshakespeare.txt")
 
 
 @pytest.fixture(scope="session")

@@ -63,12 +63,10 @@ def test_example_configs_are_valid():
     spec = read_config(REPO / "configs" / "spec.toml")
     assert spec["preset"] == "spec" and spec["hidden_size"] == 128 and "corpus" not in spec
     shk = read_config(REPO / "configs" / "shakespeare.toml")
-    assert Path(shk["corpus"]).resolve() == (REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt").resolve()
+    assert Path(shk["corpus"]).resolve() == (REPO / "data" / "tinyshakespeare.txt").resolve()
     assert shk["preset"] == "small" and shk["max_time"] == 180 and shk["hidden_size"] == 640
 
 
-@pytest.mark.skipif(not (REPO.parent / "shared" / "corpora" / "tinyshakespeare.txt").is_file(),
-                    reason="shared/corpora/tinyshakespeare.txt is not beside the repository")
 def test_shakespeare_config_runs_from_another_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)                       # the corpus path still resolves
     code = main(["train", "--config", str(REPO / "configs" / "shakespeare.toml"), "--out", "shk",
