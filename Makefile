@@ -28,7 +28,10 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/charwise demo --out runs/demo
 
+# lint and import order (ruff), types of the core modules (mypy), then the tests
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest
 
 # Refresh the README's picture of `charwise serve` (docs/playground.png) through the browser

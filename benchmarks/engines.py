@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from charwise.data import bundled_corpus_path
-from charwise.train import train
+from charwise.training import train
 
 
 class SpecCharLSTM:

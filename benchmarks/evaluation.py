@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charwise.analysis import char_table, position_losses
 from charwise.config import ModelConfig
 from charwise.data import prepare_corpus
-from charwise.model import CharLSTM
-from charwise.train import eval_precision, evaluate_tokens
+from charwise.evaluate import eval_precision, evaluate_tokens
+from charwise.inspect.analysis import char_table, position_losses
+from charwise.model import CharRNN
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
@@ -45,7 +45,7 @@ def main() -> int:
         nets = {}
         for H in (512, 640):
             torch.manual_seed(0)
-            nets[f"1x{H}"] = CharLSTM(ModelConfig(vocab_size=len(corpus.vocab), embed_dim=64,
+            nets[f"1x{H}"] = CharRNN(ModelConfig(vocab_size=len(corpus.vocab), embed_dim=64,
                                                   hidden_size=H)).eval()
     print(f"{torch.get_num_threads()} threads; precision auto here = "
           f"{eval_precision(next(iter(nets.values())))}")

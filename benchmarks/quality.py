@@ -36,7 +36,7 @@ def parse_value(v: str):
 def fp32_val_loss(run: Path, corpus: str, info: dict) -> float:
     from charwise.api import load
     from charwise.data import prepare_corpus
-    from charwise.train import evaluate_tokens
+    from charwise.evaluate import evaluate_tokens
     _, val = prepare_corpus(corpus, cache_dir=run / "cache").split(info["train"]["val_fraction"])
     return evaluate_tokens(load(run, which="last").net, val, "fp32")["loss"]
 
@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--json", help="append the result as a JSON line to this file")
     ap.add_argument("--keep", help="keep the run in this directory (default: a temporary one)")
     a = ap.parse_args()
-    from charwise.train import train
+    from charwise.training import train
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)}
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(a.keep) if a.keep else Path(tmp) / "run"

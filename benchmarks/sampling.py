@@ -16,14 +16,14 @@ import torch
 
 from charwise.config import ModelConfig
 from charwise.data import Vocab
-from charwise.model import CharLSTM
+from charwise.model import CharRNN
 from charwise.sample import CharModel
 
 TARGET_ONE, TARGET_64 = 10_000, 250_000
 
 
 @torch.inference_mode()
-def naive(net: CharLSTM, n: int, streams: int) -> float:
+def naive(net: CharRNN, n: int, streams: int) -> float:
     """chars/s of the textbook loop: module call per character, softmax, multinomial."""
     x = torch.zeros(streams, 1, dtype=torch.long)
     state = None
@@ -51,7 +51,7 @@ def main() -> int:
     a = ap.parse_args()
     torch.manual_seed(0)
     vocab = Vocab(tuple(chr(32 + i) for i in range(65)))
-    net = CharLSTM(ModelConfig(vocab_size=65, embed_dim=64, hidden_size=a.hidden)).eval()
+    net = CharRNN(ModelConfig(vocab_size=65, embed_dim=64, hidden_size=a.hidden)).eval()
     model = CharModel(net, vocab)
     print(f"LSTM 1x{a.hidden}, vocabulary 65, torch threads {torch.get_num_threads()}, "
           f"best of {a.repeats}")

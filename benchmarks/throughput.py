@@ -17,8 +17,9 @@ import torch.nn.functional as F
 
 from charwise.config import ModelConfig
 from charwise.data import StreamBatches, prepare_corpus
-from charwise.model import CharLSTM, detach_state
-from charwise.train import autocast, train
+from charwise.evaluate import autocast
+from charwise.model import CharRNN, detach_state
+from charwise.training import train
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
@@ -42,7 +43,7 @@ def model_flops_per_char(H: int, E: int, V: int, layers: int) -> float:
 def minimal_loop(tokens, V, H, E, B, T, steps, precision, lr=4e-3) -> float:
     """The shortest correct TBPTT loop: same model, batches and precision; chars/s."""
     torch.manual_seed(0)
-    net = CharLSTM(ModelConfig(vocab_size=V, embed_dim=E, hidden_size=H))
+    net = CharRNN(ModelConfig(vocab_size=V, embed_dim=E, hidden_size=H))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, betas=(0.9, 0.99), fused=True)
     batches = StreamBatches(tokens, B, T, seed=0)
     state = net.zero_state(B)

@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing when pytest runs tests in one process.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two cores on CI: keep torch from oversubscribing when pytest runs tests in one process. An
+# explicit OMP_NUM_THREADS wins (on a machine other processes keep busy, two threads per
+# process run many times slower than one).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "data", "tinyshakespeare.txt")
 
@@ -12,7 +14,7 @@ SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "data", "tinyshakesp
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """A spec-preset run on the bundled corpus (about 2 s), shared by read-only tests."""
-    from charwise.train import train
+    from charwise.training import train
     out = tmp_path_factory.mktemp("run") / "spec"
     train(None, out=out, progress=False, log=lambda *a: None)
     return out

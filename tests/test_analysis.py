@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charwise import analysis as A
-from charwise import neurons as N
 from charwise.api import load
 from charwise.config import CharwiseError, ModelConfig
 from charwise.data import Vocab, bundled_corpus_path
-from charwise.model import CharLSTM
-from charwise.train import evaluate_tokens
+from charwise.evaluate import evaluate_tokens
+from charwise.inspect import analysis as A
+from charwise.inspect import neurons as N
+from charwise.model import CharRNN
 
 CORPUS = bundled_corpus_path().read_text(encoding="utf-8")
 
@@ -86,7 +86,7 @@ def stepped(net, ids):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_layer_states_match_stepping_every_layer(cell):
     torch.manual_seed(0)
-    net = CharLSTM(ModelConfig(cell=cell, vocab_size=11, embed_dim=5, hidden_size=7, layers=3)).eval()
+    net = CharRNN(ModelConfig(cell=cell, vocab_size=11, embed_dim=5, hidden_size=7, layers=3)).eval()
     ids = np.random.default_rng(0).integers(0, 11, 40)
     hs, cs = stepped(net, ids)
     for layer in range(3):
@@ -132,15 +132,15 @@ def test_cluster_order_puts_similar_units_together():
 def test_oov_and_empty_text_are_explicit():
     v = Vocab.from_text("abc ")
     with pytest.raises(CharwiseError, match=r"'z'.*--oov skip"):
-        A.encode(v, "abz", "error", "--text")
-    ids, skipped = A.encode(v, "abzzc", "skip")
+        v.encode_text("abz", "error", "--text")
+    ids, skipped = v.encode_text("abzzc", "skip")
     assert v.decode(ids) == "abc" and skipped == 2
     with pytest.raises(CharwiseError, match="empty"):
-        A.encode(v, "", "skip")
+        v.encode_text("", "skip")
     with pytest.raises(CharwiseError, match="none of its characters"):
-        A.encode(v, "xyz", "skip")
+        v.encode_text("xyz", "skip")
     with pytest.raises(CharwiseError, match="at least 2"):
-        A.position_losses(CharLSTM(ModelConfig(vocab_size=4)), np.array([1]))
+        A.position_losses(CharRNN(ModelConfig(vocab_size=4)), np.array([1]))
 
 
 def test_analysis_text_falls_back_to_training_text_and_says_so(model, trained_run, tmp_path):
@@ -230,7 +230,7 @@ def test_plateau_from_history():
 def test_per_char_loss_is_fast_enough():
     """The benchmark wants 1 MB in < 30 s on 2 cores; 50k characters must take well under 2 s."""
     import time
-    net = CharLSTM(ModelConfig(vocab_size=65)).eval()
+    net = CharRNN(ModelConfig(vocab_size=65)).eval()
     ids = np.random.default_rng(0).integers(0, 65, 50_000)
     threads = torch.get_num_threads()
     t = time.perf_counter()

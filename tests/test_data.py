@@ -4,8 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charwise.config import CharwiseError
-from charwise.data import (Corpus, StreamBatches, Vocab, bundled_corpus_path, prepare_corpus,
-                           read_text, token_dtype)
+from charwise.data import Corpus, StreamBatches, Vocab, bundled_corpus_path, prepare_corpus, read_text, token_dtype
 
 
 def test_vocab_is_sorted_set_as_in_spec():

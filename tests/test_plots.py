@@ -7,12 +7,12 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from charwise import analysis as A
-from charwise import neurons as N
 from charwise.api import load
 from charwise.cli import main
 from charwise.data import Vocab
-from charwise.plots import heatmap_chart, moving_average, per_char_chart, read_metrics, training_curve
+from charwise.inspect import analysis as A
+from charwise.inspect import neurons as N
+from charwise.inspect.plots import heatmap_chart, moving_average, per_char_chart, read_metrics, training_curve
 
 PNG = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "input", "link"}
@@ -56,7 +56,7 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def analyzed(trained_run, tmp_path_factory):
-    from charwise.report import analyze
+    from charwise.inspect.report import analyze
     out = tmp_path_factory.mktemp("analysis")
     return analyze(trained_run, out=out, n=60, neuron_chars=300, log=lambda *a: None), out
 

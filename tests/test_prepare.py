@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import charwise.data as data
-from charwise.checkpoint import read_run
 from charwise.cli import main
 from charwise.config import CharwiseError
 from charwise.prepare import load_prepared, prepare, unescape
+from charwise.rundir import read_run
 
 DOCS = {"b/2.txt": "second — café\n", "a.txt": "first document\n", "b/1.txt": "naïve 🙂 emoji",
         "c/3.txt": "third\r\nCRLF"}
@@ -86,7 +86,7 @@ def one_thread():
 
 
 def test_train_from_prepared_dir_and_resume(tree, tmp_path, one_thread):
-    from charwise.train import train
+    from charwise.training import train
     prep = tmp_path / "p"
     prepare([tree] * 20, prep)                         # ~1.3k chars: enough windows for the spec model
     out = tmp_path / "run"

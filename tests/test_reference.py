@@ -11,13 +11,24 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charwise.config import ModelConfig
-from charwise.model import CharLSTM as TorchCharLSTM
-from charwise.reference import (Adam, AdamW, CharLSTM, ReferenceTrainer, clip_grad_norm_,
-                                format_table, from_spec_layout, gradcheck, passed, run_gradcheck,
-                                to_spec_layout)
+from charwise.model import CharRNN as TorchCharLSTM
+from charwise.reference import (
+    Adam,
+    AdamW,
+    CharLSTM,
+    ReferenceTrainer,
+    clip_grad_norm_,
+    format_table,
+    from_spec_layout,
+    gradcheck,
+    passed,
+    run_gradcheck,
+    to_spec_layout,
+)
 
 CELLS_LAYERS = [("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2), ("rnn", 1), ("rnn", 2)]
 REF_DIR = pathlib.Path(__file__).resolve().parents[1] / "src" / "charwise" / "reference"

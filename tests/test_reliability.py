@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from charwise.config import CharwiseError
 from charwise.sample import check_sampling_args, draw
-from charwise.train import train
+from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)
 ARGS = ["--max-steps", "240", "--eval-every", "20", "--precision", "fp32", "--threads", "1", "--quiet"]
@@ -78,7 +78,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference_run, kill_afte
 
 KILL_IN_WRITE = r"""
 import os, signal, sys
-import charwise.checkpoint as ck
+import charwise.rundir as ck
 real = ck.atomic_write_bytes
 calls = {"n": 0}
 def dying_write(path, data):
@@ -101,7 +101,7 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path, reference_run):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == -signal.SIGKILL
     # the previous checkpoint (step 40) is intact; a half-written temp file may be left over
-    from charwise.checkpoint import load_tensors
+    from charwise.rundir import load_tensors
     _, meta = load_tensors(out / "last.safetensors")
     assert meta["step"] == 40
     r = subprocess.run([sys.executable, "-m", "charwise", "train", "--resume", "--out", str(out), "--quiet"],
@@ -128,7 +128,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, reference_run, si
 
 
 def test_nan_steps_are_skipped_and_repeated_faults_stop(tmp_path, monkeypatch):
-    T = sys.modules["charwise.train"]          # the module (charwise.train is also the function)
+    T = sys.modules["charwise.training.loop"]
     real_ce = T.F.cross_entropy
     calls = {"n": 0}
 

@@ -5,9 +5,8 @@ import torch
 import charwise
 from charwise.config import CharwiseError, ModelConfig
 from charwise.data import Vocab
-from charwise.model import CharLSTM
-from charwise.sample import (CharModel, FusedLSTMStep, ModuleStep, NumpyLSTMStep, draw, filter_probs,
-                             make_step)
+from charwise.model import CharRNN
+from charwise.sample import CharModel, FusedLSTMStep, ModuleStep, NumpyLSTMStep, draw, filter_probs, make_step
 
 
 def test_same_seed_same_text_different_seed_differs(trained_run):
@@ -43,7 +42,7 @@ def test_low_temperature_sample_is_corpus_english(trained_run):
 @pytest.mark.parametrize("fast_step", [FusedLSTMStep, NumpyLSTMStep])
 def test_fused_steps_equal_module_step(layers, fast_step):
     torch.manual_seed(0)
-    net = CharLSTM(ModelConfig(vocab_size=13, embed_dim=6, hidden_size=16, layers=layers)).eval()
+    net = CharRNN(ModelConfig(vocab_size=13, embed_dim=6, hidden_size=16, layers=layers)).eval()
     fast, slow = fast_step(net), ModuleStep(net)
     st_f, st_s = fast.begin(net.zero_state(4)), slow.begin(net.zero_state(4))
     ids = np.array([1, 5, 7, 12])
@@ -56,17 +55,17 @@ def test_fused_steps_equal_module_step(layers, fast_step):
 
 
 def test_step_choice():
-    net = CharLSTM(ModelConfig(vocab_size=5, hidden_size=8)).eval()
+    net = CharRNN(ModelConfig(vocab_size=5, hidden_size=8)).eval()
     assert type(make_step(net, 1)) is NumpyLSTMStep and type(make_step(net, 64)) is NumpyLSTMStep
     assert type(make_step(net, 1, fast=False)) is ModuleStep
-    gru = CharLSTM(ModelConfig(cell="gru", vocab_size=5, hidden_size=8)).eval()
+    gru = CharRNN(ModelConfig(cell="gru", vocab_size=5, hidden_size=8)).eval()
     assert type(make_step(gru, 1)) is ModuleStep
 
 
 def test_fast_and_slow_paths_give_same_samples():
     torch.manual_seed(0)
     vocab = Vocab(tuple(" abcdefghij"))
-    net = CharLSTM(ModelConfig(vocab_size=11, embed_dim=8, hidden_size=32, layers=2)).eval()
+    net = CharRNN(ModelConfig(vocab_size=11, embed_dim=8, hidden_size=32, layers=2)).eval()
     m = CharModel(net, vocab)
     for kw in (dict(temperature=1.0), dict(temperature=0.7, top_k=4), dict(temperature=1.3, top_p=0.9)):
         for streams in (3, 20):

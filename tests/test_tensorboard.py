@@ -5,7 +5,7 @@ import json
 import pytest
 
 from charwise.cli import main
-from charwise.train import train
+from charwise.training import train
 
 pytest.importorskip("tensorboard")
 

@@ -14,8 +14,7 @@ _API = ("train", "load", "evaluate", "demo")
 def __getattr__(name):
     if name in _API:
         from . import api
-        # Bind all four now: importing api also imports the submodule charwise.train, which
-        # would otherwise leave the *module* under the name `train`.
+        # Bind all four at once (one import of the API serves every name).
         globals().update({n: getattr(api, n) for n in _API})
         return globals()[name]
     raise AttributeError(f"module 'charwise' has no attribute {name!r}")

@@ -12,17 +12,15 @@ import math
 import time
 from pathlib import Path
 
-from .checkpoint import load_model
 from .config import CharwiseError
 from .data import read_text
-from .sample import CharModel
-from .train import pick_device, train  # noqa: F401  (re-exported)
-
-
-def load(run_dir, which: str = "best", device: str = "cpu") -> CharModel:
-    """A trained run as a CharModel (generate / stream / evaluate). Executes no stored code."""
-    net, vocab, info = load_model(run_dir, which, str(pick_device(device)))
-    return CharModel(net, vocab, info)
+from .evaluate import pick_device  # noqa: F401  (re-exported)
+from .inspect import analysis as A
+from .inspect.neurons import heatmap
+from .inspect.plots import heatmap_chart, per_char_chart, training_curve
+from .rundir import CURVE
+from .sample import load
+from .training import train
 
 
 def evaluate(run_dir, textfile, oov: str = "error", encoding: str = "utf-8",
@@ -43,9 +41,6 @@ def demo(out="runs/demo", log=print) -> dict:
     training curve, the per-character loss chart (Stage 3, one stateful pass) and a heatmap of
     the hidden state over "Mr Bennet replied that he had not." (extension 3). Returns the
     paths and numbers."""
-    from . import analysis as A
-    from .neurons import heatmap
-    from .plots import heatmap_chart, per_char_chart, training_curve
     t0 = time.perf_counter()
     out = Path(out)
     result = train(None, out=out, preset="spec", force=True, progress=False, log=log)
@@ -64,7 +59,7 @@ def demo(out="runs/demo", log=print) -> dict:
     for temp in (0.5, 1.0, 1.5):
         samples[temp] = model.generate("Mr Bennet", 120, temperature=temp, seed=1)
         log(f"Temperature {temp}:\n  {samples[temp]!r}\n")
-    curve = training_curve(out, out / "curve.png")
+    curve = training_curve(out, out / CURVE)
     log(f"training curve: {curve}")
     text = A.analysis_text(out, model.info, model.vocab)        # the spec has no validation split
     table = A.char_table(model.vocab, text.ids, *A.position_losses(model.net, text.ids))

@@ -93,27 +93,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"charwise {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    for add in (_train_parser, _prepare_parser, _sample_parser, _eval_parser, _demo_parser,
+                _gradcheck_parser, _plot_parser, _analyze_parser, _info_parser, _export_parser,
+                _serve_parser):
+        add(sub)
+    return p
 
-    t = sub.add_parser("train", help="train a model on a text file",
+
+# Flags several subcommands share, declared once.
+def _which(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+
+
+def _oov(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("--oov", choices=("error", "skip"), default="error", help=help)
+
+
+def _encoding(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    p.add_argument("--encoding", default="utf-8", help=help)
+
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model on a text file",
                        description="Train a character model. Without CORPUS, the bundled corpus "
                                    "(the chapter's opening of Pride and Prejudice) is used.",
                        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("corpus", nargs="?", help="UTF-8 text file, or a directory made by charwise "
+    p.add_argument("corpus", nargs="?", help="UTF-8 text file, or a directory made by charwise "
                    "prepare (default: the bundled corpus)")
-    t.add_argument("--config", metavar="FILE.toml", default=None,
+    p.add_argument("--config", metavar="FILE.toml", default=None,
                    help="read settings from a TOML file whose keys are these flags (hidden-size = "
                         "256, corpus = \"in.txt\", ...); flags given here override it. Every run "
                         "saves RUN_DIR/config.toml, which trains the same run again")
-    t.add_argument("--out", default=None, help="run directory (default: runs/latest)")
-    t.add_argument("--preset", choices=["auto", *PRESETS, "none"], default=None,
+    p.add_argument("--out", default=None, help="run directory (default: runs/latest)")
+    p.add_argument("--preset", choices=["auto", *PRESETS, "none"], default=None,
                    help="model size and training recipe; auto = spec for texts under 100 kB, small "
                         "above; none = only the built-in defaults (default: auto)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
-    t.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(t)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(p)
 
-    pr = sub.add_parser(
+
+def _prepare_parser(sub) -> None:
+    p = sub.add_parser(
         "prepare", help="encode huge or many text files once into a corpus that train memory-maps",
         description="Join text files and directories (every regular file inside, recursively, "
                     "sorted by path; hidden ones skipped) into one corpus, separated by --separator, "
@@ -122,61 +144,72 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  charwise prepare books/ --out data/books\n  charwise prepare a.txt "
                "b.txt --out data/ab --separator '\\n'\n  charwise train data/books --preset small",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    pr.add_argument("corpus", nargs="+", help="text files and/or directories")
-    pr.add_argument("--out", required=True, help="directory for tokens.bin and prepared.json")
-    pr.add_argument("--separator", default="\n\n",
+    p.add_argument("corpus", nargs="+", help="text files and/or directories")
+    p.add_argument("--out", required=True, help="directory for tokens.bin and prepared.json")
+    p.add_argument("--separator", default="\n\n",
                     help="text between documents; \\n \\t \\r \\\\ escapes are understood "
                          "(default: \\n\\n, a blank line)")
-    pr.add_argument("--encoding", default="utf-8", help="text encoding of the inputs (default: utf-8)")
-    pr.add_argument("--force", action="store_true", help="replace a prepared corpus in --out")
+    _encoding(p, "text encoding of the inputs (default: utf-8)")
+    p.add_argument("--force", action="store_true", help="replace a prepared corpus in --out")
 
-    s = sub.add_parser("sample", help="generate text from a trained run")
-    s.add_argument("run_dir")
-    s.add_argument("--prime", default="", help="text to start from (default: none)")
-    s.add_argument("-n", type=_number(int), default=500, help="characters to generate (default: 500)")
-    s.add_argument("--temperature", type=_number(float), default=1.0,
+
+def _sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--prime", default="", help="text to start from (default: none)")
+    p.add_argument("-n", type=_number(int), default=500, help="characters to generate (default: 500)")
+    p.add_argument("--temperature", type=_number(float), default=1.0,
                    help="softmax temperature; 0 = greedy (default: 1.0)")
-    s.add_argument("--top-k", type=_number(int), default=None, help="sample from the k likeliest only")
-    s.add_argument("--top-p", type=_number(float), default=None, help="nucleus sampling mass in (0, 1]")
-    s.add_argument("--seed", type=_number(int), default=None, help="random seed (repeatable output)")
-    s.add_argument("--num-samples", type=_number(int), default=1, help="independent samples (default: 1)")
-    s.add_argument("--oov", choices=("error", "skip"), default="error",
-                   help="prime characters outside the vocabulary: error (default) or skip them")
-    s.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+    p.add_argument("--top-k", type=_number(int), default=None, help="sample from the k likeliest only")
+    p.add_argument("--top-p", type=_number(float), default=None, help="nucleus sampling mass in (0, 1]")
+    p.add_argument("--seed", type=_number(int), default=None, help="random seed (repeatable output)")
+    p.add_argument("--num-samples", type=_number(int), default=1, help="independent samples (default: 1)")
+    _oov(p, "prime characters outside the vocabulary: error (default) or skip them")
+    _which(p)
 
-    e = sub.add_parser("eval", help="exact loss of a run on a text file")
-    e.add_argument("run_dir")
-    e.add_argument("textfile")
-    e.add_argument("--json", action="store_true", help="print JSON")
-    e.add_argument("--oov", choices=("error", "skip"), default="error")
-    e.add_argument("--encoding", default="utf-8")
-    e.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
-    d = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
-    d.add_argument("--out", default="runs/demo", help="where to write the run and pictures")
+def _eval_parser(sub) -> None:
+    p = sub.add_parser("eval", help="exact loss of a run on a text file")
+    p.add_argument("run_dir")
+    p.add_argument("textfile")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    _oov(p)
+    _encoding(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
-    g = sub.add_parser("gradcheck", help="check the NumPy engine's analytic gradients numerically",
+
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
+    p.add_argument("--out", default="runs/demo", help="where to write the run and pictures")
+
+
+def _gradcheck_parser(sub) -> None:
+    p = sub.add_parser("gradcheck", help="check the NumPy engine's analytic gradients numerically",
                        description="Central differences (eps 1e-5, float64) against the NumPy "
                                    "engine's hand-written backward pass, for every parameter array "
                                    "and the initial state. Exit 0 when all relative errors < 1e-6.")
-    g.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm")
-    g.add_argument("--layers", type=_number(int), default=1)
-    g.add_argument("--vocab", type=_number(int), default=7, help="vocabulary size V (default 7)")
-    g.add_argument("--embed", type=_number(int), default=5, help="embedding size E (default 5)")
-    g.add_argument("--hidden", type=_number(int), default=6, help="hidden size H (default 6)")
-    g.add_argument("--batch", type=_number(int), default=2, help="streams B (default 2)")
-    g.add_argument("--seq", type=_number(int), default=4, help="window T (default 4)")
-    g.add_argument("--max-entries", type=_number(int), default=None,
+    p.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm")
+    p.add_argument("--layers", type=_number(int), default=1)
+    p.add_argument("--vocab", type=_number(int), default=7, help="vocabulary size V (default 7)")
+    p.add_argument("--embed", type=_number(int), default=5, help="embedding size E (default 5)")
+    p.add_argument("--hidden", type=_number(int), default=6, help="hidden size H (default 6)")
+    p.add_argument("--batch", type=_number(int), default=2, help="streams B (default 2)")
+    p.add_argument("--seq", type=_number(int), default=4, help="window T (default 4)")
+    p.add_argument("--max-entries", type=_number(int), default=None,
                    help="check a random sample of this many entries per array (default: all)")
-    g.add_argument("--seed", type=_number(int), default=0)
+    p.add_argument("--seed", type=_number(int), default=0)
 
-    pl = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
-    pl.add_argument("run_dir")
-    pl.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
-    pl.add_argument("--window", type=_number(int), default=10,
+
+def _plot_parser(sub) -> None:
+    p = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
+    p.add_argument("--window", type=_number(int), default=10,
                     help="moving-average window in steps (default: 10, as in the chapter)")
 
-    an = sub.add_parser(
+
+def _analyze_parser(sub) -> None:
+    p = sub.add_parser(
         "analyze", help="what a run learned: per-character loss, hidden states, neurons, samples, "
                         "novelty; PNGs and a self-contained report.html",
         description="Score TEXTFILE (default: the run's validation split, or its training text when\n"
@@ -186,76 +219,80 @@ def build_parser() -> argparse.ArgumentParser:
                "--out an --oov skip\n  charwise analyze runs/pp --text \"Mr Bennet replied that he "
                "had not.\" --state c",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    an.add_argument("run_dir")
-    an.add_argument("textfile", nargs="?", help="text to score (default: the run's validation split)")
-    an.add_argument("--out", default=None, help="output directory (default: RUN_DIR/analysis)")
-    an.add_argument("--oov", choices=("error", "skip"), default="error",
-                    help="characters outside the vocabulary: error (default) or skip them (counted)")
-    an.add_argument("--encoding", default="utf-8")
-    an.add_argument("--text", default=None,
+    p.add_argument("run_dir")
+    p.add_argument("textfile", nargs="?", help="text to score (default: the run's validation split)")
+    p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/analysis)")
+    _oov(p, "characters outside the vocabulary: error (default) or skip them (counted)")
+    _encoding(p)
+    p.add_argument("--text", default=None,
                     help="sentence for the hidden-state heatmap (default: the chapter's "
                          "\"Mr Bennet replied that he had not.\" if the vocabulary allows)")
-    an.add_argument("--state", choices=("h", "c"), default="h",
+    p.add_argument("--state", choices=("h", "c"), default="h",
                     help="hidden state h or LSTM cell state c (heatmap and neuron view; default: h)")
-    an.add_argument("--layer", type=_number(int), default=-1, help="layer, 0 = first (default: -1, the top)")
-    an.add_argument("--sort", choices=("cluster", "variance", "none"), default="cluster",
+    p.add_argument("--layer", type=_number(int), default=-1, help="layer, 0 = first (default: -1, the top)")
+    p.add_argument("--sort", choices=("cluster", "variance", "none"), default="cluster",
                     help="heatmap row order (default: cluster, similar units together)")
-    an.add_argument("--max-units", type=_number(int), default=128,
+    p.add_argument("--max-units", type=_number(int), default=128,
                     help="heatmap rows: the most variable units beyond this are left out (default: 128)")
-    an.add_argument("--unit", type=_number(int), default=None, help="also colour the neuron view by this unit")
-    an.add_argument("--neuron-chars", type=_number(int), default=1000,
+    p.add_argument("--unit", type=_number(int), default=None, help="also colour the neuron view by this unit")
+    p.add_argument("--neuron-chars", type=_number(int), default=1000,
                     help="characters of text in the neuron view (default: 1000)")
-    an.add_argument("--temperatures", type=_number(float), nargs="+", default=[0.5, 1.0, 1.5],
+    p.add_argument("--temperatures", type=_number(float), nargs="+", default=[0.5, 1.0, 1.5],
                     help="sampling temperatures (default: 0.5 1.0 1.5)")
-    an.add_argument("--prime", default=None, help="prime for the samples (default: \"Mr Bennet\" if possible)")
-    an.add_argument("-n", type=_number(int), default=200, help="characters per sample (default: 200)")
-    an.add_argument("--seed", type=_number(int), default=1, help="sampling seed (default: 1)")
-    an.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
-    an.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--prime", default=None, help="prime for the samples (default: \"Mr Bennet\" if possible)")
+    p.add_argument("-n", type=_number(int), default=200, help="characters per sample (default: 200)")
+    p.add_argument("--seed", type=_number(int), default=1, help="sampling seed (default: 1)")
+    _which(p)
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
 
-    i = sub.add_parser("info", help="what a run is: config, parameters, vocabulary, best loss, time",
+
+def _info_parser(sub) -> None:
+    p = sub.add_parser("info", help="what a run is: config, parameters, vocabulary, best loss, time",
                        epilog="example:\n  charwise info runs/shk\n  charwise info runs/shk --json | jq .best_val_loss",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    i.add_argument("run_dir")
-    i.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("run_dir")
+    p.add_argument("--json", action="store_true", help="print JSON")
 
-    x = sub.add_parser("export", help="export a run's inference step (ONNX) to run outside Python",
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a run's inference step (ONNX) to run outside Python",
                        description="Write the model's one-character step as an ONNX graph: inputs x "
                                    "(batch,) int64 ids, h [and c for an LSTM] (layers, batch, hidden); "
                                    "outputs logits (batch, vocab), h_out [, c_out]. The vocabulary is in "
                                    "the file's metadata (charwise.vocab). Needs pip install charwise[onnx].",
                        epilog="example:\n  charwise export runs/shk --format onnx --out shk.onnx",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    x.add_argument("run_dir")
-    x.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default: onnx)")
-    x.add_argument("--out", default=None, help="output file (default: RUN_DIR/model.onnx)")
-    x.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default: onnx)")
+    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/model.onnx)")
+    _which(p)
 
-    v = sub.add_parser("serve", help="local playground web page: type a prime, watch text stream in",
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="local playground web page: type a prime, watch text stream in",
                        description="Serve a page where you type a prime, set temperature and top-p, "
                                    "watch the text stream in character by character and hover any "
                                    "character to see the model's top-5 alternatives. Needs pip install "
                                    "charwise[serve].",
                        epilog="example:\n  charwise serve runs/shk            # then open http://127.0.0.1:8000/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    v.add_argument("run_dir")
-    v.add_argument("--host", default="127.0.0.1",
+    p.add_argument("run_dir")
+    p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: 127.0.0.1, this machine only)")
-    v.add_argument("--port", type=_number(int), default=8000, help="TCP port (default: 8000)")
-    v.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
-    v.add_argument("--max-chars", type=_number(int), default=2000,
+    p.add_argument("--port", type=_number(int), default=8000, help="TCP port (default: 8000)")
+    _which(p)
+    p.add_argument("--max-chars", type=_number(int), default=2000,
                    help="most characters one request may generate (default: 2000)")
-    v.add_argument("--max-concurrent", type=_number(int), default=4,
+    p.add_argument("--max-concurrent", type=_number(int), default=4,
                    help="generations running at once; more get HTTP 429 (default: 4)")
-    return p
 
 
 def cmd_train(a) -> int:
     from .configfile import merge_cli
-    from .train import train
+    from .training import train
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
-        from .tblog import require_tensorboard
+        from .training.tblog import require_tensorboard
         require_tensorboard()               # before anything is written
     res = train(resume=a.resume, **kw)
     if int(os.environ.get("RANK", "0")) != 0:
@@ -312,12 +349,12 @@ def cmd_demo(a) -> int:
 
 
 def cmd_plot(a) -> int:
-    from .checkpoint import check_run_dir
-    from .plots import training_curve
+    from .inspect.plots import training_curve
+    from .rundir import CURVE, check_run_dir
     run = check_run_dir(a.run_dir)
     if a.window < 1:
         raise CharwiseError(f"--window must be >= 1, got {a.window}")
-    path = training_curve(run, a.out or run / "curve.png", window=a.window)
+    path = training_curve(run, a.out or run / CURVE, window=a.window)
     print(path)
     return 0
 
@@ -359,7 +396,7 @@ def cmd_serve(a) -> int:
 
 
 def cmd_analyze(a) -> int:
-    from .report import analyze
+    from .inspect.report import analyze
     for name, flag in (("max_units", "--max-units"), ("neuron_chars", "--neuron-chars"), ("n", "-n")):
         if getattr(a, name) < 1:
             raise CharwiseError(f"{flag} must be >= 1, got {getattr(a, name)}")
@@ -385,8 +422,9 @@ def cmd_analyze(a) -> int:
     return 0
 
 
-COMMANDS = {"prepare": cmd_prepare, "info": cmd_info, "export": cmd_export, "serve": cmd_serve, "gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "demo": cmd_demo,
-            "plot": cmd_plot, "analyze": cmd_analyze}
+COMMANDS = {"prepare": cmd_prepare, "info": cmd_info, "export": cmd_export, "serve": cmd_serve,
+            "gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
+            "demo": cmd_demo, "plot": cmd_plot, "analyze": cmd_analyze}
 
 
 def main(argv: list[str] | None = None) -> int:

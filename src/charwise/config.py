@@ -45,7 +45,8 @@ class TrainConfig:
                           "and evaluation use; 0 = only at epoch starts", min=0)
     grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)", min=0.0)
     max_steps: int | None = _f(None, "stop after this many optimizer steps", min=1)
-    max_epochs: float | None = _f(None, "stop after this many passes over the training text", min=0.0, exclusive_min=True)
+    max_epochs: float | None = _f(None, "stop after this many passes over the training text",
+                                  min=0.0, exclusive_min=True)
     max_time: float | None = _f(None, "wall-clock budget in seconds, final evaluation included; the "
                                 "learning-rate schedule is stretched over it", min=0.0, exclusive_min=True)
     eval_every: int = _f(200, "evaluate on the whole validation split every N steps (0 = only at the end)", min=0)

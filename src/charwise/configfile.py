@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, check_value, config_fields
+from .data import bundled_corpus_path
+from .rundir import CONFIG_TOML, atomic_write_bytes
 
-CONFIG_TOML = "config.toml"
 MAX_CONFIG_BYTES = 1 << 20
 NO_PRESET = "none"
 
@@ -159,7 +160,6 @@ def _toml_value(v: Any) -> str:
 
 def config_text(info: dict) -> str:
     """The resolved settings of a run (its run.json `info`) as a config file."""
-    from .data import bundled_corpus_path
     lines = [f"# charwise {info.get('charwise_version', '')} run settings, fully resolved.",
              "# Train the same run again:  charwise train --config THIS_FILE --out NEW_DIR",
              "# Keys are the `charwise train` flags; flags given on the command line win.", ""]
@@ -186,7 +186,6 @@ def config_text(info: dict) -> str:
 
 def write_run_config(run_dir, info: dict) -> Path:
     """Save RUN_DIR/config.toml (atomically, like every file of a run)."""
-    from .checkpoint import atomic_write_bytes
     path = Path(run_dir) / CONFIG_TOML
     atomic_write_bytes(path, config_text(info).encode("utf-8"))
     return path

@@ -16,10 +16,12 @@ import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .config import CharwiseError
+from .rundir import atomic_write_json, atomic_writer, read_json
 
 CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded memory
 BUNDLED = "pride_and_prejudice.txt"
@@ -80,8 +82,26 @@ class Vocab:
                                 "(use --oov skip to drop them)")
         return ids
 
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
+    def encode_text(self, text: str, oov: str = "error", what: str = "text") -> tuple[np.ndarray, int]:
+        """(ids, number of characters dropped by oov='skip'), for text a user gave: never
+        silently changes it (oov='error' names the unknown characters; `what` names the text
+        in the message) and an empty text, or one with no known character, is an error."""
+        if oov not in ("error", "skip"):
+            raise CharwiseError(f"--oov must be 'error' or 'skip', got {oov!r}")
+        if not text:
+            raise CharwiseError(f"{what} is empty")
+        try:
+            ids = self.encode(text, oov=oov)
+        except CharwiseError as e:
+            raise CharwiseError(f"{what}: {e}") from None
+        if len(ids) == 0:
+            raise CharwiseError(f"{what}: none of its characters is in the model's vocabulary")
+        return ids, len(text) - len(ids)
+
+    def decode(self, ids: Any) -> str:
+        """ids -> str without a Python loop over the text (code points gathered, then UTF-32)."""
+        cps = np.array([ord(c) for c in self.chars], dtype="<u4")
+        return cps[np.asarray(ids, dtype=np.int64).reshape(-1)].tobytes().decode("utf-32-le", "surrogatepass")
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -199,7 +219,6 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
     if path is not None and Path(path).is_dir():
         # a `charwise prepare` output is used as it is (memory-mapped, never copied); any
         # other directory is an error that says how to make one
-        from .prepare import load_prepared
         return load_prepared(path)
     p = check_text_file(path if path is not None else bundled_corpus_path())
     digest = file_sha256(p)
@@ -228,7 +247,6 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
     if cache_dir is None:
         parts = [lut[_codepoints(t)] for t in iter_text_chunks(p, encoding)]
         return Corpus(vocab, np.concatenate(parts), str(p), digest)
-    from .checkpoint import atomic_write_json, atomic_writer
     cache.mkdir(parents=True, exist_ok=True)
     length = 0
     with atomic_writer(tok_path) as out:
@@ -294,3 +312,52 @@ class StreamBatches:
         x = np.asarray(self.tokens[idx], dtype=np.int64)
         y = np.asarray(self.tokens[idx + 1], dtype=np.int64)      # idx + 1 <= n - 1: in range
         return x, y
+
+
+# ----------------------------------------------------------------------------- prepared corpora
+
+# A `charwise prepare` output (prepare.py writes it; training reads it here):
+#     DIR/tokens.bin     the token ids, flat, in the smallest unsigned dtype that fits
+#     DIR/prepared.json  format_version, vocabulary, dtype, length, sources, sha256
+PREPARED_VERSION = 1
+META, TOKENS = "prepared.json", "tokens.bin"
+CHECK_TOKENS = 1 << 20          # load_prepared checks this many ids at each end: cheap, catches junk
+
+
+def load_prepared(path) -> Corpus:
+    """A `charwise prepare` directory as a Corpus whose tokens are memory-mapped, read-only."""
+    d = Path(path)
+    if not d.exists():
+        raise CharwiseError(f"{d}: no such file or directory")
+    if not (d / META).is_file():
+        raise CharwiseError(f"{d}: is a directory but not a prepared corpus (no {META}); "
+                            f"make one with: charwise prepare {d} --out PREPARED_DIR")
+    meta = read_json(d / META)
+    where = d / META
+    if not isinstance(meta, dict) or meta.get("format_version") != PREPARED_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise CharwiseError(f"{where}: format_version {version!r} is not one this charwise reads "
+                            f"({PREPARED_VERSION}); prepare the corpus again")
+    try:
+        vocab = Vocab(tuple(meta["chars"]))
+        dtype, length, digest = np.dtype(meta["dtype"]), int(meta["length"]), str(meta["sha256"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CharwiseError(f"{where}: damaged metadata ({e.__class__.__name__}: {e})") from None
+    if dtype != vocab.dtype:
+        raise CharwiseError(f"{where}: dtype {dtype.name} does not fit a vocabulary of "
+                            f"{len(vocab)} characters (expected {vocab.dtype.name})")
+    tok = d / TOKENS
+    try:
+        size = tok.stat().st_size
+    except FileNotFoundError:
+        raise CharwiseError(f"{tok}: missing; prepare the corpus again") from None
+    if length < 1 or size != length * dtype.itemsize:
+        raise CharwiseError(f"{tok}: {size:,} bytes, but {META} says {length:,} tokens of "
+                            f"{dtype.itemsize} byte(s); the files do not match (prepare again)")
+    tokens = np.memmap(tok, dtype=dtype, mode="r", shape=(length,))
+    # A quick look at both ends, not a full scan (which would cost seconds per gigabyte).
+    for part in (tokens[:CHECK_TOKENS], tokens[-CHECK_TOKENS:]):
+        if int(part.max()) >= len(vocab):
+            raise CharwiseError(f"{tok}: holds token id {int(part.max())}, outside the "
+                                f"vocabulary of {len(vocab)}; the files do not match (prepare again)")
+    return Corpus(vocab, tokens, str(d), digest)

@@ -28,13 +28,15 @@ import torch
 
 from . import __version__
 from .config import CharwiseError
+from .rundir import atomic_write_bytes
+from .sample import load
 
 FORMATS = ("onnx",)
 MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
 
 
 class StepGraph(torch.nn.Module):
-    """CharLSTM's forward on one character per stream, state as plain tensors in and out."""
+    """CharRNN's forward on one character per stream, state as plain tensors in and out."""
 
     def __init__(self, net):
         super().__init__()
@@ -62,7 +64,6 @@ def _require(module: str, extra: str = "onnx") -> None:
 def export_onnx(run_dir, out=None, which: str = "best", check: bool = True) -> dict:
     """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx). When onnxruntime is
     installed and `check` is set, run 64 steps through both and report the largest logit gap."""
-    from .api import load
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
     model = load(run_dir, which=which)
@@ -105,7 +106,6 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True) -> d
         entry.key, entry.value = k, v
     proto.doc_string = (f"charwise {cfg.cell.upper()} {cfg.layers}x{cfg.hidden_size} character "
                         "model, one inference step; see metadata charwise.vocab")
-    from .checkpoint import atomic_write_bytes
     atomic_write_bytes(out, proto.SerializeToString())
     result = {"path": str(out), "bytes": out.stat().st_size, "inputs": ins, "outputs": outs,
               "max_abs_logit_diff": None, "checked_steps": 0}

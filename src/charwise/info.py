@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .checkpoint import BEST, LAST, read_run
 from .config import ModelConfig, TrainConfig, config_fields
+from .rundir import BEST, LAST, read_run
 
 
 def describe(run_dir) -> dict:

@@ -1,4 +1,4 @@
-"""CharLSTM: embedding -> recurrent layers -> linear head. Nothing else lives here.
+"""CharRNN: embedding -> recurrent layers -> linear head. Nothing else lives here.
 
 The recurrent core is PyTorch's own nn.LSTM / nn.GRU / nn.RNN, so CPU (oneDNN) and GPU (cuDNN)
 kernels are used as they are. Parameter names (the safetensors keys) are therefore torch's:
@@ -26,8 +26,8 @@ State = tuple[torch.Tensor, ...]
 _CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
-class CharLSTM(nn.Module):
-    """Character language model. Despite the name it also runs GRU and vanilla-RNN cells."""
+class CharRNN(nn.Module):
+    """Character language model: an LSTM, GRU or vanilla-RNN core (`cfg.cell`)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -87,6 +87,11 @@ class CharLSTM(nn.Module):
         if return_hidden:
             return logits, new, out
         return logits, new
+
+
+# The name this class had before GRU and RNN cores were added; kept so that code written
+# against `charwise.model.CharLSTM` still runs. (charwise.reference.CharLSTM is the NumPy one.)
+CharLSTM = CharRNN
 
 
 def detach_state(state: State) -> State:

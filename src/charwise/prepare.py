@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from . import data
-from .checkpoint import atomic_write_json, atomic_writer, read_json
 from .config import CharwiseError
+from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
+from .data import PREPARED_VERSION as FORMAT_VERSION
+from .rundir import atomic_write_json, atomic_writer
 
-FORMAT_VERSION = 1
-META, TOKENS = "prepared.json", "tokens.bin"
 DEFAULT_SEPARATOR = "\n\n"
-CHECK_TOKENS = 1 << 20          # load_prepared checks this many ids at each end: cheap, catches junk
 _MAX_CP = 0x110000              # every code point (and surrogate) is below this
 
 
@@ -217,42 +216,3 @@ def summary_line(res: dict) -> str:
 
 def is_prepared(path) -> bool:
     return Path(path).is_dir() and (Path(path) / META).is_file()
-
-
-def load_prepared(path) -> data.Corpus:
-    """A `charwise prepare` directory as a Corpus whose tokens are memory-mapped, read-only."""
-    d = Path(path)
-    if not d.exists():
-        raise CharwiseError(f"{d}: no such file or directory")
-    if not (d / META).is_file():
-        raise CharwiseError(f"{d}: is a directory but not a prepared corpus (no {META}); "
-                            f"make one with: charwise prepare {d} --out PREPARED_DIR")
-    meta = read_json(d / META)
-    where = d / META
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        version = meta.get("format_version") if isinstance(meta, dict) else None
-        raise CharwiseError(f"{where}: format_version {version!r} is not one this charwise reads "
-                            f"({FORMAT_VERSION}); prepare the corpus again")
-    try:
-        vocab = data.Vocab(tuple(meta["chars"]))
-        dtype, length, digest = np.dtype(meta["dtype"]), int(meta["length"]), str(meta["sha256"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CharwiseError(f"{where}: damaged metadata ({e.__class__.__name__}: {e})") from None
-    if dtype != vocab.dtype:
-        raise CharwiseError(f"{where}: dtype {dtype.name} does not fit a vocabulary of "
-                            f"{len(vocab)} characters (expected {vocab.dtype.name})")
-    tok = d / TOKENS
-    try:
-        size = tok.stat().st_size
-    except FileNotFoundError:
-        raise CharwiseError(f"{tok}: missing; prepare the corpus again") from None
-    if length < 1 or size != length * dtype.itemsize:
-        raise CharwiseError(f"{tok}: {size:,} bytes, but {META} says {length:,} tokens of "
-                            f"{dtype.itemsize} byte(s); the files do not match (prepare again)")
-    tokens = np.memmap(tok, dtype=dtype, mode="r", shape=(length,))
-    # A quick look at both ends, not a full scan (which would cost seconds per gigabyte).
-    for part in (tokens[:CHECK_TOKENS], tokens[-CHECK_TOKENS:]):
-        if int(part.max()) >= len(vocab):
-            raise CharwiseError(f"{tok}: holds token id {int(part.max())}, outside the "
-                                f"vocabulary of {len(vocab)}; the files do not match (prepare again)")
-    return data.Corpus(vocab, tokens, str(d), digest)

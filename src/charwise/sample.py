@@ -2,23 +2,26 @@
 with temperature, top-k and top-p, streaming as it goes.
 
 Three step functions compute the same thing: `ModuleStep` calls the model (any cell), and
-for LSTMs `FusedLSTMStep` (torch, for GPUs) and `NumpyLSTMStep` (NumPy, on the CPU) fold the embedding and the first layer's input projection into one (V, 4H) table, so
-a step is a row lookup, one matmul per layer for the recurrence and one for the head, with no
-autograd. Both feed the same sampler, which
-draws from float64 probabilities by inverse CDF with one uniform number per character from a
+for LSTMs `FusedLSTMStep` (torch, for GPUs) and `NumpyLSTMStep` (NumPy, on the CPU) fold the
+embedding and the first layer's input projection into one (V, 4H) table, so a step is a row
+lookup, one matmul per layer for the recurrence and one for the head, with no autograd. All feed
+the same sampler, which draws from float64 probabilities by inverse CDF with one uniform number per character from a
 seeded NumPy generator, so a seed fixes the text whichever path runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from .config import CharwiseError
+from .config import CharwiseError, ModelConfig, build
 from .data import Vocab
-from .model import CharLSTM
+from .evaluate import eval_precision, evaluate_tokens, pick_device
+from .model import CharRNN
+from .rundir import BEST, LAST, RUN_JSON, load_tensors, read_run
 
 MAX_CHARS = 10_000_000
 
@@ -79,7 +82,7 @@ def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float,
 class ModuleStep:
     """Reference step: the model's own forward on one character per stream (any cell)."""
 
-    def __init__(self, net: CharLSTM):
+    def __init__(self, net: CharRNN):
         self.net = net
         self.device = next(net.parameters()).device
 
@@ -98,7 +101,15 @@ class FusedLSTMStep:
     and the first layer's input projection are one (V, 4H) table, so a step is a row lookup
     plus one matmul per layer for the recurrence and one for the head. Used on GPUs."""
 
-    def __init__(self, net: CharLSTM):
+    # Tensors here; NumpyLSTMStep holds the same weights as float32 arrays.
+    table: Any
+    w_hh: list[Any]
+    w_ih: list[Any]
+    b: list[Any]
+    head_w: Any
+    head_b: Any
+
+    def __init__(self, net: CharRNN):
         r, L = net.rnn, net.cfg.layers
         with torch.no_grad():
             # (V, 4H): embedding row -> first layer's input projection, biases included
@@ -117,11 +128,12 @@ class FusedLSTMStep:
     def __call__(self, ids: np.ndarray, state):
         with torch.inference_mode():
             h, c = state                                        # (L, S, H) each
-            ids = torch.as_tensor(ids, device=self.device)
-            hs, cs, inp, H = [], [], None, self.H
+            x = torch.as_tensor(ids, device=self.device)
+            hs, cs, H = [], [], self.H
+            inp: Any = None
             for k in range(len(self.w_hh)):
                 if k == 0:
-                    gates = torch.addmm(self.table[ids], h[0], self.w_hh[0])      # (S, 4H)
+                    gates = torch.addmm(self.table[x], h[0], self.w_hh[0])        # (S, 4H)
                 else:
                     gates = torch.addmm(self.b[k], inp, self.w_ih[k]).addmm_(h[k], self.w_hh[k])
                 ifo = torch.sigmoid(gates)    # g's slice is wasted work, cheaper than 3 calls
@@ -135,11 +147,10 @@ class FusedLSTMStep:
 
 
 class NumpyLSTMStep(FusedLSTMStep):
-    """The same fused step in NumPy, for the CPU: a (1, H) x (H, 4H) product
-    costs torch ~74 us in dispatch and kernel choice, NumPy's BLAS ~33 us (measured here), so
-    a whole step drops from ~110 to ~50 us."""
+    """The same fused step in NumPy, for the CPU: for the small products of one step, NumPy's
+    BLAS call costs less than torch's dispatch and kernel choice (benchmarks/README.md)."""
 
-    def __init__(self, net: CharLSTM):
+    def __init__(self, net: CharRNN):
         super().__init__(net)
         f32 = lambda t: None if t is None else t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
         self.table, self.head_w, self.head_b = f32(self.table), f32(self.head_w), f32(self.head_b)
@@ -150,7 +161,8 @@ class NumpyLSTMStep(FusedLSTMStep):
 
     def __call__(self, ids: np.ndarray, state):
         h, c = state
-        hs, cs, inp, H = [], [], None, self.H
+        hs, cs, H = [], [], self.H
+        inp: Any = None
         for k in range(len(self.w_hh)):
             if k == 0:
                 gates = self.table[ids] + h[0] @ self.w_hh[0]                  # (S, 4H)
@@ -164,22 +176,54 @@ class NumpyLSTMStep(FusedLSTMStep):
         return inp @ self.head_w + self.head_b, (np.stack(hs), np.stack(cs))
 
 
-def make_step(net: CharLSTM, streams: int = 1, fast: bool = True):
+def make_step(net: CharRNN, streams: int = 1, fast: bool = True):
     """The fastest exact step for this model and number of streams."""
     if not (fast and net.cfg.cell == "lstm" and not net.training):
         return ModuleStep(net)
-    # On the CPU NumPy's BLAS wins at every batch measured (1 stream: 11k vs 5k chars/s,
-    # 64 streams: 51k vs 44k); torch's fused step serves GPUs.
+    # On the CPU NumPy's BLAS wins at every batch measured (benchmarks/sampling.py);
+    # torch's fused step serves GPUs.
     on_cpu = next(net.parameters()).device.type == "cpu"
     return NumpyLSTMStep(net) if on_cpu else FusedLSTMStep(net)
 
 
 # ----------------------------------------------------------------------------- the model API
 
+def load_model(run_dir: str | Path, which: str = "best",
+               device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
+    """(CharRNN in eval mode, Vocab, run info) from a run directory; no code is executed."""
+    info = read_run(run_dir)
+    p = Path(run_dir)
+    try:
+        vocab = Vocab(tuple(info["vocab"]))
+        cfg = build(ModelConfig, info["model"])
+    except (CharwiseError, TypeError) as e:
+        raise CharwiseError(f"{p / RUN_JSON}: invalid model description ({e})") from None
+    if cfg.vocab_size != len(vocab):
+        raise CharwiseError(f"{p / RUN_JSON}: vocabulary has {len(vocab)} characters but the "
+                            f"model expects {cfg.vocab_size}")
+    files = {"best": [BEST, LAST], "last": [LAST, BEST]}[which]
+    path = next((p / f for f in files if (p / f).is_file()), None)
+    if path is None:
+        raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
+    tensors, _ = load_tensors(path)
+    weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")} or tensors
+    model = CharRNN(replace(cfg))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        raise CharwiseError(f"{path}: weights missing for {', '.join(missing[:5])}")
+    for k, v in expected.items():
+        if tuple(weights[k].shape) != tuple(v.shape):
+            raise CharwiseError(f"{path}: {k} has shape {tuple(weights[k].shape)}, but the "
+                                f"vocabulary and config need {tuple(v.shape)}")
+    model.load_state_dict({k: weights[k].float() for k in expected})
+    return model.to(device).eval(), vocab, info
+
+
 @dataclass
 class CharModel:
     """A trained model with its vocabulary: what `charwise.load(run_dir)` returns."""
-    net: CharLSTM
+    net: CharRNN
     vocab: Vocab
     info: dict = field(default_factory=dict)
 
@@ -206,28 +250,36 @@ class CharModel:
         logits, state = self.net(x, state)                       # whole prime in one call
         return logits[:, -1].float().cpu().numpy(), state
 
-    def stream(self, prime: str = "", n: int = 200, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               num_samples: int = 1, oov: str = "error", fast: bool = True) -> Iterator[list[str]]:
-        """Yield n steps; each step is a list of num_samples new characters."""
+    def steps(self, prime: str = "", n: int = 200, temperature: float = 1.0,
+              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+              num_samples: int = 1, oov: str = "error",
+              fast: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The sampling loop: yield n times (logits (S, V) drawn from, ids (S,) drawn)."""
         check_sampling_args(n, temperature, top_k, top_p, num_samples)
         rng = np.random.default_rng(seed)
         logits, state = self.prime(prime, num_samples, oov)
         step = make_step(self.net, num_samples, fast)
         state = step.begin(state)
-        chars = self.vocab.chars
         # No inference_mode around the loop: a generator would leak it into the caller's code
         # between yields; each step function enters it for its own torch work.
         for i in range(n):
             ids = draw(logits, rng, temperature, top_k, top_p)   # (S,)
-            yield [chars[j] for j in ids]
+            yield logits, ids
             if i + 1 < n:
                 logits, state = step(ids, state)
+
+    def stream(self, prime: str = "", n: int = 200, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+               num_samples: int = 1, oov: str = "error", fast: bool = True) -> Iterator[list[str]]:
+        """Yield n steps; each step is a list of num_samples new characters."""
+        chars = self.vocab.chars
+        for _, ids in self.steps(prime, n, temperature, top_k, top_p, seed, num_samples, oov, fast):
+            yield [chars[j] for j in ids]
 
     def generate(self, prime: str = "", n: int = 200, temperature: float = 1.0, **kw) -> str | list[str]:
         """prime + n sampled characters (a list of strings when num_samples > 1)."""
         num = kw.get("num_samples", 1)
-        cols = [[] for _ in range(num)]
+        cols: list[list[str]] = [[] for _ in range(num)]
         for chars in self.stream(prime, n, temperature, **kw):
             for s, ch in enumerate(chars):
                 cols[s].append(ch)
@@ -236,7 +288,12 @@ class CharModel:
 
     def evaluate(self, text: str, oov: str = "error", precision: str = "auto") -> dict:
         """Exact loss of `text` in one stateful pass; precision auto/fp32/bf16 (see eval_precision)."""
-        from .train import eval_precision, evaluate_tokens
         ids = self.vocab.encode(text, oov=oov)
         return {**evaluate_tokens(self.net, ids, eval_precision(self.net, precision)),
                 "precision": eval_precision(self.net, precision)}
+
+
+def load(run_dir: str | Path, which: str = "best", device: str = "cpu") -> CharModel:
+    """A trained run as a CharModel (generate / stream / evaluate). Executes no stored code."""
+    net, vocab, info = load_model(run_dir, which, str(pick_device(device)))
+    return CharModel(net, vocab, info)

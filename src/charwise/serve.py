@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from .config import CharwiseError
+from .info import describe
+from .sample import filter_probs, load
 
 MAX_BODY = 16 << 10
 TOP = 5
@@ -98,24 +100,24 @@ def parse_request(body, limits: Limits) -> dict:
 
 
 class Generator:
-    """The sampling loop of CharModel.stream, one step at a time, with each step's top-5."""
+    """CharModel.steps (the sampling loop of `charwise sample`), one step at a time, with each
+    step's top-5."""
 
     def __init__(self, model):
-        from .sample import make_step
         self.model = model
-        self.step_fn = make_step(model.net)
         self.chars = model.vocab.chars
 
     @torch.inference_mode()
     def start(self, req: dict):
-        logits, state = self.model.prime(req["prime"], 1, oov="error")
-        return {"logits": logits, "state": self.step_fn.begin(state),
-                "rng": np.random.default_rng(req["seed"]), "i": 0}
+        """Prime the model (a bad prime fails here, before any event is sent)."""
+        steps = self.model.steps(req["prime"], req["n"], req["temperature"], req["top_k"],
+                                 req["top_p"], req["seed"], oov="error")
+        return {"steps": steps, "first": next(steps), "i": 0}
 
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> dict:
-        from .sample import draw, filter_probs
-        logits, t = run["logits"], req["temperature"]
+        logits, ids = run.pop("first", None) or next(run["steps"])
+        t = req["temperature"]
         z = logits[0].astype(np.float64)
         p = np.exp(z - z.max())
         p /= p.sum()
@@ -124,14 +126,11 @@ class Generator:
             q[int(z.argmax())] = 1.0
         else:
             q = filter_probs(logits, t, req["top_k"], req["top_p"])[0]
-        ids = draw(logits, run["rng"], t, req["top_k"], req["top_p"])   # what `sample` draws
         j = int(ids[0])
         top = np.argsort(-p, kind="stable")[:TOP]
         ev = {"i": run["i"], "c": self.chars[j], "p": _r(p[j]), "q": _r(q[j]),
               "top": [[self.chars[k], _r(p[k]), _r(q[k])] for k in top]}
         run["i"] += 1
-        if not last:
-            run["logits"], run["state"] = self.step_fn(ids, run["state"])
         return ev
 
 
@@ -155,17 +154,14 @@ def _is_loopback(host: str) -> bool:
 def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: str = "127.0.0.1"):
     """The playground as an ASGI app (Starlette)."""
     _require()
+    # lazy: starlette (and anyio with it) is the optional `serve` extra
     from anyio import to_thread
     from starlette.applications import Starlette
-    from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    from .api import load
-    from .info import describe
     model = load(run_dir, which=which)
     gen = Generator(model)
     facts = describe(run_dir)
@@ -198,28 +194,9 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
             "steps": facts["steps"],
             "limits": limits.__dict__, "active": active["n"]})
 
-    async def read_body(request: Request):
-        # Requiring application/json makes a cross-site page's plain form post impossible
-        # (browsers preflight JSON, and we answer no CORS), so other sites cannot use the model.
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise BadRequest(415, "send the request as JSON (Content-Type: application/json)")
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-            raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
-        try:
-            return json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise BadRequest(400, f"the request body is not valid JSON ({e})") from None
-
     async def generate(request: Request):
         try:
-            req = parse_request(await read_body(request), limits)
+            req = parse_request(await _read_body(request), limits)
         except BadRequest as e:
             return error(e.status, str(e))
         if active["n"] >= limits.max_concurrent:
@@ -251,11 +228,37 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
     routes = [Route("/", index), Route("/api/info", info),
               Route("/api/generate", generate, methods=["POST"]),
               Mount("/static", StaticFiles(directory=static), name="static")]
-    middleware = []
-    if _is_loopback(host):
-        middleware.append(Middleware(TrustedHostMiddleware,
-                                     allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"]))
-    return Starlette(routes=routes, middleware=middleware)
+    return Starlette(routes=routes, middleware=_middleware(host))
+
+
+def _middleware(host: str) -> list:
+    """On a loopback address, answer only loopback Host names (no DNS rebinding)."""
+    from starlette.middleware import Middleware  # lazy: starlette is an optional extra
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    if not _is_loopback(host):
+        return []
+    return [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])]
+
+
+async def _read_body(request) -> object:
+    """The JSON body of a POST, within MAX_BODY bytes, or a BadRequest."""
+    # Requiring application/json makes a cross-site page's plain form post impossible
+    # (browsers preflight JSON, and we answer no CORS), so other sites cannot use the model.
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise BadRequest(415, "send the request as JSON (Content-Type: application/json)")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
+    try:
+        return json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRequest(400, f"the request body is not valid JSON ({e})") from None
 
 
 def _config(app, host: str, port: int):

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import load_file
 
 from charwise.config import CharwiseError, ModelConfig, resolve
-from charwise.model import CharLSTM
-from charwise.train import (cpu_has_fast_bf16, eval_precision, evaluate_tokens, learning_rate,
-                            train)
+from charwise.evaluate import cpu_has_fast_bf16, eval_precision, evaluate_tokens
+from charwise.model import CharRNN
+from charwise.training import learning_rate, train
 
 QUIET = dict(progress=False, log=lambda *a: None)
 
@@ -17,7 +17,7 @@ QUIET = dict(progress=False, log=lambda *a: None)
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_state_carried_across_windows_equals_one_long_pass(cell):
     torch.manual_seed(0)
-    net = CharLSTM(ModelConfig(cell=cell, vocab_size=11, embed_dim=5, hidden_size=7, layers=2)).eval()
+    net = CharRNN(ModelConfig(cell=cell, vocab_size=11, embed_dim=5, hidden_size=7, layers=2)).eval()
     x = torch.randint(0, 11, (3, 24))
     full, _ = net(x)
     a, st = net(x[:, :10])
@@ -26,7 +26,7 @@ def test_state_carried_across_windows_equals_one_long_pass(cell):
 
 
 def test_forget_gate_bias_is_one():
-    net = CharLSTM(ModelConfig(vocab_size=5, hidden_size=4))
+    net = CharRNN(ModelConfig(vocab_size=5, hidden_size=4))
     H = 4
     total = net.rnn.bias_ih_l0 + net.rnn.bias_hh_l0        # the spec's single b
     assert torch.equal(total[H:2 * H], torch.ones(H))
@@ -35,7 +35,7 @@ def test_forget_gate_bias_is_one():
 
 def test_spec_preset_parameter_count():
     mcfg, tcfg = resolve("spec")
-    net = CharLSTM(ModelConfig(**{**mcfg.__dict__, "vocab_size": 38}))
+    net = CharRNN(ModelConfig(**{**mcfg.__dict__, "vocab_size": 38}))
     # the chapter's count: embed 38*32 + W 512*160 + b 512 + W_out 38*128 + b_out 38 = 88,550;
     # torch keeps two LSTM bias vectors, one 512 more
     assert net.num_parameters == 88_550 + 512
@@ -83,7 +83,7 @@ def test_resume_is_bit_identical(tmp_path):
 
 def test_evaluation_is_exact_one_pass_mean():
     torch.manual_seed(1)
-    net = CharLSTM(ModelConfig(vocab_size=6, embed_dim=4, hidden_size=8)).eval()
+    net = CharRNN(ModelConfig(vocab_size=6, embed_dim=4, hidden_size=8)).eval()
     tokens = np.random.default_rng(0).integers(0, 6, 300)
     res = evaluate_tokens(net, tokens)
     with torch.no_grad():
@@ -103,7 +103,7 @@ def test_bf16_training_still_learns(tmp_path):
 
 def test_bf16_evaluation_is_close_to_fp32():
     torch.manual_seed(2)
-    net = CharLSTM(ModelConfig(vocab_size=20, embed_dim=16, hidden_size=320)).eval()
+    net = CharRNN(ModelConfig(vocab_size=20, embed_dim=16, hidden_size=320)).eval()
     tokens = np.random.default_rng(1).integers(0, 20, 3000)
     fp32, bf16 = evaluate_tokens(net, tokens, "fp32"), evaluate_tokens(net, tokens, "bf16")
     assert fp32["chars"] == bf16["chars"] == 2999
@@ -112,8 +112,8 @@ def test_bf16_evaluation_is_close_to_fp32():
 
 
 def test_auto_evaluation_precision_follows_training_rule():
-    small = CharLSTM(ModelConfig(vocab_size=5, hidden_size=64))
-    big = CharLSTM(ModelConfig(vocab_size=5, hidden_size=256))
+    small = CharRNN(ModelConfig(vocab_size=5, hidden_size=64))
+    big = CharRNN(ModelConfig(vocab_size=5, hidden_size=256))
     assert eval_precision(small) == "fp32"              # overhead-bound: bf16 casts only cost
     assert eval_precision(big) == ("bf16" if cpu_has_fast_bf16() else "fp32")
     assert eval_precision(big, "fp32") == "fp32" and eval_precision(small, "bf16") == "bf16"
@@ -215,7 +215,7 @@ def test_a_given_budget_replaces_the_presets_budget():
 
 
 def test_stream_restarts_are_staggered_and_periodic():
-    from charwise.train import stream_keep_mask
+    from charwise.training import stream_keep_mask
     rows = np.arange(8)
     masks = np.array([stream_keep_mask(s, rows, 4) for s in range(8)])   # (steps, streams)
     assert (~masks).sum(axis=1).tolist() == [2] * 8          # 8 streams / 4: two restart each step

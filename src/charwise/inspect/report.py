@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import CharwiseError
+from ..evaluate import eval_precision
+from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, read_run
+from ..sample import load
 from . import analysis as A
 from . import neurons as N
-from .checkpoint import atomic_write_bytes, atomic_write_json, check_run_dir, read_run
-from .config import CharwiseError
+from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
 
 SELECTIVITY_CHARS = 20_000          # units are ranked on this much text (one forward pass)
 MIN_R = 0.3                         # a weaker correlation is not worth a coloured block
@@ -74,7 +77,7 @@ def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: st
     """Write the neuron page; return the selective units and the units shown."""
     stats_ids = ids[:max(SELECTIVITY_CHARS, chars)]
     acts = N.layer_states(net, stats_ids, layer, kind)                  # (T, H)
-    feats = N.text_features(A.decode(vocab, stats_ids))
+    feats = N.text_features(vocab.decode(stats_ids))
     sel = N.selective_units(acts, feats, top=3)
     H = acts.shape[1]
     if unit is not None and not 0 <= unit < H:
@@ -147,11 +150,14 @@ def write_report(path, run: Path, info: dict, res: dict, images: dict) -> Path:
     body.append(_img(images["curve"], "training curve") if "curve" in images else
                 '<p class="muted">no training steps recorded</p>')
     if pl:
-        body.append(f"<p><b>Plateau:</b> {_e(pl['verdict'])}. Best {'validation' if pl['split'] == 'val' else 'whole-text'} "
-                    f"loss {pl['best_loss']:.4f} nats ({pl['best_loss'] / A.LN2:.3f} bits/char) at step {pl['best_step']}.</p>")
+        split = "validation" if pl["split"] == "val" else "whole-text"
+        body.append(f"<p><b>Plateau:</b> {_e(pl['verdict'])}. Best {split} "
+                    f"loss {pl['best_loss']:.4f} nats ({pl['best_loss'] / A.LN2:.3f} bits/char) "
+                    f"at step {pl['best_step']}.</p>")
     body.append("<h2>Samples at different temperatures</h2><p>Mean log-likelihood of the generated "
                 "characters under the model (at temperature 1); novelty of the generated characters (the "
-                "prime left out) against the training text: the longest stretch copied verbatim and the share of 10- and 20-character n-grams found in it "
+                "prime left out) against the training text: the longest stretch copied verbatim and the "
+                "share of 10- and 20-character n-grams found in it "
                 "(100% = memorised, near 0 = invented).</p>")
     rows = []
     for s in res["samples"]:
@@ -198,8 +204,6 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
             which: str = "best", encoding: str = "utf-8", max_units: int = 128,
             neuron_chars: int = 1000, precision: str = "auto", log=print) -> dict:
     """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json)."""
-    from .api import load
-    from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
     t0 = time.perf_counter()
     run = check_run_dir(run_dir)
     info = read_run(run)
@@ -211,14 +215,13 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
         raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {unit}")
     prime = prime if prime is not None else _default(vocab, A.SPEC_PRIME, "")
     if prime:
-        A.encode(vocab, prime, "error", "--prime")
+        vocab.encode_text(prime, "error", "--prime")
     txt = A.analysis_text(run, info, vocab, textfile, oov, encoding)
-    first_line = next((ln for ln in A.decode(vocab, txt.ids[:500]).split("\n") if ln.strip()), "")
+    first_line = next((ln for ln in vocab.decode(txt.ids[:500]).split("\n") if ln.strip()), "")
     sentence = text if text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
     hm = N.heatmap(net, vocab, sentence, layer, state, sort, max_units, oov)
     if txt.note:
         log(f"note: {txt.note}")
-    from .train import eval_precision
     precision = eval_precision(net, precision)
     losses, correct = A.position_losses(net, txt.ids, precision=precision)
     tab = A.char_table(vocab, txt.ids, losses, correct)
@@ -227,14 +230,14 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     images = {"per_char": per_char_chart(tab, out / "per_char.png",
                                          title=f"Per-character average loss (hardest to predict): {txt.source}")}
     if read_metrics(run)[0]:
-        images["curve"] = training_curve(run, out / "curve.png")
+        images["curve"] = training_curve(run, out / CURVE)
     plat = A.plateau(info)
     images["heatmap"] = heatmap_chart(hm, out / "heatmap.png")
     neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", layer, state, unit, neuron_chars)
     samples = A.temperature_sweep(model, prime, temperatures, n, seed)
     nov_note = ""
     try:
-        ref = A.decode(vocab, A.run_split(run, info)[0])
+        ref = vocab.decode(A.run_split(run, info)[0])
         for s in samples:               # the generated part only: the prime is not the model's
             s["novelty"] = A.novelty(s["text"][len(prime):], ref)
     except CharwiseError as e:

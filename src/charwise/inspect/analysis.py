@@ -3,7 +3,7 @@ samples at several temperatures, their novelty against the training text, and th
 
 This module and neurons.py (hidden states, selective units) compute; plots.py draws and
 report.py writes the pages. The per-character loss is ONE stateful pass over the text
-(`train.token_losses`), so every position is predicted from its full left context in O(n); the
+(`evaluate.token_losses`), so every position is predicted from its full left context in O(n); the
 chapter instead re-runs a 21-character window for each position, O(21 n), and forgets
 everything before the window. Aggregation is np.bincount.
 """
@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CharwiseError
-from .data import Vocab, prepare_corpus, read_text
-from .train import recurrence_threads, token_losses
+from ..config import CharwiseError
+from ..data import Vocab, prepare_corpus, read_text
+from ..evaluate import LN2, recurrence_threads, token_losses
+from ..rundir import CACHE
 
-LN2 = math.log(2)
 SPEC_SENTENCE = "Mr Bennet replied that he had not."      # the chapter's heatmap sentence
 SPEC_PRIME = "Mr Bennet"                                    # the chapter's sampling prime
 VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}   # ␣ ↵ ⇥ ␍
@@ -31,28 +31,6 @@ def visible(ch: str) -> str:
     if ch in VISIBLE:
         return VISIBLE[ch]
     return ch if ch.isprintable() else repr(ch)[1:-1]
-
-
-def decode(vocab: Vocab, ids) -> str:
-    """ids -> str without a Python loop over the text (code points gathered, then UTF-32)."""
-    cps = np.array([ord(c) for c in vocab.chars], dtype="<u4")
-    return cps[np.asarray(ids, dtype=np.int64)].tobytes().decode("utf-32-le", "surrogatepass")
-
-
-def encode(vocab: Vocab, text: str, oov: str = "error", what: str = "text") -> tuple[np.ndarray, int]:
-    """(ids, number of characters dropped by oov='skip'). Never silently changes the text:
-    oov='error' names the unknown characters, and an empty text is an error."""
-    if oov not in ("error", "skip"):
-        raise CharwiseError(f"--oov must be 'error' or 'skip', got {oov!r}")
-    if not text:
-        raise CharwiseError(f"{what} is empty")
-    try:
-        ids = vocab.encode(text, oov=oov)
-    except CharwiseError as e:
-        raise CharwiseError(f"{what}: {e}") from None
-    if len(ids) == 0:
-        raise CharwiseError(f"{what}: none of its characters is in the model's vocabulary")
-    return ids, len(text) - len(ids)
 
 
 # ----------------------------------------------------------------------------- which text
@@ -68,7 +46,7 @@ class Text:
 def run_corpus(run_dir, info: dict):
     """The run's corpus, re-read (from the run's token cache when the file is unchanged)."""
     src = info["corpus"]["source"]
-    cache = Path(run_dir) / "cache"
+    cache = Path(run_dir) / CACHE
     try:
         corpus = prepare_corpus(src, cache_dir=cache if cache.is_dir() else None,
                                 encoding=info["train"].get("encoding", "utf-8"))
@@ -89,7 +67,7 @@ def analysis_text(run_dir, info: dict, vocab: Vocab, textfile=None, oov: str = "
     """TEXTFILE if given, else the run's validation split, else (the spec preset has
     val_fraction 0) its training text, with a note saying so."""
     if textfile is not None:
-        ids, skipped = encode(vocab, read_text(textfile, encoding), oov, what=str(textfile))
+        ids, skipped = vocab.encode_text(read_text(textfile, encoding), oov, what=str(textfile))
         note = (f"{skipped:,} character(s) outside the vocabulary were skipped (--oov skip)"
                 if skipped else "")
         return Text(np.asarray(ids, np.int64), str(textfile), note, skipped)

@@ -3,12 +3,14 @@ importing charwise never pays for it and headless machines need no display."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import METRICS, atomic_writer
+from ..config import CharwiseError
+from ..evaluate import LN2
+from ..rundir import METRICS, atomic_writer
+from .analysis import visible
 
 BLUE, RED, GREEN, GREY = "#3498db", "#e74c3c", "#27ae60", "#7f8c8d"
 
@@ -58,7 +60,6 @@ def training_curve(run_dir, out_path, window: int = 10, title: str | None = None
     plt = _plt()
     steps, evals = read_metrics(run_dir)
     if not steps:
-        from .config import CharwiseError
         raise CharwiseError(f"{run_dir}: no training steps recorded yet in {METRICS}")
     s = np.array([r["step"] for r in steps])
     loss = np.array([r["loss"] for r in steps])
@@ -94,7 +95,7 @@ def training_curve(run_dir, out_path, window: int = 10, title: str | None = None
 
 
 def _bits_axis(ax):
-    ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2), lambda b: b * math.log(2))
+    ax.secondary_yaxis("right", functions=(lambda n: n / LN2, lambda b: b * LN2)
                        ).set_ylabel("bits/char")
 
 
@@ -102,7 +103,6 @@ def per_char_chart(table, out_path, k: int = 15, title: str | None = None) -> Pa
     """The spec's bar chart of the k hardest characters (highest mean loss), with readable
     labels (a space is \u2423, a newline \u21b5), each bar's count (a mean over 1 occurrence
     is noise, and the reader should see that), and the mean over all characters."""
-    from .analysis import visible
     plt = _plt()
     top = table.head(k)
     labels = [visible(c) for c in top.chars]
@@ -130,7 +130,6 @@ def per_char_chart(table, out_path, k: int = 15, title: str | None = None) -> Pa
 def heatmap_chart(hm, out_path, title: str | None = None) -> Path:
     """Units x characters, the characters as x tick labels. h is tanh-bounded, so its colour
     scale is fixed at [-1, 1] (comparable between pictures); c is scaled to its largest value."""
-    from .analysis import visible
     plt = _plt()
     U, T = hm.data.shape
     fig, ax = plt.subplots(figsize=(min(4 + 0.32 * T, 24), min(3 + 0.055 * U, 12)))

@@ -1,4 +1,5 @@
-"""Run directories: weights in safetensors, everything else in JSON, every write atomic.
+"""Run directories: every file name of a run, weights in safetensors, everything else in JSON,
+every write atomic, and the format of the state an exact resume needs.
 
     RUN/run.json           format_version, model and training config, vocabulary, corpus,
                            best step and validation loss, evaluation history, status
@@ -6,6 +7,9 @@
     RUN/last.safetensors   the latest weights plus what an exact resume needs: optimizer
                            moments, the carried hidden state, RNG states (JSON in its header)
     RUN/metrics.jsonl      one JSON line per training step and per evaluation
+    RUN/config.toml        the fully resolved settings (`charwise train --config` reruns them)
+    RUN/curve.png          the training curve; RUN/cache/ the encoded corpus;
+    RUN/tensorboard/       TensorBoard event files (--tensorboard)
 
 Nothing here unpickles: safetensors holds raw tensors and a JSON header, and JSON holds the rest.
 A write goes to a temporary file in the same directory, is fsync'ed, then renamed over the old
@@ -17,21 +21,25 @@ import contextlib
 import errno
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .config import CharwiseError
 
 FORMAT_VERSION = 1
 RUN_JSON, BEST, LAST, METRICS = "run.json", "model.safetensors", "last.safetensors", "metrics.jsonl"
+CONFIG_TOML, CURVE, CACHE, TB_DIR = "config.toml", "curve.png", "cache", "tensorboard"
+# what `charwise train --force` may delete in a run directory (plus ckpt-*.safetensors)
+RUN_FILES = (RUN_JSON, BEST, LAST, METRICS, CURVE, CACHE, CONFIG_TOML, TB_DIR)
 MAX_JSON_BYTES = 64 << 20          # a run.json larger than this is not ours
 MAX_WEIGHTS_BYTES = 16 << 30
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike, mode: str = "wb"):
+def atomic_writer(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Write to a temp file beside `path`; on success fsync and rename it into place."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -75,6 +83,8 @@ def read_json(path: Path) -> Any:
 
 def save_tensors(path, tensors: dict, meta: dict | None = None) -> None:
     """Tensors (contiguous, CPU) -> safetensors file; `meta` rides along as JSON in the header."""
+    # torch and safetensors are imported lazily here and below: `charwise prepare` and the data
+    # layer use this module's JSON helpers and should not pay for loading torch.
     from safetensors.torch import save
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     header = {"charwise": json.dumps(meta or {}), "format_version": str(FORMAT_VERSION)}
@@ -83,7 +93,7 @@ def save_tensors(path, tensors: dict, meta: dict | None = None) -> None:
 
 def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
     """safetensors file -> (tensors, meta). Damaged or foreign files give a CharwiseError."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError, safe_open  # lazy: see save_tensors
     path = Path(path)
     if not path.is_file():
         raise CharwiseError(f"{path}: no such weights file")
@@ -140,38 +150,75 @@ def write_run(run_dir, info: dict) -> None:
     atomic_write_json(Path(run_dir) / RUN_JSON, {"format_version": FORMAT_VERSION, **info})
 
 
-def load_model(run_dir, which: str = "best", device: str = "cpu"):
-    """(CharLSTM in eval mode, Vocab, run info) from a run directory; no code is executed."""
-    from dataclasses import replace
+# ----------------------------------------------------------------------------- resume state
 
-    from .config import ModelConfig, build
-    from .data import Vocab
-    from .model import CharLSTM
+def save_last(out: Path, model: Any, opt: Any, state: Any, rng_states: Any, np_rng: Any, step: int,
+              seconds: float, extra: dict) -> None:
+    """last.safetensors: weights, AdamW moments, the carried state of all B streams, and the
+    RNG states (torch: one row per rank) -- everything the next step depends on."""
+    import torch  # lazy: see save_tensors
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for name, v in st.items():
+            tensors[f"optim/{i}/{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    for j, s in enumerate(state or ()):
+        tensors[f"state/{j}"] = s
+    tensors["rng/torch"] = rng_states                       # (world, n) uint8
+    meta = {"step": step, "train_seconds": seconds, "numpy_rng": np_rng.bit_generator.state,
+            "python_rng": _py_rng_to_json(random.getstate()), **extra}
+    save_tensors(out / LAST, tensors, meta)
 
-    info = read_run(run_dir)
-    p = Path(run_dir)
-    try:
-        vocab = Vocab(tuple(info["vocab"]))
-        cfg = build(ModelConfig, info["model"])
-    except (CharwiseError, TypeError) as e:
-        raise CharwiseError(f"{p / RUN_JSON}: invalid model description ({e})") from None
-    if cfg.vocab_size != len(vocab):
-        raise CharwiseError(f"{p / RUN_JSON}: vocabulary has {len(vocab)} characters but the "
-                            f"model expects {cfg.vocab_size}")
-    files = {"best": [BEST, LAST], "last": [LAST, BEST]}[which]
-    path = next((p / f for f in files if (p / f).is_file()), None)
-    if path is None:
-        raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
-    tensors, _ = load_tensors(path)
-    weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")} or tensors
-    model = CharLSTM(replace(cfg))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    if missing:
-        raise CharwiseError(f"{path}: weights missing for {', '.join(missing[:5])}")
-    for k, v in expected.items():
-        if tuple(weights[k].shape) != tuple(v.shape):
-            raise CharwiseError(f"{path}: {k} has shape {tuple(weights[k].shape)}, but the "
-                                f"vocabulary and config need {tuple(v.shape)}")
-    model.load_state_dict({k: weights[k].float() for k in expected})
-    return model.to(device).eval(), vocab, info
+
+def restore(out: Path, model, opt, np_rng, device, rank: int = 0, rows: slice | None = None):
+    """Load last.safetensors into model/optimizer/RNGs; returns (step, state, seconds, meta).
+    `rows` picks this rank's streams out of the saved state."""
+    import torch  # lazy: see save_tensors
+    if not (out / LAST).is_file():
+        raise CharwiseError(f"{out}: no {LAST} to resume from")
+    tensors, meta = load_tensors(out / LAST)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
+    osd = opt.state_dict()
+    osd["state"] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim/"):
+            _, i, name = k.split("/")
+            osd["state"].setdefault(int(i), {})[name] = v.to(device) if name != "step" else v
+    opt.load_state_dict(osd)
+    n_state = len([k for k in tensors if k.startswith("state/")])
+    state = tuple(tensors[f"state/{j}"][:, rows or slice(None)].to(device).contiguous()
+                  for j in range(n_state)) or None
+    torch.set_rng_state(tensors["rng/torch"][rank].clone())      # a fresh, owned buffer
+    np_rng.bit_generator.state = meta["numpy_rng"]
+    random.setstate(_py_rng_from_json(meta["python_rng"]))
+    return int(meta["step"]), state, float(meta["train_seconds"]), meta
+
+
+def keep_older(out: Path, step: int, keep: int) -> None:
+    """Hard-link the fresh last.safetensors as ckpt-STEP.safetensors; prune beyond `keep`."""
+    target = out / f"ckpt-{step:09d}.safetensors"
+    if not target.exists():
+        os.link(out / LAST, target)
+    for old in sorted(out.glob("ckpt-*.safetensors"))[:-keep]:
+        old.unlink()
+
+
+def _py_rng_to_json(st):
+    return [st[0], list(st[1]), st[2]]
+
+
+def _py_rng_from_json(st):
+    return (st[0], tuple(st[1]), st[2])
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
+    if not path.exists():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            pass                                   # a line cut by a kill
+    atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())

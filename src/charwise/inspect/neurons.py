@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .analysis import encode
-from .train import recurrence_threads
-from .config import CharwiseError
-from .data import Vocab, _codepoints
+from ..config import CharwiseError
+from ..data import Vocab, _codepoints
+from ..evaluate import recurrence_threads
+from ..sample import FusedLSTMStep
 
 
 @torch.inference_mode()
@@ -21,9 +21,8 @@ def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
     The stacked nn.LSTM returns only the top layer's h per step, so each layer is re-run alone:
     a one-layer module of the same kind gets layer k's weights and layer k-1's outputs, which
     is what the stack computes in eval mode (no dropout). c is not returned at all; it is
-    rebuilt from the gates, known in closed form once the layer's input and h are:
-    c_t = f_t * c_{t-1} + i_t * g_t, a scan vectorised over units (one step per character;
-    meant for sentences and excerpts). tests/test_analysis.py checks both against stepping
+    read off the fused sampling step (sample.FusedLSTMStep), run one character at a time
+    (meant for sentences and excerpts). tests/test_analysis.py checks both against stepping
     the model's own rnn one character at a time."""
     cfg, rnn = net.cfg, net.rnn
     if not -cfg.layers <= layer < cfg.layers:
@@ -35,6 +34,12 @@ def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
     if kind == "c" and cfg.cell != "lstm":
         raise CharwiseError(f"--state c: a {cfg.cell.upper()} has no cell state (use h)")
     dev = next(net.parameters()).device
+    if kind == "c":
+        step, state, cs = FusedLSTMStep(net), net.zero_state(1, dev), []
+        for j in np.asarray(ids, np.int64).reshape(-1):
+            _, state = step(np.array([j]), state)
+            cs.append(state[1][layer, 0])
+        return torch.stack(cs).float().cpu().numpy()                 # (T, H)
     x = net.embed(torch.as_tensor(np.asarray(ids, np.int64), device=dev)[None])   # (1, T, E)
     extra = {"nonlinearity": rnn.nonlinearity} if cfg.cell == "rnn" else {}
     for k in range(layer + 1):
@@ -44,19 +49,7 @@ def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
         out, _ = single.to(dev)(x)                                  # (1, T, H)
         if k < layer:
             x = out
-    h = out[0].float()                                              # (T, H)
-    if kind == "h":
-        return h.cpu().numpy()
-    H = cfg.hidden_size
-    h_prev = torch.cat([torch.zeros_like(h[:1]), h[:-1]])          # (T, H)
-    gates = x[0] @ w["weight_ih"].T + w["bias_ih"] + h_prev @ w["weight_hh"].T + w["bias_hh"]
-    i, f = torch.sigmoid(gates[:, :H]).cpu().numpy(), torch.sigmoid(gates[:, H:2 * H]).cpu().numpy()
-    g = torch.tanh(gates[:, 2 * H:3 * H]).cpu().numpy()            # torch's gate order: i, f, g, o
-    c = np.empty_like(g)
-    prev = np.zeros(H, dtype=g.dtype)
-    for t in range(len(g)):
-        prev = c[t] = f[t] * prev + i[t] * g[t]
-    return c
+    return out[0].float().cpu().numpy()                             # (T, H)
 
 
 def cluster_order(acts: np.ndarray) -> np.ndarray:
@@ -104,7 +97,7 @@ class Heatmap:
 
 def heatmap(net, vocab: Vocab, sentence: str, layer: int = -1, kind: str = "h",
             sort: str = "cluster", max_units: int = 128, oov: str = "error") -> Heatmap:
-    ids, skipped = encode(vocab, sentence, oov, what="--text")
+    ids, skipped = vocab.encode_text(sentence, oov, what="--text")
     acts = layer_states(net, ids, layer, kind).T                    # (H, T)
     H = len(acts)
     keep = np.arange(H)

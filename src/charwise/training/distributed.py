@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import torch
 
-from .config import CharwiseError
+from ..config import CharwiseError
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ Open it with `tensorboard --logdir RUN_DIR/tensorboard` (or a folder of runs).
 from __future__ import annotations
 
 import importlib.util
-import math
 import time
 from pathlib import Path
 
-from .config import CharwiseError
+from ..config import CharwiseError
+from ..evaluate import LN2
+from ..rundir import TB_DIR
+from ..sample import CharModel
 
-TB_DIR = "tensorboard"
 SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED = 240, 0.8, 0
 _RATE_EVERY = 10
 
@@ -57,7 +58,7 @@ class TBLogger(NullLogger):
     def step(self, step: int, loss: float, lr: float, grad_norm: float | None = None) -> None:
         w = self.writer
         w.add_scalar("train/loss", loss, step)
-        w.add_scalar("train/bits_per_char", loss / math.log(2), step)
+        w.add_scalar("train/bits_per_char", loss / LN2, step)
         w.add_scalar("train/lr", lr, step)
         if grad_norm is not None:
             w.add_scalar("train/grad_norm", grad_norm, step)
@@ -79,7 +80,6 @@ class TBLogger(NullLogger):
 
     def _sample(self, model) -> str:
         """A seeded sample from the current weights (eval mode, then back), as Markdown."""
-        from .sample import CharModel
         was_training = model.training
         model.eval()
         try:

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import charwise
-from charwise.checkpoint import atomic_write_bytes, load_model, read_run
 from charwise.config import CharwiseError
+from charwise.rundir import atomic_write_bytes, read_run
+from charwise.sample import load_model
 
 
 def test_round_trip_same_logits(trained_run):

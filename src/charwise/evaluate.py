@@ -1,0 +1,116 @@
+"""How a trained model is run for scoring: device and precision choice, autocast, the thread
+policy for batch-1 recurrences, and exact losses (every position from its full left context,
+in one stateful pass). Training, sampling, analysis and the API all score through here."""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import CharwiseError, ModelConfig
+from .model import CharRNN
+
+LN2 = math.log(2)
+
+
+# ----------------------------------------------------------------------------- hardware
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CharwiseError("--device cuda asked for, but no CUDA GPU is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX (Sapphire Rapids and later) or AVX512-BF16: bf16 matmuls beat fp32 on this CPU."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
+    if name != "auto":
+        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise CharwiseError("--precision bf16: this GPU does not support bf16")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    # Small models are bound by per-op overhead, not matmul speed: bf16 casts only cost there.
+    return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
+
+
+def eval_precision(model: CharRNN, name: str = "auto") -> str:
+    """The arithmetic for scoring `model` where it lives: "auto" picks what training would pick
+    there (so a run is scored in the precision it trained in, as nanoGPT does)."""
+    return pick_precision(name, next(model.parameters()).device, model.cfg)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@contextlib.contextmanager
+def recurrence_threads(model: CharRNN) -> Iterator[None]:
+    """A batch-1 recurrence is a chain of small matmuls. Up to H=256 on CPU, sharing each one
+    among threads costs more than it saves (far more when another process holds a core); from
+    H=512 up, two threads win (benchmarks/README.md). Restores the caller's setting."""
+    device = next(model.parameters()).device
+    if device.type != "cpu" or model.cfg.hidden_size > 256:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@torch.inference_mode()
+def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None = None,
+                 precision: str = "fp32", chunk: int = 8192, state: Any = None
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Loss (nats) of predicting tokens[i+1] from tokens[:i+1], for every i, in ONE stateful
+    pass: the hidden state runs through the whole text, so every position has full context.
+    Yields (losses (n,), logits-argmax (n,)) chunk by chunk to bound memory."""
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for s in range(0, len(tokens) - 1, chunk):
+            seg = torch.from_numpy(np.asarray(tokens[s: s + chunk + 1], dtype=np.int64)).to(device)
+            x, y = seg[:-1].unsqueeze(0), seg[1:]                       # (1, t), (t,)
+            with autocast(device, precision):
+                logits, state = model(x, state)
+            logits = logits[0].float()                                  # (t, V)
+            yield F.cross_entropy(logits, y, reduction="none").cpu(), logits.argmax(-1).cpu()
+    finally:
+        model.train(was_training)
+
+
+def evaluate_tokens(model: CharRNN, tokens: np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+    """Exact mean loss over all len(tokens)-1 predictions: nats/char, bits/char, perplexity.
+    "Exact" = every position scored from its full left context; `precision` is the arithmetic
+    (bf16 autocast halves the weight traffic of the batch-1 chain, which is bound by it; the
+    speed-up and the loss difference are measured in benchmarks/README.md, section 4)."""
+    if len(tokens) < 2:
+        raise CharwiseError("need at least 2 characters to evaluate")
+    total, n = 0.0, 0
+    with recurrence_threads(model):
+        for losses, _ in token_losses(model, tokens, precision=precision):
+            total += float(losses.double().sum())
+            n += len(losses)
+    nats = total / n
+    return {"loss": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats), "chars": n}

@@ -1,0 +1,1 @@
+"""What a trained model learned: per-character losses, neurons, pictures and the HTML report."""

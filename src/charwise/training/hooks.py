@@ -1,0 +1,146 @@
+"""Small objects the Trainer calls at its events: the progress bar, metrics.jsonl, TensorBoard
+and the SIGINT/SIGTERM handler. Each hook sees the trainer (its step, loss, clock, model) and
+keeps its own state; the loop only says when something happened.
+
+    on_step(trainer, lr, grad_norm)   after every optimizer step that was taken
+    on_fault(trainer)                 after a step skipped for a non-finite loss or gradient
+    on_eval(trainer, rec)             after each exact evaluation (rec: the history record)
+    on_save(trainer)                  before a checkpoint is written (rank 0)
+    close()                           once, when the run ends in any way
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+Trainer = Any        # the training.loop.Trainer (not imported: the loop imports this module)
+
+
+class Hook:
+    """A hook that does nothing at every event; subclasses override what they need."""
+
+    def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
+        pass
+
+    def on_fault(self, trainer: Trainer) -> None:
+        pass
+
+    def on_eval(self, trainer: Trainer, rec: dict) -> None:
+        pass
+
+    def on_save(self, trainer: Trainer) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class MetricsFile(Hook):
+    """RUN_DIR/metrics.jsonl: a line per step, per evaluation and per fault (rank 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.f = open(path, "a", buffering=1 << 16) if enabled else open(os.devnull, "w")
+
+    def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
+        self.f.write(f'{{"step": {trainer.step}, "loss": {trainer.loss:.6f}, "lr": {lr:.6g}, '
+                     f'"t": {trainer.elapsed():.4f}}}\n')
+
+    def on_fault(self, trainer: Trainer) -> None:
+        self.f.write(json.dumps({"event": "fault", "step": trainer.step - 1,
+                                 "loss": trainer.loss}) + "\n")
+
+    def on_eval(self, trainer: Trainer, rec: dict) -> None:
+        self.f.write(json.dumps({"event": "eval", **rec}) + "\n")
+
+    def on_save(self, trainer: Trainer) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class TensorBoard(Hook):
+    """Forwards steps and evaluations to a tblog logger (TBLogger, or NullLogger when off)."""
+
+    def __init__(self, logger: Any):
+        self.logger = logger
+
+    def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
+        self.logger.step(trainer.step, trainer.loss, lr, grad_norm)
+
+    def on_eval(self, trainer: Trainer, rec: dict) -> None:
+        self.logger.eval(trainer.step, rec, trainer.model)
+
+    def close(self) -> None:
+        self.logger.close()
+
+
+class Progress(Hook):
+    """A tqdm bar (steps, or seconds under a time budget) and the evaluation lines. With no bar
+    (enabled=False, or None and stderr is not a terminal) the lines go to the log function."""
+
+    def __init__(self, enabled: bool | None, max_steps: int | None, max_time: float | None,
+                 start: int, chars_per_step: int, log: Any):
+        self.max_time, self.chars_per_step, self.log = max_time, chars_per_step, log
+        self.bar = None
+        if enabled is not False:
+            disable = None if enabled is None else False
+            if max_time:
+                bar = tqdm(total=int(max_time), unit="s", disable=disable, leave=False)
+            else:
+                bar = tqdm(total=max_steps, initial=start, unit="step", disable=disable, leave=False)
+            self.bar = None if bar.disable else bar
+
+    def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
+        bar = self.bar
+        if bar is None:
+            return
+        if self.max_time:
+            bar.n = min(int(trainer.elapsed()), int(self.max_time))
+            bar.refresh()
+        else:
+            bar.update(1)
+        if trainer.step % 10 == 0:
+            rate = trainer.step * self.chars_per_step / max(trainer.elapsed(), 1e-9)
+            bar.set_postfix_str(f"loss {trainer.loss:.3f} {rate / 1000:.1f}k chars/s")
+
+    def on_eval(self, trainer: Trainer, rec: dict) -> None:
+        score = rec["val_loss"]
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"loss {trainer.loss:.3f} {rec['eval_split']} {score:.3f}")
+        label = "val" if rec["eval_split"] == "val" else "whole text"
+        msg = (f"step {trainer.step:6d}  train {trainer.loss:.4f}  {label} {score:.4f} nats "
+               f"({rec['val_bits_per_char']:.3f} bits/char)")
+        (self.bar.write if self.bar is not None else self.log)(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Signals(Hook):
+    """Notes SIGINT/SIGTERM instead of dying, so the loop can save and stop between steps;
+    restores the previous handlers when closed. Off the main thread it installs nothing."""
+
+    def __init__(self) -> None:
+        self.caught: list[int] = []
+        self.previous: dict = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.caught.append(signum)
+
+    @property
+    def signum(self) -> int:
+        return self.caught[0] if self.caught else signal.SIGTERM
+
+    def close(self) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,517 @@
+"""The training loop: a Trainer, and `train()`, which runs one (the CLI and the API call it).
+
+It prepares the corpus, builds the model, and runs truncated BPTT over B contiguous streams,
+carrying (and detaching) the hidden state from one window to the next. Every `eval_every` steps
+it measures the loss over the *whole* validation split in one stateful pass (evaluate.py), keeps
+the best weights and a resumable last checkpoint (rundir.py).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from .. import __version__, rundir
+from ..config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, resolve
+from ..configfile import write_run_config
+from ..data import StreamBatches, prepare_corpus, token_counts
+from ..evaluate import LN2, autocast, evaluate_tokens, pick_device, pick_precision
+from ..model import CharRNN, detach_state
+from ..reference import CharLSTM as NumpyCharLSTM
+from ..reference import ReferenceTrainer
+from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run
+from . import distributed, hooks
+from .tblog import open_logger
+
+
+class TrainingInterrupted(CharwiseError):
+    """Raised after SIGINT/SIGTERM once a resumable checkpoint is safely on disk."""
+
+    def __init__(self, signum: int, run_dir: Path):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: stopped; a resumable checkpoint is in {run_dir} "
+                         f"(continue with: charwise train --resume {run_dir})")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    best_val_loss: float | None
+    best_step: int | None
+    final_train_loss: float
+    train_seconds: float
+    history: list[dict] = field(default_factory=list)
+    stopped_because: str = ""
+
+
+# Settings a resumed run may change (its budget and where it runs); the rest are the run's.
+RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "device", "threads",
+             "tensorboard", "keep", "checkpoint_every"}
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def learning_rate(tcfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over `warmup_steps`, then cosine or linear decay to lr*min_lr_ratio as
+    progress -> 1."""
+    if step < tcfg.warmup_steps:
+        return tcfg.lr * (step + 1) / tcfg.warmup_steps
+    p = min(max(progress, 0.0), 1.0)
+    left = 1 - p if tcfg.decay == "linear" else 0.5 * (1 + math.cos(math.pi * p))
+    return tcfg.lr * (tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * left)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _optimizer(model: CharRNN, tcfg: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
+    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith("embed"))]
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
+              {"params": other, "weight_decay": 0.0}]
+    # fused: one kernel over all parameters instead of a chain of foreach ops (several times
+    # faster; benchmarks/README.md)
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, tcfg.beta2), fused=fused)
+
+
+def _check_out(out: Path, resume: bool, force: bool) -> None:
+    """Refuse an output that would lose the user's files, before anything is written."""
+    if resume:
+        return
+    if out.exists() and not out.is_dir():
+        raise CharwiseError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise CharwiseError(f"{out}: directory exists and is not empty "
+                            "(use --resume to continue that run or --force to replace it)")
+
+
+def _prepare_out(out: Path, resume: bool, force: bool) -> None:
+    if not resume and out.is_dir() and force:
+        # --force replaces only what charwise wrote; other files in the directory stay
+        for name in RUN_FILES:
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        for old in out.glob("ckpt-*.safetensors"):
+            old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class Trainer:
+    """One training run: `setup()` prepares the corpus, model and run directory; `fit()` runs
+    the loop; `evaluate()` scores the whole validation split; `save()` writes a checkpoint.
+    The run's state (step, carried hidden state, best loss, clock) lives on the object, and
+    the progress bar, metrics.jsonl, TensorBoard and the signal handler are hooks (hooks.py).
+
+    `overrides` are any ModelConfig/TrainConfig fields (e.g. hidden_size=256, max_time=60).
+    With resume=True the run in `out` continues from its last checkpoint exactly where it
+    stopped; only budget fields may then be changed. Under torchrun each process trains its
+    share of the streams (DDP).
+    """
+
+    def __init__(self, corpus: str | os.PathLike | None = None,
+                 out: str | os.PathLike = "runs/latest", preset: str | None = "auto",
+                 resume: bool = False, force: bool = False, progress: bool | None = None,
+                 log: Callable[..., Any] = print, **overrides: Any):
+        self.out, self.resume, self.force, self.show_progress = Path(out), resume, force, progress
+        self.log = log
+        self.prev = read_run(self.out) if resume else None
+        self.corpus = self.prev["corpus"]["source"] if self.prev is not None else corpus
+        self.mcfg, self.tcfg = self._settings(preset, overrides)
+        # the run's state, restored by a resume
+        self.step, self.state, self.loss, self.why = 0, None, float("nan"), "budget"
+        self.best: dict | None = None
+        self.since_best, self.faults, self.last_eval_step = 0, 0, -1
+        self.eval_seconds, self.hooks = 0.0, []
+
+    def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
+        if self.prev is None:
+            return resolve(auto_preset(self.corpus) if preset == "auto" else preset, **overrides)
+        changed = {k for k, v in overrides.items() if v is not None} - RESUMABLE
+        if changed:
+            raise CharwiseError(f"--resume keeps the run's settings; cannot change "
+                                f"{', '.join(sorted(changed))}")
+        return (build(ModelConfig, self.prev["model"]),
+                replace(build(TrainConfig, self.prev["train"]),
+                        **{k: v for k, v in overrides.items() if v is not None}))
+
+    # ------------------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        if self.tcfg.threads:
+            torch.set_num_threads(self.tcfg.threads)
+        self.dist = dist = distributed.setup(self.tcfg.device)
+        if dist.enabled and self.tcfg.engine != "torch":
+            raise CharwiseError("distributed training needs --engine torch")
+        if not dist.main:
+            self.log = lambda *a: None                           # rank 0 speaks
+        self._load_data()
+        self._build_model()
+        if self.prev is not None:
+            self._restore()
+        # DDP averages the gradients of the ranks' equal shares: the same update as one process.
+        self.net = self.model
+        if dist.enabled:
+            self.net = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        tb = open_logger(self.tcfg.tensorboard and dist.main, self.out, self.data.vocab, self.info,
+                         self.chars_per_step, self.step)
+        if dist.main:
+            write_run(self.out, self.info)
+            write_run_config(self.out, self.info)         # config.toml: `train --config` reruns it
+        self._announce()
+        self.signals = hooks.Signals()
+        self.hooks = [hooks.MetricsFile(self.out / METRICS, dist.main), hooks.TensorBoard(tb),
+                      hooks.Progress(self.show_progress if dist.main else False, self.max_steps,
+                                     self.tcfg.max_time, self.step, self.chars_per_step, self.log),
+                      self.signals]
+        self.t0 = time.perf_counter() - self.spent
+        # With a time budget the final evaluation must fit in it: until one has been timed,
+        # extrapolate from scoring a short slice.
+        if self.tcfg.max_time and dist.main:
+            self.eval_seconds = _estimate_eval_seconds(self.model, self.eval_tok, self.precision)
+        self.last_tick = (time.perf_counter(), 0.0)     # (time, seconds of the last step)
+        self.last_save = self.elapsed()                 # when the last checkpoint was written
+
+    def _load_data(self) -> None:
+        """Check the output, encode the corpus (rank 0 first), split it, cut the streams."""
+        dist, tcfg, out = self.dist, self.tcfg, self.out
+        _check_out(out, self.resume, self.force)
+        distributed.barrier(dist)                        # every rank checked before any write
+        if dist.main:
+            _prepare_out(out, self.resume, self.force)
+            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding)
+        distributed.barrier(dist)                        # then the others read rank 0's cache
+        if not dist.main:
+            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding)
+        if self.prev is not None and list(self.data.vocab.chars) != self.prev["vocab"]:
+            raise CharwiseError(f"{self.data.source}: the corpus changed since this run began "
+                                "(its vocabulary differs); cannot resume")
+        self.train_tok, self.val_tok = self.data.split(tcfg.val_fraction)
+        n_fit = (len(self.train_tok) - 1) // tcfg.seq_len
+        if self.prev is None and 1 <= n_fit < tcfg.batch_size and not dist.enabled:
+            self.log(f"note: text too short for {tcfg.batch_size} streams of {tcfg.seq_len}; "
+                     f"using {n_fit}")
+            tcfg = replace(tcfg, batch_size=n_fit)                 # a short text: fewer streams
+        distributed.check_world(dist, tcfg.batch_size, self.prev and self.prev.get("world_size", 1))
+        self.rows = dist.streams(tcfg.batch_size)
+        self.batches = StreamBatches(self.train_tok, tcfg.batch_size, tcfg.seq_len, seed=tcfg.seed,
+                                     streams=self.rows)
+        # no split (the spec's setup): evaluate on the whole text
+        self.eval_tok = self.val_tok if len(self.val_tok) >= 2 else self.train_tok
+        if len(self.val_tok) < 2 and tcfg.val_fraction > 0:
+            self.log("note: validation split too short; evaluating on the training text")
+        if tcfg.max_steps is None and tcfg.max_epochs is None and tcfg.max_time is None:
+            tcfg = replace(tcfg, max_epochs=10.0)
+        self.tcfg, self.mcfg = tcfg, replace(self.mcfg, vocab_size=len(self.data.vocab))
+        self.windows = self.batches.windows_per_epoch
+        self.max_steps = tcfg.max_steps
+        if tcfg.max_epochs is not None:
+            self.max_steps = min(self.max_steps or 10**18, max(1, int(tcfg.max_epochs * self.windows)))
+        self.chars_per_step = tcfg.batch_size * tcfg.seq_len
+
+    def _build_model(self) -> None:
+        """Device, precision, seeds, model, optimizer (or the NumPy engine) and run.json's info."""
+        tcfg, mcfg, data = self.tcfg, self.mcfg, self.data
+        self.device = distributed.device_for(self.dist, pick_device(tcfg.device))
+        self.precision = pick_precision(tcfg.precision, self.device, mcfg)
+        torch.manual_seed(tcfg.seed)
+        random.seed(tcfg.seed)
+        self.np_rng = np.random.default_rng(tcfg.seed)
+        self.model = CharRNN(mcfg).to(self.device)
+        self.opt = _optimizer(self.model, tcfg)
+        self.ref = _reference_trainer(self.model, tcfg, self.resume) if tcfg.engine == "numpy" else None
+        self.precision = "fp32" if self.ref is not None else self.precision
+        self.info = {
+            "charwise_version": __version__, "model": asdict(mcfg), "train": asdict(tcfg),
+            "vocab": list(data.vocab.chars), "parameters": self.model.num_parameters,
+            "corpus": {"source": data.source, "sha256": data.sha256, "chars": len(data.tokens),
+                       "train_chars": len(self.train_tok), "val_chars": len(self.val_tok)},
+            "device": str(self.device), "precision": self.precision, "world_size": self.dist.world,
+            "best": None, "history": [], "status": "training", "train_seconds": 0.0, "step": 0,
+            # chunked: memmaps of GBs
+            "char_counts": token_counts(self.train_tok, len(data.vocab)).tolist(),
+        }
+        self.spent = 0.0
+
+    def _restore(self) -> None:
+        # last.safetensors is the one source of truth for a resume: run.json may be a write behind.
+        self.step, self.state, self.spent, meta = rundir.restore(
+            self.out, self.model, self.opt, self.np_rng, self.device, self.dist.rank, self.rows)
+        self.best = meta["best"]
+        self.info.update(best=meta["best"], history=meta["history"])
+        self.last_eval_step = meta.get("last_eval_step", -1)
+        self.since_best = meta.get("since_best", 0)
+        self.loss = meta.get("loss", float("nan"))
+        self.faults = meta.get("faults", 0)
+        if self.dist.main:
+            rundir.truncate_metrics(self.out / METRICS, self.step)
+
+    def _announce(self) -> None:
+        m = self.mcfg
+        self.log(f"charwise {__version__}: {m.cell.upper()} {m.layers}x{m.hidden_size}, "
+                 f"{self.model.num_parameters:,} parameters, vocabulary {len(self.data.vocab)}, "
+                 f"{len(self.train_tok):,} train / {len(self.val_tok):,} val chars, "
+                 f"{self.device} {self.precision}"
+                 + (f", {self.dist.world} processes" if self.dist.enabled else ""))
+
+    # ------------------------------------------------------------------------- the loop
+
+    def fit(self) -> TrainResult:
+        """Set up, train until a budget, patience or a signal stops it, and return the result."""
+        self.setup()
+        try:
+            self._loop()
+        except RuntimeError as e:
+            if not self.dist.enabled:
+                raise
+            # A peer died or timed out mid-collective: one line instead of a gloo/NCCL trace.
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise CharwiseError(f"rank {self.dist.rank}: another training process stopped or "
+                                f"timed out ({first}); the last checkpoint in {self.out} can be "
+                                f"resumed with torchrun ... -m charwise train --resume "
+                                f"--out {self.out}") from None
+        finally:
+            for hook in self.hooks:
+                hook.close()
+        self.info["stopped_because"] = self.why
+        if self.dist.main:
+            write_run(self.out, self.info)
+        distributed.shutdown(self.dist)
+        best = self.best
+        return TrainResult(self.out, self.step, best["val_loss"] if best else None,
+                           best["step"] if best else None, self.loss, round(self.elapsed(), 3),
+                           self.info["history"], self.why)
+
+    def _loop(self) -> None:
+        tcfg, dist = self.tcfg, self.dist
+        self.model.train()
+        stop_now, out_of_time = False, self.time_up()
+        while True:
+            if self.max_steps is not None and self.step >= self.max_steps:
+                break
+            if out_of_time:
+                self.why = "time"
+                break
+            if stop_now:
+                self.save("interrupted")
+                raise TrainingInterrupted(self.signals.signum, self.out)
+            xb, yb = self._next_window()
+            lr = learning_rate(tcfg, self.step, self.progress())
+            loss, gnorm, ok = self.train_step(xb, yb, lr)
+            self.step += 1
+            self.loss, stop_now, out_of_time, saving = distributed.agree(
+                dist, loss, bool(self.signals.caught), self.time_up(), self.save_due(),
+                device=self.device)
+            if not ok:
+                self._fault()
+                continue
+            self._emit("on_step", lr, gnorm)
+            if tcfg.eval_every and self.step % tcfg.eval_every == 0:
+                self.evaluate()
+                self.save("training")
+                if tcfg.patience is not None and self.since_best >= tcfg.patience:
+                    self.why = "patience"
+                    break
+                _, out_of_time = distributed.agree(dist, 0.0, self.time_up(), device=self.device)
+            elif saving and not out_of_time:
+                self.save("training")          # the run is never more than a minute from safe
+        if self.last_eval_step != self.step:
+            self.evaluate()
+        self.save("done")
+
+    def _next_window(self) -> tuple[np.ndarray, np.ndarray]:
+        """The step's (B, T) inputs and targets; restarts the carried state where it is due."""
+        k, epoch = self.step % self.windows, self.step // self.windows
+        ref, n_rows = self.ref, len(self.batches.rows)
+        if k == 0:                                              # a new epoch starts cold
+            self.state = self.model.zero_state(n_rows, self.device)
+            if ref is not None:
+                ref.reset_state(self.tcfg.batch_size)
+        elif self.tcfg.reset_every:
+            keep = stream_keep_mask(self.step, self.batches.rows, self.tcfg.reset_every)   # (B,)
+            if not keep.all():
+                self.state = tuple(s * torch.from_numpy(keep).to(s)[None, :, None] for s in self.state)
+                if ref is not None and ref.state is not None:
+                    ref.state = tuple(s * keep[None, :, None].astype(s.dtype) for s in ref.state)
+        return self.batches.window(k, epoch)
+
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, float, bool]:
+        """One optimizer step on a window; returns (loss, grad norm, ok). A non-finite loss or
+        gradient skips the update and restarts the carried state."""
+        if self.ref is not None:
+            loss = self.ref.step(xb, yb, lr=lr)
+            return loss, self.ref.last_grad_norm, math.isfinite(self.ref.last_grad_norm)
+        x, y = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in (xb, yb))
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        with autocast(self.device, self.precision):
+            logits, new_state = self.net(x, self.state)                  # (B, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, self.mcfg.vocab_size).float(), y.reshape(-1))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.tcfg.grad_clip if self.tcfg.grad_clip > 0 else float("inf")
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        ok = math.isfinite(gnorm)              # a NaN loss makes the (all-reduced) norm NaN too
+        if ok:
+            self.opt.step()
+        self.state = (detach_state(new_state) if ok
+                      else self.model.zero_state(len(self.batches.rows), self.device))
+        return loss.item(), gnorm, ok
+
+    def _fault(self) -> None:
+        """A numerical fault: the update was skipped (weights unchanged) and the stream state
+        restarted; after repeated faults the run stops, best checkpoint intact."""
+        self.faults += 1
+        self._emit("on_fault")
+        if self.faults >= 5:
+            self.save("failed")
+            raise CharwiseError(f"training diverged: non-finite loss or gradients {self.faults} "
+                                f"times (last at step {self.step - 1}); try a lower --lr")
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, event)(self, *args)
+
+    # ------------------------------------------------------------------------- the clock
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def time_up(self) -> bool:
+        # The final evaluation and the step under way must fit in the budget too: stop when one
+        # more step plus an evaluation (with 15 % to spare: they vary) would overrun it.
+        now = time.perf_counter()
+        self.last_tick = (now, now - self.last_tick[0])
+        return (bool(self.tcfg.max_time)
+                and self.elapsed() + 1.15 * self.eval_seconds + self.last_tick[1] >= self.tcfg.max_time)
+
+    def save_due(self) -> bool:
+        every = self.tcfg.checkpoint_every
+        return bool(every) and self.elapsed() - self.last_save >= every
+
+    def progress(self) -> float:
+        """How far through its budget the run is, 0..1 (the schedule's position)."""
+        p = [self.step / self.max_steps] if self.max_steps else []
+        if self.tcfg.max_time:
+            p.append(self.elapsed() / max(self.tcfg.max_time - self.eval_seconds, 1e-9))
+        return max(p) if p else 0.0
+
+    # ------------------------------------------------------------------------- evaluate, save
+
+    def _sync_reference(self) -> None:
+        # The NumPy engine owns the weights while it trains; copy them into the torch model
+        # (same names and layouts) to evaluate and save with the shared code.
+        if self.ref is not None:
+            self.model.load_state_dict({k: torch.from_numpy(v.astype(np.float32))
+                                        for k, v in self.ref.model.state_dict().items()})
+
+    def evaluate(self) -> dict:
+        """Score the whole evaluation split; keep the best weights; returns the history record."""
+        te = time.perf_counter()
+        self._sync_reference()
+        rec = {"step": self.step, "train_loss": self.loss, "time": round(self.elapsed(), 3),
+               "eval_split": "val" if len(self.val_tok) >= 2 else "train",
+               "precision": self.precision}
+        # One stateful pass is sequential by nature: rank 0 scores the whole split exactly,
+        # and every rank gets its numbers (so early-stopping decisions agree).
+        res = (evaluate_tokens(self.model, self.eval_tok, self.precision) if self.dist.main
+               else {"loss": 0.0, "chars": 0})
+        loss, chars = distributed.broadcast_floats(self.dist, [res["loss"], res["chars"]], self.device)
+        rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
+                   val_perplexity=math.exp(min(loss, 700)), val_chars=int(chars))
+        if math.isfinite(loss) and (self.best is None or loss < self.best["val_loss"]):
+            self.best = {"step": self.step, "val_loss": loss}
+            if self.dist.main:                 # never overwritten by a worse or broken model
+                save_tensors(self.out / BEST, self.model.state_dict(),
+                             {"step": self.step, "val_loss": loss})
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        rec["best_step"] = self.best["step"] if self.best else None
+        self.info["history"].append(rec)
+        self._emit("on_eval", rec)
+        self.eval_seconds = time.perf_counter() - te
+        self.last_tick = (time.perf_counter(), self.last_tick[1])   # an evaluation is not a step
+        self.last_eval_step = self.step
+        return rec
+
+    def save(self, status: str) -> None:
+        """Write last.safetensors (everything an exact resume needs) and run.json."""
+        self.last_save = self.elapsed()
+        self._sync_reference()
+        dist = self.dist
+        self.info.update(best=self.best, status=status, train_seconds=round(self.elapsed(), 3),
+                         step=self.step)
+        # collectives first (every rank), then rank 0 writes the whole run's state
+        full_state = (tuple(distributed.gather_rows(dist, s, 1) for s in self.state)
+                      if self.state else None)
+        # (gloo mishandles uint8 all-gathers here: the RNG bytes travel as int64)
+        rng = distributed.gather_rows(
+            dist, torch.get_rng_state().to(self.device, torch.int64)[None].clone(), 0)
+        rng = rng.to("cpu", torch.uint8)
+        if not dist.main:
+            return
+        self._emit("on_save")
+        extra = {"best": self.best, "history": self.info["history"], "since_best": self.since_best,
+                 "loss": self.loss, "faults": self.faults, "last_eval_step": self.last_eval_step,
+                 "world_size": dist.world}
+        rundir.save_last(self.out, self.model, self.opt, full_state, rng, self.np_rng, self.step,
+                         self.elapsed(), extra)
+        if self.tcfg.keep:
+            rundir.keep_older(self.out, self.step, self.tcfg.keep)
+        write_run(self.out, self.info)
+
+
+def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "runs/latest",
+          preset: str | None = "auto", resume: bool = False, force: bool = False,
+          progress: bool | None = None, log: Callable[..., Any] = print,
+          **overrides: Any) -> TrainResult:
+    """Train a character model on `corpus` (the bundled spec corpus when None) into `out`:
+    `Trainer(...).fit()`. See Trainer for the arguments."""
+    return Trainer(corpus, out, preset, resume, force, progress, log, **overrides).fit()
+
+
+def stream_keep_mask(step: int, rows: np.ndarray, every: int) -> np.ndarray:
+    """Which streams keep their carried state at `step`: stream b starts cold again every
+    `every` windows, the streams staggered so that a few restart at each step. Sampling and
+    evaluation always start from a zero state; a model that has only met it at epoch starts
+    (16 times an epoch, say) can blow its cell state up from there (seen: 9 nats/char after
+    a quarter epoch). A pure function of the step, so resuming reproduces it."""
+    return (step + rows) % every != 0
+
+
+def _estimate_eval_seconds(model: CharRNN, tokens: np.ndarray, precision: str,
+                           probe: int = 4096) -> float:
+    n = min(len(tokens), probe + 1)
+    t = time.perf_counter()
+    evaluate_tokens(model, tokens[:n], precision)
+    return (time.perf_counter() - t) * len(tokens) / n * 1.1
+
+
+def _reference_trainer(model: CharRNN, tcfg: TrainConfig, resume: bool):
+    """The NumPy engine, starting from the torch model's initial weights."""
+    if resume:
+        raise CharwiseError("--resume is not supported with --engine numpy (use the torch engine)")
+    if model.cfg.dropout > 0:
+        raise CharwiseError("--engine numpy has no dropout; use --dropout 0")
+    if tcfg.device == "cuda":
+        raise CharwiseError("--engine numpy runs on the CPU only")
+    ref = NumpyCharLSTM.from_state_dict({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
+    return ReferenceTrainer(ref, lr=tcfg.lr, weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip,
+                            betas=(0.9, tcfg.beta2))

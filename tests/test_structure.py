@@ -1,0 +1,101 @@
+"""The package's shape, read from its source with `ast`: no import cycles, lower layers never
+import higher ones, and no function longer than MAX_LINES (declared tables excepted)."""
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "charwise"
+MAX_LINES = 80
+# Functions allowed to be longer because they are declarative tables, not logic.
+TABLES: set[str] = set()
+# The core: what every command builds on. None of it may import the layers above it.
+LOWER = {"charwise.config", "charwise.rundir", "charwise.data", "charwise.model",
+         "charwise.evaluate", "charwise.sample"}
+HIGHER = ("charwise.training", "charwise.inspect", "charwise.cli", "charwise.serve",
+          "charwise.api", "charwise.export", "charwise.info")
+
+
+def _modules() -> dict[str, tuple[Path, ast.Module]]:
+    mods = {}
+    for p in sorted(SRC.rglob("*.py")):
+        parts = p.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = (p, ast.parse(p.read_text(encoding="utf-8")))
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the charwise modules it imports anywhere (function-level imports included, so
+    a cycle cannot hide inside a function)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, (path, tree) in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.split(".")[0] == "charwise"}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] != "charwise":
+                    continue
+                # `from . import x` names a submodule when there is one, else the package
+                subs = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in mods]
+                deps |= set(subs) if subs else {target}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> list[str] | None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == 1:
+                return stack[stack.index(d):] + [d]
+            if d not in state and (found := visit(d)):
+                return found
+        stack.pop()
+        state[m] = 2
+        return None
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return None
+
+
+def test_import_graph_has_no_cycles():
+    graph = import_graph()
+    assert "charwise.training.loop" in graph and "charwise.sample" in graph
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph) or [])
+
+
+def test_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_lower_layers_do_not_import_higher_ones():
+    graph = import_graph()
+    bad = sorted(f"{m} -> {d}" for m in LOWER for d in graph[m]
+                 if any(d == h or d.startswith(h + ".") for h in HIGHER))
+    assert not bad, bad
+
+
+def test_no_long_functions():
+    long = []
+    for name, (_, tree) in _modules().items():
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                qual = f"{name}.{node.name}"
+                if n > MAX_LINES and qual not in TABLES:
+                    long.append(f"{qual}: {n} lines")
+    assert not long, long
