@@ -1,5 +1,6 @@
-"""Figures. matplotlib is imported inside each function (lazily, with the Agg backend), so
-importing charwise never pays for it and headless machines need no display."""
+"""Figures. matplotlib is imported inside each function (lazily), and figures are made without
+pyplot, so importing charwise never pays for it, headless machines need no display, and in a
+notebook the *_figure functions return Figures that draw inline (the others write PNGs)."""
 from __future__ import annotations
 
 import json
@@ -15,11 +16,12 @@ from .analysis import visible
 BLUE, RED, GREEN, GREY = "#3498db", "#e74c3c", "#27ae60", "#7f8c8d"
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(figsize):
+    """(Figure, Axes) without pyplot: no backend is chosen or switched (a notebook keeps its
+    inline one), nothing is kept in pyplot's list of open figures, and no display is needed."""
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots()
 
 
 def _save(fig, path) -> Path:
@@ -27,7 +29,6 @@ def _save(fig, path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_writer(path) as f:
         fig.savefig(f, format="png", dpi=120)
-    _plt().close(fig)
     return path
 
 
@@ -55,15 +56,19 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def training_curve(run_dir, out_path, window: int = 10, title: str | None = None) -> Path:
+    """The training curve (curve_figure) as a PNG file."""
+    return _save(curve_figure(run_dir, window, title), out_path)
+
+
+def curve_figure(run_dir, window: int = 10, title: str | None = None):
     """Raw training loss, its `window`-step moving average (as the spec draws it), the
-    evaluation points, the best step, and a bits/char axis on the right."""
-    plt = _plt()
+    evaluation points, the best step, and a bits/char axis on the right: a Figure."""
     steps, evals = read_metrics(run_dir)
     if not steps:
         raise CharwiseError(f"{run_dir}: no training steps recorded yet in {METRICS}")
     s = np.array([r["step"] for r in steps])
     loss = np.array([r["loss"] for r in steps])
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = _figure((10, 4))
     ax.plot(s, loss, alpha=0.3, color=BLUE, lw=1, label="training loss")
     ma = moving_average(loss, window)
     if len(ma):
@@ -91,7 +96,7 @@ def training_curve(run_dir, out_path, window: int = 10, title: str | None = None
     ax.legend(loc="upper right")
     _bits_axis(ax)
     fig.tight_layout()
-    return _save(fig, out_path)
+    return fig
 
 
 def _bits_axis(ax):
@@ -100,13 +105,17 @@ def _bits_axis(ax):
 
 
 def per_char_chart(table, out_path, k: int = 15, title: str | None = None) -> Path:
+    """The per-character loss chart (per_char_figure) as a PNG file."""
+    return _save(per_char_figure(table, k, title), out_path)
+
+
+def per_char_figure(table, k: int = 15, title: str | None = None):
     """The spec's bar chart of the k hardest characters (highest mean loss), with readable
     labels (a space is \u2423, a newline \u21b5), each bar's count (a mean over 1 occurrence
     is noise, and the reader should see that), and the mean over all characters."""
-    plt = _plt()
     top = table.head(k)
     labels = [visible(c) for c in top.chars]
-    fig, ax = plt.subplots(figsize=(10, 4.2))
+    fig, ax = _figure((10, 4.2))
     x = np.arange(len(labels))
     bars = ax.bar(x, top.mean_nats, color=BLUE, alpha=0.85)
     ax.set_xticks(x, labels, fontsize=13, family="DejaVu Sans Mono")
@@ -124,15 +133,19 @@ def per_char_chart(table, out_path, k: int = 15, title: str | None = None) -> Pa
     ax.legend(loc="upper right", fontsize=9)
     _bits_axis(ax)
     fig.tight_layout()
-    return _save(fig, out_path)
+    return fig
 
 
 def heatmap_chart(hm, out_path, title: str | None = None) -> Path:
+    """The hidden-state heatmap (heatmap_figure) as a PNG file."""
+    return _save(heatmap_figure(hm, title), out_path)
+
+
+def heatmap_figure(hm, title: str | None = None):
     """Units x characters, the characters as x tick labels. h is tanh-bounded, so its colour
     scale is fixed at [-1, 1] (comparable between pictures); c is scaled to its largest value."""
-    plt = _plt()
     U, T = hm.data.shape
-    fig, ax = plt.subplots(figsize=(min(4 + 0.32 * T, 24), min(3 + 0.055 * U, 12)))
+    fig, ax = _figure((min(4 + 0.32 * T, 24), min(3 + 0.055 * U, 12)))
     lim = 1.0 if hm.kind == "h" else float(np.abs(hm.data).max()) or 1.0
     im = ax.imshow(hm.data, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
                    interpolation="nearest")
@@ -147,4 +160,4 @@ def heatmap_chart(hm, out_path, title: str | None = None) -> Path:
     ax.set_title(title or f"{name}, layer {hm.layer}: {shown} \u00d7 {T} characters")
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01).set_label(f"{hm.kind} (layer {hm.layer})")
     fig.tight_layout()
-    return _save(fig, out_path)
+    return fig
