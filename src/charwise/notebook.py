@@ -213,6 +213,20 @@ class Run:
             self._texts[None] = (t.ids, t.source)
         return self._texts[None]
 
+    def losses(self, text=None, window: int | None = None, oov: str = "error") -> np.ndarray:
+        """Loss (nats) of each prediction of `text` (None: the run's analysis text); entry i
+        predicts character i+1. window None: one pass with the state carried through the whole
+        text; window T: each T-character window scored from a zero state, as the chapter does
+        (the same predictions, less context)."""
+        ids, _ = self._text(text, oov)
+        if window is None:
+            return A.position_losses(self.net, ids)[0]
+        if window < 1:
+            raise CharwiseError(f"window must be >= 1, got {window}")
+        parts = [A.position_losses(self.net, ids[k:k + window + 1])[0]
+                 for k in range(0, len(ids) - 1, window)]
+        return np.concatenate(parts)
+
     def per_char_table(self, text=None, oov: str = "error"):
         """Loss per target character, hardest first (a CharTable), from one stateful pass."""
         key = ("table", text, oov)
