@@ -120,3 +120,11 @@ def test_losses_in_one_pass_and_in_cold_windows(run):
     assert abs(cold[:40] - whole[:40]).max() < 1e-4     # the first window starts cold either way
     with pytest.raises(CharwiseError, match="window"):
         run.losses(window=0)
+
+
+def test_importing_notebook_first_keeps_charwise_train_a_function():
+    import subprocess
+    import sys
+    code = ("import charwise.notebook, charwise; assert callable(charwise.train), charwise.train; "
+            "assert callable(charwise.open_run)")
+    subprocess.run([sys.executable, "-c", code], check=True)

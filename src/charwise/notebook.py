@@ -29,6 +29,11 @@ from . import analysis as A
 from . import neurons as N
 from .config import CharwiseError
 from .plots import curve_figure, heatmap_figure, moving_average, per_char_figure, read_metrics
+from . import __getattr__ as _api
+
+# Importing the modules above imports the submodule charwise.train, which Python binds over the
+# package's train() function; bind the API functions again, as `charwise.train` first does.
+_api("train")
 
 __all__ = ["Run", "open_run", "compare_curves", "Samples", "Neurons", "HTML"]
 
@@ -283,8 +288,11 @@ class Run:
                   state: str = "h", label: str = "") -> HTML:
         """The text coloured by one unit's activation just after each character is read (red
         positive, blue negative); hover a character for the activation and the model's top-5
-        guesses for the next one."""
+        guesses for the next one. Without a text: the run's analysis text, from its first line start."""
         ids, source = self._text(text)
+        if text is None:
+            nl = np.flatnonzero(ids[:200] == self.vocab.chars.index("\n")) if "\n" in self.vocab.chars else []
+            ids = ids[nl[0] + 1:] if len(nl) else ids
         ids = ids[:chars]
         acts = N.layer_states(self.net, ids, layer, state)
         if not 0 <= unit < acts.shape[1]:
