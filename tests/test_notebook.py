@@ -102,6 +102,7 @@ def test_neurons_and_the_coloured_text(run):
 def test_figures_display_in_ipython_without_pyplot(run):
     pytest.importorskip("IPython")
     from IPython.core.interactiveshell import InteractiveShell
+
     from charwise import notebook
     shell = InteractiveShell.instance()
     notebook._show_figures_inline()

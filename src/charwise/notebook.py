@@ -25,15 +25,11 @@ from pathlib import Path
 import numpy as np
 
 # The core modules this view is drawn from (one place to change if they move).
-from . import analysis as A
-from . import neurons as N
 from .config import CharwiseError
-from .plots import curve_figure, heatmap_figure, moving_average, per_char_figure, read_metrics
-from . import __getattr__ as _api
-
-# Importing the modules above imports the submodule charwise.train, which Python binds over the
-# package's train() function; bind the API functions again, as `charwise.train` first does.
-_api("train")
+from .evaluate import LN2
+from .inspect import analysis as A
+from .inspect import neurons as N
+from .inspect.plots import curve_figure, heatmap_figure, moving_average, per_char_figure, read_metrics
 
 __all__ = ["Run", "open_run", "compare_curves", "Samples", "Neurons", "HTML"]
 
@@ -161,7 +157,7 @@ class Run:
                              f"{self.info.get('status')} ({self.info.get('stopped_because') or '-'})")]
         if self.best_loss is not None:
             where = "validation" if self.eval_split == "val" else "whole training text"
-            rows.append(("best loss", f"{self.best_loss:.4f} nats/char ({self.best_loss / A.LN2:.3f} "
+            rows.append(("best loss", f"{self.best_loss:.4f} nats/char ({self.best_loss / LN2:.3f} "
                                       f"bits/char) on the {where}, step {self.best_step}"))
         return rows
 
@@ -210,7 +206,7 @@ class Run:
         """(ids, description) of `text`, or of the run's own analysis text when None (its
         validation split, or the training text when it has none)."""
         if text is not None:
-            ids, skipped = A.encode(self.vocab, text, oov, what="text")
+            ids, skipped = self.vocab.encode_text(text, oov, what="text")
             return np.asarray(ids, np.int64), ("the given text" + (f" ({skipped} characters skipped)"
                                                                     if skipped else ""))
         if None not in self._texts:
@@ -253,7 +249,7 @@ class Run:
         if not self.vocab.unknown(A.SPEC_SENTENCE):
             return A.SPEC_SENTENCE
         ids, _ = self._text()
-        first = next((ln for ln in A.decode(self.vocab, ids[:500]).split("\n") if ln.strip()), "")
+        first = next((ln for ln in self.vocab.decode(ids[:500]).split("\n") if ln.strip()), "")
         return first[:60]
 
     def heatmap(self, text: str | None = None, layer: int = -1, state: str = "h",
@@ -281,7 +277,7 @@ class Run:
         ids, source = self._text(text)
         ids = ids[:chars]
         acts = N.layer_states(self.net, ids, layer, state)
-        feats = N.text_features(A.decode(self.vocab, ids))
+        feats = N.text_features(self.vocab.decode(ids))
         return Neurons(N.selective_units(acts, feats, top), len(ids), source)
 
     def show_unit(self, unit: int, text=None, chars: int = 600, layer: int = -1,
