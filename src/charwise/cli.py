@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   charwise train --config configs/shakespeare.toml --max-time 60   # a TOML file, flags override
   charwise info runs/shk                          # config, parameters, vocabulary, best loss
   charwise export runs/shk --format onnx          # runs/shk/model.onnx for onnxruntime
+  charwise export runs/shk --format web --quantize int8   # one HTML page, runs in any browser
   charwise serve runs/shk                         # playground page on http://127.0.0.1:8000/
 """
 
@@ -260,12 +261,25 @@ def _export_parser(sub) -> None:
                                    "(batch,) int64 ids, h [and c for an LSTM] (layers, batch, hidden); "
                                    "outputs logits (batch, vocab), h_out [, c_out]. The vocabulary is in "
                                    "the file's metadata (charwise.vocab). Needs pip install charwise[onnx].",
-                       epilog="example:\n  charwise export runs/shk --format onnx --out shk.onnx",
+                       epilog="examples:\n  charwise export runs/shk --format onnx --out shk.onnx\n"
+                              "  charwise export runs/shk --format web --quantize int8 --out shk.html",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
-    p.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default: onnx)")
-    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/model.onnx)")
+    p.add_argument("--format", choices=("onnx", "web"), default="onnx",
+                   help="onnx, or web: one self-contained HTML page that runs the model in any "
+                        "browser, offline (default: onnx)")
+    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/model.onnx or model.html)")
     _which(p)
+    # --format web / --quantize (webexport.py, onnxquant.py)
+    p.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none",
+                   help="weights as float16 or int8 with per-row scales (default: none = float32); "
+                        "the loss change is checked on the validation split (or --text)")
+    p.add_argument("--text", default=None, metavar="FILE",
+                   help="check a quantized export's loss on this text (default: the run's validation split)")
+    p.add_argument("--max-loss-increase", type=_number(float), default=None, metavar="NATS",
+                   help="refuse a quantized export whose loss rises more than this, in nats/char "
+                        "(default: 0.01)")
+    p.add_argument("--force", action="store_true", help="--format web: overwrite an existing --out")
 
 
 def _serve_parser(sub) -> None:
@@ -381,7 +395,8 @@ def cmd_info(a) -> int:
 
 def cmd_export(a) -> int:
     from .export import export, summary_line
-    print(summary_line(export(a.run_dir, a.format, a.out, a.which)))
+    print(summary_line(export(a.run_dir, a.format, a.out, a.which, a.quantize, a.force, a.text,
+                              a.max_loss_increase)))
     return 0
 
 

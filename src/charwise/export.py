@@ -28,10 +28,22 @@ import torch
 
 from . import __version__
 from .config import CharwiseError
+from .onnxquant import quantize_proto
 from .rundir import atomic_write_bytes
 from .sample import load
+from .webexport import (
+    DEFAULT_MAX_LOSS_INCREASE,
+    check_quantize,
+    check_text,
+    export_web,
+    loss_phrase,
+    loss_report,
+    refuse_if_worse,
+    torch_loss,
+)
+from .webexport import summary_line as web_summary_line
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "web")           # web: webexport.py, one self-contained HTML page
 MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
 
 
@@ -61,9 +73,14 @@ def _require(module: str, extra: str = "onnx") -> None:
         raise CharwiseError(f"export to ONNX needs the {module} package: pip install charwise[{extra}]")
 
 
-def export_onnx(run_dir, out=None, which: str = "best", check: bool = True) -> dict:
+def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quantize: str = "none",
+                textfile=None, max_loss_increase: float | None = None) -> dict:
     """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx). When onnxruntime is
-    installed and `check` is set, run 64 steps through both and report the largest logit gap."""
+    installed and `check` is set, run 64 steps through both and report the largest logit gap.
+    quantize fp16/int8 (onnxquant.py): the loss of the quantized graph on the run's validation
+    split (or `textfile`) is compared with the original's; beyond max_loss_increase nothing is
+    written."""
+    check_quantize(quantize)
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
     model = load(run_dir, which=which)
@@ -106,6 +123,9 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True) -> d
         entry.key, entry.value = k, v
     proto.doc_string = (f"charwise {cfg.cell.upper()} {cfg.layers}x{cfg.hidden_size} character "
                         "model, one inference step; see metadata charwise.vocab")
+    if quantize != "none":
+        return _export_quantized(run_dir, model, proto, out, quantize, textfile, max_loss_increase,
+                                 {"inputs": ins, "outputs": outs})
     atomic_write_bytes(out, proto.SerializeToString())
     result = {"path": str(out), "bytes": out.stat().st_size, "inputs": ins, "outputs": outs,
               "max_abs_logit_diff": None, "checked_steps": 0}
@@ -118,6 +138,41 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True) -> d
             raise CharwiseError(f"{out}: the exported graph disagrees with the torch model (max "
                                 f"|logit difference| {result['max_abs_logit_diff']:.3g}); do not use it")
     return result
+
+
+def _export_quantized(run_dir, model, proto, out, quantize, textfile, max_loss_increase, io) -> dict:
+    """Quantize, check the loss in a temporary file, and only then write `out`."""
+    import tempfile
+    _require("onnxruntime")                 # a quantized export is never written unchecked
+    data = quantize_proto(proto, quantize)
+    text, where = check_text(run_dir, model, textfile)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(data)
+        worst, steps = check_against_torch(path, model)
+        loss = loss_report(torch_loss(model, text), onnx_loss(path, model, text), len(text) - 1, where)
+    limit = DEFAULT_MAX_LOSS_INCREASE if max_loss_increase is None else max_loss_increase
+    refuse_if_worse(loss, quantize, limit, "ONNX export")
+    atomic_write_bytes(out, data)
+    return {"path": str(out), "bytes": out.stat().st_size, **io, "quantize": quantize,
+            "max_abs_logit_diff": worst, "checked_steps": steps, "loss": loss}
+
+
+def onnx_loss(path, model, text: str) -> float:
+    """nats/char of `text` under the ONNX step graph at `path`, one character at a time."""
+    sess = onnx_session(path)
+    ids = model.vocab.encode(text).astype(np.int64)
+    cfg = model.net.cfg
+    ins, _ = io_names(cfg.cell)
+    state = [np.zeros((cfg.layers, 1, cfg.hidden_size), np.float32) for _ in ins[1:]]
+    total = 0.0
+    for t in range(len(ids) - 1):
+        got = sess.run(None, dict(zip(ins, [ids[t:t + 1], *state])))
+        z = got[0][0].astype(np.float64)
+        m = z.max()
+        total += m + np.log(np.exp(z - m).sum()) - z[ids[t + 1]]
+        state = got[1:]
+    return total / (len(ids) - 1)
 
 
 def onnx_session(path):
@@ -150,18 +205,29 @@ def check_against_torch(path, model, steps: int = 64, batch: int = 3, seed: int 
     return worst, steps
 
 
-def export(run_dir, fmt: str = "onnx", out=None, which: str = "best") -> dict:
+def export(run_dir, fmt: str = "onnx", out=None, which: str = "best", quantize: str = "none",
+           force: bool = False, textfile=None, max_loss_increase: float | None = None) -> dict:
     if fmt not in FORMATS:
         raise CharwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return export_onnx(run_dir, out, which)
+    if fmt == "web":
+        return export_web(run_dir, out, quantize, which, force, textfile,
+                          DEFAULT_MAX_LOSS_INCREASE if max_loss_increase is None else max_loss_increase)
+    return export_onnx(run_dir, out, which, quantize=quantize, textfile=textfile,
+                       max_loss_increase=max_loss_increase)
 
 
 def summary_line(res: dict) -> str:
+    if res.get("format") == "web":
+        return web_summary_line(res)
     size = res["bytes"]
     human = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
     line = f"wrote {res['path']} ({human}; inputs {', '.join(res['inputs'])} -> " \
            f"outputs {', '.join(res['outputs'])})"
     if res["max_abs_logit_diff"] is None:
         return line + "; not checked (pip install onnxruntime to check it against torch)"
+    if res.get("loss"):
+        return line + (f"; {res['quantize']}, checked with onnxruntime: max |logit difference| "
+                       f"{res['max_abs_logit_diff']:.2e} over {res['checked_steps']} steps"
+                       f"{loss_phrase(res['loss'])}")
     return line + (f"; checked with onnxruntime over {res['checked_steps']} steps: "
                    f"max |logit difference| {res['max_abs_logit_diff']:.2e}")

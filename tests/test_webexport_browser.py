@@ -1,0 +1,283 @@
+"""`charwise export --format web` in a real headless Chromium: the page, opened from disk
+(file://) with the network switched off, generates what `charwise sample` generates.
+
+Needs the system's Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)
+and is skipped, saying why, where they are absent; nothing is downloaded.
+CHARWISE_SCREENSHOT=FILE saves a screenshot of the test page there. The 1x640 speed
+benchmark prints chars/s (run with -s to see it); it asserts nothing about time.
+"""
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import charwise
+from charwise.cli import main
+from charwise.webexport import quantized_net
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+DRIVER = shutil.which("chromedriver")
+if CHROMIUM is None or DRIVER is None:
+    pytest.skip("browser test skipped: Chromium and chromedriver not found (Debian: apt-get install "
+                "chromium chromium-driver)", allow_module_level=True)
+webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: selenium not installed")
+
+SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A small LSTM on the bundled corpus, trained briefly: exactness needs no good model, and
+    this costs a fraction of the shared spec-preset fixture (the slow part on a busy machine)."""
+    out = tmp_path_factory.mktemp("web") / "lstm"
+    charwise.train(None, out=out, hidden_size=64, embed_dim=16, max_steps=80, eval_every=80,
+                   progress=False, log=lambda *a: None)
+    return out
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1360,900", "--force-device-scale-factor=1",
+                "--allow-file-access-from-files",
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(120)
+    # No network at all: every test opens its page with the browser offline.
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def export_page(run, tmp_path, quantize="none", name=None):
+    out = tmp_path / (name or f"{Path(run).name}-{quantize}.html")
+    assert main(["export", str(run), "--format", "web", "--quantize", quantize, "--out", str(out)]) == 0
+    return out
+
+
+def open_page(d, path, query=""):
+    d.get(path.resolve().as_uri() + query)
+    wait_for(lambda: d.execute_script("return window.charwiseReady === true"), what="the model to load")
+    assert d.find_element("id", "fatal").get_attribute("hidden") is not None
+
+
+def known(model, text):
+    return "".join(c for c in text if c in model.vocab.chars)
+
+
+def torch_probs(net, vocab, text):
+    """softmax after each character of text, the whole text in one pass (float64 out)."""
+    with torch.inference_mode():
+        logits, _ = net(torch.as_tensor(vocab.encode(text))[None])
+    return torch.softmax(logits[0].double(), -1).numpy()
+
+
+@pytest.fixture(scope="module")
+def small_runs(tmp_path_factory):
+    """A 2-layer GRU and a 2-layer RNN (a few steps: untrained is fine for exactness)."""
+    runs = {}
+    for cell in ("gru", "rnn"):
+        out = tmp_path_factory.mktemp("web") / cell
+        charwise.train(None, out=out, cell=cell, layers=2, hidden_size=24, embed_dim=12, max_steps=20,
+                       progress=False, log=lambda *a: None)
+        runs[cell] = out
+    return runs
+
+
+PRIME = "Mr Bennet was"
+
+
+def test_greedy_200_equals_charwise_sample(trained_run, browser, tmp_path, capsys):
+    page = export_page(trained_run, tmp_path)
+    d = browser
+    open_page(d, page)
+    got = d.execute_script(f"return charwise.generate({PRIME!r}, 200, {{temperature: 0}}).text")
+    capsys.readouterr()
+    assert main(["sample", str(trained_run), "--prime", PRIME, "-n", "200", "--temperature", "0"]) == 0
+    sampled = capsys.readouterr().out
+    assert sampled == got + "\n"
+    assert got == charwise.load(trained_run).generate(PRIME, 200, temperature=0)
+    assert d.execute_script("return charwise.engine") == "WebAssembly SIMD"
+    # The plain-JavaScript fallback (browsers without WebAssembly SIMD) gives the same text.
+    open_page(d, page, "?engine=js")
+    assert d.execute_script("return charwise.engine") == "JavaScript"
+    assert d.execute_script(f"return charwise.generate({PRIME!r}, 200, {{temperature: 0}}).text") == got
+    open_page(d, page)
+
+    # The same through the page's own controls: text streams into #out, shaded spans.
+    d.execute_script("""
+        const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+                                 e.dispatchEvent(new Event('input')); };
+        set('prime', arguments[0]); set('temperature', 0); set('length', 200);""", PRIME)
+    d.find_element("id", "generate").click()
+    wait_for(lambda: d.find_element("id", "status").text.startswith("done"), what="done")
+    assert d.find_element("id", "out").get_attribute("textContent") == got
+    assert len(d.find_elements("css selector", "#out .ch")) == 200
+    # Nothing was fetched: no resource entries at all (and the browser is offline).
+    assert d.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_match_torch(small_runs, browser, tmp_path, cell):
+    run = small_runs[cell]
+    model = charwise.load(run)
+    page = export_page(run, tmp_path)
+    open_page(browser, page)
+    text = known(model, "It is a truth universally acknowledged, that a single man")
+    page_p = np.array(browser.execute_script("return charwise.probs(arguments[0])", text))
+    assert np.abs(page_p - torch_probs(model.net, model.vocab, text)).max() < 1e-5
+    got = browser.execute_script("return charwise.generate('Mr', 100, {temperature: 0}).text")
+    assert got == model.generate("Mr", 100, temperature=0)
+
+
+def test_int8_probabilities_within_tolerance(trained_run, browser, tmp_path):
+    """Two bounds. (1) The page computes exactly what torch computes with the dequantized int8
+    weights (quantized_net): float32-vs-float64 rounding only, < 1e-5. (2) Against the original
+    float32 model the int8 rounding itself moves probabilities: each weight moves by at most
+    max|row|/254, which for this model moves the largest probability by ~0.01 (measured here by
+    torch, independently of the page); the page must stay inside that measured gap plus 1e-5,
+    and, as an absolute sanity bound, within 0.05."""
+    model = charwise.load(trained_run)
+    page = export_page(trained_run, tmp_path, "int8")
+    open_page(browser, page)
+    text = known(model, "It is a truth universally acknowledged, that a single man in possession of a good")
+    page_p = np.array(browser.execute_script("return charwise.probs(arguments[0])", text))
+    sim = torch_probs(quantized_net(model.net, "int8"), model.vocab, text)
+    orig = torch_probs(model.net, model.vocab, text)
+    assert np.abs(page_p - sim).max() < 1e-5
+    gap = np.abs(sim - orig).max()
+    assert np.abs(page_p - orig).max() <= gap + 1e-5 and gap < 0.05
+    print(f"\nint8 page vs fp32 torch: max |dp| {np.abs(page_p - orig).max():.4f}; "
+          f"vs dequantized torch {np.abs(page_p - sim).max():.1e}")
+
+
+def test_seeded_sample_repeats(trained_run, browser, tmp_path):
+    page = export_page(trained_run, tmp_path, "fp16")
+    d = browser
+    open_page(d, page)
+    js = "return charwise.generate('Mr', 300, {temperature: 1, topK: 20, topP: 0.9, seed: arguments[0]}).text"
+    a, b, c = (d.execute_script(js, s) for s in (7, 7, 8))
+    assert a == b and a != c and len(a) == 302
+    # Through the controls: the seed box repeats the text; the stop string ends it.
+    d.execute_script("""
+        const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+                                 e.dispatchEvent(new Event('input')); };
+        set('prime', 'Mr'); set('temperature', 1); set('length', 300); set('seed', 3);""")
+    texts = []
+    for _ in range(2):
+        d.find_element("id", "generate").click()
+        wait_for(lambda: d.find_element("id", "status").text.startswith("done"), what="done")
+        texts.append(d.find_element("id", "out").get_attribute("textContent"))
+    assert texts[0] == texts[1] and len(texts[0]) == 302
+    stop = texts[0][40:42]
+    d.execute_script("document.getElementById('stop-at').value = arguments[0]", stop)
+    d.find_element("id", "generate").click()
+    wait_for(lambda: d.find_element("id", "status").text.startswith("done"), what="done")
+    short = d.find_element("id", "out").get_attribute("textContent")
+    assert short.endswith(stop) and texts[0].startswith(short) and len(short) <= 42
+
+    # Hover: the top-5 panel for that character.
+    from selenium.webdriver.common.action_chains import ActionChains
+    span = d.find_elements("css selector", "#out .ch")[5]
+    ActionChains(d).move_to_element(span).perform()
+    wait_for(lambda: "Character 6:" in d.find_element("id", "panel-body").text, what="hover panel")
+    rows = d.find_elements("css selector", "#panel-body .alt")
+    assert 5 <= len(rows) <= 6
+
+    # The README's screenshot: a 400-character sample, one character hovered.
+    d.execute_script("""
+        const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+                                 e.dispatchEvent(new Event('input')); };
+        set('stop-at', ''); set('prime', 'Mr Bennet'); set('temperature', 0.7); set('length', 400);
+        set('seed', 5);""")
+    d.find_element("id", "generate").click()
+    wait_for(lambda: d.find_element("id", "status").text.startswith("done"), what="done")
+    k = d.execute_script("""
+        const a = [...document.querySelectorAll('#out .ch')].slice(0, 150)
+            .map((el) => parseFloat(el.style.getPropertyValue('--a')));
+        return a.indexOf(Math.max(...a));""")
+    ActionChains(d).move_to_element(d.find_elements("css selector", "#out .ch")[k]).perform()
+    wait_for(lambda: f"Character {k + 1}:" in d.find_element("id", "panel-body").text, what="hover")
+    shot = Path(os.environ.get("CHARWISE_SCREENSHOT") or tmp_path / "web-export.png")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    assert d.save_screenshot(str(shot))
+
+
+def test_damaged_page_and_missing_features_say_so(trained_run, browser, tmp_path):
+    page = export_page(trained_run, tmp_path)
+    html = page.read_text(encoding="utf-8")
+    cut = tmp_path / "cut.html"
+    start = html.index('id="charwise-weights">') + 40
+    cut.write_text(html[:start] + "!!" + html[start + 2:], encoding="utf-8")
+    d = browser
+    d.get(cut.resolve().as_uri())
+    wait_for(lambda: d.find_element("id", "fatal").is_displayed(), what="damage message")
+    assert "could not be read" in d.find_element("id", "fatal").text
+    old = tmp_path / "old.html"             # a browser without typed arrays
+    old.write_text(html.replace("<script>// charwise web export",
+                                "<script>window.Float64Array = undefined;</script><script>// charwise web export", 1),
+                   encoding="utf-8")
+    d.get(old.resolve().as_uri())
+    wait_for(lambda: d.find_element("id", "fatal").is_displayed(), what="missing-feature message")
+    assert "lacks what the page needs" in d.find_element("id", "fatal").text
+    assert not d.find_element("id", "generate").is_enabled()
+
+
+@pytest.mark.slow
+def test_speed_1x640(browser, tmp_path_factory):
+    """Benchmark, not a timed assertion: chars/s of the page's step for a 1x640 LSTM."""
+    if not SHAKESPEARE.is_file():
+        pytest.skip("data/tinyshakespeare.txt not found")
+    tmp = tmp_path_factory.mktemp("speed")
+    run = tmp / "h640"
+    charwise.train(str(SHAKESPEARE), out=run, hidden_size=640, layers=1, max_steps=2,
+                   val_fraction=0.001, progress=False, log=lambda *a: None)
+    model = charwise.load(run)
+    lines = []
+    for q in ("none", "fp16", "int8"):
+        page = export_page(run, tmp, q)
+        for query in ("", "?engine=js"):
+            open_page(browser, page, query)
+            browser.execute_script("charwise.bench(200)")                # warm up the JIT
+            rate = max(browser.execute_script("return charwise.bench(1000)") for _ in range(3))
+            engine = browser.execute_script("return charwise.engine")
+            lines.append(f"{q}: {page.stat().st_size / 1e6:.2f} MB, {rate:,.0f} chars/s ({engine})")
+        if q == "none":
+            got = browser.execute_script("return charwise.generate('ROMEO:', 100, {temperature: 0}).text")
+            assert got == model.generate("ROMEO:", 100, temperature=0)
+    # The page's own loop (steps + softmax + top-5 + DOM) through the Generate button.
+    open_page(browser, page)
+    browser.execute_script("""
+        const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+                                 e.dispatchEvent(new Event('input')); };
+        set('prime', 'ROMEO:'); set('temperature', 0.8); set('length', 2000); set('seed', 1);""")
+    browser.find_element("id", "generate").click()
+    wait_for(lambda: browser.find_element("id", "status").text.startswith("done"), timeout=120, what="done")
+    lines.append("int8 page, Generate button: " + browser.find_element("id", "status").text)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nweb export, LSTM 1x640 in headless Chromium ({os.cpu_count()} cores, load average "
+          f"{load}: chars/s scale with the share of a core the page gets):\n  " + "\n  ".join(lines))
