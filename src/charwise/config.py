@@ -37,7 +37,11 @@ class TrainConfig:
     min_lr_ratio: float = _f(0.1, "final learning rate as a fraction of --lr", min=0.0, max=1.0)
     decay: str = _f("cosine", "learning-rate decay after warmup, down to --lr x --min-lr-ratio",
                     choices=("cosine", "linear"))
-    warmup_steps: int = _f(20, "linear learning-rate warmup steps", min=0)
+    warmup_steps: int = _f(20, "linear learning-rate warmup steps (with --max-time, or "
+                           "--warmup-fraction of the time if that ends first)", min=0)
+    warmup_fraction: float = _f(0.03, "with --max-time: the warmup also ends once this fraction "
+                                "of the time budget has passed, so a slow machine does not "
+                                "spend its budget warming up", min=0.0, max=0.5)
     weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)", min=0.0)
     beta2: float = _f(0.99, "AdamW's second-moment decay (its first is 0.9)", min=0.0, max=0.9999)
     reset_every: int = _f(16, "restart each stream's carried state from zero every N windows (staggered "
@@ -48,18 +52,22 @@ class TrainConfig:
     max_epochs: float | None = _f(None, "stop after this many passes over the training text",
                                   min=0.0, exclusive_min=True)
     max_time: float | None = _f(None, "wall-clock budget in seconds, final evaluation included; the "
-                                "learning-rate schedule is stretched over it", min=0.0, exclusive_min=True)
+                                "learning-rate schedule is stretched over it. Budgets are totals over "
+                                "the whole run: --resume continues the count", min=0.0, exclusive_min=True)
     eval_every: int = _f(200, "evaluate on the whole validation split every N steps (0 = only at the end)", min=0)
     checkpoint_every: float = _f(60.0, "also save the resumable checkpoint every N seconds between "
                                  "evaluations (0 = only at evaluations and the end)", min=0.0)
     keep: int = _f(0, "also keep the N most recent older checkpoints (ckpt-STEP.safetensors)", min=0)
     patience: int | None = _f(None, "stop early after N evaluations without a better validation loss", min=1)
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
-    seed: int = _f(1337, "random seed (a CPU fp32 run with a step budget is repeatable)", min=0)
+    seed: int = _f(1337, "random seed (a CPU fp32 run with a step budget and a fixed --threads is "
+                   "repeatable)", min=0)
     device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))
-    threads: int | None = _f(None, "CPU threads for torch (none = torch's choice)", min=1)
+    threads: int | None = _f(None, "CPU threads (default: measured as the run goes: one, or all this "
+                             "process may use, whichever trains faster; see README); a fixed count "
+                             "makes a run repeatable bit for bit; capped at the CPUs available", min=1)
     encoding: str = _f("utf-8", "text encoding of the corpus")
     tensorboard: bool = _f(False, "also write TensorBoard event files (scalars and text samples) "
                            "to RUN_DIR/tensorboard; needs pip install charwise[tensorboard]")
@@ -187,3 +195,12 @@ def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig,
     mcfg = build(ModelConfig, {k: v for k, v in merged.items() if k in mnames})
     tcfg = build(TrainConfig, {k: v for k, v in merged.items() if k in tnames})
     return mcfg, tcfg
+
+
+def preset_values(name: str) -> str:
+    """What each preset sets `name` to, for --help: "spec 128, small 640, ..." ("" if none)."""
+    return ", ".join(f"{p} {_shown(vals[name])}" for p, vals in PRESETS.items() if name in vals)
+
+
+def _shown(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)

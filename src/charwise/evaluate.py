@@ -7,7 +7,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .config import CharwiseError, ModelConfig
 from .model import CharRNN
+from .threads import ThreadPolicy, check_threads, policy_for
 
 LN2 = math.log(2)
 
@@ -62,55 +63,88 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 # ----------------------------------------------------------------------------- evaluation
 
 @contextlib.contextmanager
-def recurrence_threads(model: CharRNN) -> Iterator[None]:
-    """A batch-1 recurrence is a chain of small matmuls. Up to H=256 on CPU, sharing each one
-    among threads costs more than it saves (far more when another process holds a core); from
-    H=512 up, two threads win (benchmarks/README.md). Restores the caller's setting."""
+def recurrence_threads(model: CharRNN, threads: int | None = None) -> Iterator[None]:
+    """For one batch-1 pass with nothing to time against: a fixed count when given, else one
+    thread up to H=256 on CPU (sharing each small matmul among threads costs more than it saves,
+    far more when another process holds a core), else torch's setting. Restores the caller's."""
     device = next(model.parameters()).device
-    if device.type != "cpu" or model.cfg.hidden_size > 256:
+    if device.type != "cpu" or (threads is None and model.cfg.hidden_size > 256):
         yield
         return
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(check_threads(threads) or 1)
     try:
         yield
     finally:
         torch.set_num_threads(n)
 
 
+def eval_policy(model: CharRNN, threads: int | ThreadPolicy | None = None) -> ThreadPolicy | None:
+    """The thread policy for scoring with `model`: the one given, a fixed count, or a measuring
+    policy (threads.py); None on a GPU, whose work does not depend on it."""
+    if isinstance(threads, ThreadPolicy):
+        return threads
+    if next(model.parameters()).device.type != "cpu":
+        return None
+    return policy_for(threads)
+
+
+PROBE_CHUNK = 1024        # the chunk while the thread policy measures: a cheap probe
+
+
 @torch.inference_mode()
 def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None = None,
-                 precision: str = "fp32", chunk: int = 8192, state: Any = None
+                 precision: str = "fp32", chunk: int = 8192, state: Any = None,
+                 threads: int | ThreadPolicy | None = None,
+                 on_chunk: Callable[[int, int], None] | None = None
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Loss (nats) of predicting tokens[i+1] from tokens[:i+1], for every i, in ONE stateful
     pass: the hidden state runs through the whole text, so every position has full context.
-    Yields (losses (n,), logits-argmax (n,)) chunk by chunk to bound memory."""
+    Yields (losses (n,), logits-argmax (n,)) chunk by chunk to bound memory. `threads`: a
+    ThreadPolicy, a fixed count, or None (measure and choose); the caller's thread count is
+    restored at the end unless it passed its own policy. `on_chunk(done, total)` reports
+    progress."""
     device = device or next(model.parameters()).device
+    policy = eval_policy(model, threads)
+    own = not isinstance(threads, ThreadPolicy)
     was_training = model.training
     model.eval()
+    total = len(tokens) - 1
     try:
-        for s in range(0, len(tokens) - 1, chunk):
-            seg = torch.from_numpy(np.asarray(tokens[s: s + chunk + 1], dtype=np.int64)).to(device)
+        s = 0
+        while s < total:
+            size = PROBE_CHUNK if policy is not None and policy.deciding else chunk
+            seg = torch.from_numpy(np.asarray(tokens[s: s + size + 1], dtype=np.int64)).to(device)
             x, y = seg[:-1].unsqueeze(0), seg[1:]                       # (1, t), (t,)
-            with autocast(device, precision):
-                logits, state = model(x, state)
-            logits = logits[0].float()                                  # (t, V)
-            yield F.cross_entropy(logits, y, reduction="none").cpu(), logits.argmax(-1).cpu()
+            with policy.measure(len(y)) if policy is not None else contextlib.nullcontext():
+                with autocast(device, precision):
+                    logits, state = model(x, state)
+                logits = logits[0].float()                              # (t, V)
+                out = F.cross_entropy(logits, y, reduction="none").cpu(), logits.argmax(-1).cpu()
+            s += len(y)
+            if on_chunk is not None:
+                on_chunk(s, total)
+            yield out
     finally:
         model.train(was_training)
+        if own and policy is not None:
+            policy.restore()
 
 
-def evaluate_tokens(model: CharRNN, tokens: np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+def evaluate_tokens(model: CharRNN, tokens: np.ndarray, precision: str = "fp32",
+                    threads: int | ThreadPolicy | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Exact mean loss over all len(tokens)-1 predictions: nats/char, bits/char, perplexity.
     "Exact" = every position scored from its full left context; `precision` is the arithmetic
     (bf16 autocast halves the weight traffic of the batch-1 chain, which is bound by it; the
-    speed-up and the loss difference are measured in benchmarks/README.md, section 4)."""
+    speed-up and the loss difference are measured in benchmarks/README.md, section 4);
+    `threads` and `on_chunk`: see token_losses."""
     if len(tokens) < 2:
         raise CharwiseError("need at least 2 characters to evaluate")
     total, n = 0.0, 0
-    with recurrence_threads(model):
-        for losses, _ in token_losses(model, tokens, precision=precision):
-            total += float(losses.double().sum())
-            n += len(losses)
+    for losses, _ in token_losses(model, tokens, precision=precision, threads=threads,
+                                  on_chunk=on_chunk):
+        total += float(losses.double().sum())
+        n += len(losses)
     nats = total / n
     return {"loss": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats), "chars": n}

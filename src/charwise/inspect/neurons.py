@@ -158,10 +158,10 @@ def selective_units(acts: np.ndarray, feats: dict[str, np.ndarray], top: int = 3
 
 
 @torch.inference_mode()
-def next_guesses(net, ids, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def next_guesses(net, ids, k: int = 5, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(top ids (T, k), their probabilities (T, k)): the guesses after reading each character."""
     dev = next(net.parameters()).device
-    with recurrence_threads(net):
+    with recurrence_threads(net, threads):
         logits, _ = net(torch.as_tensor(np.asarray(ids, np.int64), device=dev)[None])
     p, top = torch.softmax(logits[0].float(), -1).topk(min(k, logits.shape[-1]), -1)
     return top.cpu().numpy(), p.cpu().numpy()

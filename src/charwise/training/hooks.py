@@ -4,6 +4,8 @@ keeps its own state; the loop only says when something happened.
 
     on_step(trainer, lr, grad_norm)   after every optimizer step that was taken
     on_fault(trainer)                 after a step skipped for a non-finite loss or gradient
+    on_eval_start(trainer, chars, final)  before an evaluation scores `chars` characters
+    on_eval_chunk(trainer, done, total)   as it goes (characters scored so far)
     on_eval(trainer, rec)             after each exact evaluation (rec: the history record)
     on_save(trainer)                  before a checkpoint is written (rank 0)
     close()                           once, when the run ends in any way
@@ -17,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from .. import progress as show
 
 Trainer = Any        # the training.loop.Trainer (not imported: the loop imports this module)
 
@@ -29,6 +31,12 @@ class Hook:
         pass
 
     def on_fault(self, trainer: Trainer) -> None:
+        pass
+
+    def on_eval_start(self, trainer: Trainer, chars: int, final: bool) -> None:
+        pass
+
+    def on_eval_chunk(self, trainer: Trainer, done: int, total: int) -> None:
         pass
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
@@ -82,46 +90,38 @@ class TensorBoard(Hook):
 
 
 class Progress(Hook):
-    """A tqdm bar (steps, or seconds under a time budget) and the evaluation lines. With no bar
-    (enabled=False, or None and stderr is not a terminal) the lines go to the log function."""
+    """What the user sees (progress.py): on a terminal a bar through the run's budget (step,
+    loss, chars/s, time left) and one per evaluation ("final evaluation" at the end); elsewhere
+    a plain line every ~15 s. enabled False: nothing; None: a bar only on a terminal."""
 
     def __init__(self, enabled: bool | None, max_steps: int | None, max_time: float | None,
-                 start: int, chars_per_step: int, log: Any):
-        self.max_time, self.chars_per_step, self.log = max_time, chars_per_step, log
-        self.bar = None
-        if enabled is not False:
-            disable = None if enabled is None else False
-            if max_time:
-                bar = tqdm(total=int(max_time), unit="s", disable=disable, leave=False)
-            else:
-                bar = tqdm(total=max_steps, initial=start, unit="step", disable=disable, leave=False)
-            self.bar = None if bar.disable else bar
+                 chars_per_step: int, log: Any, every: float = 15.0):
+        self.view = show.Progress(show.Progress.choose(enabled), chars_per_step, max_steps, max_time,
+                                  say=log, every=every)
+        self.log = log
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        bar = self.bar
-        if bar is None:
-            return
-        if self.max_time:
-            bar.n = min(int(trainer.elapsed()), int(self.max_time))
-            bar.refresh()
-        else:
-            bar.update(1)
-        if trainer.step % 10 == 0:
-            rate = trainer.step * self.chars_per_step / max(trainer.elapsed(), 1e-9)
-            bar.set_postfix_str(f"loss {trainer.loss:.3f} {rate / 1000:.1f}k chars/s")
+        self.view.step(trainer.step, trainer.loss, trainer.elapsed(), trainer.progress())
+
+    def on_eval_start(self, trainer: Trainer, chars: int, final: bool) -> None:
+        self.view.eval_start(chars, final)
+
+    def on_eval_chunk(self, trainer: Trainer, done: int, total: int) -> None:
+        self.view.eval_progress(done, total)
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
+        self.view.eval_end()
         score = rec["val_loss"]
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {trainer.loss:.3f} {rec['eval_split']} {score:.3f}")
         label = "val" if rec["eval_split"] == "val" else "whole text"
         msg = (f"step {trainer.step:6d}  train {trainer.loss:.4f}  {label} {score:.4f} nats "
                f"({rec['val_bits_per_char']:.3f} bits/char)")
-        (self.bar.write if self.bar is not None else self.log)(msg)
+        if self.view.mode == "off":
+            self.log(msg)
+        else:
+            self.view.write(msg)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.view.close()
 
 
 class Signals(Hook):

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__, rundir
+from ..budget import TimeBudget, resume_note
+from ..budget import progress as budget_progress
 from ..config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, resolve
 from ..configfile import write_run_config
 from ..data import StreamBatches, prepare_corpus, token_counts
@@ -31,6 +33,7 @@ from ..model import CharRNN, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
 from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run
+from ..threads import policy_for, usable_cpus
 from . import distributed, hooks
 from .tblog import open_logger
 
@@ -65,10 +68,15 @@ RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "d
 # ----------------------------------------------------------------------------- schedule
 
 def learning_rate(tcfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine or linear decay to lr*min_lr_ratio as
-    progress -> 1."""
+    """Linear warmup over `warmup_steps` -- or, with a time budget, over `warmup_fraction` of
+    it if that ends first (a slow machine must not spend its budget warming up) -- then cosine
+    or linear decay to lr*min_lr_ratio as progress -> 1."""
     if step < tcfg.warmup_steps:
-        return tcfg.lr * (step + 1) / tcfg.warmup_steps
+        warm = (step + 1) / tcfg.warmup_steps
+        if tcfg.max_time and tcfg.warmup_fraction:
+            warm = max(warm, progress / tcfg.warmup_fraction)
+        if warm <= 1:
+            return tcfg.lr * warm
     p = min(max(progress, 0.0), 1.0)
     left = 1 - p if tcfg.decay == "linear" else 0.5 * (1 + math.cos(math.pi * p))
     return tcfg.lr * (tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * left)
@@ -153,8 +161,6 @@ class Trainer:
     # ------------------------------------------------------------------------- setup
 
     def setup(self) -> None:
-        if self.tcfg.threads:
-            torch.set_num_threads(self.tcfg.threads)
         self.dist = dist = distributed.setup(self.tcfg.device)
         if dist.enabled and self.tcfg.engine != "torch":
             raise CharwiseError("distributed training needs --engine torch")
@@ -162,6 +168,7 @@ class Trainer:
             self.log = lambda *a: None                           # rank 0 speaks
         self._load_data()
         self._build_model()
+        self._thread_policies()
         if self.prev is not None:
             self._restore()
         # DDP averages the gradients of the ranks' equal shares: the same update as one process.
@@ -178,13 +185,19 @@ class Trainer:
         self.signals = hooks.Signals()
         self.hooks = [hooks.MetricsFile(self.out / METRICS, dist.main), hooks.TensorBoard(tb),
                       hooks.Progress(self.show_progress if dist.main else False, self.max_steps,
-                                     self.tcfg.max_time, self.step, self.chars_per_step, self.log),
+                                     self.tcfg.max_time, self.chars_per_step, self.log),
                       self.signals]
         self.t0 = time.perf_counter() - self.spent
-        # With a time budget the final evaluation must fit in it: until one has been timed,
-        # extrapolate from scoring a short slice.
-        if self.tcfg.max_time and dist.main:
-            self.eval_seconds = _estimate_eval_seconds(self.model, self.eval_tok, self.precision)
+        # With a time budget the final evaluation must fit in it: its cost is measured (a short
+        # slice now and every 30 s, each evaluation) and reserved (budget.py).
+        self.budget = TimeBudget(self.tcfg.max_time, len(self.eval_tok))   # rank 0 measures
+        self._measure_eval_speed()
+        left = (self.tcfg.max_time or 0) - self.spent
+        if dist.main and left > 0 and self.budget.reserve > 0.5 * left:
+            self.log(f"note: at the speed measured now, the final evaluation of "
+                     f"{len(self.eval_tok):,} characters takes ~{self.budget.reserve:.0f} s of the "
+                     f"{left:.0f} s left of --max-time" + (": it will overrun it"
+                                                           if self.budget.reserve > left else ""))
         self.last_tick = (time.perf_counter(), 0.0)     # (time, seconds of the last step)
         self.last_save = self.elapsed()                 # when the last checkpoint was written
 
@@ -225,6 +238,17 @@ class Trainer:
             self.max_steps = min(self.max_steps or 10**18, max(1, int(tcfg.max_epochs * self.windows)))
         self.chars_per_step = tcfg.batch_size * tcfg.seq_len
 
+    def _thread_policies(self) -> None:
+        """Threads for the training step and for scoring: a fixed --threads, or measured and
+        re-measured as the run goes (threads.py). Processes on one machine share its CPUs."""
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
+        cpus = max(1, usable_cpus() // max(1, local))
+        on_cpu = self.device.type == "cpu" and self.ref is None
+        self.step_threads = policy_for(self.tcfg.threads, max_threads=cpus)
+        self.score_threads = policy_for(self.tcfg.threads, max_threads=cpus)
+        if not on_cpu:                    # a GPU's (or the NumPy engine's) step: nothing to choose
+            self.step_threads = policy_for(self.tcfg.threads or 1, max_threads=cpus)
+
     def _build_model(self) -> None:
         """Device, precision, seeds, model, optimizer (or the NumPy engine) and run.json's info."""
         tcfg, mcfg, data = self.tcfg, self.mcfg, self.data
@@ -261,6 +285,11 @@ class Trainer:
         self.faults = meta.get("faults", 0)
         if self.dist.main:
             rundir.truncate_metrics(self.out / METRICS, self.step)
+        by_epochs = (self.tcfg.max_epochs is not None
+                     and self.max_steps == max(1, int(self.tcfg.max_epochs * self.windows)))
+        note, _ = resume_note(self.step, self.spent, self.max_steps, self.tcfg.max_time,
+                              "--max-epochs" if by_epochs else "--max-steps", str(self.out))
+        self.log(note)
 
     def _announce(self) -> None:
         m = self.mcfg
@@ -289,6 +318,8 @@ class Trainer:
         finally:
             for hook in self.hooks:
                 hook.close()
+            if hasattr(self, "step_threads"):
+                self.step_threads.restore()
         self.info["stopped_because"] = self.why
         if self.dist.main:
             write_run(self.out, self.info)
@@ -331,8 +362,10 @@ class Trainer:
                 _, out_of_time = distributed.agree(dist, 0.0, self.time_up(), device=self.device)
             elif saving and not out_of_time:
                 self.save("training")          # the run is never more than a minute from safe
+            if self.budget.remeasure_due(self.elapsed()):
+                self._measure_eval_speed()
         if self.last_eval_step != self.step:
-            self.evaluate()
+            self.evaluate(final=True)
         self.save("done")
 
     def _next_window(self) -> tuple[np.ndarray, np.ndarray]:
@@ -360,16 +393,17 @@ class Trainer:
         x, y = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in (xb, yb))
         for g in self.opt.param_groups:
             g["lr"] = lr
-        with autocast(self.device, self.precision):
-            logits, new_state = self.net(x, self.state)                  # (B, T, V)
-            loss = F.cross_entropy(logits.reshape(-1, self.mcfg.vocab_size).float(), y.reshape(-1))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.tcfg.grad_clip if self.tcfg.grad_clip > 0 else float("inf")
-        gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        ok = math.isfinite(gnorm)              # a NaN loss makes the (all-reduced) norm NaN too
-        if ok:
-            self.opt.step()
+        with self.step_threads.measure(self.chars_per_step):
+            with autocast(self.device, self.precision):
+                logits, new_state = self.net(x, self.state)              # (B, T, V)
+                loss = F.cross_entropy(logits.reshape(-1, self.mcfg.vocab_size).float(), y.reshape(-1))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = self.tcfg.grad_clip if self.tcfg.grad_clip > 0 else float("inf")
+            gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+            ok = math.isfinite(gnorm)          # a NaN loss makes the (all-reduced) norm NaN too
+            if ok:
+                self.opt.step()
         self.state = (detach_state(new_state) if ok
                       else self.model.zero_state(len(self.batches.rows), self.device))
         return loss.item(), gnorm, ok
@@ -394,12 +428,11 @@ class Trainer:
         return time.perf_counter() - self.t0
 
     def time_up(self) -> bool:
-        # The final evaluation and the step under way must fit in the budget too: stop when one
-        # more step plus an evaluation (with 15 % to spare: they vary) would overrun it.
+        # The final evaluation, the last save and the next step must fit in the budget too:
+        # stop when they would no longer (budget.py; the evaluation's cost is measured).
         now = time.perf_counter()
         self.last_tick = (now, now - self.last_tick[0])
-        return (bool(self.tcfg.max_time)
-                and self.elapsed() + 1.15 * self.eval_seconds + self.last_tick[1] >= self.tcfg.max_time)
+        return self.budget.time_up(self.elapsed(), self.last_tick[1])
 
     def save_due(self) -> bool:
         every = self.tcfg.checkpoint_every
@@ -407,10 +440,24 @@ class Trainer:
 
     def progress(self) -> float:
         """How far through its budget the run is, 0..1 (the schedule's position)."""
-        p = [self.step / self.max_steps] if self.max_steps else []
-        if self.tcfg.max_time:
-            p.append(self.elapsed() / max(self.tcfg.max_time - self.eval_seconds, 1e-9))
-        return max(p) if p else 0.0
+        return budget_progress(self.step, self.max_steps, self.budget, self.elapsed())
+
+    def _measure_eval_speed(self, chars: int = 4096) -> None:
+        """Score a short slice to learn what the final evaluation will cost (rank 0, only with
+        a time budget): the machine's speed changes as other processes come and go."""
+        if not (self.budget.max_time and self.dist.main):
+            return
+        n = min(len(self.eval_tok), chars + 1)
+        self._sync_reference()
+        policy = self.score_threads
+        for _ in range(2):            # once more if the thread policy was probing meanwhile
+            probing, probes = policy.deciding, len(policy.probes)
+            t = time.perf_counter()
+            evaluate_tokens(self.model, self.eval_tok[:n], self.precision, threads=policy)
+            self.budget.measured_eval(time.perf_counter() - t, n - 1, self.elapsed())
+            if not (probing or policy.deciding or len(policy.probes) != probes):
+                break
+        self.last_tick = (time.perf_counter(), self.last_tick[1] if hasattr(self, "last_tick") else 0.0)
 
     # ------------------------------------------------------------------------- evaluate, save
 
@@ -421,17 +468,21 @@ class Trainer:
             self.model.load_state_dict({k: torch.from_numpy(v.astype(np.float32))
                                         for k, v in self.ref.model.state_dict().items()})
 
-    def evaluate(self) -> dict:
+    def evaluate(self, final: bool = False) -> dict:
         """Score the whole evaluation split; keep the best weights; returns the history record."""
         te = time.perf_counter()
+        if self.dist.main:
+            self._emit("on_eval_start", len(self.eval_tok) - 1, final)
         self._sync_reference()
         rec = {"step": self.step, "train_loss": self.loss, "time": round(self.elapsed(), 3),
                "eval_split": "val" if len(self.val_tok) >= 2 else "train",
                "precision": self.precision}
         # One stateful pass is sequential by nature: rank 0 scores the whole split exactly,
         # and every rank gets its numbers (so early-stopping decisions agree).
-        res = (evaluate_tokens(self.model, self.eval_tok, self.precision) if self.dist.main
-               else {"loss": 0.0, "chars": 0})
+        res = (evaluate_tokens(self.model, self.eval_tok, self.precision, threads=self.score_threads,
+                               on_chunk=lambda done, total: self._emit("on_eval_chunk", done, total))
+               if self.dist.main else {"loss": 0.0, "chars": 0})
+        self.budget.measured_eval(time.perf_counter() - te, int(res["chars"]), self.elapsed())
         loss, chars = distributed.broadcast_floats(self.dist, [res["loss"], res["chars"]], self.device)
         rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
                    val_perplexity=math.exp(min(loss, 700)), val_chars=int(chars))
@@ -456,8 +507,10 @@ class Trainer:
         self.last_save = self.elapsed()
         self._sync_reference()
         dist = self.dist
+        ts = time.perf_counter()
         self.info.update(best=self.best, status=status, train_seconds=round(self.elapsed(), 3),
-                         step=self.step)
+                         step=self.step, threads={"train": self.step_threads.describe(),
+                                                  "eval": self.score_threads.describe()})
         # collectives first (every rank), then rank 0 writes the whole run's state
         full_state = (tuple(distributed.gather_rows(dist, s, 1) for s in self.state)
                       if self.state else None)
@@ -476,6 +529,7 @@ class Trainer:
         if self.tcfg.keep:
             rundir.keep_older(self.out, self.step, self.tcfg.keep)
         write_run(self.out, self.info)
+        self.budget.measured_save(time.perf_counter() - ts)
 
 
 def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "runs/latest",
@@ -494,14 +548,6 @@ def stream_keep_mask(step: int, rows: np.ndarray, every: int) -> np.ndarray:
     (16 times an epoch, say) can blow its cell state up from there (seen: 9 nats/char after
     a quarter epoch). A pure function of the step, so resuming reproduces it."""
     return (step + rows) % every != 0
-
-
-def _estimate_eval_seconds(model: CharRNN, tokens: np.ndarray, precision: str,
-                           probe: int = 4096) -> float:
-    n = min(len(tokens), probe + 1)
-    t = time.perf_counter()
-    evaluate_tokens(model, tokens[:n], precision)
-    return (time.perf_counter() - t) * len(tokens) / n * 1.1
 
 
 def _reference_trainer(model: CharRNN, tcfg: TrainConfig, resume: bool):
