@@ -225,6 +225,9 @@ def test_plateau_from_history():
     p = A.plateau(info([3.0, 1.6, 1.501, 1.5, 1.7, 1.8], stopped_because="patience"))
     assert p["within_tol_step"] == 300 and "--patience 2" in p["verdict"]
     assert A.plateau({"history": []}) is None
+    p = A.plateau(info([1.5]))                                      # one evaluation: no trend
+    assert "one evaluation" in p["verdict"] and "no plateau information" in p["verdict"]
+    assert "improving" not in p["verdict"]
 
 
 def test_per_char_loss_is_fast_enough():

@@ -64,6 +64,9 @@ def test_help_shows_config_docs():
     code, o, _ = run("train", "--help")
     assert code == 0
     assert "--hidden-size" in o and "hidden units per layer" in o and "--max-time" in o
+    flat = " ".join(o.split())
+    assert "presets: spec 128, small 640, medium 512, large 1024" in flat    # the values, not "their own"
+    assert "presets: small 180" in flat
 
 
 @pytest.mark.parametrize("args, match", [

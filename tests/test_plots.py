@@ -67,7 +67,13 @@ def test_every_output_opens(analyzed):
         w, h = png_size(out / name)
         assert w > 600 and h > 300
     report = Page((out / "report.html").read_text(encoding="utf-8"))
-    assert len(report.imgs) == 3 and "neurons.html" in report.links
+    assert len(report.imgs) == 3
+    # self-contained: no link to another file; the neuron view is inside it, hover guesses too
+    assert not [link for link in report.links if not link.startswith(("#", "http"))]
+    shown = res["neurons"]["shown"]
+    assert report.spans == 300 * len(shown)
+    assert all(t.count("%") == 5 for t in report.titles[:300])
+    assert "html" not in res["neurons"]
     for src in report.imgs:                                         # embedded, not linked
         assert src.startswith("data:image/png;base64,")
         png_size(base64.b64decode(src.split(",", 1)[1]))
@@ -109,6 +115,20 @@ def test_per_char_chart_and_labels(tmp_path):
     assert [A.visible(c) for c in tab.chars] == ["\u21b5", "a", "b", "\u2423"]     # newline hardest
     assert A.visible("\t") == "\u21e5" and A.visible("\x07") == "\\x07" and A.visible("q") == "q"
     png_size(per_char_chart(tab, tmp_path / "c.png"))
+
+
+def test_hardest_characters_need_enough_occurrences():
+    # 'z' is seen twice with a huge loss: a mean over 2 is noise, so it is not "hardest"
+    text = "ab " * 2000 + "zz"
+    vocab = Vocab(tuple(sorted(set(text))))
+    ids = vocab.encode(text)
+    losses = np.where(ids[1:] == vocab.encode("z")[0], 9.0, np.where(ids[1:] == vocab.encode("b")[0], 2.0, 0.5))
+    tab = A.char_table(vocab, ids, losses, np.ones(len(losses), bool))
+    assert tab.chars[0] == "z"                                      # the full table: by mean
+    top, min_count, rare = tab.hardest(15)
+    assert min_count == 20 and rare == 1 and top.chars[0] == "b" and "z" not in top.chars
+    short = A.char_table(vocab, ids[:100], losses[:99], np.ones(99, bool))
+    assert short.min_count() == 1                                   # a short text ranks everything
 
 
 def test_heatmap_chart_of_cell_states(trained_run, tmp_path):

@@ -78,6 +78,15 @@ def test_greedy_stream(server, trained_run):
     assert "Mr" + "".join(e["c"] for e in evs) == charwise.load(trained_run).generate("Mr", 30, 0)
 
 
+def test_oov_skip_is_accepted_and_the_prime_used_is_reported(server):
+    # the error for an unknown character says to skip it: the API accepts that
+    conn, r = request(server, "POST", "/api/generate", {"prime": "Mr Z@", "n": 3, "oov": "skip", "seed": 1})
+    assert r.status == 200
+    evs = events(r)
+    assert len([e for e in evs if "c" in e]) == 3
+    assert evs[-1]["done"] and evs[-1]["prime"] == "Mr " and "dropped" in evs[-1]["note"]
+
+
 @pytest.mark.parametrize("body, status, match", [
     ({"n": 10 ** 9}, 400, "n must be between 1 and 500"),
     ({"n": 0}, 400, "n must be between 1 and 500"),
@@ -90,6 +99,7 @@ def test_greedy_stream(server, trained_run):
     ({"prime": "x" * 3000}, 400, "prime is 3000 characters"),
     ({"prime": "Zq@"}, 400, "not in the model's vocabulary"),
     ({"nn": 5}, 400, "unknown field(s) nn"),
+    ({"oov": "drop"}, 400, "oov must be"),
     ([1, 2], 400, "must be a JSON object"),
 ])
 def test_bad_requests_get_4xx_with_a_message(server, body, status, match):

@@ -24,12 +24,13 @@ from .training import train
 
 
 def evaluate(run_dir, textfile, oov: str = "error", encoding: str = "utf-8",
-             precision: str = "auto") -> dict:
+             precision: str = "auto", threads: int | None = None) -> dict:
     """Exact loss of a run's best weights on a text file: nats/char, bits/char, perplexity.
-    precision "auto" scores in the arithmetic training would use here; "fp32" for the last digit."""
+    precision "auto" scores in the arithmetic training would use here; "fp32" for the last digit.
+    threads: a fixed CPU thread count, or None to measure and choose."""
     model = load(run_dir)
     text = read_text(textfile, encoding)
-    res = model.evaluate(text, oov=oov, precision=precision)
+    res = model.evaluate(text, oov=oov, precision=precision, threads=threads)
     if res["chars"] < 1:
         raise CharwiseError(f"{textfile}: too short to evaluate")
     return res
@@ -65,8 +66,9 @@ def demo(out="runs/demo", log=print) -> dict:
     table = A.char_table(model.vocab, text.ids, *A.position_losses(model.net, text.ids))
     per_char = per_char_chart(table, out / "per_char.png",
                               title="Per-character average loss (hardest to predict), whole text")
-    log("Hardest characters (mean loss, nats): " + ", ".join(
-        f"{A.visible(c)} {m:.3f}" for c, m in zip(table.chars[:5], table.mean_nats[:5])))
+    hard, min_count, _ = table.hardest(5)
+    log(f"Hardest characters (mean loss, nats; among those seen >= {min_count} times): " + ", ".join(
+        f"{A.visible(c)} {m:.3f}" for c, m in zip(hard.chars, hard.mean_nats)))
     log(f"per-character loss: {per_char}")
     heat = heatmap_chart(heatmap(model.net, model.vocab, A.SPEC_SENTENCE), out / "heatmap.png")
     log(f"hidden-state heatmap of {A.SPEC_SENTENCE!r}: {heat}")

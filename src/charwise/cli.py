@@ -12,7 +12,8 @@ import os
 import sys
 
 from . import __version__
-from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, config_fields
+from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, config_fields, preset_values
+from .threads import check_threads
 
 EXAMPLES = """examples:
   charwise demo                                   # the chapter's whole pipeline in < 1 minute
@@ -74,8 +75,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             if "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
             default = f.default if f.default is not None else "none"
-            by_preset = sorted(p for p, vals in PRESETS.items() if f.name in vals)
-            note = f"; presets {', '.join(by_preset)} set their own" if by_preset else ""
+            values = preset_values(f.name)
+            note = f"; presets: {values}" if values else ""
             group.add_argument("--" + f.name.replace("_", "-"), default=None, dest=f.name,
                                help=f"{f.metadata['help']} (default: {default}{note})", **kw)
 
@@ -112,6 +113,12 @@ def _oov(p: argparse.ArgumentParser, help: str | None = None) -> None:
 
 def _encoding(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument("--encoding", default="utf-8", help=help)
+
+
+def _threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_number(int), default=None,
+                   help="CPU threads (default: measured as it runs: one, or all this process may "
+                        "use, whichever is faster; a count above the CPUs available is capped)")
 
 
 def _train_parser(sub) -> None:
@@ -167,6 +174,7 @@ def _sample_parser(sub) -> None:
     p.add_argument("--num-samples", type=_number(int), default=1, help="independent samples (default: 1)")
     _oov(p, "prime characters outside the vocabulary: error (default) or skip them")
     _which(p)
+    _threads(p)
 
 
 def _eval_parser(sub) -> None:
@@ -177,6 +185,7 @@ def _eval_parser(sub) -> None:
     _oov(p)
     _encoding(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    _threads(p)
 
 
 def _demo_parser(sub) -> None:
@@ -245,6 +254,7 @@ def _analyze_parser(sub) -> None:
     p.add_argument("--seed", type=_number(int), default=1, help="sampling seed (default: 1)")
     _which(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    _threads(p)
 
 
 def _info_parser(sub) -> None:
@@ -299,6 +309,7 @@ def _serve_parser(sub) -> None:
                    help="most characters one request may generate (default: 2000)")
     p.add_argument("--max-concurrent", type=_number(int), default=4,
                    help="generations running at once; more get HTTP 429 (default: 4)")
+    _threads(p)
 
 
 def cmd_train(a) -> int:
@@ -328,18 +339,23 @@ def cmd_sample(a) -> int:
     from .api import load
     from .sample import check_sampling_args
     check_sampling_args(a.n, a.temperature, a.top_k, a.top_p, a.num_samples)
+    threads = check_threads(a.threads)
     model = load(a.run_dir, which=a.which)
     out = sys.stdout
+    prime, note = model.fit_prime(a.prime, a.oov)
+    model.vocab.encode(prime, oov=a.oov)                 # a bad prime fails before anything is printed
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     if a.num_samples == 1:
-        model.vocab.encode(a.prime, oov=a.oov)          # a bad prime fails before anything is printed
-        out.write(a.prime)
-        for chars in model.stream(a.prime, a.n, a.temperature, a.top_k, a.top_p, a.seed, oov=a.oov):
+        out.write(prime)                                 # what the model read, not what was typed
+        for chars in model.stream(prime, a.n, a.temperature, a.top_k, a.top_p, a.seed, oov=a.oov,
+                                  threads=threads):
             out.write(chars[0])
             out.flush()
         out.write("\n")
     else:
-        texts = model.generate(a.prime, a.n, a.temperature, top_k=a.top_k, top_p=a.top_p,
-                               seed=a.seed, num_samples=a.num_samples, oov=a.oov)
+        texts = model.generate(prime, a.n, a.temperature, top_k=a.top_k, top_p=a.top_p,
+                               seed=a.seed, num_samples=a.num_samples, oov=a.oov, threads=threads)
         for i, t in enumerate(texts):
             out.write(f"--- sample {i + 1}\n{t}\n")
     return 0
@@ -347,7 +363,8 @@ def cmd_sample(a) -> int:
 
 def cmd_eval(a) -> int:
     from .api import evaluate
-    res = evaluate(a.run_dir, a.textfile, oov=a.oov, encoding=a.encoding, precision=a.precision)
+    res = evaluate(a.run_dir, a.textfile, oov=a.oov, encoding=a.encoding, precision=a.precision,
+                   threads=check_threads(a.threads))
     if a.json:
         print(json.dumps(res))
     else:
@@ -406,7 +423,8 @@ def cmd_serve(a) -> int:
         raise CharwiseError(f"--port must be in 0..65535, got {a.port}")
     if a.max_chars < 1 or a.max_concurrent < 1:
         raise CharwiseError("--max-chars and --max-concurrent must be >= 1")
-    serve(a.run_dir, a.host, a.port, a.which, Limits(max_chars=a.max_chars, max_concurrent=a.max_concurrent))
+    serve(a.run_dir, a.host, a.port, a.which, Limits(max_chars=a.max_chars, max_concurrent=a.max_concurrent),
+          threads=check_threads(a.threads))
     return 0
 
 
@@ -420,12 +438,13 @@ def cmd_analyze(a) -> int:
     res = analyze(a.run_dir, a.textfile, a.out, oov=a.oov, text=a.text, state=a.state,
                   layer=a.layer, sort=a.sort, unit=a.unit, temperatures=a.temperatures,
                   prime=a.prime, n=a.n, seed=a.seed, which=a.which, encoding=a.encoding,
-                  max_units=a.max_units, neuron_chars=a.neuron_chars, precision=a.precision)
+                  max_units=a.max_units, neuron_chars=a.neuron_chars, precision=a.precision,
+                  threads=check_threads(a.threads))
     o, p = res["overall"], res["plateau"]
     print(f"{res['text']['source']}: {o['predictions']:,} predictions, {o['nats']:.4f} nats/char "
           f"({o['bits']:.4f} bits/char, {o['precision']}), top-1 accuracy {o['accuracy']:.1%}")
-    hard = ", ".join(f"{r['label']} {r['mean_nats']:.2f}" for r in res["per_char"][:5])
-    print(f"hardest characters (mean nats): {hard}")
+    hard = ", ".join(f"{r['label']} {r['mean_nats']:.2f}" for r in res["hardest"]["rows"][:5])
+    print(f"hardest characters (mean nats, among those seen >= {res['hardest']['min_count']} times): {hard}")
     if p:
         print(f"plateau: {p['verdict']}")
     for s in res["samples"]:

@@ -10,6 +10,8 @@ seeded NumPy generator, so a seed fixes the text whichever path runs.
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +23,9 @@ from .config import CharwiseError, ModelConfig, build
 from .data import Vocab
 from .evaluate import eval_precision, evaluate_tokens, pick_device
 from .model import CharRNN
+from .prime import fit_prime
 from .rundir import BEST, LAST, RUN_JSON, load_tensors, read_run
+from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
 
 MAX_CHARS = 10_000_000
 
@@ -186,6 +190,51 @@ def make_step(net: CharRNN, streams: int = 1, fast: bool = True):
     return NumpyLSTMStep(net) if on_cpu else FusedLSTMStep(net)
 
 
+def make_timed_step(net: CharRNN, streams: int = 1, fast: bool = True, threads: int | None = None):
+    """make_step's step with its CPU threads chosen by `threads`: a fixed count, or None to
+    measure and choose as it runs (threads.py). On a GPU, the step itself."""
+    step = make_step(net, streams, fast)
+    if next(net.parameters()).device.type != "cpu":
+        return step
+    if isinstance(step, NumpyLSTMStep):          # NumPy's matmuls: OpenBLAS threads
+        policy = ThreadPolicy(check_threads(threads), apply=set_blas_threads, current=get_blas_threads)
+    else:
+        policy = ThreadPolicy(check_threads(threads))
+    return TimedStep(step, policy)
+
+
+class TimedStep:
+    """A step function whose thread count a ThreadPolicy chooses, timed in blocks of `block`
+    characters (timing each ~50 us step would cost more than it tells); the policy is
+    consulted under a lock, so concurrent callers (the server's threads) cannot corrupt it."""
+
+    def __init__(self, step, policy: ThreadPolicy, block: int = 16):
+        self.step, self.policy, self.block = step, policy, block
+        self.lock = threading.Lock()
+        self._n, self._seconds = 0, 0.0
+        self.policy.begin()
+
+    def begin(self, state):
+        return self.step.begin(state)
+
+    def __call__(self, ids: np.ndarray, state):
+        t = time.perf_counter()
+        out = self.step(ids, state)
+        dt = time.perf_counter() - t
+        with self.lock:
+            self._n += 1
+            self._seconds += dt
+            if self._n >= self.block:
+                self.policy.record(self._seconds, self._n)
+                self._n, self._seconds = 0, 0.0
+                self.policy.begin()
+        return out
+
+    def close(self) -> None:
+        """Give back the thread count the caller had."""
+        self.policy.restore()
+
+
 # ----------------------------------------------------------------------------- the model API
 
 def load_model(run_dir: str | Path, which: str = "best",
@@ -231,6 +280,13 @@ class CharModel:
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
+    def fit_prime(self, prime: str, oov: str = "error") -> tuple[str, str]:
+        """(the prime as the model reads it: quotes matched to the corpus's forms and, with
+        oov="skip", unknown characters dropped; a note saying what changed, or "")."""
+        if not isinstance(prime, str):
+            raise CharwiseError("the prime must be text")
+        return fit_prime(prime, self.vocab.chars, oov)
+
     @torch.inference_mode()
     def prime(self, prime: str, num_samples: int = 1, oov: str = "error", fast: bool = True):
         """Run every prime character through the model. Returns (last logits (S, V), state)."""
@@ -240,6 +296,7 @@ class CharModel:
             prime.encode("utf-8")
         except UnicodeEncodeError:
             raise CharwiseError("the prime contains a lone surrogate (not valid Unicode text)") from None
+        prime, _ = fit_prime(prime, self.vocab.chars, oov)      # what the model reads
         ids = self.vocab.encode(prime, oov=oov)
         state = self.net.zero_state(num_samples, self.device)
         if len(ids) == 0:
@@ -252,28 +309,37 @@ class CharModel:
 
     def steps(self, prime: str = "", n: int = 200, temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-              num_samples: int = 1, oov: str = "error",
-              fast: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The sampling loop: yield n times (logits (S, V) drawn from, ids (S,) drawn)."""
+              num_samples: int = 1, oov: str = "error", fast: bool = True,
+              threads: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The sampling loop: yield n times (logits (S, V) drawn from, ids (S,) drawn).
+        `threads`: CPU threads of the step (None: measured and chosen as it runs; the text is
+        the same either way)."""
         check_sampling_args(n, temperature, top_k, top_p, num_samples)
+        check_threads(threads)
         rng = np.random.default_rng(seed)
         logits, state = self.prime(prime, num_samples, oov)
-        step = make_step(self.net, num_samples, fast)
+        step = make_timed_step(self.net, num_samples, fast, threads)
         state = step.begin(state)
         # No inference_mode around the loop: a generator would leak it into the caller's code
         # between yields; each step function enters it for its own torch work.
-        for i in range(n):
-            ids = draw(logits, rng, temperature, top_k, top_p)   # (S,)
-            yield logits, ids
-            if i + 1 < n:
-                logits, state = step(ids, state)
+        try:
+            for i in range(n):
+                ids = draw(logits, rng, temperature, top_k, top_p)   # (S,)
+                yield logits, ids
+                if i + 1 < n:
+                    logits, state = step(ids, state)
+        finally:
+            if isinstance(step, TimedStep):
+                step.close()
 
     def stream(self, prime: str = "", n: int = 200, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-               num_samples: int = 1, oov: str = "error", fast: bool = True) -> Iterator[list[str]]:
+               num_samples: int = 1, oov: str = "error", fast: bool = True,
+               threads: int | None = None) -> Iterator[list[str]]:
         """Yield n steps; each step is a list of num_samples new characters."""
         chars = self.vocab.chars
-        for _, ids in self.steps(prime, n, temperature, top_k, top_p, seed, num_samples, oov, fast):
+        for _, ids in self.steps(prime, n, temperature, top_k, top_p, seed, num_samples, oov, fast,
+                                 threads):
             yield [chars[j] for j in ids]
 
     def generate(self, prime: str = "", n: int = 200, temperature: float = 1.0, **kw) -> str | list[str]:
@@ -283,13 +349,17 @@ class CharModel:
         for chars in self.stream(prime, n, temperature, **kw):
             for s, ch in enumerate(chars):
                 cols[s].append(ch)
-        texts = [prime + "".join(c) for c in cols]
+        used, _ = self.fit_prime(prime, kw.get("oov", "error"))   # the prime as read
+        texts = [used + "".join(c) for c in cols]
         return texts[0] if num == 1 else texts
 
-    def evaluate(self, text: str, oov: str = "error", precision: str = "auto") -> dict:
-        """Exact loss of `text` in one stateful pass; precision auto/fp32/bf16 (see eval_precision)."""
+    def evaluate(self, text: str, oov: str = "error", precision: str = "auto",
+                 threads: int | None = None) -> dict:
+        """Exact loss of `text` in one stateful pass; precision auto/fp32/bf16 (see
+        eval_precision); threads: a fixed CPU thread count, or None to measure and choose."""
         ids = self.vocab.encode(text, oov=oov)
-        return {**evaluate_tokens(self.net, ids, eval_precision(self.net, precision)),
+        return {**evaluate_tokens(self.net, ids, eval_precision(self.net, precision),
+                                  threads=check_threads(threads)),
                 "precision": eval_precision(self.net, precision)}
 
 

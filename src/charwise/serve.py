@@ -5,11 +5,14 @@ request to /api/generate and reads the answer as server-sent events, one per cha
 
     data: {"i": 0, "c": "e", "p": 0.41, "q": 0.52, "top": [["e", 0.41, 0.52], ...]}
     ...
-    data: {"done": true, "n": 300, "seconds": 1.93}
+    data: {"done": true, "n": 300, "seconds": 1.93, "prime": "ROMEO:", "note": ""}
 
 p is the model's probability of the character (softmax of the logits); q the probability it
 was drawn with (after temperature and top-p/top-k); top the model's five likeliest characters
-as [char, p, q]. Sampling is the same as `charwise sample`: a seed gives the same text.
+as [char, p, q]. The last event gives the prime as the model read it (quotes matched to the
+corpus's forms; with "oov": "skip", unknown characters dropped) and a note saying what changed.
+Sampling is the same as `charwise sample`: a seed gives the same text. README.md documents the
+HTTP API.
 
 Bad requests get a 4xx JSON {"error": "..."}; at most `max_concurrent` generations run at once
 (429 beyond); bodies over 16 KiB get 413; and the page only answers to loopback Host names
@@ -38,7 +41,7 @@ from .sample import filter_probs, load
 
 MAX_BODY = 16 << 10
 TOP = 5
-FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms")
+FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms", "oov")
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ def parse_request(body, limits: Limits) -> dict:
            "top_k": _number(body, "top_k", None, 1, 1 << 20, integer=True),
            "seed": _number(body, "seed", None, 0, 2 ** 63 - 1, integer=True),
            "delay_ms": _number(body, "delay_ms", 0, 0, limits.max_delay_ms)}
+    req["oov"] = body.get("oov", "error")
+    if req["oov"] not in ("error", "skip"):
+        raise BadRequest(400, f"oov must be \"error\" or \"skip\", got {req['oov']!r}")
     if req["n"] is None or req["temperature"] is None:
         raise BadRequest(400, "n and temperature must not be null")
     if req["top_p"] is not None and req["top_p"] >= 1:
@@ -103,16 +109,18 @@ class Generator:
     """CharModel.steps (the sampling loop of `charwise sample`), one step at a time, with each
     step's top-5."""
 
-    def __init__(self, model):
+    def __init__(self, model, threads: int | None = None):
         self.model = model
         self.chars = model.vocab.chars
+        self.threads = threads
 
     @torch.inference_mode()
     def start(self, req: dict):
         """Prime the model (a bad prime fails here, before any event is sent)."""
-        steps = self.model.steps(req["prime"], req["n"], req["temperature"], req["top_k"],
-                                 req["top_p"], req["seed"], oov="error")
-        return {"steps": steps, "first": next(steps), "i": 0}
+        prime, note = self.model.fit_prime(req["prime"], req.get("oov", "error"))
+        steps = self.model.steps(prime, req["n"], req["temperature"], req["top_k"],
+                                 req["top_p"], req["seed"], oov="error", threads=self.threads)
+        return {"steps": steps, "first": next(steps), "i": 0, "prime": prime, "note": note}
 
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> dict:
@@ -151,7 +159,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: str = "127.0.0.1"):
+def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: str = "127.0.0.1",
+               threads: int | None = None):
     """The playground as an ASGI app (Starlette)."""
     _require()
     # lazy: starlette (and anyio with it) is the optional `serve` extra
@@ -163,7 +172,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
     from starlette.staticfiles import StaticFiles
 
     model = load(run_dir, which=which)
-    gen = Generator(model)
+    gen = Generator(model, threads)
     facts = describe(run_dir)
     static = Path(str(resources.files("charwise") / "static"))
     active = {"n": 0}
@@ -220,7 +229,8 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
                 yield _sse(ev)
                 if delay:
                     await asyncio.sleep(delay)
-            yield _sse({"done": True, "n": n, "seconds": round(time.perf_counter() - t0, 3)})
+            yield _sse({"done": True, "n": n, "seconds": round(time.perf_counter() - t0, 3),
+                        "prime": run["prime"], "note": run["note"]})
 
         return Stream(events(), media_type="text/event-stream",
                       headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -270,11 +280,11 @@ def _config(app, host: str, port: int):
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, which: str = "best",
-          limits: Limits = Limits(), log=print) -> None:
+          limits: Limits = Limits(), log=print, threads: int | None = None) -> None:
     """Run the playground until Ctrl-C."""
     _require()
     import uvicorn
-    app = create_app(run_dir, which, limits, host)
+    app = create_app(run_dir, which, limits, host, threads)
     if not _is_loopback(host):
         log(f"warning: serving on {host}: anyone who can reach this address can use the model")
     shown = f"[{host}]" if ":" in host else host

@@ -18,7 +18,7 @@ import torch
 
 from ..config import CharwiseError
 from ..data import Vocab, prepare_corpus, read_text
-from ..evaluate import LN2, recurrence_threads, token_losses
+from ..evaluate import LN2, token_losses
 from ..rundir import CACHE
 
 SPEC_SENTENCE = "Mr Bennet replied that he had not."      # the chapter's heatmap sentence
@@ -84,14 +84,13 @@ def analysis_text(run_dir, info: dict, vocab: Vocab, textfile=None, oov: str = "
 
 # ----------------------------------------------------------------------------- per-character loss
 
-def position_losses(net, ids: np.ndarray, chunk: int = 8192,
-                    precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+def position_losses(net, ids: np.ndarray, chunk: int = 8192, precision: str = "fp32",
+                    threads=None) -> tuple[np.ndarray, np.ndarray]:
     """(losses (n-1,) float64 nats, correct (n-1,) bool): entry i is the prediction of ids[i+1]
     from ids[:i+1], the state carried through the whole text in one pass."""
     if len(ids) < 2:
         raise CharwiseError(f"need at least 2 characters to score, got {len(ids)}")
-    with recurrence_threads(net):
-        parts = list(token_losses(net, np.asarray(ids), chunk=chunk, precision=precision))
+    parts = list(token_losses(net, np.asarray(ids), chunk=chunk, precision=precision, threads=threads))
     losses = torch.cat([p[0] for p in parts]).double().numpy()
     guess = torch.cat([p[1] for p in parts]).numpy()
     return losses, guess == np.asarray(ids[1:])
@@ -129,6 +128,21 @@ class CharTable:
     def head(self, k: int) -> "CharTable":
         return CharTable(self.chars[:k], self.count[:k], self.loss_sum[:k], self.correct[:k])
 
+    def min_count(self) -> int:
+        """How often a character must occur to be ranked among the hardest: a mean over a
+        handful of occurrences is noise (a character seen 3 times tops any mean-loss ranking).
+        20, or fewer on short texts (1 per 200 predictions, at least 1)."""
+        return max(1, min(20, self.total // 200))
+
+    def hardest(self, k: int, min_count: int | None = None) -> tuple["CharTable", int, int]:
+        """(the k characters of highest mean loss among those seen >= min_count times,
+        min_count, how many rarer characters were left out)."""
+        m = self.min_count() if min_count is None else min_count
+        keep = np.flatnonzero(self.count >= m)                       # already hardest first
+        sub = CharTable([self.chars[i] for i in keep], self.count[keep], self.loss_sum[keep],
+                        self.correct[keep])
+        return sub.head(k), m, len(self.chars) - len(keep)
+
     def rows(self) -> list[dict]:
         total_loss = self.loss_sum.sum()
         return [{"char": c, "label": visible(c), "count": int(n), "mean_nats": float(m),
@@ -159,18 +173,18 @@ def char_table(vocab: Vocab, ids: np.ndarray, losses: np.ndarray, correct: np.nd
 # ----------------------------------------------------------------------------- samples, novelty
 
 def temperature_sweep(model, prime: str, temperatures=(0.5, 1.0, 1.5), n: int = 200,
-                      seed: int = 1) -> list[dict]:
+                      seed: int = 1, threads: int | None = None) -> list[dict]:
     """A sample per temperature and the mean log-likelihood of its generated characters under
     the model (at temperature 1). With no prime the first character comes from the corpus
     frequencies, not the model, so it is not scored."""
     prime_len = len(model.vocab.encode(prime))
     out = []
     for t in temperatures:
-        text = model.generate(prime, n, temperature=float(t), seed=seed)
+        text = model.generate(prime, n, temperature=float(t), seed=seed, threads=threads)
         ids = model.vocab.encode(text)
         ll = None
         if len(ids) >= 2 and len(ids) - max(prime_len, 1) > 0:
-            losses, _ = position_losses(model.net, ids)
+            losses, _ = position_losses(model.net, ids, threads=threads)
             ll = -float(losses[max(prime_len - 1, 0):].mean())
         out.append({"temperature": float(t), "prime": prime, "text": text, "loglik_nats": ll,
                     "loglik_bits": None if ll is None else ll / LN2})
@@ -223,6 +237,10 @@ def plateau(info: dict, tol: float = 0.01) -> dict | None:
            "evals": len(hist), "evals_since_best": since, "within_tol_step": steps[near], "tol": tol,
            "split": hist[-1].get("eval_split", "val"), "stopped_because": info.get("stopped_because"),
            "status": info.get("status")}
+    if len(hist) == 1:
+        out["verdict"] = (f"one evaluation (step {steps[0]}): no plateau information; evaluate more "
+                          "often (--eval-every) to see whether the loss is still falling")
+        return out
     if info.get("stopped_because") == "patience":
         v = (f"stopped early by --patience {info['train'].get('patience')}: no improvement in "
              f"{since} evaluations after step {steps[b]}")

@@ -110,10 +110,11 @@ def per_char_chart(table, out_path, k: int = 15, title: str | None = None) -> Pa
 
 
 def per_char_figure(table, k: int = 15, title: str | None = None):
-    """The spec's bar chart of the k hardest characters (highest mean loss), with readable
-    labels (a space is \u2423, a newline \u21b5), each bar's count (a mean over 1 occurrence
-    is noise, and the reader should see that), and the mean over all characters."""
-    top = table.head(k)
+    """The spec's bar chart of the k hardest characters (highest mean loss among characters
+    seen at least `table.min_count()` times: a mean over a few occurrences is noise), with
+    readable labels (a space is \u2423, a newline \u21b5), each bar's count, and the mean over
+    all characters."""
+    top, min_count, rare = table.hardest(k)
     labels = [visible(c) for c in top.chars]
     fig, ax = _figure((10, 4.2))
     x = np.arange(len(labels))
@@ -127,7 +128,9 @@ def per_char_figure(table, k: int = 15, title: str | None = None):
                label=f"mean over all {table.total:,} predictions: {table.overall_nats:.3f}")
     ax.set_ylim(0, max(float(top.mean_nats.max()), table.overall_nats) * 1.22 or 1)
     ax.set_title(title or "Per-character average loss (hardest to predict)")
-    ax.set_xlabel("Character (\u2423 space, \u21b5 newline); above each bar: count, top-1 accuracy")
+    left_out = f"; {rare} character(s) seen fewer than {min_count} times left out" if rare else ""
+    ax.set_xlabel(f"Character (\u2423 space, \u21b5 newline), ranked among those seen \u2265 {min_count} "
+                  f"times{left_out}; above each bar: count, top-1 accuracy", fontsize=9)
     ax.set_ylabel("Cross-entropy (nats/char)")
     ax.grid(axis="y", alpha=0.25)
     ax.legend(loc="upper right", fontsize=9)

@@ -1,6 +1,7 @@
 """`charwise analyze`: run every analysis of analysis.py on a run, draw it (plots.py), and write
-the pages: RUN/analysis/report.html (one self-contained file, images as base64 data URIs) and
-neurons.html (the text coloured by single units, top-5 guesses on hover; no JavaScript).
+the pages: RUN/analysis/report.html (one self-contained file: images as base64 data URIs, the
+neuron view inline) and neurons.html (the neuron view alone: the text coloured by single units,
+top-5 guesses on hover; no JavaScript).
 
     OUT/per_char.csv  per_char.png  curve.png  heatmap.png  neurons.html  report.html  analysis.json
 """
@@ -18,6 +19,7 @@ from ..config import CharwiseError
 from ..evaluate import eval_precision
 from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, read_run
 from ..sample import load
+from ..threads import check_threads
 from . import analysis as A
 from . import neurons as N
 from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
@@ -73,7 +75,8 @@ def _coloured(chars: list[str], acts: np.ndarray, scale: float, hover: list[str]
 
 
 def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: str = "h",
-                unit: int | None = None, chars: int = 1000, blocks: int = 6) -> dict:
+                unit: int | None = None, chars: int = 1000, blocks: int = 6,
+                threads: int | None = None) -> dict:
     """Write the neuron page; return the selective units and the units shown."""
     stats_ids = ids[:max(SELECTIVITY_CHARS, chars)]
     acts = N.layer_states(net, stats_ids, layer, kind)                  # (T, H)
@@ -87,18 +90,18 @@ def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: st
     shown = ([unit] if unit is not None else []) + [s["unit"] for s in best if abs(s["r"]) >= MIN_R]
     shown = list(dict.fromkeys(shown))[:blocks] or [int(np.argmax(acts.var(axis=0)))]
     n = min(chars, len(ids))
-    top, p = N.next_guesses(net, ids[:n], 5)                             # (n, 5)
+    top, p = N.next_guesses(net, ids[:n], 5, threads)                             # (n, 5)
     text = [vocab.chars[i] for i in ids[:n]]
     guesses = ["next: " + "  ".join(f"{A.visible(vocab.chars[j])} {q:.0%}" for j, q in zip(tj, pj))
                for tj, pj in zip(top, p)]
     why = {s["unit"]: s for s in reversed(best)}
     layer_n = layer + net.cfg.layers if layer < 0 else layer
-    body = [f"<h1>Neuron view: {kind} of layer {layer_n}</h1>",
-            "<p>Each character is coloured by one unit's activation just after the model read it "
+    intro = ("<p>Each character is coloured by one unit's activation just after the model read it "
             "(red positive, blue negative, white near 0). Hover a character for the activation "
             "and the model's top-5 guesses for the next character. r is the correlation between the "
             f"unit and a property of the character just read (r &gt; 0: higher where it holds); units "
-            f"with |r| &ge; {MIN_R} are shown.</p>"]
+             f"with |r| &ge; {MIN_R} are shown.</p>")
+    units = []
     for u in shown:
         a = acts[:n, u]
         scale = 1.0 if kind == "h" else float(np.abs(a).max()) or 1.0
@@ -106,12 +109,15 @@ def neuron_view(net, vocab, ids: np.ndarray, out_path, layer: int = -1, kind: st
         label = (f": r = {s['r']:+.2f} with <b>{_e(s['feature'])}</b>" if s and abs(s["r"]) >= MIN_R
                  else " (chosen with --unit)" if u == unit else " (the most variable unit)")
         hover = [f"{kind}[{u}] = {x:+.2f} | {g}" for x, g in zip(a, guesses)]
-        body.append(f"<h2>Unit {u}{label}</h2>" + _coloured(text, a, scale, hover))
-    body.append("<h2>Most selective units</h2><p>Pearson r between a unit's activation and a "
-                f"property of the character just read, over the first {len(stats_ids):,} characters."
-                "</p>" + selective_table(sel))
+        units.append(f"<h3>Unit {u}{label}</h3>" + _coloured(text, a, scale, hover))
+    body = [f"<h1>Neuron view: {kind} of layer {layer_n}</h1>", intro, *units,
+            "<h2>Most selective units</h2><p>Pearson r between a unit's activation and a "
+            f"property of the character just read, over the first {len(stats_ids):,} characters."
+            "</p>" + selective_table(sel)]
     atomic_write_bytes(out_path, _page("charwise neuron view", "\n".join(body)).encode())
-    return {"selective": sel, "shown": shown, "path": str(out_path)}
+    # the same view, for report.html to carry inside itself (it must stand alone)
+    inline = f"<h2>Neuron view: {kind} of layer {layer_n}</h2>" + intro + "\n".join(units)
+    return {"selective": sel, "shown": shown, "path": str(out_path), "html": inline}
 
 
 # ----------------------------------------------------------------------------- the report
@@ -138,7 +144,7 @@ def _run_section(info: dict, run: Path) -> str:
     return "<h2>Run</h2>" + _table([], rows, left=2)
 
 
-def write_report(path, run: Path, info: dict, res: dict, images: dict) -> Path:
+def write_report(path, run: Path, info: dict, res: dict, images: dict, neuron_html: str = "") -> Path:
     tab = res["per_char"]
     pl = res["plateau"]
     body = [f"<h1>charwise analysis of {_e(run.name)}</h1>",
@@ -185,13 +191,20 @@ def write_report(path, run: Path, info: dict, res: dict, images: dict) -> Path:
                 f"reading <code>{_e(hm['text'])}</code>; units sorted by {_e(hm['sort'])}"
                 f"{'; ' + _e(hm['note']) if hm['note'] else ''}.</p>" + _img(images["heatmap"], "heatmap"))
     body.append('<h2>Selective units</h2><p>Correlation r of single units with properties of the '
-                'character just read. See <a href="neurons.html">neurons.html</a> for the text '
-                "coloured by these units.</p>" + selective_table(res["neurons"]["selective"]))
+                'character just read; the text coloured by these units follows (also in '
+                "neurons.html beside this file).</p>" + selective_table(res["neurons"]["selective"]))
+    body.append(neuron_html)
     atomic_write_bytes(path, _page(f"charwise analysis: {run.name}", "\n".join(body)).encode())
     return Path(path)
 
 
 # ----------------------------------------------------------------------------- orchestration
+
+def _hardest(tab, k: int = 15) -> dict:
+    """The chart's ranking: highest mean loss among characters seen often enough to trust it."""
+    top, min_count, rare = tab.hardest(k)
+    return {"min_count": min_count, "left_out": rare, "rows": top.rows()}
+
 
 def _default(vocab, preferred: str, fallback: str) -> str:
     """The spec's sentence/prime when the model knows all its characters, else `fallback`."""
@@ -202,7 +215,8 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
             state: str = "h", layer: int = -1, sort: str = "cluster", unit: int | None = None,
             temperatures=(0.5, 1.0, 1.5), prime: str | None = None, n: int = 200, seed: int = 1,
             which: str = "best", encoding: str = "utf-8", max_units: int = 128,
-            neuron_chars: int = 1000, precision: str = "auto", log=print) -> dict:
+            neuron_chars: int = 1000, precision: str = "auto", threads: int | None = None,
+            log=print) -> dict:
     """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json)."""
     t0 = time.perf_counter()
     run = check_run_dir(run_dir)
@@ -223,7 +237,8 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     if txt.note:
         log(f"note: {txt.note}")
     precision = eval_precision(net, precision)
-    losses, correct = A.position_losses(net, txt.ids, precision=precision)
+    threads = check_threads(threads)
+    losses, correct = A.position_losses(net, txt.ids, precision=precision, threads=threads)
     tab = A.char_table(vocab, txt.ids, losses, correct)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "per_char.csv", tab.csv().encode())
@@ -233,8 +248,9 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
         images["curve"] = training_curve(run, out / CURVE)
     plat = A.plateau(info)
     images["heatmap"] = heatmap_chart(hm, out / "heatmap.png")
-    neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", layer, state, unit, neuron_chars)
-    samples = A.temperature_sweep(model, prime, temperatures, n, seed)
+    neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", layer, state, unit, neuron_chars,
+                          threads=threads)
+    samples = A.temperature_sweep(model, prime, temperatures, n, seed, threads)
     nov_note = ""
     try:
         ref = vocab.decode(A.run_split(run, info)[0])
@@ -248,11 +264,12 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
            "overall": {"predictions": tab.total, "nats": tab.overall_nats, "bits": tab.overall_nats / A.LN2,
                        "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean()),
                        "precision": precision},
-           "per_char": tab.rows(), "plateau": plat, "samples": samples, "novelty_note": nov_note,
+           "per_char": tab.rows(), "hardest": _hardest(tab), "plateau": plat, "samples": samples,
+           "novelty_note": nov_note,
            "heatmap": {"text": sentence, "layer": hm.layer, "kind": hm.kind, "sort": hm.sort,
                        "units": hm.units.tolist(), "note": hm.note},
            "neurons": neurons}
-    report = write_report(out / "report.html", run, info, res, images)
+    report = write_report(out / "report.html", run, info, res, images, neurons.pop("html"))
     res["files"] = {k: str(v) for k, v in {**images, "per_char_csv": out / "per_char.csv",
                                             "neurons": out / "neurons.html", "report": report}.items()}
     res["seconds"] = round(time.perf_counter() - t0, 3)

@@ -37,8 +37,13 @@ async function loadInfo() {
   checkPrime();
 }
 
+// a quote the vocabulary lacks is matched to the form it has (the server does the same)
+const QUOTES = { '"': ["\u201c", "\u201d"], "'": ["\u2018", "\u2019"],
+  "\u201c": ['"'], "\u201d": ['"'], "\u2018": ["'"], "\u2019": ["'"] };
+const known = (c) => vocab.has(c) || (QUOTES[c] || []).some((q) => vocab.has(q));
+
 function checkPrime() {
-  const bad = [...new Set([...$("prime").value].filter((c) => !vocab.has(c)))];
+  const bad = [...new Set([...$("prime").value].filter((c) => !known(c)))];
   const warn = $("oov");
   warn.hidden = bad.length === 0;
   warn.textContent = bad.length ? `Not in this model's vocabulary: ${bad.map(show).join(" ")}` : "";
@@ -132,7 +137,9 @@ async function generate() {
           const ev = JSON.parse(line.slice(6));
           if (ev.error) { setStatus(`error: ${ev.error}`, true); return; }
           if (ev.done) {
-            setStatus(`done: ${ev.n} characters in ${ev.seconds.toFixed(2)} s`);
+            if (ev.prime !== undefined) p.textContent = ev.prime;   // the prime as the model read it
+            setStatus(`done: ${ev.n} characters in ${ev.seconds.toFixed(2)} s` +
+              (ev.note ? ` (${ev.note})` : ""));
             continue;
           }
           addChar(ev);
