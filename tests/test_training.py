@@ -171,7 +171,7 @@ def test_existing_out_needs_force(tmp_path):
 
 def test_resume_refuses_changed_settings(tmp_path):
     train(None, out=tmp_path / "r", max_steps=3, **QUIET)
-    with pytest.raises(CharwiseError, match="hidden_size"):
+    with pytest.raises(CharwiseError, match="--hidden-size is 128 in the run, 64 given"):
         train(None, out=tmp_path / "r", resume=True, hidden_size=64, **QUIET)
 
 

@@ -111,6 +111,11 @@ def _oov(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument("--oov", choices=("error", "skip"), default="error", help=help)
 
 
+def _force_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out file (never a run's own file or a non-regular file)")
+
+
 def _encoding(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument("--encoding", default="utf-8", help=help)
 
@@ -152,8 +157,11 @@ def _prepare_parser(sub) -> None:
         epilog="examples:\n  charwise prepare books/ --out data/books\n  charwise prepare a.txt "
                "b.txt --out data/ab --separator '\\n'\n  charwise train data/books --preset small",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus", nargs="+", help="text files and/or directories")
-    p.add_argument("--out", required=True, help="directory for tokens.bin and prepared.json")
+    p.add_argument("corpus", nargs="*", help="text files and/or directories")
+    p.add_argument("--out", default=None, help="directory for tokens.bin and prepared.json")
+    p.add_argument("--verify", metavar="DIR", default=None,
+                   help="check a prepared corpus instead: re-hash DIR/tokens.bin against the "
+                        "sha256 recorded in DIR/prepared.json (and the sources still present)")
     p.add_argument("--separator", default="\n\n",
                     help="text between documents; \\n \\t \\r \\\\ escapes are understood "
                          "(default: \\n\\n, a blank line)")
@@ -216,6 +224,7 @@ def _plot_parser(sub) -> None:
     p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
     p.add_argument("--window", type=_number(int), default=10,
                     help="moving-average window in steps (default: 10, as in the chapter)")
+    _force_out(p)
 
 
 def _analyze_parser(sub) -> None:
@@ -289,7 +298,7 @@ def _export_parser(sub) -> None:
     p.add_argument("--max-loss-increase", type=_number(float), default=None, metavar="NATS",
                    help="refuse a quantized export whose loss rises more than this, in nats/char "
                         "(default: 0.01)")
-    p.add_argument("--force", action="store_true", help="--format web: overwrite an existing --out")
+    _force_out(p)
 
 
 def _serve_parser(sub) -> None:
@@ -314,12 +323,23 @@ def _serve_parser(sub) -> None:
 
 def cmd_train(a) -> int:
     from .configfile import merge_cli
-    from .training import train
+    from .rundir import check_run_dir
+    from .runlock import lock_run
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
         from .training.tblog import require_tensorboard
         require_tensorboard()               # before anything is written
-    res = train(resume=a.resume, **kw)
+    out = kw.get("out") or "runs/latest"
+    if a.resume:
+        check_run_dir(out)                  # a missing run is reported, not created
+    # the run directory's lock first, before torch is imported: a second writer learns at once
+    lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None
+    try:
+        from .training import train
+        res = train(resume=a.resume, **kw)
+    finally:
+        if lock is not None:
+            lock.release()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0                                 # under torchrun, rank 0 reports
     best = f"{res.best_val_loss:.4f} nats/char at step {res.best_step}" if res.best_val_loss is not None else "n/a"
@@ -329,7 +349,18 @@ def cmd_train(a) -> int:
 
 
 def cmd_prepare(a) -> int:
-    from .prepare import prepare, summary_line, unescape
+    from .prepare import prepare, summary_line, unescape, verify
+    if a.verify is not None:
+        if a.corpus or a.out:
+            raise CharwiseError("prepare --verify DIR takes no inputs and no --out")
+        res = verify(a.verify)
+        notes = "".join(f"; source {k.split('_')[1]}: {', '.join(res[k][:3])}"
+                        for k in ("sources_changed", "sources_missing") if res[k])
+        print(f"{res['path']}: {res['tokens']:,} tokens, sha256 matches prepared.json{notes}")
+        return 0
+    if not a.corpus or not a.out:
+        raise CharwiseError("prepare needs input files or directories and --out DIR "
+                            "(or --verify DIR)")
     res = prepare(a.corpus, a.out, separator=unescape(a.separator), encoding=a.encoding, force=a.force)
     print(summary_line(res))
     return 0
@@ -338,7 +369,7 @@ def cmd_prepare(a) -> int:
 def cmd_sample(a) -> int:
     from .api import load
     from .sample import check_sampling_args
-    check_sampling_args(a.n, a.temperature, a.top_k, a.top_p, a.num_samples)
+    check_sampling_args(a.n, a.temperature, a.top_k, a.top_p, a.num_samples, a.seed)
     threads = check_threads(a.threads)
     model = load(a.run_dir, which=a.which)
     out = sys.stdout
@@ -380,12 +411,16 @@ def cmd_demo(a) -> int:
 
 
 def cmd_plot(a) -> int:
+    from .guards import check_out_path
     from .inspect.plots import training_curve
     from .rundir import CURVE, check_run_dir
     run = check_run_dir(a.run_dir)
     if a.window < 1:
         raise CharwiseError(f"--window must be >= 1, got {a.window}")
-    path = training_curve(run, a.out or run / CURVE, window=a.window)
+    # an --out given is never an existing file without --force, a run's own file or a
+    # non-regular file; the default RUN_DIR/curve.png is this command's own, replaced
+    out = check_out_path(a.out, a.force, protect=run) if a.out else check_out_path(run / CURVE, True)
+    path = training_curve(run, out, window=a.window)
     print(path)
     return 0
 

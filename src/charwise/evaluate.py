@@ -18,6 +18,7 @@ from .model import CharRNN
 from .threads import ThreadPolicy, check_threads, policy_for
 
 LN2 = math.log(2)
+LOGITS_BUDGET = 1 << 22        # logit values per evaluation chunk (16 MB in fp32)
 
 
 # ----------------------------------------------------------------------------- hardware
@@ -103,8 +104,10 @@ def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None
     Yields (losses (n,), logits-argmax (n,)) chunk by chunk to bound memory. `threads`: a
     ThreadPolicy, a fixed count, or None (measure and choose); the caller's thread count is
     restored at the end unless it passed its own policy. `on_chunk(done, total)` reports
-    progress."""
+    progress. A chunk's logits are chunk x V floats (and as many again for the log-softmax),
+    so with a large vocabulary the chunk shrinks to keep them under LOGITS_BUDGET values."""
     device = device or next(model.parameters()).device
+    chunk = max(16, min(chunk, LOGITS_BUDGET // model.cfg.vocab_size))
     policy = eval_policy(model, threads)
     own = not isinstance(threads, ThreadPolicy)
     was_training = model.training
@@ -113,7 +116,7 @@ def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None
     try:
         s = 0
         while s < total:
-            size = PROBE_CHUNK if policy is not None and policy.deciding else chunk
+            size = min(PROBE_CHUNK, chunk) if policy is not None and policy.deciding else chunk
             seg = torch.from_numpy(np.asarray(tokens[s: s + size + 1], dtype=np.int64)).to(device)
             x, y = seg[:-1].unsqueeze(0), seg[1:]                       # (1, t), (t,)
             with policy.measure(len(y)) if policy is not None else contextlib.nullcontext():

@@ -28,8 +28,9 @@ import torch
 
 from . import __version__
 from .config import CharwiseError
+from .guards import check_out_path
 from .onnxquant import quantize_proto
-from .rundir import atomic_write_bytes
+from .rundir import atomic_write_bytes, check_run_dir
 from .sample import load
 from .webexport import (
     DEFAULT_MAX_LOSS_INCREASE,
@@ -74,23 +75,24 @@ def _require(module: str, extra: str = "onnx") -> None:
 
 
 def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quantize: str = "none",
-                textfile=None, max_loss_increase: float | None = None) -> dict:
-    """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx). When onnxruntime is
-    installed and `check` is set, run 64 steps through both and report the largest logit gap.
-    quantize fp16/int8 (onnxquant.py): the loss of the quantized graph on the run's validation
-    split (or `textfile`) is compared with the original's; beyond max_loss_increase nothing is
-    written."""
+                textfile=None, max_loss_increase: float | None = None, force: bool = False) -> dict:
+    """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx, which is replaced). An
+    existing `out` is replaced only with `force`, and never when it is not a regular file or is
+    one of the run's own files. When onnxruntime is installed and `check` is set, run 64 steps
+    through both and report the largest logit gap. quantize fp16/int8 (onnxquant.py): the loss
+    of the quantized graph on the run's validation split (or `textfile`) is compared with the
+    original's; beyond max_loss_increase nothing is written."""
     check_quantize(quantize)
+    check_run_dir(run_dir)
+    if out is not None:
+        out = check_out_path(out, force, protect=run_dir)
+    else:
+        out = check_out_path(Path(run_dir) / "model.onnx", force=True)
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
     model = load(run_dir, which=which)
     net = model.net.float().eval()
     cfg = net.cfg
-    out = Path(out) if out is not None else Path(run_dir) / "model.onnx"
-    if out.is_dir():
-        raise CharwiseError(f"{out}: is a directory; give a file name such as model.onnx")
-    if not out.parent.is_dir():
-        raise CharwiseError(f"{out.parent}: no such directory")
     ins, outs = io_names(cfg.cell)
     example = (torch.zeros(2, dtype=torch.long), *model.net.zero_state(2))
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -213,7 +215,7 @@ def export(run_dir, fmt: str = "onnx", out=None, which: str = "best", quantize: 
         return export_web(run_dir, out, quantize, which, force, textfile,
                           DEFAULT_MAX_LOSS_INCREASE if max_loss_increase is None else max_loss_increase)
     return export_onnx(run_dir, out, which, quantize=quantize, textfile=textfile,
-                       max_loss_increase=max_loss_increase)
+                       max_loss_increase=max_loss_increase, force=force)
 
 
 def summary_line(res: dict) -> str:

@@ -32,7 +32,7 @@ from . import data
 from .config import CharwiseError
 from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
 from .data import PREPARED_VERSION as FORMAT_VERSION
-from .rundir import atomic_write_json, atomic_writer
+from .rundir import atomic_write_json, atomic_writer, read_json
 
 DEFAULT_SEPARATOR = "\n\n"
 _MAX_CP = 0x110000              # every code point (and surrogate) is below this
@@ -169,13 +169,17 @@ def prepare(inputs, out, separator: str = DEFAULT_SEPARATOR, encoding: str = "ut
     out.mkdir(parents=True, exist_ok=True)
     (out / META).unlink(missing_ok=True)
     length = 0
+    tokens_hash = hashlib.sha256()             # of tokens.bin as written: `prepare --verify`
     with atomic_writer(out / TOKENS) as f:
         for i, s in enumerate(docs):
             if i:
                 f.write(lut[sep])
+                tokens_hash.update(lut[sep])
                 length += len(sep)
             for text in data.iter_text_chunks(s.path, encoding, chunk):
-                f.write(lut[_cps(text)])       # numpy arrays write their buffer: no bytes copy
+                ids = lut[_cps(text)]
+                f.write(ids)                   # numpy arrays write their buffer: no bytes copy
+                tokens_hash.update(ids)
                 length += len(text)
             _unchanged(s)
     expected = sum(s.chars for s in docs) + len(sep) * (len(docs) - 1)
@@ -184,6 +188,7 @@ def prepare(inputs, out, separator: str = DEFAULT_SEPARATOR, encoding: str = "ut
         "format_version": FORMAT_VERSION, "chars": list(vocab.chars), "dtype": dtype.name,
         "length": length, "separator": separator, "encoding": encoding,
         "sha256": corpus_digest([s.sha256 for s in docs], separator, encoding),
+        "tokens_sha256": tokens_hash.hexdigest(),
         "sources": [{"path": str(s.path), "bytes": s.size, "chars": s.chars, "sha256": s.sha256}
                     for s in docs],
     }
@@ -216,3 +221,30 @@ def summary_line(res: dict) -> str:
 
 def is_prepared(path) -> bool:
     return Path(path).is_dir() and (Path(path) / META).is_file()
+
+
+def verify(path) -> dict:
+    """`charwise prepare --verify DIR`: re-hash tokens.bin against the sha256 prepared.json
+    recorded when it was written, and each source file still present against its sha256.
+    Returns what was checked; a mismatch is a CharwiseError naming the file."""
+    corpus = load_prepared(path)                 # the cheap checks first (sizes, ids at the ends)
+    d = Path(path)
+    meta = read_json(d / META)
+    want = meta.get("tokens_sha256")
+    if not isinstance(want, str):
+        raise CharwiseError(f"{d / META}: records no tokens_sha256 (prepared by an older "
+                            "charwise); prepare the corpus again to be able to verify it")
+    got = data.file_sha256(d / TOKENS)
+    if got != want:
+        raise CharwiseError(f"{d / TOKENS}: sha256 {got[:12]}... differs from the "
+                            f"{want[:12]}... recorded in {META}: the file was changed or damaged "
+                            "(prepare the corpus again)")
+    changed, missing = [], []
+    for src in meta.get("sources") or []:
+        sp = Path(str(src.get("path", "")))
+        if not sp.is_file():
+            missing.append(str(sp))
+        elif data.file_sha256(sp) != src.get("sha256"):
+            changed.append(str(sp))
+    return {"path": str(d), "tokens": len(corpus.tokens), "tokens_sha256": got,
+            "sources_changed": changed, "sources_missing": missing}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config import CharwiseError
+from .guards import check_best, check_history, check_json_depth, check_metric_record, check_resume_state
 
 FORMAT_VERSION = 1
 RUN_JSON, BEST, LAST, METRICS = "run.json", "model.safetensors", "last.safetensors", "metrics.jsonl"
@@ -74,7 +75,9 @@ def read_json(path: Path) -> Any:
         size = path.stat().st_size
         if size > MAX_JSON_BYTES:
             raise CharwiseError(f"{path}: {size} bytes is too large for a charwise JSON file")
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        check_json_depth(path, text)             # json.loads would recurse into a RecursionError
+        return json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CharwiseError(f"{path}: damaged JSON ({e.__class__.__name__}: {e})") from None
     except OSError as e:
@@ -116,6 +119,19 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
     return tensors, meta
 
 
+def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape from a safetensors header alone (nothing is loaded)."""
+    from safetensors import SafetensorError, safe_open  # lazy: see save_tensors
+    path = Path(path)
+    if not path.is_file():
+        raise CharwiseError(f"{path}: no such weights file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CharwiseError(f"{path}: not a valid safetensors file ({str(e).splitlines()[0]})") from None
+
+
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
     """A directory holding a charwise run, or a one-line reason why `run_dir` is not one."""
     p = Path(run_dir)
@@ -143,6 +159,14 @@ def read_run(run_dir) -> dict:
     for key in ("model", "vocab", "train"):
         if key not in info:
             raise CharwiseError(f"{p / RUN_JSON}: missing {key!r}")
+    for key, kind in (("model", dict), ("train", dict), ("vocab", list), ("corpus", dict)):
+        if key in info and not isinstance(info[key], kind):
+            raise CharwiseError(f"{p / RUN_JSON}: {key!r} must be a JSON "
+                                f"{'object' if kind is dict else 'array'}")
+    if not all(isinstance(c, str) for c in info["vocab"]):
+        raise CharwiseError(f"{p / RUN_JSON}: 'vocab' must be a list of characters")
+    check_best(p / RUN_JSON, info.get("best"))
+    check_history(p / RUN_JSON, info.get("history", []))
     return info
 
 
@@ -169,13 +193,22 @@ def save_last(out: Path, model: Any, opt: Any, state: Any, rng_states: Any, np_r
     save_tensors(out / LAST, tensors, meta)
 
 
-def restore(out: Path, model, opt, np_rng, device, rank: int = 0, rows: slice | None = None):
+def restore(out: Path, model, opt, np_rng, device, rank: int = 0, rows: slice | None = None,
+            batch_size: int | None = None):
     """Load last.safetensors into model/optimizer/RNGs; returns (step, state, seconds, meta).
-    `rows` picks this rank's streams out of the saved state."""
+    `rows` picks this rank's streams out of the saved state. Everything is validated first
+    (a damaged file is a one-line error naming it, never a traceback or a NaN run)."""
     import torch  # lazy: see save_tensors
     if not (out / LAST).is_file():
         raise CharwiseError(f"{out}: no {LAST} to resume from")
     tensors, meta = load_tensors(out / LAST)
+    cfg = model.cfg
+    saved_b = next((t.shape[1] for k, t in tensors.items() if k.startswith("state/") and t.dim() == 3), 0)
+    check_resume_state(out / LAST, tensors, meta,
+                       [tuple(p.shape) for g in opt.param_groups for p in g["params"]],
+                       {k: tuple(v.shape) for k, v in model.state_dict().items()},
+                       (cfg.layers, batch_size or saved_b, cfg.hidden_size),
+                       2 if cfg.cell == "lstm" else 1, torch.get_rng_state().numel())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     osd = opt.state_dict()
     osd["state"] = {}
@@ -215,10 +248,12 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     keep = []
-    for line in path.read_text().splitlines():
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
         try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
+            rec = json.loads(line)
         except json.JSONDecodeError:
-            pass                                   # a line cut by a kill
+            continue                               # a line cut by a kill
+        check_metric_record(path, lineno, rec)
+        if rec["step"] <= step:
+            keep.append(line)
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())

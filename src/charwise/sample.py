@@ -19,20 +19,26 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from .bounds import check_inference, expected_shapes
 from .config import CharwiseError, ModelConfig, build
 from .data import Vocab
 from .evaluate import eval_precision, evaluate_tokens, pick_device
+from .guards import check_finite
 from .model import CharRNN
 from .prime import fit_prime
-from .rundir import BEST, LAST, RUN_JSON, load_tensors, read_run
+from .rundir import BEST, LAST, RUN_JSON, load_tensors, read_run, tensor_shapes
 from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
 
 MAX_CHARS = 10_000_000
+PRIME_LOGITS_BUDGET = 1 << 22      # logit values per priming call (16 MB in fp32)
 
 
 def check_sampling_args(n: int, temperature: float, top_k: int | None, top_p: float | None,
-                        num_samples: int = 1) -> None:
+                        num_samples: int = 1, seed: int | None = None) -> None:
     """One-line errors for arguments no sampler can honour."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed < 2 ** 128):
+        raise CharwiseError(f"--seed must be an integer in [0, 2**128), got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise CharwiseError(f"-n must be a whole number >= 0, got {n!r}")
     if n > MAX_CHARS:
@@ -254,17 +260,23 @@ def load_model(run_dir: str | Path, which: str = "best",
     path = next((p / f for f in files if (p / f).is_file()), None)
     if path is None:
         raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
-    tensors, _ = load_tensors(path)
-    weights = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")} or tensors
-    model = CharRNN(replace(cfg))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
+    # sizes before any allocation: what the config asks for must fit, and the file's shapes
+    # (read from its header) must be the config's
+    check_inference(cfg, str(p / RUN_JSON))
+    expected = expected_shapes(cfg)
+    stored = tensor_shapes(path)
+    prefix = "model/" if any(k.startswith("model/") for k in stored) else ""
+    missing = sorted(k for k in expected if prefix + k not in stored)
     if missing:
         raise CharwiseError(f"{path}: weights missing for {', '.join(missing[:5])}")
-    for k, v in expected.items():
-        if tuple(weights[k].shape) != tuple(v.shape):
-            raise CharwiseError(f"{path}: {k} has shape {tuple(weights[k].shape)}, but the "
-                                f"vocabulary and config need {tuple(v.shape)}")
+    for k, shape in expected.items():
+        if stored[prefix + k] != shape:
+            raise CharwiseError(f"{path}: {k} has shape {stored[prefix + k]}, but the "
+                                f"vocabulary and config in {RUN_JSON} need {shape}")
+    tensors, _ = load_tensors(path)
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    check_finite(path, {k: weights[k] for k in expected})
+    model = CharRNN(replace(cfg))
     model.load_state_dict({k: weights[k].float() for k in expected})
     return model.to(device).eval(), vocab, info
 
@@ -304,7 +316,11 @@ class CharModel:
             counts = np.asarray(self.info.get("char_counts") or np.ones(len(self.vocab)), float)
             return np.log(np.maximum(counts, 1e-12))[None].repeat(num_samples, 0), state
         x = torch.as_tensor(ids, device=self.device)[None].expand(num_samples, -1)
-        logits, state = self.net(x, state)                       # whole prime in one call
+        # the prime in as few calls as fit: each call's logits are S x piece x V values, so a
+        # large vocabulary takes shorter pieces (only the last position's logits are kept)
+        piece = max(1, PRIME_LOGITS_BUDGET // (num_samples * len(self.vocab)))
+        for s in range(0, x.shape[1], piece):
+            logits, state = self.net(x[:, s: s + piece], state)
         return logits[:, -1].float().cpu().numpy(), state
 
     def steps(self, prime: str = "", n: int = 200, temperature: float = 1.0,
@@ -314,7 +330,7 @@ class CharModel:
         """The sampling loop: yield n times (logits (S, V) drawn from, ids (S,) drawn).
         `threads`: CPU threads of the step (None: measured and chosen as it runs; the text is
         the same either way)."""
-        check_sampling_args(n, temperature, top_k, top_p, num_samples)
+        check_sampling_args(n, temperature, top_k, top_p, num_samples, seed)
         check_threads(threads)
         rng = np.random.default_rng(seed)
         logits, state = self.prime(prime, num_samples, oov)

@@ -36,10 +36,12 @@ import numpy as np
 import torch
 
 from .config import CharwiseError
+from .guards import json_depth_ok
 from .info import describe
 from .sample import filter_probs, load
 
 MAX_BODY = 16 << 10
+MAX_DEPTH = 8                  # a request is a flat object; deeper nesting is refused unparsed
 TOP = 5
 FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms", "oov")
 
@@ -69,11 +71,21 @@ def _number(body: dict, key: str, default, lo: float, hi: float, integer: bool =
     v = body.get(key, default)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
-        raise BadRequest(400, f"{key} must be {'an integer' if integer else 'a number'}, got {v!r}")
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise BadRequest(400, f"{key} must be between {lo:g} and {hi:g}, got {v!r}")
+    kind = "an integer" if integer else "a number"
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise BadRequest(400, f"{key} must be {kind}, got {_short(v)}")
+    # compared before any conversion: int vs float comparisons are exact in Python, so a
+    # 4000-digit integer is out of range here instead of an OverflowError in float()
+    if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:
+        raise BadRequest(400, f"{key} must be between {lo:g} and {hi:g}, got {_short(v)}")
+    if integer and isinstance(v, float) and not v.is_integer():
+        raise BadRequest(400, f"{key} must be {kind}, got {_short(v)}")
     return int(v) if integer else float(v)
+
+
+def _short(v) -> str:
+    text = repr(v) if not isinstance(v, int) or abs(v) < 10 ** 30 else f"an integer of {len(str(abs(v)))} digits"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_request(body, limits: Limits) -> dict:
@@ -266,9 +278,16 @@ async def _read_body(request) -> object:
         if len(body) > MAX_BODY:
             raise BadRequest(413, f"request body too large (at most {MAX_BODY} bytes)")
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise BadRequest(400, f"the request body is not valid JSON ({e})") from None
+    if not json_depth_ok(text, MAX_DEPTH):
+        raise BadRequest(400, f"the request body is nested more than {MAX_DEPTH} levels deep")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, ValueError, RecursionError) as e:
+        # ValueError: an integer longer than Python's int_max_str_digits
+        raise BadRequest(400, f"the request body is not valid JSON ({str(e)[:120]})") from None
 
 
 def _config(app, host: str, port: int):

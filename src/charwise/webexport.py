@@ -30,6 +30,7 @@ import torch
 
 from . import __version__
 from .config import CharwiseError
+from .guards import check_out_path
 from .inspect.analysis import analysis_text
 from .rundir import atomic_write_bytes
 from .sample import CharModel, load
@@ -282,6 +283,7 @@ def check_out(out: Path, force: bool) -> None:
         raise CharwiseError(f"{out.parent}: no such directory")
     if out.exists() and not force:
         raise CharwiseError(f"{out}: already exists (use --force to overwrite)")
+    check_out_path(out, force=True)             # never a device, FIFO or link, --force or not
 
 
 def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", force: bool = False,

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import CharwiseError
 from ..evaluate import LN2
+from ..guards import check_metric_record
 from ..rundir import METRICS, atomic_writer
 from .analysis import visible
 
@@ -39,11 +40,12 @@ def read_metrics(run_dir) -> tuple[list[dict], list[dict]]:
     path = Path(run_dir) / METRICS
     if not path.exists():
         return steps, evals
-    for line in path.read_text().splitlines():
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
+        check_metric_record(path, lineno, rec)
         (evals if rec.get("event") == "eval" else steps if "loss" in rec and "event" not in rec else []).append(rec)
     return steps, evals
 

@@ -7,9 +7,11 @@ the best weights and a resumable last checkpoint (rundir.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
+import shlex
 import shutil
 import signal
 import time
@@ -22,17 +24,27 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__, rundir
+from .. import __version__, bounds, rundir
 from ..budget import TimeBudget, resume_note
 from ..budget import progress as budget_progress
-from ..config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, resolve
+from ..config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, check_value, resolve
 from ..configfile import write_run_config
-from ..data import StreamBatches, prepare_corpus, token_counts
+from ..data import (
+    StreamBatches,
+    bundled_corpus_path,
+    check_text_file,
+    file_sha256,
+    load_prepared,
+    prepare_corpus,
+    token_counts,
+)
 from ..evaluate import LN2, autocast, evaluate_tokens, pick_device, pick_precision
+from ..guards import clean_orphans
 from ..model import CharRNN, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
 from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run
+from ..runlock import LOCK, lock_run
 from ..threads import policy_for, usable_cpus
 from . import distributed, hooks
 from .tblog import open_logger
@@ -45,7 +57,7 @@ class TrainingInterrupted(CharwiseError):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         super().__init__(f"{name}: stopped; a resumable checkpoint is in {run_dir} "
-                         f"(continue with: charwise train --resume {run_dir})")
+                         f"(continue with: charwise train --resume --out {shlex.quote(str(run_dir))})")
 
 
 @dataclass
@@ -101,7 +113,7 @@ def _check_out(out: Path, resume: bool, force: bool) -> None:
         return
     if out.exists() and not out.is_dir():
         raise CharwiseError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not force:
         raise CharwiseError(f"{out}: directory exists and is not empty "
                             "(use --resume to continue that run or --force to replace it)")
 
@@ -139,8 +151,8 @@ class Trainer:
         self.out, self.resume, self.force, self.show_progress = Path(out), resume, force, progress
         self.log = log
         self.prev = read_run(self.out) if resume else None
-        self.corpus = self.prev["corpus"]["source"] if self.prev is not None else corpus
         self.mcfg, self.tcfg = self._settings(preset, overrides)
+        self.corpus = resume_corpus(self.out, self.prev, corpus) if self.prev is not None else corpus
         # the run's state, restored by a resume
         self.step, self.state, self.loss, self.why = 0, None, float("nan"), "budget"
         self.best: dict | None = None
@@ -150,23 +162,25 @@ class Trainer:
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
         if self.prev is None:
             return resolve(auto_preset(self.corpus) if preset == "auto" else preset, **overrides)
-        changed = {k for k, v in overrides.items() if v is not None} - RESUMABLE
-        if changed:
-            raise CharwiseError(f"--resume keeps the run's settings; cannot change "
-                                f"{', '.join(sorted(changed))}")
-        return (build(ModelConfig, self.prev["model"]),
-                replace(build(TrainConfig, self.prev["train"]),
-                        **{k: v for k, v in overrides.items() if v is not None}))
+        mcfg, stored = build(ModelConfig, self.prev["model"]), build(TrainConfig, self.prev["train"])
+        _check_resume_settings(self.out, mcfg, stored, overrides)
+        budget = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
+        return mcfg, build(TrainConfig, {**asdict(stored), **budget})
 
     # ------------------------------------------------------------------------- setup
 
     def setup(self) -> None:
+        # sizes first: a model that cannot fit is refused before the corpus is read or a file
+        # written, and again once the vocabulary is known, before the model is built
+        bounds.check_training(replace(self.mcfg, vocab_size=max(self.mcfg.vocab_size, 1)),
+                              self.tcfg.batch_size, self.tcfg.seq_len)
         self.dist = dist = distributed.setup(self.tcfg.device)
         if dist.enabled and self.tcfg.engine != "torch":
             raise CharwiseError("distributed training needs --engine torch")
         if not dist.main:
             self.log = lambda *a: None                           # rank 0 speaks
         self._load_data()
+        bounds.check_training(self.mcfg, self.tcfg.batch_size, self.tcfg.seq_len)
         self._build_model()
         self._thread_policies()
         if self.prev is not None:
@@ -264,7 +278,8 @@ class Trainer:
         self.info = {
             "charwise_version": __version__, "model": asdict(mcfg), "train": asdict(tcfg),
             "vocab": list(data.vocab.chars), "parameters": self.model.num_parameters,
-            "corpus": {"source": data.source, "sha256": data.sha256, "chars": len(data.tokens),
+            "corpus": {"source": str(Path(data.source).resolve()), "sha256": data.sha256,
+                       "chars": len(data.tokens),
                        "train_chars": len(self.train_tok), "val_chars": len(self.val_tok)},
             "device": str(self.device), "precision": self.precision, "world_size": self.dist.world,
             "best": None, "history": [], "status": "training", "train_seconds": 0.0, "step": 0,
@@ -276,7 +291,8 @@ class Trainer:
     def _restore(self) -> None:
         # last.safetensors is the one source of truth for a resume: run.json may be a write behind.
         self.step, self.state, self.spent, meta = rundir.restore(
-            self.out, self.model, self.opt, self.np_rng, self.device, self.dist.rank, self.rows)
+            self.out, self.model, self.opt, self.np_rng, self.device, self.dist.rank, self.rows,
+            self.tcfg.batch_size)
         self.best = meta["best"]
         self.info.update(best=meta["best"], history=meta["history"])
         self.last_eval_step = meta.get("last_eval_step", -1)
@@ -397,6 +413,7 @@ class Trainer:
             with autocast(self.device, self.precision):
                 logits, new_state = self.net(x, self.state)              # (B, T, V)
                 loss = F.cross_entropy(logits.reshape(-1, self.mcfg.vocab_size).float(), y.reshape(-1))
+                del logits          # backward needs the log-softmax only: one B*T*V buffer less
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             clip = self.tcfg.grad_clip if self.tcfg.grad_clip > 0 else float("inf")
@@ -487,10 +504,15 @@ class Trainer:
         rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
                    val_perplexity=math.exp(min(loss, 700)), val_chars=int(chars))
         if math.isfinite(loss) and (self.best is None or loss < self.best["val_loss"]):
-            self.best = {"step": self.step, "val_loss": loss}
             if self.dist.main:                 # never overwritten by a worse or broken model
                 save_tensors(self.out / BEST, self.model.state_dict(),
                              {"step": self.step, "val_loss": loss})
+            # only once its weights are on disk does run.json name the new best (a failed
+            # write, disk full say, leaves both files on the previous best)
+            self.best = {"step": self.step, "val_loss": loss}
+            if self.dist.main:
+                self.info["best"] = self.best
+                write_run(self.out, self.info)
             self.since_best = 0
         else:
             self.since_best += 1
@@ -537,8 +559,72 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
           progress: bool | None = None, log: Callable[..., Any] = print,
           **overrides: Any) -> TrainResult:
     """Train a character model on `corpus` (the bundled spec corpus when None) into `out`:
-    `Trainer(...).fit()`. See Trainer for the arguments."""
-    return Trainer(corpus, out, preset, resume, force, progress, log, **overrides).fit()
+    `Trainer(...).fit()`, holding the run directory's lock (one writer per run: a second
+    process gets a one-line error naming the holder's PID). See Trainer for the arguments."""
+    if resume:
+        rundir.check_run_dir(out)              # a missing run is reported, not created
+    lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None   # rank 0 writes
+    try:
+        if lock is not None:
+            # temp files of writes cut by a kill: with the lock held, no live writer owns one
+            for d in (Path(out), Path(out) / CACHE):
+                clean_orphans(d)
+        return Trainer(corpus, out, preset, resume, force, progress, log, **overrides).fit()
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_resume_settings(out: Path, mcfg: ModelConfig, tcfg: TrainConfig, overrides: dict) -> None:
+    """--resume keeps the run's settings: a flag given with the value the run has is fine (the
+    first command re-run with --resume); a different value is refused, naming the flag, the
+    stored value and the given one. Budget flags (RESUMABLE) may change."""
+    fields = {f.name: (f, cfg) for cfg in (mcfg, tcfg) for f in dataclasses.fields(cfg)}
+    diffs = []
+    for k, v in overrides.items():
+        if v is None or k in RESUMABLE or k not in fields:
+            continue
+        f, cfg = fields[k]
+        have = getattr(cfg, k)
+        if check_value(f, v) != have:
+            diffs.append(f"--{k.replace('_', '-')} is {have!r} in the run, {v!r} given")
+    if diffs:
+        raise CharwiseError(f"{out}: --resume keeps the run's settings: {'; '.join(diffs)} "
+                            "(leave the flag out, or start a new run)")
+
+
+def resume_corpus(out: Path, prev: dict, given: str | os.PathLike | None) -> str:
+    """The corpus a resumed run reads. The run stores the corpus's absolute path and sha256:
+    without a corpus argument the stored file is used if its hash still matches, else the
+    resume stops saying so; a corpus given must have the stored hash (a moved file is fine)."""
+    rec = prev.get("corpus") if isinstance(prev.get("corpus"), dict) else {}
+    want, where = rec.get("sha256"), rec.get("source")
+    if not isinstance(want, str) or not isinstance(where, str):
+        raise CharwiseError(f"{out / rundir.RUN_JSON}: records no corpus path and sha256; cannot "
+                            "check which text this run was trained on")
+    path = given if given is not None else where
+    try:
+        got = corpus_sha256(path)
+    except CharwiseError as e:
+        if given is not None:
+            raise
+        raise CharwiseError(f"the run's corpus {where} cannot be read ({e}); pass the same text: "
+                            f"charwise train CORPUS --resume --out {out}") from None
+    if got != want:
+        if given is not None:
+            raise CharwiseError(f"{given}: not the text this run was trained on (sha256 "
+                                f"{got[:12]}..., the run's corpus has {want[:12]}...); cannot resume")
+        raise CharwiseError(f"{where}: changed since this run began (sha256 {got[:12]}..., "
+                            f"recorded {want[:12]}...); cannot resume (give the original text: "
+                            f"charwise train CORPUS --resume --out {out})")
+    return str(path)
+
+
+def corpus_sha256(path: str | os.PathLike | None) -> str:
+    """The sha256 a run records for its corpus: of the file, or a prepared corpus's own digest."""
+    if path is not None and Path(path).is_dir():
+        return load_prepared(path).sha256
+    return file_sha256(check_text_file(path if path is not None else bundled_corpus_path()))
 
 
 def stream_keep_mask(step: int, rows: np.ndarray, every: int) -> np.ndarray:

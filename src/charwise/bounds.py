@@ -1,0 +1,126 @@
+"""Size bounds, checked before anything is allocated.
+
+A model's memory follows from its config alone: parameters from (V, E, H, L, cell), training
+activations from the batch B x window T as well. `check_training` and `check_inference` compare
+an estimate with the memory this machine has available (MemAvailable in /proc/meminfo, and a
+cgroup limit when one is lower) and refuse, in one line, what cannot fit — instead of an
+allocation traceback, a hang or the OOM killer minutes later. `thread_count` caps a requested
+number of CPU threads at the CPUs this process may run on (torch segfaults on a million).
+
+The estimates are deliberately simple (float32 everywhere, the largest tensors only); they are
+meant to tell "fits" from "cannot possibly fit", not to budget the last megabyte.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .config import CharwiseError, ModelConfig
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+FLOAT = 4
+SLACK = 256 << 20              # the interpreter, torch and NumPy themselves
+EVAL_LOGITS = 1 << 22          # logit values scored at once in evaluation (evaluate.LOGITS_BUDGET)
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of the torch model `cfg` builds, computed without building it."""
+    V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, GATES[cfg.cell]
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (V, E)}
+    for k in range(L):
+        shapes[f"rnn.weight_ih_l{k}"] = (G * H, E if k == 0 else H)
+        shapes[f"rnn.weight_hh_l{k}"] = (G * H, H)
+        shapes[f"rnn.bias_ih_l{k}"] = (G * H,)
+        shapes[f"rnn.bias_hh_l{k}"] = (G * H,)
+    shapes["head.weight"] = (V, H)
+    shapes["head.bias"] = (V,)
+    return shapes
+
+
+def parameter_count(cfg: ModelConfig) -> int:
+    """Exact, in Python integers (no overflow however large the config)."""
+    V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
+                     GATES[cfg.cell])
+    rnn = G * H * (E + H + 2) + (L - 1) * G * H * (2 * H + 2)
+    return V * E + rnn + H * V + V
+
+
+def training_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
+    """Weights, gradients and two AdamW moments, plus one step's activations: the logits with
+    their log-softmax and gradient (3 x B x T x V), and per layer the gates and states kept for
+    the backward pass."""
+    V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
+                     GATES[cfg.cell])
+    n = batch_size * seq_len
+    acts = n * (3 * V + E + L * (G + 3) * H)
+    return FLOAT * (4 * parameter_count(cfg) + acts) + SLACK
+
+
+def inference_bytes(cfg: ModelConfig) -> int:
+    """Weights (loaded once as read, once as the model) plus an evaluation chunk's logits."""
+    return FLOAT * (2 * parameter_count(cfg) + 2 * EVAL_LOGITS) + SLACK
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still get: MemAvailable, or a lower cgroup v2/v1 limit."""
+    found: list[int] = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                          "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            lim = Path(limit).read_text().strip()
+            if lim != "max" and int(lim) < 1 << 60:
+                found.append(int(lim) - int(Path(usage).read_text().strip()))
+                break
+        except (OSError, ValueError):
+            continue
+    return max(min(found), 0) if found else None
+
+
+def _gb(n: int) -> str:
+    g = n / 1e9
+    return f"{g:.3g}" if g < 1000 else f"{g:,.0f}"
+
+
+def check_fits(need: int, what: str, available: int | None = None) -> None:
+    have = available_bytes() if available is None else available
+    if have is not None and need > have:
+        raise CharwiseError(f"{what} needs ~{_gb(need)} GB of memory; this machine has "
+                            f"{_gb(have)} GB available (use a smaller model, batch or window)")
+
+
+def describe(cfg: ModelConfig) -> str:
+    return (f"a {cfg.cell.upper()} of {cfg.layers} x {cfg.hidden_size} units, embedding "
+            f"{cfg.embed_dim}, vocabulary {cfg.vocab_size or '?'} "
+            f"({parameter_count(cfg):,} parameters)")
+
+
+def check_training(cfg: ModelConfig, batch_size: int, seq_len: int,
+                   available: int | None = None) -> None:
+    """Refuse, before building anything, a training run that cannot fit in memory."""
+    check_fits(training_bytes(cfg, batch_size, seq_len),
+               f"training {describe(cfg)} on {batch_size} x {seq_len} windows", available)
+
+
+def check_inference(cfg: ModelConfig, where: str = "", available: int | None = None) -> None:
+    """Refuse, before building anything, loading a model that cannot fit in memory."""
+    check_fits(inference_bytes(cfg), f"{where}{': ' if where else ''}{describe(cfg)}", available)
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_count(requested: int | None) -> int | None:
+    """`requested` capped at the CPUs this process may use (None stays None)."""
+    return None if requested is None else max(1, min(int(requested), cpu_count()))

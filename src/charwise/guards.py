@@ -1,0 +1,221 @@
+"""Checks that turn damaged or dangerous input into one-line errors naming the file.
+
+    check_finite       weights with NaN/Inf are refused on load
+    check_json_depth   JSON nested deeper than any charwise file (RecursionError otherwise)
+    check_out_path     an --out that would replace a user's file, a run's own file, or
+                       something that is not a regular file (a device, a FIFO, a link)
+    clean_orphans      temporary files (.NAME.*.tmp) left behind by a killed write
+
+Torch-free except `check_finite`, which only touches the tensors it is given.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+from .config import CharwiseError
+
+MAX_JSON_DEPTH = 64                 # run.json is 4 deep; this is for foreign or tampered files
+RUN_FILES = ("run.json", "model.safetensors", "last.safetensors", "metrics.jsonl", "config.toml",
+             ".lock")
+
+
+def check_finite(path, tensors: dict) -> None:
+    """Refuse floating-point tensors holding NaN or Inf, naming the file and the first one."""
+    import torch
+    for name, t in tensors.items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CharwiseError(f"{path}: {name} holds {bad:,} non-finite value(s) (NaN/Inf); "
+                                "these weights are damaged (a diverged or corrupted run)")
+
+
+def json_depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the nesting of `text` (outside strings) stays within `limit`, found in one pass
+    without parsing (json.loads recurses and raises RecursionError on deep input)."""
+    depth, in_str, esc = 0, False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        elif ch in "]}":
+            depth -= 1
+    return True
+
+
+def check_json_depth(path, text: str, limit: int = MAX_JSON_DEPTH) -> None:
+    if not json_depth_ok(text, limit):
+        raise CharwiseError(f"{path}: JSON nested more than {limit} levels deep; not a charwise file")
+
+
+def check_out_path(path: str | os.PathLike, force: bool = False,
+                   protect: str | os.PathLike | None = None) -> Path:
+    """An output path that may be written: its directory exists; nothing is there yet, or a
+    regular file and `force` is given. Never a run's own file (in `protect`, a run directory),
+    and never anything that is not a regular file (device, FIFO, socket, symbolic link,
+    directory), --force or not. Writers then go through a temp file + rename."""
+    p = Path(path)
+    try:
+        st = os.lstat(p)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise CharwiseError(f"{p}: cannot check the output path ({e.strerror})") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise CharwiseError(f"{p}: is a directory; give a file name")
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            raise CharwiseError(f"{p}: is {kind}; refusing to replace it (--force or not)")
+        if protect is not None and p.name in RUN_FILES and \
+                p.resolve().parent == Path(protect).resolve():
+            raise CharwiseError(f"{p}: is one of the run's own files; refusing to replace it")
+        if not force:
+            raise CharwiseError(f"{p}: exists; use --force to replace it")
+    if not p.parent.is_dir():
+        raise CharwiseError(f"{p.parent}: no such directory")
+    return p
+
+
+def clean_orphans(run_dir: str | os.PathLike, older_than: float = 0.0) -> list[Path]:
+    """Delete `.NAME.*.tmp` files (atomic writes cut by a kill) in `run_dir`; returns them.
+    Call it with the run directory's lock held: no other writer can own one then."""
+    removed = []
+    now = time.time()
+    for p in Path(run_dir).glob(".*.tmp"):
+        try:
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= older_than:
+                p.unlink()
+                removed.append(p)
+        except OSError:
+            continue
+    return removed
+
+
+# ----------------------------------------------------------------------------- run records
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_best(path, best) -> None:
+    """`best` is None or {"step": int >= 0, "val_loss": number}."""
+    if best is None:
+        return
+    if not isinstance(best, dict) or not _is_int(best.get("step")) or best["step"] < 0 \
+            or not _is_num(best.get("val_loss")):
+        raise CharwiseError(f"{path}: damaged 'best' entry (expected step and val_loss), got {_brief(best)}")
+
+
+def check_history(path, history) -> None:
+    """A list of evaluation records, each an object with an integer step and numeric losses."""
+    if not isinstance(history, list):
+        raise CharwiseError(f"{path}: damaged 'history' (expected a list), got {_brief(history)}")
+    for i, rec in enumerate(history):
+        if not isinstance(rec, dict) or not _is_int(rec.get("step")) or \
+                not all(_is_num(rec[k]) for k in ("val_loss", "train_loss") if k in rec):
+            raise CharwiseError(f"{path}: damaged history entry {i} (expected an object with a "
+                                f"step and numeric losses), got {_brief(rec)}")
+
+
+def check_metric_record(path, lineno: int, rec) -> None:
+    """One line of metrics.jsonl: a step record {"step", "loss", ...} or an event record."""
+    ok = isinstance(rec, dict) and _is_int(rec.get("step"))
+    if ok and rec.get("event") == "eval":
+        ok = _is_num(rec.get("val_loss"))
+    elif ok and "event" not in rec:
+        ok = _is_num(rec.get("loss"))
+    if not ok:
+        raise CharwiseError(f"{path}: line {lineno} is not a charwise metrics record: {_brief(rec)}")
+
+
+def _brief(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_resume_state(path, tensors: dict, meta: dict, param_shapes: list[tuple[int, ...]],
+                       model_shapes: dict[str, tuple[int, ...]], state_shape: tuple[int, ...],
+                       n_state: int, rng_len: int) -> None:
+    """Everything last.safetensors must hold for an exact resume, checked before any of it is
+    used: the step and time, the RNG states, the weights, the optimizer moments (shape and
+    finiteness) and the carried state. One line naming the file and the first problem."""
+    import random
+
+    import numpy as np
+    import torch
+
+    def bad(what: str):
+        raise CharwiseError(f"{path}: {what}; cannot resume from it")
+
+    if not isinstance(meta, dict):
+        bad("damaged metadata")
+    step, secs = meta.get("step"), meta.get("train_seconds")
+    if not _is_int(step) or step < 0:
+        bad(f"step must be an integer >= 0, got {_brief(step)}")
+    if not _is_num(secs) or not 0 <= secs < float("inf"):
+        bad(f"train_seconds must be a number >= 0, got {_brief(secs)}")
+    try:
+        np.random.default_rng().bit_generator.state = meta["numpy_rng"]
+    except (KeyError, TypeError, ValueError, OverflowError):
+        bad("damaged NumPy RNG state")
+    try:
+        st = meta["python_rng"]
+        random.Random().setstate((st[0], tuple(st[1]), st[2]))
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        bad("damaged Python RNG state")
+    for key in ("since_best", "faults", "last_eval_step"):
+        if key in meta and not _is_int(meta[key]):
+            bad(f"{key} must be an integer, got {_brief(meta[key])}")
+    if "loss" in meta and not _is_num(meta["loss"]):
+        bad(f"loss must be a number, got {_brief(meta['loss'])}")
+    check_best(path, meta.get("best"))
+    check_history(path, meta.get("history", []))
+    for k, shape in model_shapes.items():
+        t = tensors.get(f"model/{k}")
+        if t is None:
+            bad(f"weights missing for {k}")
+        if tuple(t.shape) != shape:
+            bad(f"{k} has shape {tuple(t.shape)}, expected {shape}")
+    for i, shape in enumerate(param_shapes):
+        for name in ("exp_avg", "exp_avg_sq"):
+            t = tensors.get(f"optim/{i}/{name}")
+            if t is None:
+                bad(f"optimizer tensor optim/{i}/{name} is missing")
+            if tuple(t.shape) != shape:
+                bad(f"optimizer tensor optim/{i}/{name} has shape {tuple(t.shape)}, expected {shape}")
+        s = tensors.get(f"optim/{i}/step")
+        if s is None or s.numel() != 1:
+            bad(f"optimizer tensor optim/{i}/step is missing or not a scalar")
+    unknown = [k for k in tensors if k.startswith("optim/") and
+               not (len(k.split("/")) == 3 and k.split("/")[1].isdigit()
+                    and int(k.split("/")[1]) < len(param_shapes))]
+    if unknown:
+        bad(f"unexpected optimizer tensor {unknown[0]}")
+    saved = sorted(k for k in tensors if k.startswith("state/"))
+    if saved and saved != sorted(f"state/{j}" for j in range(n_state)):
+        bad(f"carried state tensors {', '.join(saved)}; expected state/0..{n_state - 1}")
+    for k in saved:
+        if tuple(tensors[k].shape) != state_shape:
+            bad(f"carried state {k} has shape {tuple(tensors[k].shape)}, expected {state_shape}")
+    rng = tensors.get("rng/torch")
+    if rng is None or rng.dtype != torch.uint8 or rng.dim() != 2 or rng.shape[1] != rng_len:
+        bad("damaged torch RNG state (rng/torch)")
+    check_finite(path, {k: v for k, v in tensors.items() if not k.startswith("rng/")})

@@ -1,0 +1,118 @@
+"""One writer per run directory: an advisory lock on RUN/.lock.
+
+`fcntl.flock` on a file inside the run directory, held for as long as the process writes the
+run. The operating system drops it when the process ends however it ends (SIGKILL included),
+so a killed run can be resumed at once; the file itself stays and holds the last holder's PID,
+which is only used to say who holds the lock, never to decide whether it is held.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from .config import CharwiseError
+
+LOCK = ".lock"
+
+
+_HELD: dict[str, list] = {}          # resolved lock path -> [fd, count, created the dir]
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run directory (created if missing). Taking it again
+    in the process that holds it is allowed (the CLI takes it before the heavy imports, then
+    `train()` takes it for API callers); it is released when the last holder releases it."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK
+        self.fd: int | None = None
+        self.key = ""
+
+    def acquire(self) -> "RunLock":
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise CharwiseError(f"{self.run_dir}: exists and is not a directory")
+        created = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CharwiseError(f"{self.run_dir}: cannot create the run directory ({e.strerror})") from None
+        self.key = str(self.path.resolve())
+        if self.key in _HELD:
+            _HELD[self.key][1] += 1
+            self.fd = _HELD[self.key][0]
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise CharwiseError(f"{self.path}: cannot open the run lock ({e.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_pid(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f"process {holder}" if holder else "another process"
+                raise CharwiseError(f"{self.run_dir}: in use by {who} (another charwise train "
+                                    "writes this run directory); wait for it to finish or stop it, "
+                                    "or choose another --out") from None
+            raise CharwiseError(f"{self.path}: cannot lock ({e.strerror})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        _HELD[self.key] = [fd, 1, created]
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        held = _HELD.get(self.key)
+        self.fd = None
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _HELD[self.key]
+        # a directory this lock created and nothing else wrote to (a run refused before its
+        # first file) is removed again; the lock file goes while still held, so no other
+        # process can take a lock on it in between
+        empty = held[2] and _only_lock(self.run_dir)
+        if empty:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        with contextlib.suppress(OSError):
+            fcntl.flock(held[0], fcntl.LOCK_UN)
+        os.close(held[0])
+        if empty:
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _only_lock(run_dir: Path) -> bool:
+    try:
+        return os.listdir(run_dir) == [LOCK]
+    except OSError:
+        return False
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+def lock_run(run_dir: str | os.PathLike) -> RunLock:
+    """Take the run directory's lock or raise a CharwiseError naming the holder's PID."""
+    return RunLock(run_dir).acquire()
