@@ -151,8 +151,10 @@ class Trainer:
         self.out, self.resume, self.force, self.show_progress = Path(out), resume, force, progress
         self.log = log
         self.prev = read_run(self.out) if resume else None
+        self.corpus = corpus
         self.mcfg, self.tcfg = self._settings(preset, overrides)
-        self.corpus = resume_corpus(self.out, self.prev, corpus) if self.prev is not None else corpus
+        if self.prev is not None:
+            self.corpus = resume_corpus(self.out, self.prev, corpus)
         # the run's state, restored by a resume
         self.step, self.state, self.loss, self.why = 0, None, float("nan"), "budget"
         self.best: dict | None = None
