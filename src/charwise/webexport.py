@@ -230,8 +230,9 @@ def matvec_wasm() -> bytes:
 
 # ----------------------------------------------------------------------------- the page
 
-def template(name: str) -> str:
-    return (resources.files("charwise") / "static" / "web" / name).read_text(encoding="utf-8")
+def template(name: str, folder: str = "web") -> str:
+    root = resources.files("charwise") / "static"
+    return ((root / folder) if folder else root).joinpath(name).read_text(encoding="utf-8")
 
 
 def _script_json(obj) -> str:
@@ -263,7 +264,8 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
     parts = {n: template(n) for n in _TEMPLATE_FILES}
     html = parts["page.html"]
     js = parts["page.js"].replace("{{WASM}}", base64.b64encode(matvec_wasm()).decode("ascii"))
-    for key, value in (("CSS", parts["page.css"]), ("JS", js.replace("</", "<\\/")),
+    css = template("style.css", folder="") + parts["page.css"]      # the playground's look, then ours
+    for key, value in (("CSS", css), ("JS", js.replace("</", "<\\/")),
                        ("TITLE", _html_escape(f"{run_name} · charwise")),
                        ("MODEL", _script_json(desc)),
                        ("WEIGHTS", base64.b64encode(blob).decode("ascii"))):
