@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, bundled
 from .config import CharwiseError
 from .guards import check_out_path
 from .onnxquant import quantize_proto
@@ -87,7 +87,9 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
     if out is not None:
         out = check_out_path(out, force, protect=run_dir)
     else:
-        out = check_out_path(Path(run_dir) / "model.onnx", force=True)
+        # a bundled model's default goes to the working directory, never into the package
+        default = Path(f"{run_dir}.onnx") if bundled.is_bundled(run_dir) else Path(run_dir) / "model.onnx"
+        out = check_out_path(default, force=True)
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
     model = load(run_dir, which=which)

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from .config import ModelConfig, TrainConfig, config_fields
-from .rundir import BEST, LAST, read_run
+from .rundir import BEST, LAST, check_run_dir, read_run
 
 
 def describe(run_dir) -> dict:
     """The facts `charwise info` prints, as a JSON-able dict."""
-    info = read_run(run_dir)
-    run = Path(run_dir)
+    run = check_run_dir(run_dir)
+    info = read_run(run)
     best = info.get("best") or None
     hist = info.get("history") or []
     corpus = info.get("corpus") or {}

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import bundled
 from .config import CharwiseError
 from .guards import check_best, check_history, check_json_depth, check_metric_record, check_resume_state
 
@@ -133,8 +134,9 @@ def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
 
 
 def check_run_dir(run_dir: str | os.PathLike) -> Path:
-    """A directory holding a charwise run, or a one-line reason why `run_dir` is not one."""
-    p = Path(run_dir)
+    """A directory holding a charwise run, or a one-line reason why `run_dir` is not one.
+    A bundled model's name (`base`) stands for its directory inside the package, verified."""
+    p = bundled.resolve(run_dir)
     if p.is_file():
         if p.suffix.lower() in _PICKLE_SUFFIXES:
             raise CharwiseError(f"{p}: pickle-style checkpoints ({p.suffix}) are never loaded "

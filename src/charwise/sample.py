@@ -26,7 +26,7 @@ from .evaluate import eval_precision, evaluate_tokens, pick_device
 from .guards import check_finite
 from .model import CharRNN
 from .prime import fit_prime
-from .rundir import BEST, LAST, RUN_JSON, load_tensors, read_run, tensor_shapes
+from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
 from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
 
 MAX_CHARS = 10_000_000
@@ -246,8 +246,8 @@ class TimedStep:
 def load_model(run_dir: str | Path, which: str = "best",
                device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
     """(CharRNN in eval mode, Vocab, run info) from a run directory; no code is executed."""
-    info = read_run(run_dir)
-    p = Path(run_dir)
+    p = check_run_dir(run_dir)
+    info = read_run(p)
     try:
         vocab = Vocab(tuple(info["vocab"]))
         cfg = build(ModelConfig, info["model"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import bundled
 from ..config import CharwiseError
 from ..evaluate import eval_precision
 from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, read_run
@@ -221,7 +222,9 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     t0 = time.perf_counter()
     run = check_run_dir(run_dir)
     info = read_run(run)
-    out = Path(out) if out is not None else run / "analysis"
+    if out is None:                         # a bundled model's default goes to the working directory
+        out = Path(f"{run_dir}-analysis") if bundled.is_bundled(run_dir) else run / "analysis"
+    out = Path(out)
     model = load(run, which=which)
     net, vocab = model.net, model.vocab
     # the cheap checks of the arguments first, before the long pass over the text
