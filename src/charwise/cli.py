@@ -140,8 +140,15 @@ def _train_parser(sub) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/latest)")
     p.add_argument("--preset", choices=["auto", *PRESETS, "none"], default=None,
                    help="model size and training recipe; auto = spec for texts under 100 kB, small "
-                        "above; none = only the built-in defaults (default: auto)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+                        "above, finetune with --init-from; none = only the built-in defaults "
+                        "(default: auto)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped (not --init-from)")
+    p.add_argument("--init-from", metavar="SOURCE", default=None,
+                   help="start a NEW run from SOURCE's weights: a run directory, or base (the "
+                        "model bundled with charwise). The model's shape comes from SOURCE, the "
+                        "vocabulary is SOURCE's merged with the corpus's; preset auto means "
+                        "finetune. Not --resume, which continues the run in --out")
     p.add_argument("--force", action="store_true", help="replace an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p)
@@ -240,7 +247,9 @@ def _analyze_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("textfile", nargs="?", help="text to score (default: the run's validation split)")
-    p.add_argument("--out", default=None, help="output directory (default: RUN_DIR/analysis)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: RUN_DIR/analysis; NAME-analysis here for a "
+                        "bundled model)")
     _oov(p, "characters outside the vocabulary: error (default) or skip them (counted)")
     _encoding(p)
     p.add_argument("--text", default=None,
@@ -287,7 +296,9 @@ def _export_parser(sub) -> None:
     p.add_argument("--format", choices=("onnx", "web"), default="onnx",
                    help="onnx, or web: one self-contained HTML page that runs the model in any "
                         "browser, offline (default: onnx)")
-    p.add_argument("--out", default=None, help="output file (default: RUN_DIR/model.onnx or model.html)")
+    p.add_argument("--out", default=None,
+                   help="output file (default: RUN_DIR/model.onnx or model.html; for a bundled "
+                        "model NAME.onnx or NAME.html here)")
     _which(p)
     # --format web / --quantize (webexport.py, onnxquant.py)
     p.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none",

@@ -55,6 +55,11 @@ class TrainConfig:
                                 "learning-rate schedule is stretched over it. Budgets are totals over "
                                 "the whole run: --resume continues the count", min=0.0, exclusive_min=True)
     eval_every: int = _f(200, "evaluate on the whole validation split every N steps (0 = only at the end)", min=0)
+    eval_every_epochs: float | None = _f(None, "evaluate every N passes over the training text "
+                                         "instead of every --eval-every steps: the validation split "
+                                         "is a fixed share of the text, so this keeps the cost of "
+                                         "evaluating a fixed share of the run at any text size",
+                                         min=0.0, exclusive_min=True)
     checkpoint_every: float = _f(60.0, "also save the resumable checkpoint every N seconds between "
                                  "evaluations (0 = only at evaluations and the end)", min=0.0)
     keep: int = _f(0, "also keep the N most recent older checkpoints (ckpt-STEP.safetensors)", min=0)
@@ -91,6 +96,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(embed_dim=128, hidden_size=640, layers=1, seq_len=64, batch_size=16, lr=7e-3,
                   warmup_steps=100, min_lr_ratio=0.0, weight_decay=0.2, grad_clip=5.0, dropout=0.0,
                   eval_every=5000, max_time=180.0),
+    # For `--init-from SOURCE` (the model's shape comes from SOURCE, so none here): a peak
+    # rate below the base's 7e-3 and a short warmup, so the pretrained weights are adjusted,
+    # not overwritten (4e-3 beat 2e-3 and 7e-3 on 100 kB; 2e-3 and 4e-3 tied on 20 kB);
+    # no weight decay (it would pull them towards zero); a one-minute budget. A pretrained
+    # model overfits a small text within a few passes (20 kB: the validation loss turns up
+    # after ~4), so it is evaluated once per pass, keeps the best, and stops after 3 passes
+    # without a gain (benchmarks/README.md, transfer: the search and the measured benefit).
+    "finetune": dict(seq_len=64, batch_size=16, lr=4e-3, warmup_steps=10, min_lr_ratio=0.0,
+                     weight_decay=0.0, grad_clip=5.0, eval_every_epochs=1.0, patience=3,
+                     max_time=60.0),
     # Not tuned here (they need longer runs than this CPU allows): sensible starting points.
     "medium": dict(embed_dim=64, hidden_size=512, layers=2, seq_len=64, batch_size=32, lr=4e-3,
                    grad_clip=5.0, dropout=0.1, eval_every=1000),
@@ -186,6 +201,8 @@ def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig,
     given = {k: v for k, v in overrides.items() if v is not None}
     if given.keys() & BUDGETS:                  # a budget you give replaces the preset's budget
         merged = {k: v for k, v in merged.items() if k not in BUDGETS}
+    if "eval_every" in given and "eval_every_epochs" not in given:
+        merged.pop("eval_every_epochs", None)   # and a cadence you give, the preset's cadence
     merged.update(given)
     mnames = {f.name for f in dataclasses.fields(ModelConfig)}
     tnames = {f.name for f in dataclasses.fields(TrainConfig)}

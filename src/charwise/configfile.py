@@ -26,7 +26,8 @@ MAX_CONFIG_BYTES = 1 << 20
 NO_PRESET = "none"
 
 # The train flags that are not settings of ModelConfig/TrainConfig, with their TOML type.
-_RUN_KEYS = {"corpus": str, "out": str, "preset": str, "force": bool, "quiet": bool}
+_RUN_KEYS = {"corpus": str, "out": str, "preset": str, "force": bool, "quiet": bool,
+             "init_from": str}
 # Flags that make no sense in a file, with the reason.
 _REFUSED = {"resume": "pass --resume on the command line (a resumed run keeps its own settings)",
             "config": "config files do not include other config files"}
@@ -99,7 +100,7 @@ def _check(path: Path, key: str, name: str, value: Any, fields: dict) -> Any:
         if name == "preset" and value not in (*PRESETS, NO_PRESET):
             raise CharwiseError(f"{path}: preset must be one of {', '.join(PRESETS)} or "
                                 f"{NO_PRESET!r}; got {value!r}")
-        if name in ("corpus", "out") and not value.strip():
+        if name in ("corpus", "out", "init_from") and not value.strip():
             raise CharwiseError(f"{path}: {key!r} must not be empty")
         return value
     try:
@@ -115,7 +116,9 @@ def _check(path: Path, key: str, name: str, value: Any, fields: dict) -> Any:
 def _as_train_kwargs(path: Path, values: dict) -> dict:
     kw = dict(values)
     base = path.parent
-    for k in ("corpus", "out"):
+    for k in ("corpus", "out", "init_from"):
+        if k == "init_from" and kw.get(k) == "base":
+            continue                        # the bundled model's name, not a path
         if k in kw:
             kw[k] = os.path.normpath(base / Path(kw[k]).expanduser())
     if "preset" in kw and kw["preset"] == NO_PRESET:
@@ -136,6 +139,8 @@ def merge_cli(args) -> dict[str, Any]:
     kw.update({name: getattr(args, name) for name in fields if getattr(args, name) is not None})
     if args.corpus is not None:
         kw["corpus"] = args.corpus
+    if getattr(args, "init_from", None) is not None:
+        kw["init_from"] = args.init_from
     kw["out"] = args.out or kw.get("out") or "runs/latest"
     if args.preset is not None:
         kw["preset"] = None if args.preset == NO_PRESET else args.preset
@@ -170,6 +175,11 @@ def config_text(info: dict) -> str:
         lines.append(f"# corpus sha256 {corpus.get('sha256', '?')}, {corpus.get('chars', '?')} chars")
     else:
         lines.append("# corpus: not set, so the bundled corpus")
+    start = info.get("init_from")
+    if start:
+        name = start["name"] if start["name"] == "base" else start.get("path", start["name"])
+        lines.append(f"init-from = {_toml_value(name)}")
+        lines.append(f"# weights sha256 {start.get('sha256', '?')}")
     lines.append(f'preset = "{NO_PRESET}"    # every setting is below; no preset fills anything in')
     for cls, key, title in ((ModelConfig, "model", "model"), (TrainConfig, "train", "training")):
         lines += ["", f"# {title} settings"]

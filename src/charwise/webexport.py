@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, bundled
 from .config import CharwiseError
 from .guards import check_out_path
 from .inspect.analysis import analysis_text
@@ -293,7 +293,9 @@ def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", f
                check: bool = True) -> dict:
     """Write RUN_DIR's model as one HTML page (default RUN_DIR/model.html)."""
     check_quantize(quantize)
-    out = Path(out) if out is not None else Path(run_dir) / "model.html"
+    if out is None:                         # a bundled model's default goes to the working directory
+        out = Path(f"{run_dir}.html") if bundled.is_bundled(run_dir) else Path(run_dir) / "model.html"
+    out = Path(out)
     check_out(out, force)                       # before the (slow) work: fail fast
     model = load(run_dir, which=which)
     model.net.float().eval()

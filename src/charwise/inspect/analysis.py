@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import transfer
 from ..config import CharwiseError
 from ..data import Vocab, prepare_corpus, read_text
 from ..evaluate import LN2, token_losses
@@ -54,7 +55,8 @@ def run_corpus(run_dir, info: dict):
         raise CharwiseError(f"cannot re-read the run's corpus ({e}); pass a TEXTFILE") from None
     if corpus.sha256 != info["corpus"].get("sha256"):
         raise CharwiseError(f"{src}: changed since the run was trained; pass a TEXTFILE")
-    return corpus
+    # a run started --init-from trained on its text encoded in the merged vocabulary
+    return transfer.in_vocab(corpus, Vocab(tuple(info["vocab"])))
 
 
 def run_split(run_dir, info: dict) -> tuple[np.ndarray, np.ndarray]:

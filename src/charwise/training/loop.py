@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__, bounds, rundir
+from .. import __version__, bounds, rundir, transfer
 from ..budget import TimeBudget, resume_note
 from ..budget import progress as budget_progress
 from ..config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, check_value, resolve
 from ..configfile import write_run_config
 from ..data import (
     StreamBatches,
+    Vocab,
     bundled_corpus_path,
     check_text_file,
     file_sha256,
@@ -72,9 +73,13 @@ class TrainResult:
     stopped_because: str = ""
 
 
+INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts a new run from "
+                        "another model's weights, --resume continues the run in --out where it "
+                        "stopped")
+
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
-RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "device", "threads",
-             "tensorboard", "keep", "checkpoint_every"}
+RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_every_epochs",
+             "device", "threads", "tensorboard", "keep", "checkpoint_every"}
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -141,17 +146,24 @@ class Trainer:
     `overrides` are any ModelConfig/TrainConfig fields (e.g. hidden_size=256, max_time=60).
     With resume=True the run in `out` continues from its last checkpoint exactly where it
     stopped; only budget fields may then be changed. Under torchrun each process trains its
-    share of the streams (DDP).
+    share of the streams (DDP). With init_from (a run directory or "base", the bundled model) a
+    NEW run starts from that model's weights and shape, its vocabulary merged with the corpus's
+    (transfer.py); preset "auto" then means "finetune".
     """
 
     def __init__(self, corpus: str | os.PathLike | None = None,
                  out: str | os.PathLike = "runs/latest", preset: str | None = "auto",
                  resume: bool = False, force: bool = False, progress: bool | None = None,
-                 log: Callable[..., Any] = print, **overrides: Any):
+                 log: Callable[..., Any] = print, init_from: str | os.PathLike | None = None,
+                 **overrides: Any):
         self.out, self.resume, self.force, self.show_progress = Path(out), resume, force, progress
         self.log = log
+        if init_from is not None and resume:
+            raise CharwiseError(INIT_FROM_AND_RESUME)
         self.prev = read_run(self.out) if resume else None
         self.corpus = corpus
+        # what a new run starts from (read before anything is written)
+        self.source = transfer.read_source(init_from) if init_from is not None else None
         self.mcfg, self.tcfg = self._settings(preset, overrides)
         if self.prev is not None:
             self.corpus = resume_corpus(self.out, self.prev, corpus)
@@ -162,7 +174,14 @@ class Trainer:
         self.eval_seconds, self.hooks = 0.0, []
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
+        if self.source is not None:
+            _, tcfg = resolve("finetune" if preset == "auto" else preset,
+                              **transfer.training_overrides(overrides))
+            return transfer.model_config(self.source, overrides), tcfg
         if self.prev is None:
+            if preset == "finetune":
+                raise CharwiseError("--preset finetune is for --init-from SOURCE (the model's shape "
+                                    "comes from SOURCE); give --init-from base or a run directory")
             return resolve(auto_preset(self.corpus) if preset == "auto" else preset, **overrides)
         mcfg, stored = build(ModelConfig, self.prev["model"]), build(TrainConfig, self.prev["train"])
         _check_resume_settings(self.out, mcfg, stored, overrides)
@@ -228,6 +247,12 @@ class Trainer:
         distributed.barrier(dist)                        # then the others read rank 0's cache
         if not dist.main:
             self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding)
+        self.text_vocab = self.data.vocab
+        if self.source is not None or (self.prev is not None and self.prev.get("init_from")):
+            # the model's vocabulary is SOURCE's merged with the text's: encode the text in it
+            vocab = (transfer.merge_vocab(self.source.vocab, self.text_vocab) if self.source
+                     else Vocab(tuple(self.prev["vocab"])))
+            self.data = transfer.in_vocab(self.data, vocab)
         if self.prev is not None and list(self.data.vocab.chars) != self.prev["vocab"]:
             raise CharwiseError(f"{self.data.source}: the corpus changed since this run began "
                                 "(its vocabulary differs); cannot resume")
@@ -249,6 +274,8 @@ class Trainer:
             tcfg = replace(tcfg, max_epochs=10.0)
         self.tcfg, self.mcfg = tcfg, replace(self.mcfg, vocab_size=len(self.data.vocab))
         self.windows = self.batches.windows_per_epoch
+        self.eval_every = (max(1, round(tcfg.eval_every_epochs * self.windows))
+                           if tcfg.eval_every_epochs else tcfg.eval_every)
         self.max_steps = tcfg.max_steps
         if tcfg.max_epochs is not None:
             self.max_steps = min(self.max_steps or 10**18, max(1, int(tcfg.max_epochs * self.windows)))
@@ -273,7 +300,11 @@ class Trainer:
         torch.manual_seed(tcfg.seed)
         random.seed(tcfg.seed)
         self.np_rng = np.random.default_rng(tcfg.seed)
-        self.model = CharRNN(mcfg).to(self.device)
+        self.model = CharRNN(mcfg)
+        if self.source is not None:
+            self.model.load_state_dict(transfer.transplant(self.source.state, self.source.vocab,
+                                                           data.vocab))
+        self.model.to(self.device)
         self.opt = _optimizer(self.model, tcfg)
         self.ref = _reference_trainer(self.model, tcfg, self.resume) if tcfg.engine == "numpy" else None
         self.precision = "fp32" if self.ref is not None else self.precision
@@ -288,6 +319,10 @@ class Trainer:
             # chunked: memmaps of GBs
             "char_counts": token_counts(self.train_tok, len(data.vocab)).tolist(),
         }
+        if self.source is not None:
+            self.info["init_from"] = self.source.record(data.vocab, self.text_vocab)
+        elif self.prev is not None and self.prev.get("init_from"):
+            self.info["init_from"] = self.prev["init_from"]
         self.spent = 0.0
 
     def _restore(self) -> None:
@@ -371,7 +406,7 @@ class Trainer:
                 self._fault()
                 continue
             self._emit("on_step", lr, gnorm)
-            if tcfg.eval_every and self.step % tcfg.eval_every == 0:
+            if self.eval_every and self.step % self.eval_every == 0:
                 self.evaluate()
                 self.save("training")
                 if tcfg.patience is not None and self.since_best >= tcfg.patience:
@@ -559,10 +594,12 @@ class Trainer:
 def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "runs/latest",
           preset: str | None = "auto", resume: bool = False, force: bool = False,
           progress: bool | None = None, log: Callable[..., Any] = print,
-          **overrides: Any) -> TrainResult:
+          init_from: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
     """Train a character model on `corpus` (the bundled spec corpus when None) into `out`:
     `Trainer(...).fit()`, holding the run directory's lock (one writer per run: a second
     process gets a one-line error naming the holder's PID). See Trainer for the arguments."""
+    if init_from is not None and resume:
+        raise CharwiseError(INIT_FROM_AND_RESUME)
     if resume:
         rundir.check_run_dir(out)              # a missing run is reported, not created
     lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None   # rank 0 writes
@@ -571,7 +608,8 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
             # temp files of writes cut by a kill: with the lock held, no live writer owns one
             for d in (Path(out), Path(out) / CACHE):
                 clean_orphans(d)
-        return Trainer(corpus, out, preset, resume, force, progress, log, **overrides).fit()
+        return Trainer(corpus, out, preset, resume, force, progress, log, init_from,
+                       **overrides).fit()
     finally:
         if lock is not None:
             lock.release()
