@@ -86,7 +86,7 @@ def test_shakespeare_config_runs_from_another_directory(tmp_path, monkeypatch, c
     ("tensorboard = \"yes\"\n", "tensorboard must be true or false"),
     ("quiet = 1\n", "'quiet' must be true or false"),
     ("corpus = 3\n", "'corpus' must be a string"),
-    ("preset = \"huge\"\n", "preset must be one of spec, small, medium, large or 'none'"),
+    ("preset = \"huge\"\n", "preset must be one of spec, small, medium, large, finetune or 'none'"),
     ("hidden-size = 64\nhidden_size = 32\n", "'hidden_size' is given twice (also as 'hidden-size')"),
     ("[model]\nhidden-size = 64\n", "'model' is a table; a charwise config is flat"),
     ("resume = true\n", "'resume' is not allowed in a config file"),

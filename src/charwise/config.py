@@ -96,21 +96,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(embed_dim=128, hidden_size=640, layers=1, seq_len=64, batch_size=16, lr=7e-3,
                   warmup_steps=100, min_lr_ratio=0.0, weight_decay=0.2, grad_clip=5.0, dropout=0.0,
                   eval_every=5000, max_time=180.0),
-    # For `--init-from SOURCE` (the model's shape comes from SOURCE, so none here): a peak
-    # rate below the base's 7e-3 and a short warmup, so the pretrained weights are adjusted,
-    # not overwritten (4e-3 beat 2e-3 and 7e-3 on 100 kB; 2e-3 and 4e-3 tied on 20 kB);
-    # no weight decay (it would pull them towards zero); a one-minute budget. A pretrained
-    # model overfits a small text within a few passes (20 kB: the validation loss turns up
-    # after ~4), so it is evaluated once per pass, keeps the best, and stops after 3 passes
-    # without a gain (benchmarks/README.md, transfer: the search and the measured benefit).
-    "finetune": dict(seq_len=64, batch_size=16, lr=4e-3, warmup_steps=10, min_lr_ratio=0.0,
-                     weight_decay=0.0, grad_clip=5.0, eval_every_epochs=1.0, patience=3,
-                     max_time=60.0),
     # Not tuned here (they need longer runs than this CPU allows): sensible starting points.
     "medium": dict(embed_dim=64, hidden_size=512, layers=2, seq_len=64, batch_size=32, lr=4e-3,
                    grad_clip=5.0, dropout=0.1, eval_every=1000),
     "large": dict(embed_dim=128, hidden_size=1024, layers=3, seq_len=128, batch_size=64, lr=2e-3,
                   grad_clip=5.0, dropout=0.2, eval_every=1000),
+    # For `--init-from SOURCE` (the model's shape comes from SOURCE, so none here): a peak
+    # rate below the base's and a short warmup, so the pretrained weights are adjusted, not
+    # overwritten; no weight decay (it would pull them towards zero); a one-minute budget. A
+    # pretrained model overfits a small text within a few passes, so it is evaluated once a
+    # pass, keeps the best and stops after 3 passes without a gain (benchmarks/README.md,
+    # section 5: the search and the measured benefit).
+    "finetune": dict(seq_len=64, batch_size=16, lr=4e-3, warmup_steps=10, min_lr_ratio=0.0,
+                     weight_decay=0.0, grad_clip=5.0, eval_every_epochs=1.0, patience=3,
+                     max_time=60.0),
 }
 
 
