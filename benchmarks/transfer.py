@@ -88,6 +88,8 @@ def main() -> int:
                     help="characters of charwise's own source as a fourth text (0: skip)")
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--big-budget", type=float, default=180.0, help="budget from 1 MB up")
+    ap.add_argument("--scratch", nargs="+", default=["small", "spec"],
+                    help="from-scratch presets to try under 1 MB, the best counts (default: small spec)")
     ap.add_argument("--json", help="append the results as JSON lines to this file")
     ap.add_argument("--keep", help="keep the runs in this directory (default: a temporary one)")
     a = ap.parse_args()
@@ -103,10 +105,9 @@ def main() -> int:
         for name, text in cases:
             big = len(text) >= 1_000_000
             budget = a.big_budget if big else a.budget
-            variants = {"scratch-small": ["--preset", "small"],
-                        "finetune": ["--init-from", a.source]}
-            if not big:
-                variants["scratch-spec"] = ["--preset", "spec"]
+            presets = ["small"] if big else a.scratch
+            variants = {f"scratch-{p}": ["--preset", p] for p in presets}
+            variants["finetune"] = ["--init-from", a.source]
             t0 = time.perf_counter()
             res = run_case(name, text, budget, variants, tmp)
             scratch = min((k for k in res if k.startswith("scratch")), key=lambda k: res[k]["loss"])
