@@ -106,7 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # overwritten; no weight decay (it would pull them towards zero); a one-minute budget. A
     # pretrained model overfits a small text within a few passes, so it is evaluated once a
     # pass, keeps the best and stops after 3 passes without a gain (benchmarks/README.md,
-    # section 5: the search and the measured benefit).
+    # section 6: the search and the measured benefit).
     "finetune": dict(seq_len=64, batch_size=16, lr=4e-3, warmup_steps=10, min_lr_ratio=0.0,
                      weight_decay=0.0, grad_clip=5.0, eval_every_epochs=1.0, patience=3,
                      max_time=60.0),
