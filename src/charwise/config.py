@@ -114,6 +114,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 BUDGETS = {"max_steps", "max_epochs", "max_time"}
+INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts a new run from "
+                        "another model's weights, --resume continues the run in --out where it "
+                        "stopped")
 AUTO_SMALL_BYTES = 100_000
 
 

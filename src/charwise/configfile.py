@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, check_value, config_fields
+from .config import INIT_FROM_AND_RESUME, PRESETS, CharwiseError, ModelConfig, TrainConfig, check_value, config_fields
 from .data import bundled_corpus_path
 from .rundir import CONFIG_TOML, atomic_write_bytes
 
@@ -136,6 +136,8 @@ def merge_cli(args) -> dict[str, Any]:
         raise CharwiseError("--config and --resume do not mix: a resumed run keeps its own "
                             "settings (only budget flags such as --max-steps may change)")
     kw = read_config(args.config) if getattr(args, "config", None) else {}
+    if args.resume and (getattr(args, "init_from", None) or kw.get("init_from")):
+        raise CharwiseError(INIT_FROM_AND_RESUME)
     kw.update({name: getattr(args, name) for name in fields if getattr(args, name) is not None})
     if args.corpus is not None:
         kw["corpus"] = args.corpus

@@ -27,7 +27,16 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__, bounds, rundir, transfer
 from ..budget import TimeBudget, resume_note
 from ..budget import progress as budget_progress
-from ..config import CharwiseError, ModelConfig, TrainConfig, auto_preset, build, check_value, resolve
+from ..config import (
+    INIT_FROM_AND_RESUME,
+    CharwiseError,
+    ModelConfig,
+    TrainConfig,
+    auto_preset,
+    build,
+    check_value,
+    resolve,
+)
 from ..configfile import write_run_config
 from ..data import (
     StreamBatches,
@@ -72,10 +81,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     stopped_because: str = ""
 
-
-INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts a new run from "
-                        "another model's weights, --resume continues the run in --out where it "
-                        "stopped")
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_every_epochs",
