@@ -8,7 +8,7 @@ import torch
 
 from charwise.beam import MAX_BEAM, beam_search, check_beam, log_softmax
 from charwise.config import CharwiseError, ModelConfig
-from charwise.model import CharLSTM
+from charwise.model import CharRNN
 from charwise.sample import ModuleStep, NumpyLSTMStep, draw
 
 
@@ -125,7 +125,7 @@ def test_beam_with_sampling_settings_refused():
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_beam_on_a_model(cell):
     torch.manual_seed(0)
-    net = CharLSTM(ModelConfig(cell=cell, embed_dim=8, hidden_size=16, vocab_size=12)).eval()
+    net = CharRNN(ModelConfig(cell=cell, embed_dim=8, hidden_size=16, vocab_size=12)).eval()
     step = NumpyLSTMStep(net) if cell == "lstm" else ModuleStep(net)
     with torch.inference_mode():
         logits, state = net(torch.tensor([[1, 2, 3]]), net.zero_state(1))

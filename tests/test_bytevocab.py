@@ -1,7 +1,8 @@
 """Byte vocabulary: encoding any text, the incremental UTF-8 decoder, per-character scores."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charwise.bytevocab import END, ByteVocab, CharDecoder, Utf8Decoder, per_char_losses
 from charwise.config import CharwiseError

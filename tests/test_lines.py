@@ -8,14 +8,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from charwise.bytevocab import CharDecoder
 from charwise.config import CharwiseError, ModelConfig
 from charwise.data import Vocab
 from charwise.generate import Generation, run
-from charwise.bytevocab import CharDecoder
-from charwise.lines import (IGNORE, ItemBatches, LineStats, NoveltyFilter, encode_items, evaluate_items,
-                            huge_lines_warning, item_arrays, split_items, split_train_val,
-                            suggest_line_mode)
-from charwise.model import CharLSTM
+from charwise.lines import (
+    IGNORE,
+    ItemBatches,
+    LineStats,
+    NoveltyFilter,
+    encode_items,
+    evaluate_items,
+    huge_lines_warning,
+    item_arrays,
+    split_items,
+    split_train_val,
+    suggest_line_mode,
+)
+from charwise.model import CharRNN
 from charwise.sample import draw, make_step
 
 HERE = Path(__file__).parent
@@ -78,7 +88,7 @@ def train_names(steps=60):
     vocab = Vocab.from_text("".join(items))
     end = len(vocab)
     torch.manual_seed(0)
-    net = CharLSTM(ModelConfig(embed_dim=16, hidden_size=48, vocab_size=end + 1))
+    net = CharRNN(ModelConfig(embed_dim=16, hidden_size=48, vocab_size=end + 1))
     opt = torch.optim.Adam(net.parameters(), lr=2e-2)
     batches = ItemBatches(encode_items(vocab.encode, items), 32, end, seed=0)
     for step in range(steps):

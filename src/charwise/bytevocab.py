@@ -23,10 +23,23 @@ SIZE = 257                     # 256 bytes + END
 REPLACEMENT = "\ufffd"
 
 
+def _label(b: int) -> str:
+    if b == END:
+        return "<end>"
+    return chr(b) if 0x20 <= b < 0x7F or b in (9, 10, 13) else f"<{b:02X}>"
+
+
+LABELS = tuple(_label(b) for b in range(SIZE))
+
+
 @dataclass(frozen=True)
 class ByteVocab:
-    """UTF-8 bytes as symbols; `kind` is what run.json records."""
+    """UTF-8 bytes as symbols; `kind` is what run.json records. `chars` (= `labels`) names
+    every id for display: ASCII bytes as themselves, the others as <HH>, the end as <end>."""
     kind: str = "bytes"
+    end_of_item = True
+    chars = LABELS
+    labels = LABELS
 
     def __len__(self) -> int:
         return SIZE
@@ -51,6 +64,12 @@ class ByteVocab:
                 raise CharwiseError("the text contains a lone surrogate (not valid Unicode text)") from None
             raw = text.encode("utf-8", "ignore")
         return np.frombuffer(raw, dtype=np.uint8).astype(np.int64)
+
+    def encode_text(self, text: str, oov: str = "error", what: str = "text") -> tuple[np.ndarray, int]:
+        """(ids, 0): as Vocab.encode_text; a byte vocabulary drops nothing."""
+        if not text:
+            raise CharwiseError(f"{what} is empty")
+        return self.encode(text, oov), 0
 
     def decode(self, ids) -> str:
         """Ids -> text; END symbols are dropped, invalid UTF-8 becomes U+FFFD."""
@@ -138,7 +157,7 @@ def per_char_losses(losses: np.ndarray, byte_ids: np.ndarray) -> dict:
     second = int(np.flatnonzero(starts)[1])                   # first byte of character 2
     per_char = float(losses[second - 1:].sum()) / (n_chars - 1)
     per_byte = float(losses.sum()) / len(losses)
-    ln2 = np.log(2)
+    ln2 = float(np.log(2))
     return {"loss": per_char, "bits_per_char": per_char / ln2, "perplexity": float(np.exp(per_char)),
             "chars": n_chars - 1, "loss_per_byte": per_byte, "bits_per_byte": per_byte / ln2,
             "bytes": len(losses), "bytes_per_char": (len(losses) + 1) / n_chars}

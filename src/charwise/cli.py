@@ -180,8 +180,9 @@ def _sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="generate text from a trained run")
     p.add_argument("run_dir")
     p.add_argument("--prime", default="", help="text to start from (default: none)")
-    p.add_argument("-n", type=_number(int), default=500, help="characters to generate (default: 500)")
-    p.add_argument("--temperature", type=_number(float), default=1.0,
+    p.add_argument("-n", type=_number(int), default=500,
+                   help="characters to generate; items for a --line-mode run (default: 500)")
+    p.add_argument("--temperature", type=_number(float), default=None,
                    help="softmax temperature; 0 = greedy (default: 1.0)")
     p.add_argument("--top-k", type=_number(int), default=None, help="sample from the k likeliest only")
     p.add_argument("--top-p", type=_number(float), default=None, help="nucleus sampling mass in (0, 1]")
@@ -190,6 +191,15 @@ def _sample_parser(sub) -> None:
     _oov(p, "prime characters outside the vocabulary: error (default) or skip them")
     _which(p)
     _threads(p)
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help='end each sample at the first occurrence of TEXT (repeatable; escapes such as '
+                        '"\\n\\n" understood); the stop string itself is not printed')
+    p.add_argument("--keep-stop", action="store_true", help="print the stop string that ended a sample")
+    p.add_argument("--beam", type=_number(int), default=None, metavar="K",
+                   help="beam search: the K (1-64) most likely continuations of -n symbols with "
+                        "their log-probabilities, instead of sampling")
+    p.add_argument("--new-only", action="store_true",
+                   help="line mode: drop items that are lines of the training text (and say how many were new)")
 
 
 def _eval_parser(sub) -> None:
@@ -380,27 +390,19 @@ def cmd_prepare(a) -> int:
 def cmd_sample(a) -> int:
     from .api import load
     from .sample import check_sampling_args
-    check_sampling_args(a.n, a.temperature, a.top_k, a.top_p, a.num_samples, a.seed)
+    from .samplecmd import sample_command
+    check_sampling_args(a.n, 1.0 if a.temperature is None else a.temperature, a.top_k, a.top_p,
+                        a.num_samples, a.seed)
     threads = check_threads(a.threads)
     model = load(a.run_dir, which=a.which)
-    out = sys.stdout
     prime, note = model.fit_prime(a.prime, a.oov)
     model.vocab.encode(prime, oov=a.oov)                 # a bad prime fails before anything is printed
     if note:
         print(f"note: {note}", file=sys.stderr)
-    if a.num_samples == 1:
-        out.write(prime)                                 # what the model read, not what was typed
-        for chars in model.stream(prime, a.n, a.temperature, a.top_k, a.top_p, a.seed, oov=a.oov,
-                                  threads=threads):
-            out.write(chars[0])
-            out.flush()
-        out.write("\n")
-    else:
-        texts = model.generate(prime, a.n, a.temperature, top_k=a.top_k, top_p=a.top_p,
-                               seed=a.seed, num_samples=a.num_samples, oov=a.oov, threads=threads)
-        for i, t in enumerate(texts):
-            out.write(f"--- sample {i + 1}\n{t}\n")
-    return 0
+    return sample_command(model, sys.stdout, sys.stderr, prime=prime, n=a.n,
+                          temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed,
+                          num_samples=a.num_samples, oov=a.oov, stop=a.stop, keep_stop=a.keep_stop,
+                          beam=a.beam, new_only=a.new_only, threads=threads)
 
 
 def cmd_eval(a) -> int:
@@ -410,8 +412,8 @@ def cmd_eval(a) -> int:
     if a.json:
         print(json.dumps(res))
     else:
-        print(f"{res['chars']:,} predictions: {res['loss']:.4f} nats/char, "
-              f"{res['bits_per_char']:.4f} bits/char, perplexity {res['perplexity']:.3f} ({res['precision']})")
+        from .samplecmd import eval_summary
+        print(eval_summary(res))
     return 0
 
 

@@ -74,6 +74,12 @@ class TrainConfig:
                              "process may use, whichever trains faster; see README); a fixed count "
                              "makes a run repeatable bit for bit; capped at the CPUs available", min=1)
     encoding: str = _f("utf-8", "text encoding of the corpus")
+    vocab: str = _f("chars", "symbols the model reads: chars (the corpus's code points) or bytes "
+                    "(UTF-8 bytes, 256 + an end symbol: any text and any prime work)",
+                    choices=("chars", "bytes"))
+    line_mode: bool = _f(False, "each line of the corpus is one item (a name, a title), trained as its "
+                         "own sequence from a fresh state with an end-of-item symbol; sampling then "
+                         "yields whole items")
     tensorboard: bool = _f(False, "also write TensorBoard event files (scalars and text samples) "
                            "to RUN_DIR/tensorboard; needs pip install charwise[tensorboard]")
     engine: str = _f("torch", "torch (fast) or numpy (the pure-NumPy reference engine: same maths, "

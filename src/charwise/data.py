@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .bytevocab import ByteVocab, CharDecoder
 from .config import CharwiseError
 from .rundir import atomic_write_json, atomic_writer, read_json
 
@@ -36,8 +37,12 @@ def bundled_corpus_path() -> Path:
 
 @dataclass(frozen=True)
 class Vocab:
-    """chars[i] is the character with id i; ids follow sorted code points, as `sorted(set(text))`."""
+    """chars[i] is the character with id i; ids follow sorted code points, as `sorted(set(text))`.
+    With `end_of_item` (line mode) one more id, `end_id` = len(chars), is the end-of-item symbol:
+    not a character of the text."""
     chars: tuple[str, ...]
+    end_of_item: bool = False
+    kind = "chars"
 
     def __post_init__(self):
         if len(self.chars) == 0:
@@ -50,11 +55,23 @@ class Vocab:
         return cls(tuple(sorted(set(text))))
 
     def __len__(self) -> int:
-        return len(self.chars)
+        return len(self.chars) + self.end_of_item
 
     @property
     def dtype(self) -> np.dtype:
-        return token_dtype(len(self.chars))
+        return token_dtype(len(self))
+
+    @property
+    def end_id(self) -> int | None:
+        return len(self.chars) if self.end_of_item else None
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """A printable name for every id (the end-of-item symbol's is "<end>")."""
+        return self.chars + (("<end>",) if self.end_of_item else ())
+
+    def decoder(self) -> CharDecoder:
+        return CharDecoder(self.chars)
 
     def _lut(self) -> np.ndarray:
         # code point -> id table; -1 where the character is not in the vocabulary
@@ -101,7 +118,25 @@ class Vocab:
     def decode(self, ids: Any) -> str:
         """ids -> str without a Python loop over the text (code points gathered, then UTF-32)."""
         cps = np.array([ord(c) for c in self.chars], dtype="<u4")
-        return cps[np.asarray(ids, dtype=np.int64).reshape(-1)].tobytes().decode("utf-32-le", "surrogatepass")
+        a = np.asarray(ids, dtype=np.int64).reshape(-1)
+        a = a[a < len(self.chars)]                        # the end-of-item symbol is not text
+        return cps[a].tobytes().decode("utf-32-le", "surrogatepass")
+
+
+AnyVocab = Vocab | ByteVocab
+
+
+def vocab_from_info(info: dict) -> AnyVocab:
+    """The vocabulary a run.json describes: its kind ("chars" or "bytes") and line mode."""
+    if info.get("vocab_kind", "chars") == "bytes":
+        return ByteVocab()
+    return Vocab(tuple(info["vocab"]), end_of_item=bool(info.get("line_mode", False)))
+
+
+def vocab_record(vocab: AnyVocab, line_mode: bool) -> dict:
+    """What run.json keeps of a vocabulary (vocab_from_info reads it back)."""
+    chars = list(vocab.chars) if isinstance(vocab, Vocab) else []
+    return {"vocab": chars, "vocab_kind": vocab.kind, "line_mode": line_mode}
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -183,7 +218,7 @@ def read_text(path: str | os.PathLike, encoding: str = "utf-8") -> str:
 @dataclass
 class Corpus:
     """Encoded text: `tokens` is a (possibly memory-mapped) 1-D array of ids into `vocab`."""
-    vocab: Vocab
+    vocab: AnyVocab
     tokens: np.ndarray
     source: str = ""
     sha256: str = ""
@@ -209,13 +244,34 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def byte_corpus(path: str | os.PathLike | None, encoding: str = "utf-8") -> Corpus:
+    """A text file as UTF-8 bytes (--vocab bytes): checked as text chunk by chunk (bad bytes
+    reported with their offset), then memory-mapped as it is, a BOM skipped: no copy, no cache."""
+    if path is not None and Path(path).is_dir():
+        raise CharwiseError(f"{path}: --vocab bytes trains from a text file, not a prepared "
+                            "directory")
+    if codecs.lookup(encoding).name != "utf-8":
+        raise CharwiseError(f"--vocab bytes models UTF-8 bytes; the corpus is {encoding} "
+                            "(convert it to UTF-8 first, e.g. with iconv)")
+    p = check_text_file(path if path is not None else bundled_corpus_path())
+    if sum(1 for _ in iter_text_chunks(p, "utf-8")) == 0:      # reads (checks) the whole file
+        raise CharwiseError(f"{p}: holds no text")
+    with open(p, "rb") as f:
+        skip = 3 if f.read(3) == codecs.BOM_UTF8 else 0
+    tokens = np.memmap(p, dtype=np.uint8, mode="r", offset=skip)
+    return Corpus(ByteVocab(), tokens, str(p), file_sha256(p))
+
+
 def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None,
-                   encoding: str = "utf-8") -> Corpus:
-    """Read, build the vocabulary and encode `path` (the bundled corpus when None).
+                   encoding: str = "utf-8", vocab_kind: str = "chars") -> Corpus:
+    """Read, build the vocabulary and encode `path` (the bundled corpus when None); with
+    vocab_kind="bytes", its UTF-8 bytes (byte_corpus).
 
     With `cache_dir`, the tokens are stored there as `<sha256>.tokens` + `<sha256>.json` and
     memory-mapped; a later call with an unchanged file reuses them.
     """
+    if vocab_kind == "bytes":
+        return byte_corpus(path, encoding)
     if path is not None and Path(path).is_dir():
         # a `charwise prepare` output is used as it is (memory-mapped, never copied); any
         # other directory is an error that says how to make one

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bytevocab import per_char_losses
 from .config import CharwiseError, ModelConfig
 from .model import CharRNN
 from .threads import ThreadPolicy, check_threads, policy_for
@@ -151,3 +152,13 @@ def evaluate_tokens(model: CharRNN, tokens: np.ndarray, precision: str = "fp32",
         n += len(losses)
     nats = total / n
     return {"loss": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats), "chars": n}
+
+
+def evaluate_bytes(model: CharRNN, tokens: np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+    """evaluate_tokens for a byte model: per byte and per character (the losses of each
+    character's bytes summed), so bits/char compares with a code-point model's."""
+    if len(tokens) < 2:
+        raise CharwiseError("need at least 2 characters to evaluate")
+    with recurrence_threads(model):
+        losses = np.concatenate([lo.double().numpy() for lo, _ in token_losses(model, tokens, precision=precision)])
+    return per_char_losses(losses, np.asarray(tokens))

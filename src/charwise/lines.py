@@ -12,17 +12,22 @@ and the filter that keeps only items not found in the training text.
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bytevocab import ByteVocab
 from .config import CharwiseError
+from .data import AnyVocab, Vocab, bundled_corpus_path, check_text_file, file_sha256, read_text
 
 IGNORE = -100                  # target id of padding: F.cross_entropy skips it by default
+HINT_MAX_BYTES = 50 << 20     # look for a list (to suggest line mode) only in texts up to this
 HUGE_LINE = 2000               # characters: a line longer than this is one very long sequence
 SHORT_LINE = 64                # characters: what "short" means when suggesting line mode
 LN2 = math.log(2)
@@ -177,4 +182,58 @@ class NoveltyFilter:
 
     def report(self) -> str:
         share = self.new / self.seen if self.seen else 0.0
-        return f"{self.new} of {self.seen} generated items were new ({share:.0%}); the rest were lines of the training text"
+        return (f"{self.new} of {self.seen} generated items were new ({share:.0%}); the rest were "
+                "lines of the training text")
+
+
+@dataclass
+class ItemCorpus:
+    """A line-mode corpus: the vocabulary (with its end-of-item symbol) and each split's items."""
+    vocab: AnyVocab
+    train: list[np.ndarray]
+    val: list[np.ndarray]
+    stats: LineStats
+    source: str
+    sha256: str
+
+    @property
+    def end_id(self) -> int:
+        end = self.vocab.end_id
+        assert end is not None
+        return end
+
+
+def read_items(path: str | os.PathLike | None, encoding: str = "utf-8") -> tuple[str, list[str]]:
+    """(path, the non-empty lines) of a line-mode corpus (the bundled corpus when None)."""
+    p = check_text_file(path if path is not None else bundled_corpus_path())
+    items = split_items(read_text(p, encoding))
+    if not items:
+        raise CharwiseError(f"{p}: --line-mode found no non-empty lines")
+    return str(p), items
+
+
+def prepare_items(path: str | os.PathLike | None, vocab_kind: str = "chars", encoding: str = "utf-8",
+                  val_fraction: float = 0.1, log=print) -> ItemCorpus:
+    """Read a one-item-per-line corpus, warn about huge lines, split it by item and encode it."""
+    if path is not None and os.path.isdir(path):
+        raise CharwiseError(f"{path}: --line-mode trains from a text file, not a directory")
+    source, items = read_items(path, encoding)
+    stats = LineStats.of("\n".join(items))
+    warning = huge_lines_warning(stats)
+    if warning:
+        log(warning)
+    vocab: AnyVocab = (ByteVocab() if vocab_kind == "bytes"
+                       else Vocab(tuple(sorted(set("".join(items)))), end_of_item=True))
+    train, val = split_train_val(items, val_fraction)
+    if not train:
+        train, val = list(items), []
+    return ItemCorpus(vocab, encode_items(vocab.encode, train), encode_items(vocab.encode, val),
+                      stats, source, file_sha256(Path(source)))
+
+
+def line_mode_hint(path: str | os.PathLike | None, encoding: str = "utf-8") -> str | None:
+    """The suggestion to use --line-mode for a text that looks like a list (small texts only:
+    the check reads the whole file)."""
+    if path is None or os.path.isdir(path) or os.path.getsize(path) > HINT_MAX_BYTES:
+        return None
+    return suggest_line_mode(LineStats.of(read_text(path, encoding)))

@@ -14,20 +14,25 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from .beam import beam_search, check_beam
 from .bounds import check_inference, expected_shapes
+from .bytevocab import ByteVocab
 from .config import CharwiseError, ModelConfig, build
-from .data import Vocab
-from .evaluate import eval_precision, evaluate_tokens, pick_device
+from .data import AnyVocab, file_sha256, vocab_from_info
+from .evaluate import eval_precision, evaluate_bytes, evaluate_tokens, pick_device
+from .generate import Generation, run
 from .guards import check_finite
+from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
 from .model import CharRNN
 from .prime import fit_prime
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
 from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
+from .stops import parse_stops
 
 MAX_CHARS = 10_000_000
 PRIME_LOGITS_BUDGET = 1 << 22      # logit values per priming call (16 MB in fp32)
@@ -244,12 +249,12 @@ class TimedStep:
 # ----------------------------------------------------------------------------- the model API
 
 def load_model(run_dir: str | Path, which: str = "best",
-               device: str | torch.device = "cpu") -> tuple[CharRNN, Vocab, dict]:
+               device: str | torch.device = "cpu") -> tuple[CharRNN, AnyVocab, dict]:
     """(CharRNN in eval mode, Vocab, run info) from a run directory; no code is executed."""
     p = check_run_dir(run_dir)
     info = read_run(p)
     try:
-        vocab = Vocab(tuple(info["vocab"]))
+        vocab = vocab_from_info(info)
         cfg = build(ModelConfig, info["model"])
     except (CharwiseError, TypeError) as e:
         raise CharwiseError(f"{p / RUN_JSON}: invalid model description ({e})") from None
@@ -285,8 +290,13 @@ def load_model(run_dir: str | Path, which: str = "best",
 class CharModel:
     """A trained model with its vocabulary: what `charwise.load(run_dir)` returns."""
     net: CharRNN
-    vocab: Vocab
+    vocab: AnyVocab
     info: dict = field(default_factory=dict)
+
+    @property
+    def line_mode(self) -> bool:
+        """Trained with --line-mode: every sample is one item, started after the end symbol."""
+        return bool(self.info.get("line_mode", False))
 
     @property
     def device(self) -> torch.device:
@@ -297,6 +307,8 @@ class CharModel:
         oov="skip", unknown characters dropped; a note saying what changed, or "")."""
         if not isinstance(prime, str):
             raise CharwiseError("the prime must be text")
+        if isinstance(self.vocab, ByteVocab):
+            return prime, ""                                 # any text is bytes: nothing to fit
         return fit_prime(prime, self.vocab.chars, oov)
 
     @torch.inference_mode()
@@ -308,8 +320,10 @@ class CharModel:
             prime.encode("utf-8")
         except UnicodeEncodeError:
             raise CharwiseError("the prime contains a lone surrogate (not valid Unicode text)") from None
-        prime, _ = fit_prime(prime, self.vocab.chars, oov)      # what the model reads
+        prime, _ = self.fit_prime(prime, oov)                    # what the model reads
         ids = self.vocab.encode(prime, oov=oov)
+        if self.line_mode:                                   # an item starts after an end symbol
+            ids = np.concatenate([[self.vocab.end_id], ids]).astype(np.int64)
         state = self.net.zero_state(num_samples, self.device)
         if len(ids) == 0:
             # No prime: the first character comes from the corpus's character frequencies.
@@ -351,15 +365,37 @@ class CharModel:
     def stream(self, prime: str = "", n: int = 200, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                num_samples: int = 1, oov: str = "error", fast: bool = True,
-               threads: int | None = None) -> Iterator[list[str]]:
-        """Yield n steps; each step is a list of num_samples new characters."""
-        chars = self.vocab.chars
-        for _, ids in self.steps(prime, n, temperature, top_k, top_p, seed, num_samples, oov, fast,
-                                 threads):
-            yield [chars[j] for j in ids]
+               threads: int | None = None, stop: str | Sequence[str] | None = None,
+               keep_stop: bool = False, result: Generation | None = None) -> Iterator[list[str]]:
+        """Yield, step by step, a list of num_samples new texts (usually one character each; ""
+        while a sample holds text back or has ended). Each sample ends at n characters, at the
+        first of the `stop` strings (excluded unless keep_stop) or at the end-of-item symbol;
+        `result` receives how each ended. `threads` as in `steps`."""
+        check_sampling_args(n, temperature, top_k, top_p, num_samples)
+        check_threads(threads)
+        stops = parse_stops(stop, escapes=False)
+        rng = np.random.default_rng(seed)
+        yield from self._run(prime, n, lambda lg: draw(lg, rng, temperature, top_k, top_p),
+                             num_samples, oov, fast, stops, keep_stop, result, threads)
+
+    def _run(self, prime: str, n: int, pick, num_samples: int, oov: str, fast: bool,
+             stops: tuple[str, ...] = (), keep_stop: bool = False,
+             result: Generation | None = None, threads: int | None = None) -> Iterator[list[str]]:
+        logits, state = self.prime(prime, num_samples, oov)
+        step = make_timed_step(self.net, num_samples, fast, threads)
+        decoders = [self.vocab.decoder() for _ in range(num_samples)]
+        # No inference_mode around the loop: a generator would leak it into the caller's code
+        # between yields; each step function enters it for its own torch work.
+        try:
+            yield from run(step, logits, step.begin(state), n, pick, decoders, stops, keep_stop,
+                           self.vocab.end_id, result=result)
+        finally:
+            if isinstance(step, TimedStep):
+                step.close()
 
     def generate(self, prime: str = "", n: int = 200, temperature: float = 1.0, **kw) -> str | list[str]:
-        """prime + n sampled characters (a list of strings when num_samples > 1)."""
+        """prime + up to n sampled characters (a list of strings when num_samples > 1); `stop`
+        ends each sample at the first of its strings."""
         num = kw.get("num_samples", 1)
         cols: list[list[str]] = [[] for _ in range(num)]
         for chars in self.stream(prime, n, temperature, **kw):
@@ -369,14 +405,81 @@ class CharModel:
         texts = [used + "".join(c) for c in cols]
         return texts[0] if num == 1 else texts
 
+    def beam(self, prime: str = "", n: int = 200, width: int = 4,
+             oov: str = "error") -> list[tuple[str, float]]:
+        """The `width` most likely continuations of n symbols (bytes, for a byte model) as
+        (prime + text, natural log-probability), best first; deterministic."""
+        width = check_beam(width)
+        check_sampling_args(n, 0.0, None, None)
+        logits, state = self.prime(prime, 1, oov)
+        step = make_step(self.net, width + 1)
+        beams = beam_search(step, logits, step.begin(state), width, n, end_id=self.vocab.end_id)
+        return [(prime + self.vocab.decode(b.ids), b.logprob) for b in beams]
+
+    def items(self, n: int = 20, prime: str = "", temperature: float = 1.0,
+              top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
+              oov: str = "error", new_only: bool = False, max_chars: int | None = None,
+              known: list[str] | None = None) -> tuple[list[str], dict]:
+        """Line mode: n whole items (each from a fresh state, ended by the end symbol). With
+        new_only, items that are lines of the training text are dropped and more are drawn
+        (up to 20 rounds); the report says how many were new."""
+        if not self.line_mode:
+            raise CharwiseError("this run was not trained with --line-mode: it has no items "
+                                "(sample text with -n instead)")
+        check_sampling_args(n, temperature, top_k, top_p, max(1, min(n, 4096)))
+        limit = max_chars or 2 * int(self.info.get("items", {}).get("longest", 200)) + 10
+        novelty = NoveltyFilter(known if known is not None else self.training_items()) if new_only else None
+        rng = np.random.default_rng(seed)
+        pick = (lambda lg: draw(lg, rng, temperature, top_k, top_p))   # noqa: E731
+        out: list[str] = []
+        unfinished = 0
+        for _ in range(20 if new_only else 1):
+            want = n - len(out)
+            if want <= 0:
+                break
+            gen = Generation()
+            texts = [prime] * want
+            for chars in self._run(prime, limit, pick, want, oov, True, result=gen):
+                texts = [t + c for t, c in zip(texts, chars)]
+            unfinished += sum(e.reason != "end" for e in gen.ends)
+            out += [t for t in texts if novelty is None or novelty(t)]
+        report: dict[str, Any] = {"items": len(out), "unfinished": unfinished}
+        if novelty is not None:
+            report.update(drawn=novelty.seen, new=novelty.new, new_share=novelty.new / max(novelty.seen, 1),
+                          message=novelty.report())
+        return out, report
+
+    def training_items(self) -> list[str]:
+        """The lines of the training text (for --new-only), read again from the corpus file
+        the run recorded; refused if it is gone or changed since."""
+        corpus = self.info.get("corpus", {})
+        source = corpus.get("source")
+        if not source or not Path(source).is_file():
+            raise CharwiseError(f"--new-only compares with the training text, but {source!r} "
+                                "is not there any more")
+        if corpus.get("sha256") and file_sha256(Path(source)) != corpus["sha256"]:
+            raise CharwiseError(f"--new-only: {source} changed since this run trained on it")
+        return read_items(source, self.info.get("train", {}).get("encoding", "utf-8"))[1]
+
     def evaluate(self, text: str, oov: str = "error", precision: str = "auto",
                  threads: int | None = None) -> dict:
         """Exact loss of `text` in one stateful pass; precision auto/fp32/bf16 (see
-        eval_precision); threads: a fixed CPU thread count, or None to measure and choose."""
+        eval_precision). A byte model reports per byte and per character (comparable with a
+        code-point model); a line-mode model scores each line as an item, per item too.
+        threads: a fixed CPU thread count, or None to measure and choose."""
+        prec = eval_precision(self.net, precision)
+        if self.line_mode:
+            end_id = self.vocab.end_id
+            assert end_id is not None
+            items = encode_items(lambda t: self.vocab.encode(t, oov=oov), split_items(text))
+            return {**evaluate_items(self.net, items, end_id), "precision": "fp32"}
         ids = self.vocab.encode(text, oov=oov)
-        return {**evaluate_tokens(self.net, ids, eval_precision(self.net, precision),
-                                  threads=check_threads(threads)),
-                "precision": eval_precision(self.net, precision)}
+        if isinstance(self.vocab, ByteVocab):
+            if len(ids) < 2:
+                raise CharwiseError("need at least 2 characters to evaluate")
+            return {**evaluate_bytes(self.net, ids, prec), "precision": prec}
+        return {**evaluate_tokens(self.net, ids, prec, threads=check_threads(threads)),
+                "precision": prec}
 
 
 def load(run_dir: str | Path, which: str = "best", device: str = "cpu") -> CharModel:

@@ -13,6 +13,11 @@ as [char, p, q]. The last event gives the prime as the model read it (quotes mat
 corpus's forms; with "oov": "skip", unknown characters dropped) and a note saying what changed.
 Sampling is the same as `charwise sample`: a seed gives the same text. README.md documents the
 HTTP API.
+"c" is the text the step completed: one character, or for a byte model "" while a multi-byte
+character is incomplete. `stop` (a list of strings, optional) ends the text at the first of
+them: that step's event carries "stop" (the string met) and "cut" (how many characters shown so
+far to remove: the stop string itself, unless "keep_stop" is true). A line-mode model's item
+ends at its end symbol: that event has "end": true.
 
 Bad requests get a 4xx JSON {"error": "..."}; at most `max_concurrent` generations run at once
 (429 beyond); bodies over 16 KiB get 413; and the page only answers to loopback Host names
@@ -39,11 +44,12 @@ from .config import CharwiseError
 from .guards import json_depth_ok
 from .info import describe
 from .sample import filter_probs, load
+from .stops import parse_stops
 
 MAX_BODY = 16 << 10
 MAX_DEPTH = 8                  # a request is a flat object; deeper nesting is refused unparsed
 TOP = 5
-FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms", "oov")
+FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms", "oov", "stop", "keep_stop")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,13 @@ def parse_request(body, limits: Limits) -> dict:
         raise BadRequest(400, f"oov must be \"error\" or \"skip\", got {req['oov']!r}")
     if req["n"] is None or req["temperature"] is None:
         raise BadRequest(400, "n and temperature must not be null")
+    try:
+        req["stop"] = parse_stops(body.get("stop"), escapes=False)
+    except CharwiseError as e:
+        raise BadRequest(400, str(e).replace("--stop", "stop")) from None
+    req["keep_stop"] = body.get("keep_stop", False)
+    if not isinstance(req["keep_stop"], bool):
+        raise BadRequest(400, f"keep_stop must be true or false, got {req['keep_stop']!r}")
     if req["top_p"] is not None and req["top_p"] >= 1:
         req["top_p"] = None                     # 1 keeps everything: same as no filter
     return req
@@ -123,7 +136,8 @@ class Generator:
 
     def __init__(self, model, threads: int | None = None):
         self.model = model
-        self.chars = model.vocab.chars
+        self.chars = model.vocab.labels
+        self.end_id = model.vocab.end_id
         self.threads = threads
 
     @torch.inference_mode()
@@ -132,7 +146,8 @@ class Generator:
         prime, note = self.model.fit_prime(req["prime"], req.get("oov", "error"))
         steps = self.model.steps(prime, req["n"], req["temperature"], req["top_k"],
                                  req["top_p"], req["seed"], oov="error", threads=self.threads)
-        return {"steps": steps, "first": next(steps), "i": 0, "prime": prime, "note": note}
+        return {"steps": steps, "first": next(steps), "i": 0, "prime": prime, "note": note,
+                "text": "", "decoder": self.model.vocab.decoder()}
 
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> dict:
@@ -148,10 +163,50 @@ class Generator:
             q = filter_probs(logits, t, req["top_k"], req["top_p"])[0]
         j = int(ids[0])
         top = np.argsort(-p, kind="stable")[:TOP]
-        ev = {"i": run["i"], "c": self.chars[j], "p": _r(p[j]), "q": _r(q[j]),
+        ev = {"i": run["i"], "c": "", "p": _r(p[j]), "q": _r(q[j]),
               "top": [[self.chars[k], _r(p[k]), _r(q[k])] for k in top]}
         run["i"] += 1
+        if j == self.end_id:
+            ev["end"] = True
+            return ev
+        ev["c"] = run["decoder"].feed(j) + (run["decoder"].flush() if last else "")
+        self._check_stops(run, req, ev)
         return ev
+
+    @staticmethod
+    def _check_stops(run: dict, req: dict, ev: dict) -> None:
+        """Mark the event whose text completes a stop string (the earliest to end)."""
+        if not req["stop"] or not ev["c"]:
+            return
+        text = run["text"] = run["text"] + ev["c"]
+        hits = []
+        for s in req["stop"]:
+            i = text.find(s, max(0, len(text) - len(ev["c"]) - len(s) + 1))
+            if i >= 0:
+                hits.append((i + len(s), i, s))
+        if hits:
+            end, start, s = min(hits)
+            ev["stop"] = s
+            ev["cut"] = len(text) - (end if req["keep_stop"] else start)
+
+
+async def _events(gen: Generator, run: dict, req: dict):
+    """The answer's server-sent events: one per step, until n steps, a stop string or the end
+    of an item, then the "done" event."""
+    from anyio import to_thread  # lazy: anyio comes with starlette, an optional extra
+    t0 = time.perf_counter()
+    n, delay = req["n"], req["delay_ms"] / 1000
+    done = {"done": True, "n": n}
+    for i in range(n):
+        ev = await to_thread.run_sync(gen.next, run, req, i + 1 == n)
+        yield _sse(ev)
+        if "stop" in ev or "end" in ev:
+            done.update(n=i + 1, stop=ev.get("stop"), end=ev.get("end", False))
+            break
+        if delay:
+            await asyncio.sleep(delay)
+    done.update(seconds=round(time.perf_counter() - t0, 3), prime=run["prime"], note=run["note"])
+    yield _sse(done)
 
 
 def _r(x: float) -> float:
@@ -211,6 +266,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
         return JSONResponse({
             "run": Path(run_dir).resolve().name, "model": facts["model"],
             "parameters": facts["parameters"], "vocab": list(model.vocab.chars),
+            "vocab_kind": model.vocab.kind, "line_mode": model.line_mode,
             "best_val_loss": facts["best_val_loss"], "eval_split": facts["eval_split"],
             "steps": facts["steps"],
             "limits": limits.__dict__, "active": active["n"]})
@@ -233,18 +289,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
             release()
             raise
 
-        async def events():
-            t0 = time.perf_counter()
-            n, delay = req["n"], req["delay_ms"] / 1000
-            for i in range(n):
-                ev = await to_thread.run_sync(gen.next, run, req, i + 1 == n)
-                yield _sse(ev)
-                if delay:
-                    await asyncio.sleep(delay)
-            yield _sse({"done": True, "n": n, "seconds": round(time.perf_counter() - t0, 3),
-                        "prime": run["prime"], "note": run["note"]})
-
-        return Stream(events(), media_type="text/event-stream",
+        return Stream(_events(gen, run, req), media_type="text/event-stream",
                       headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     routes = [Route("/", index), Route("/api/info", info),

@@ -71,6 +71,9 @@ def read_source(spec: str | os.PathLike) -> Source:
         net, vocab, info = load_model(path, "best")
     except CharwiseError as e:
         raise CharwiseError(f"--init-from {name}: {e}") from None
+    if info.get("vocab_kind", "chars") != "chars" or info.get("line_mode"):
+        raise CharwiseError(f"--init-from {name}: a byte-level or line-mode run cannot start a "
+                            "code-point model")
     weights = BEST if (path / BEST).is_file() else LAST
     sha = bundled.verify(path) if bundled.is_bundled(spec) else bundled.sha256_file(path / weights)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}

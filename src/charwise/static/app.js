@@ -7,6 +7,7 @@ const show = (c) => SHOW[c] || c;
 const pct = (x) => (x >= 0.1 ? (100 * x).toFixed(1) : (100 * x).toFixed(2)) + "%";
 
 let vocab = new Set();
+let anyPrime = false;    // a byte model takes any text
 let steps = [];          // one event per generated character
 let spans = [];
 let controller = null;
@@ -29,6 +30,7 @@ async function loadInfo() {
   $("model-info").textContent = `${info.run} · ${m.cell.toUpperCase()} ${m.layers}×${m.hidden_size}` +
     ` · ${info.parameters.toLocaleString("en")} parameters · ${info.vocab.length} characters${bits}`;
   vocab = new Set(info.vocab);
+  anyPrime = info.vocab_kind === "bytes";
   $("vocab").textContent = info.vocab.map(show).join(" ");
   const len = $("length");
   len.max = info.limits.max_chars;
@@ -43,7 +45,7 @@ const QUOTES = { '"': ["\u201c", "\u201d"], "'": ["\u2018", "\u2019"],
 const known = (c) => vocab.has(c) || (QUOTES[c] || []).some((q) => vocab.has(q));
 
 function checkPrime() {
-  const bad = [...new Set([...$("prime").value].filter((c) => !known(c)))];
+  const bad = anyPrime ? [] : [...new Set([...$("prime").value].filter((c) => !known(c)))];
   const warn = $("oov");
   warn.hidden = bad.length === 0;
   warn.textContent = bad.length ? `Not in this model's vocabulary: ${bad.map(show).join(" ")}` : "";
@@ -80,6 +82,22 @@ function esc(t) {
   return t.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]));
 }
 
+// "\n", "\t", "\\" typed in the stop box mean newline, tab, backslash
+const ESC = { n: "\n", t: "\t", r: "\r", "\\": "\\" };
+const unescape = (t) => t.replace(/\\([ntr\\])/g, (_, c) => ESC[c]);
+
+// Remove the last `k` characters shown (a stop string that is not part of the output).
+function cutChars(k) {
+  while (k > 0 && spans.length) {
+    const el = spans[spans.length - 1];
+    const chars = [...el.textContent];
+    const drop = Math.min(k, chars.length);
+    el.textContent = chars.slice(0, chars.length - drop).join("");
+    k -= drop;
+    if (el.textContent === "" && k > 0) { el.remove(); spans.pop(); steps.pop(); }
+  }
+}
+
 function addChar(ev) {
   steps.push(ev);
   const el = document.createElement("span");
@@ -99,6 +117,7 @@ async function generate() {
     top_p: Number($("top-p").value), delay_ms: Number($("delay").value),
   };
   if ($("seed").value !== "") body.seed = Number($("seed").value);
+  if ($("stop-at").value !== "") body.stop = [unescape($("stop-at").value)];
   steps = []; spans = []; hovering = null;
   const out = $("out");
   out.innerHTML = "";
@@ -138,11 +157,13 @@ async function generate() {
           if (ev.error) { setStatus(`error: ${ev.error}`, true); return; }
           if (ev.done) {
             if (ev.prime !== undefined) p.textContent = ev.prime;   // the prime as the model read it
+            const why = ev.stop != null ? `, stopped at ${JSON.stringify(ev.stop)}` : ev.end ? ", end of item" : "";
             setStatus(`done: ${ev.n} characters in ${ev.seconds.toFixed(2)} s` +
-              (ev.note ? ` (${ev.note})` : ""));
+              (ev.note || why ? ` (${[ev.note, why.slice(2)].filter(Boolean).join("; ")})` : ""));
             continue;
           }
           addChar(ev);
+          if (ev.cut) cutChars(ev.cut);
           const secs = (performance.now() - t0) / 1000;
           setStatus(`generating… ${steps.length} / ${body.n} · ${(steps.length / secs).toFixed(0)} chars/s`);
           out.scrollTop = out.scrollHeight;

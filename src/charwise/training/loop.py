@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__, bounds, rundir, transfer
 from ..budget import TimeBudget, resume_note
 from ..budget import progress as budget_progress
+from ..bytevocab import ByteVocab
 from ..config import (
     INIT_FROM_AND_RESUME,
     CharwiseError,
@@ -39,6 +40,7 @@ from ..config import (
 )
 from ..configfile import write_run_config
 from ..data import (
+    Corpus,
     StreamBatches,
     Vocab,
     bundled_corpus_path,
@@ -47,9 +49,11 @@ from ..data import (
     load_prepared,
     prepare_corpus,
     token_counts,
+    vocab_record,
 )
-from ..evaluate import LN2, autocast, evaluate_tokens, pick_device, pick_precision
+from ..evaluate import LN2, autocast, evaluate_bytes, evaluate_tokens, pick_device, pick_precision
 from ..guards import clean_orphans
+from ..lines import ItemBatches, evaluate_items, line_mode_hint, prepare_items
 from ..model import CharRNN, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
@@ -177,6 +181,7 @@ class Trainer:
         self.best: dict | None = None
         self.since_best, self.faults, self.last_eval_step = 0, 0, -1
         self.eval_seconds, self.hooks = 0.0, []
+        self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
         if self.source is not None:
@@ -245,20 +250,30 @@ class Trainer:
         """Check the output, encode the corpus (rank 0 first), split it, cut the streams."""
         dist, tcfg, out = self.dist, self.tcfg, self.out
         _check_out(out, self.resume, self.force)
+        if self.source is not None and (tcfg.vocab != "chars" or tcfg.line_mode):
+            raise CharwiseError("--init-from continues a code-point model trained as one text: it "
+                                "cannot start --vocab bytes or --line-mode training")
         distributed.barrier(dist)                        # every rank checked before any write
+        if tcfg.line_mode:
+            return self._load_items()
         if dist.main:
             _prepare_out(out, self.resume, self.force)
-            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding)
+            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding,
+                                       vocab_kind=tcfg.vocab)
+            hint = line_mode_hint(self.corpus, tcfg.encoding) if self.prev is None else None
+            if hint:
+                self.log(hint)
         distributed.barrier(dist)                        # then the others read rank 0's cache
         if not dist.main:
-            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding)
+            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding,
+                                       vocab_kind=tcfg.vocab)
         self.text_vocab = self.data.vocab
         if self.source is not None or (self.prev is not None and self.prev.get("init_from")):
             # the model's vocabulary is SOURCE's merged with the text's: encode the text in it
             vocab = (transfer.merge_vocab(self.source.vocab, self.text_vocab) if self.source
                      else Vocab(tuple(self.prev["vocab"])))
             self.data = transfer.in_vocab(self.data, vocab)
-        if self.prev is not None and list(self.data.vocab.chars) != self.prev["vocab"]:
+        if self.prev is not None and vocab_record(self.data.vocab, False)["vocab"] != self.prev["vocab"]:
             raise CharwiseError(f"{self.data.source}: the corpus changed since this run began "
                                 "(its vocabulary differs); cannot resume")
         self.train_tok, self.val_tok = self.data.split(tcfg.val_fraction)
@@ -275,6 +290,9 @@ class Trainer:
         self.eval_tok = self.val_tok if len(self.val_tok) >= 2 else self.train_tok
         if len(self.val_tok) < 2 and tcfg.val_fraction > 0:
             self.log("note: validation split too short; evaluating on the training text")
+        self._set_budget(tcfg, tcfg.batch_size * tcfg.seq_len)
+
+    def _set_budget(self, tcfg: TrainConfig, chars_per_step: int) -> None:
         if tcfg.max_steps is None and tcfg.max_epochs is None and tcfg.max_time is None:
             tcfg = replace(tcfg, max_epochs=10.0)
         self.tcfg, self.mcfg = tcfg, replace(self.mcfg, vocab_size=len(self.data.vocab))
@@ -284,7 +302,31 @@ class Trainer:
         self.max_steps = tcfg.max_steps
         if tcfg.max_epochs is not None:
             self.max_steps = min(self.max_steps or 10**18, max(1, int(tcfg.max_epochs * self.windows)))
-        self.chars_per_step = tcfg.batch_size * tcfg.seq_len
+        self.chars_per_step = chars_per_step
+
+    def _load_items(self) -> None:
+        """Line mode: every line one item, B whole items a batch, each from a zero state."""
+        tcfg = self.tcfg
+        if self.dist.enabled:
+            raise CharwiseError("--line-mode trains in one process (no torchrun)")
+        if tcfg.engine != "torch":
+            raise CharwiseError("--line-mode needs --engine torch")
+        _prepare_out(self.out, self.resume, self.force)
+        items = prepare_items(self.corpus, tcfg.vocab, tcfg.encoding, tcfg.val_fraction, self.log)
+        self.data = Corpus(items.vocab, np.concatenate(items.train + items.val), items.source,
+                           items.sha256)
+        self.train_tok = np.concatenate(items.train)
+        self.val_tok = np.concatenate(items.val) if items.val else self.train_tok[:0]
+        self.eval_items = items.val or items.train
+        self.eval_tok = np.concatenate(self.eval_items)
+        if not items.val:
+            self.log("note: no validation items; evaluating on the training items")
+        self.items_meta = {"train": len(items.train), "val": len(items.val),
+                           "longest": items.stats.longest}
+        self.rows = np.arange(tcfg.batch_size)
+        self.batches = ItemBatches(items.train, tcfg.batch_size, items.end_id, seed=tcfg.seed)
+        mean_len = len(self.train_tok) / len(items.train) + 1
+        self._set_budget(tcfg, int(tcfg.batch_size * mean_len))
 
     def _thread_policies(self) -> None:
         """Threads for the training step and for scoring: a fixed --threads, or measured and
@@ -315,7 +357,7 @@ class Trainer:
         self.precision = "fp32" if self.ref is not None else self.precision
         self.info = {
             "charwise_version": __version__, "model": asdict(mcfg), "train": asdict(tcfg),
-            "vocab": list(data.vocab.chars), "parameters": self.model.num_parameters,
+            **vocab_record(data.vocab, tcfg.line_mode), "parameters": self.model.num_parameters,
             "corpus": {"source": str(Path(data.source).resolve()), "sha256": data.sha256,
                        "chars": len(data.tokens),
                        "train_chars": len(self.train_tok), "val_chars": len(self.val_tok)},
@@ -328,6 +370,8 @@ class Trainer:
             self.info["init_from"] = self.source.record(data.vocab, self.text_vocab)
         elif self.prev is not None and self.prev.get("init_from"):
             self.info["init_from"] = self.prev["init_from"]
+        if self.eval_items is not None:
+            self.info["items"] = self.items_meta
         self.spent = 0.0
 
     def _restore(self) -> None:
@@ -430,6 +474,9 @@ class Trainer:
         """The step's (B, T) inputs and targets; restarts the carried state where it is due."""
         k, epoch = self.step % self.windows, self.step // self.windows
         ref, n_rows = self.ref, len(self.batches.rows)
+        if self.eval_items is not None:                         # line mode: every item starts cold
+            self.state = None
+            return self.batches.window(k, epoch)
         if k == 0:                                              # a new epoch starts cold
             self.state = self.model.zero_state(n_rows, self.device)
             if ref is not None:
@@ -463,7 +510,7 @@ class Trainer:
             ok = math.isfinite(gnorm)          # a NaN loss makes the (all-reduced) norm NaN too
             if ok:
                 self.opt.step()
-        self.state = (detach_state(new_state) if ok
+        self.state = (detach_state(new_state) if ok and self.eval_items is None
                       else self.model.zero_state(len(self.batches.rows), self.device))
         return loss.item(), gnorm, ok
 
@@ -538,13 +585,13 @@ class Trainer:
                "precision": self.precision}
         # One stateful pass is sequential by nature: rank 0 scores the whole split exactly,
         # and every rank gets its numbers (so early-stopping decisions agree).
-        res = (evaluate_tokens(self.model, self.eval_tok, self.precision, threads=self.score_threads,
-                               on_chunk=lambda done, total: self._emit("on_eval_chunk", done, total))
-               if self.dist.main else {"loss": 0.0, "chars": 0})
+        res = self.score() if self.dist.main else {"loss": 0.0, "chars": 0}
         self.budget.measured_eval(time.perf_counter() - te, int(res["chars"]), self.elapsed())
         loss, chars = distributed.broadcast_floats(self.dist, [res["loss"], res["chars"]], self.device)
         rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
                    val_perplexity=math.exp(min(loss, 700)), val_chars=int(chars))
+        if "loss_per_item" in res:
+            rec.update(val_loss_per_item=res["loss_per_item"], val_items=res["items"])
         if math.isfinite(loss) and (self.best is None or loss < self.best["val_loss"]):
             if self.dist.main:                 # never overwritten by a worse or broken model
                 save_tensors(self.out / BEST, self.model.state_dict(),
@@ -565,6 +612,18 @@ class Trainer:
         self.last_tick = (time.perf_counter(), self.last_tick[1])   # an evaluation is not a step
         self.last_eval_step = self.step
         return rec
+
+    def score(self) -> dict:
+        """The exact loss of the evaluation split: one stateful pass, or (line mode) every item
+        from a fresh state, end symbols included."""
+        if self.eval_items is not None:
+            end_id = self.data.vocab.end_id
+            assert end_id is not None
+            return evaluate_items(self.model, self.eval_items, end_id)
+        if isinstance(self.data.vocab, ByteVocab):
+            return evaluate_bytes(self.model, self.eval_tok, self.precision)
+        return evaluate_tokens(self.model, self.eval_tok, self.precision, threads=self.score_threads,
+                               on_chunk=lambda done, total: self._emit("on_eval_chunk", done, total))
 
     def save(self, status: str) -> None:
         """Write last.safetensors (everything an exact resume needs) and run.json."""
