@@ -186,3 +186,11 @@ def test_bytes_refuse_a_non_utf8_corpus(tmp_path):
                        max_steps=1, **QUIET)
     with pytest.raises(CharwiseError, match="not valid utf-8"):
         charwise.train(corpus, out=tmp_path / "r2", preset="spec", vocab="bytes", max_steps=1, **QUIET)
+
+
+def test_analyze_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path):
+    from charwise.inspect.report import analyze
+    with pytest.raises(CharwiseError, match="byte-level run"):
+        analyze(bytes_run, out=tmp_path / "a", log=lambda *a: None)
+    with pytest.raises(CharwiseError, match="line-mode run"):
+        analyze(names_run, out=tmp_path / "b", log=lambda *a: None)

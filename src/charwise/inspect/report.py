@@ -227,6 +227,10 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     out = Path(out)
     model = load(run, which=which)
     net, vocab = model.net, model.vocab
+    if info.get("vocab_kind", "chars") != "chars" or model.line_mode:
+        kind = "a byte-level run" if info.get("vocab_kind") == "bytes" else "a line-mode run"
+        raise CharwiseError(f"charwise analyze reads code-point runs trained as one text; {run} is "
+                            f"{kind} (use charwise eval and sample for it)")
     # the cheap checks of the arguments first, before the long pass over the text
     if unit is not None and not 0 <= unit < net.cfg.hidden_size:
         raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {unit}")
