@@ -194,3 +194,11 @@ def test_analyze_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path)
         analyze(bytes_run, out=tmp_path / "a", log=lambda *a: None)
     with pytest.raises(CharwiseError, match="line-mode run"):
         analyze(names_run, out=tmp_path / "b", log=lambda *a: None)
+
+
+def test_web_export_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path):
+    from charwise.export import export
+    with pytest.raises(CharwiseError, match="byte-level run"):
+        export(bytes_run, "web", out=tmp_path / "a.html")
+    with pytest.raises(CharwiseError, match="line-mode run"):
+        export(names_run, "web", out=tmp_path / "b.html")

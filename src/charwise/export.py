@@ -30,7 +30,7 @@ from . import __version__, bundled
 from .config import CharwiseError
 from .guards import check_out_path
 from .onnxquant import quantize_proto
-from .rundir import atomic_write_bytes, check_run_dir
+from .rundir import atomic_write_bytes, check_run_dir, read_run
 from .sample import load
 from .webexport import (
     DEFAULT_MAX_LOSS_INCREASE,
@@ -214,10 +214,21 @@ def export(run_dir, fmt: str = "onnx", out=None, which: str = "best", quantize: 
     if fmt not in FORMATS:
         raise CharwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "web":
+        _check_web_vocab(run_dir)
         return export_web(run_dir, out, quantize, which, force, textfile,
                           DEFAULT_MAX_LOSS_INCREASE if max_loss_increase is None else max_loss_increase)
     return export_onnx(run_dir, out, which, quantize=quantize, textfile=textfile,
                        max_loss_increase=max_loss_increase, force=force)
+
+
+def _check_web_vocab(run_dir) -> None:
+    """The web page's sampler prints code points one at a time: refuse byte and line-mode runs
+    in one line instead of exporting a page that shows <E4> or ends nowhere."""
+    info = read_run(check_run_dir(run_dir))
+    if info.get("vocab_kind", "chars") != "chars" or info.get("line_mode"):
+        kind = "a byte-level run" if info.get("vocab_kind") == "bytes" else "a line-mode run"
+        raise CharwiseError(f"--format web exports code-point runs trained as one text; {run_dir} "
+                            f"is {kind} (--format onnx works for it)")
 
 
 def summary_line(res: dict) -> str:
