@@ -31,8 +31,8 @@ from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, spli
 from .model import CharRNN
 from .prime import fit_prime
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
-from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
 from .stops import parse_stops
+from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
 
 MAX_CHARS = 10_000_000
 PRIME_LOGITS_BUDGET = 1 << 22      # logit values per priming call (16 MB in fp32)
