@@ -202,3 +202,10 @@ def test_web_export_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_pa
         export(bytes_run, "web", out=tmp_path / "a.html")
     with pytest.raises(CharwiseError, match="line-mode run"):
         export(names_run, "web", out=tmp_path / "b.html")
+
+
+def test_info_names_the_vocabulary_kind_and_line_mode(bytes_run, names_run):
+    from charwise.info import describe, format_info
+    assert "UTF-8 bytes" in format_info(describe(bytes_run))
+    text = format_info(describe(names_run))
+    assert "line mode" in text and "50 characters" in text

@@ -60,7 +60,12 @@ def format_info(d: dict) -> str:
                  f"{m.get('hidden_size')} hidden, embedding {m.get('embed_dim')}, dropout "
                  f"{m.get('dropout')}: {d['parameters']:,} parameters" if d["parameters"] is not None
                  else "model        ?")
-    lines.append(f"vocabulary   {len(d['vocab'])} characters: {_vocab_line(d['vocab'])}")
+    if t.get("vocab") == "bytes":
+        lines.append("vocabulary   UTF-8 bytes: 256 symbols + the end-of-item symbol (--vocab bytes)")
+    else:
+        lines.append(f"vocabulary   {len(d['vocab'])} characters: {_vocab_line(d['vocab'])}")
+    if t.get("line_mode"):
+        lines.append("line mode    each line one item, ended by an end-of-item symbol (--line-mode)")
     c = d["corpus"]
     if c.get("source"):
         lines.append(f"corpus       {c['source']}  ({c['chars'] or 0:,} chars: {c['train_chars'] or 0:,} "
