@@ -209,3 +209,13 @@ def test_info_names_the_vocabulary_kind_and_line_mode(bytes_run, names_run):
     assert "UTF-8 bytes" in format_info(describe(bytes_run))
     text = format_info(describe(names_run))
     assert "line mode" in text and "50 characters" in text
+
+
+def test_init_from_refuses_bytes_and_line_mode(trained_run, bytes_run, names_run, tmp_path):
+    for kw in ({"vocab": "bytes"}, {"line_mode": True}):
+        with pytest.raises(CharwiseError, match="cannot start --vocab bytes or --line-mode"):
+            charwise.train(NAMES, out=tmp_path / str(len(kw)) / next(iter(kw)), init_from=trained_run,
+                           max_steps=1, **kw, **QUIET)
+    for src in (bytes_run, names_run):
+        with pytest.raises(CharwiseError, match="byte-level or line-mode run cannot start"):
+            charwise.train(NAMES, out=tmp_path / src.name, init_from=src, max_steps=1, **QUIET)
