@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
@@ -41,13 +42,22 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
+def cuda_bf16_native() -> bool:
+    """A GPU with bf16 arithmetic in hardware (compute capability 8.0, Ampere, and later).
+    `torch.cuda.is_bf16_supported()` also counts emulation (a V100 or T4 "supports" bf16 by
+    emulating it, slower than fp32), so auto would pick it there: emulation is not counted."""
+    return torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
     if name != "auto":
-        if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise CharwiseError("--precision bf16: this GPU does not support bf16")
+        if name == "bf16" and device.type == "cuda" and not cuda_bf16_native():
+            raise CharwiseError("--precision bf16: this GPU has no bf16 arithmetic (compute "
+                                "capability below 8.0; torch would emulate it, slower than fp32); "
+                                "use --precision fp32")
         return name
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cuda_bf16_native() else "fp32"
     # Small models are bound by per-op overhead, not matmul speed: bf16 casts only cost there.
     return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
 
@@ -58,8 +68,69 @@ def eval_precision(model: CharRNN, name: str = "auto") -> str:
     return pick_precision(name, next(model.parameters()).device, model.cfg)
 
 
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+def recurrence_precision(device: torch.device, precision: str) -> str:
+    """What the recurrent layers really compute in under `precision` on `device` (run.json's
+    "recurrence_precision"; "precision" is what the head and the rest run in).
+
+    CPU: bf16 autocast runs nn.LSTM/GRU/RNN in bf16 (oneDNN), fp32 in fp32. CUDA: torch's
+    autocast sends cuDNN RNNs through a wrapper that casts them to fp16, whatever the autocast
+    dtype (aten/src/ATen/cudnn/AutocastRNN.cpp), which would be fp16 without a GradScaler under
+    a run.json saying bf16; so CharRNN runs the recurrence outside autocast, in fp32, on a GPU
+    (model.py). There it is IEEE fp32 under --precision fp32 (fp32_flags sets cuDNN so), and
+    under bf16 whatever cuDNN's RNN setting gives: TF32 on Ampere and later by default."""
+    if device.type != "cuda" or precision == "fp32":
+        return precision
+    tf32 = _cudnn_rnn().fp32_precision == "tf32" and torch.cuda.is_tf32_supported()
+    return "tf32" if tf32 else "fp32"
+
+
+@contextlib.contextmanager
+def fp32_flags(device: torch.device, precision: str) -> Iterator[None]:
+    """Make fp32 mean IEEE fp32 on a GPU, for the duration, then restore the caller's settings.
+
+    PyTorch's defaults differ by library: cuBLAS matmuls are IEEE fp32
+    (torch.backends.cuda.matmul.fp32_precision "none", i.e. TF32 off), but cuDNN RNNs use TF32
+    on Ampere and later (torch.backends.cudnn.rnn.fp32_precision "tf32"). So "--precision fp32"
+    would run the recurrence in TF32 (10-bit mantissa) and the head and the fused sampling step
+    in fp32, and two sampling paths could diverge for one seed. Only the new per-operation API
+    is used: mixing it with the legacy allow_tf32 flags makes torch raise."""
+    global _ieee_users, _ieee_saved
+    if device.type != "cuda" or precision != "fp32":
+        yield
+        return
+    rnn, matmul = _cudnn_rnn(), torch.backends.cuda.matmul
+    # The flags are global: the first of nested or concurrent users (the server's threads)
+    # sets them, the last one out restores them.
+    with _ieee_lock:
+        if _ieee_users == 0:
+            _ieee_saved = rnn.fp32_precision, matmul.fp32_precision
+            rnn.fp32_precision = matmul.fp32_precision = "ieee"
+        _ieee_users += 1
+    try:
+        yield
+    finally:
+        with _ieee_lock:
+            _ieee_users -= 1
+            if _ieee_users == 0:
+                rnn.fp32_precision, matmul.fp32_precision = _ieee_saved
+
+
+def _cudnn_rnn() -> Any:
+    # torch.backends.cudnn.rnn: a module object whose fp32_precision torch's stubs do not declare
+    return torch.backends.cudnn.rnn
+
+
+_ieee_lock = threading.Lock()
+_ieee_users = 0
+_ieee_saved = ("tf32", "none")
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """The arithmetic of `precision` for the code inside: bf16 autocast, or IEEE fp32."""
+    with fp32_flags(device, precision), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                       enabled=precision == "bf16"):
+        yield
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -76,17 +76,30 @@ class CharRNN(nn.Module):
                 return_hidden: bool = False):
         """x: (B, T) int64 -> logits (B, T, V), new state; optionally the top layer's h (B, T, H)."""
         emb = self.drop(self.embed(x))                       # (B, T, E)
+        if emb.is_cuda and torch.is_autocast_enabled("cuda"):
+            # Under CUDA autocast cuDNN RNNs go through a wrapper that casts them to fp16
+            # whatever the autocast dtype (aten/src/ATen/cudnn/AutocastRNN.cpp): "bf16" would
+            # be fp16 with no GradScaler. So the recurrence runs outside autocast, in fp32 (its
+            # precision is recorded in run.json: evaluate.recurrence_precision); the head
+            # still runs in the autocast dtype.
+            with torch.autocast("cuda", enabled=False):
+                out, new = self._recurrence(emb.float(), None if state is None
+                                            else tuple(s.float() for s in state))
+        else:
+            out, new = self._recurrence(emb, state)
+        logits = self.head(self.drop(out))                    # (B, T, V)
+        if return_hidden:
+            return logits, new, out
+        return logits, new
+
+    def _recurrence(self, emb: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         if state is None:
             out, new = self.rnn(emb)
         elif self.cfg.cell == "lstm":
             out, new = self.rnn(emb, (state[0], state[1]))
         else:
             out, new = self.rnn(emb, state[0])
-        new = tuple(new) if isinstance(new, tuple) else (new,)
-        logits = self.head(self.drop(out))                    # (B, T, V)
-        if return_hidden:
-            return logits, new, out
-        return logits, new
+        return out, tuple(new) if isinstance(new, tuple) else (new,)
 
 
 # The name this class had before GRU and RNN cores were added; kept so that code written
@@ -95,5 +108,8 @@ CharLSTM = CharRNN
 
 
 def detach_state(state: State) -> State:
-    """Cut the graph at a window boundary (truncated BPTT) but keep the values (carried state)."""
-    return tuple(s.detach() for s in state)
+    """Cut the graph at a window boundary (truncated BPTT) but keep the values (carried state).
+    The state is kept in float32 whatever dtype autocast produced it in (bf16 on a CPU): the
+    conversion is exact, autocast casts it back for the next window, and a checkpoint then
+    holds float32 state that any device and precision can resume from."""
+    return tuple(s.detach().float() for s in state)
