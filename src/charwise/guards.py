@@ -218,4 +218,8 @@ def check_resume_state(path, tensors: dict, meta: dict, param_shapes: list[tuple
     rng = tensors.get("rng/torch")
     if rng is None or rng.dtype != torch.uint8 or rng.dim() != 2 or rng.shape[1] != rng_len:
         bad("damaged torch RNG state (rng/torch)")
+    cuda_rng = tensors.get("rng/cuda")
+    if cuda_rng is not None and (cuda_rng.dtype != torch.uint8 or cuda_rng.dim() != 2
+                                 or cuda_rng.shape[0] != rng.shape[0]):
+        bad("damaged CUDA RNG state (rng/cuda)")
     check_finite(path, {k: v for k, v in tensors.items() if not k.startswith("rng/")})

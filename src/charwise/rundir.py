@@ -179,17 +179,23 @@ def write_run(run_dir, info: dict) -> None:
 # ----------------------------------------------------------------------------- resume state
 
 def save_last(out: Path, model: Any, opt: Any, state: Any, rng_states: Any, np_rng: Any, step: int,
-              seconds: float, extra: dict) -> None:
+              seconds: float, extra: dict, cuda_rng: Any = None) -> None:
     """last.safetensors: weights, AdamW moments, the carried state of all B streams, and the
-    RNG states (torch: one row per rank) -- everything the next step depends on."""
+    RNG states (torch's CPU generator, and on a GPU its CUDA generator: one row per rank) --
+    everything the next step depends on, except cuDNN's own RNN-dropout state (README)."""
     import torch  # lazy: see save_tensors
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():
         for name, v in st.items():
             tensors[f"optim/{i}/{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
     for j, s in enumerate(state or ()):
-        tensors[f"state/{j}"] = s
+        # float32 whatever autocast made it (bf16, fp16): a resume may run on another device
+        # or in another precision, and an fp32 LSTM refuses a half-precision state
+        tensors[f"state/{j}"] = s.float()
     tensors["rng/torch"] = rng_states                       # (world, n) uint8
+    if cuda_rng is not None:
+        # dropout on a GPU draws from the CUDA generator, not the CPU one
+        tensors["rng/cuda"] = cuda_rng                      # (world, m) uint8
     meta = {"step": step, "train_seconds": seconds, "numpy_rng": np_rng.bit_generator.state,
             "python_rng": _py_rng_to_json(random.getstate()), **extra}
     save_tensors(out / LAST, tensors, meta)
@@ -220,12 +226,25 @@ def restore(out: Path, model, opt, np_rng, device, rank: int = 0, rows: slice | 
             osd["state"].setdefault(int(i), {})[name] = v.to(device) if name != "step" else v
     opt.load_state_dict(osd)
     n_state = len([k for k in tensors if k.startswith("state/")])
-    state = tuple(tensors[f"state/{j}"][:, rows or slice(None)].to(device).contiguous()
+    # float32: older checkpoints hold the state in the dtype autocast made it in
+    state = tuple(tensors[f"state/{j}"][:, rows or slice(None)].float().to(device).contiguous()
                   for j in range(n_state)) or None
-    torch.set_rng_state(tensors["rng/torch"][rank].clone())      # a fresh, owned buffer
+    restore_torch_rng(tensors, rank, device)
     np_rng.bit_generator.state = meta["numpy_rng"]
     random.setstate(_py_rng_from_json(meta["python_rng"]))
     return int(meta["step"]), state, float(meta["train_seconds"]), meta
+
+
+def restore_torch_rng(tensors: dict, rank: int, device: Any, cuda: Any = None) -> None:
+    """This rank's torch RNG states: the CPU generator always; the CUDA generator of `device`
+    when the run trains on a GPU and the checkpoint has one (a run that moves between CPU and
+    GPU continues from the seeded state there: its dropout masks differ from then on).
+    `cuda` stands in for torch.cuda (tests)."""
+    import torch  # lazy: see save_tensors
+    torch.set_rng_state(tensors["rng/torch"][rank].clone())      # a fresh, owned buffer
+    saved = tensors.get("rng/cuda")
+    if saved is not None and torch.device(device).type == "cuda":
+        (cuda or torch.cuda).set_rng_state(saved[rank].clone(), device)
 
 
 def keep_older(out: Path, step: int, keep: int) -> None:
