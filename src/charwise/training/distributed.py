@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import torch
 
@@ -44,6 +45,13 @@ def setup(device: str, timeout_s: float = 600.0) -> Dist:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     if cuda:
+        gpus = torch.cuda.device_count()
+        if local >= gpus:
+            # one GPU per process: more processes than GPUs on a node would all fail at
+            # set_device with a CUDA trace (a 1-GPU machine under `--nproc_per_node 2`)
+            raise CharwiseError(f"rank {rank}: LOCAL_RANK {local} but {gpus} CUDA GPU(s) "
+                                "visible: start one process per GPU, or train on the CPU "
+                                "with --device cpu")
         torch.cuda.set_device(local)             # one GPU per rank
     if not dist.is_initialized():
         # A rank that dies leaves the others blocked in a collective: the timeout turns that
@@ -56,10 +64,35 @@ def device_for(d: Dist, device: torch.device) -> torch.device:
     return torch.device("cuda", d.local_rank) if device.type == "cuda" and d.enabled else device
 
 
-def barrier(d: Dist) -> None:
+# Waits on work only rank 0 does (encoding the corpus, the exact batch-1 evaluation) can last
+# far longer than a training step: a 10 MB validation split scored on a GPU outlasts NCCL's 600 s,
+# and the watchdog would kill the job. Those waits run in a gloo group of their own whose
+# timeout is sized to the work, at rates slower than any machine this runs on is expected to be
+# (assumptions, not measurements); the step collectives keep the short timeout that turns a
+# hung peer into an error.
+ENCODE_SECONDS_PER_BYTE = 1e-6           # encoding the corpus: 1 MB/s
+SCORE_SECONDS_PER_CHAR = 1e-3            # exact evaluation: 1 ms per character
+
+
+def rank0_timeout(work_seconds: float, floor: float = 600.0) -> float:
+    """Seconds the other ranks wait for rank-0-only work expected to take `work_seconds` at
+    the slow rates above: twice that, on top of the usual timeout."""
+    return floor + 2.0 * max(work_seconds, 0.0)
+
+
+def wait_group(d: Dist, timeout_s: float) -> Any:
+    """A process group for waiting on rank 0's own work, with its own timeout (None in a
+    single process). Every rank must create it, in the same order."""
+    if not d.enabled:
+        return None
+    import torch.distributed as dist
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+
+
+def barrier(d: Dist, group: Any = None) -> None:
     if d.enabled:
         import torch.distributed as dist
-        dist.barrier()
+        dist.barrier(group=group)
 
 
 def agree(d: Dist, loss: float, *flags: bool, device=None) -> tuple[float, ...]:
@@ -73,13 +106,14 @@ def agree(d: Dist, loss: float, *flags: bool, device=None) -> tuple[float, ...]:
     return (vals[0] / d.world, *(v > 0 for v in vals[1:]))
 
 
-def broadcast_floats(d: Dist, values: list[float], device=None) -> list[float]:
-    """Rank 0's numbers to every rank (evaluation runs once, on rank 0, over the whole split)."""
+def broadcast_floats(d: Dist, values: list[float], device=None, group: Any = None) -> list[float]:
+    """Rank 0's numbers to every rank (evaluation runs once, on rank 0, over the whole split).
+    With a wait_group (gloo) the numbers travel on the CPU."""
     if not d.enabled:
         return values
     import torch.distributed as dist
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.broadcast(t, 0)
+    t = torch.tensor(values, dtype=torch.float64, device="cpu" if group is not None else device)
+    dist.broadcast(t, 0, group=group)
     return t.tolist()
 
 

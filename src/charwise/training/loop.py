@@ -51,7 +51,16 @@ from ..data import (
     token_counts,
     vocab_record,
 )
-from ..evaluate import LN2, autocast, evaluate_bytes, evaluate_tokens, pick_device, pick_precision
+from ..evaluate import (
+    LN2,
+    autocast,
+    evaluate_bytes,
+    evaluate_tokens,
+    fp32_flags,
+    pick_device,
+    pick_precision,
+    recurrence_precision,
+)
 from ..guards import clean_orphans
 from ..lines import ItemBatches, evaluate_items, line_mode_hint, prepare_items
 from ..model import CharRNN, detach_state
@@ -181,6 +190,7 @@ class Trainer:
         self.best: dict | None = None
         self.since_best, self.faults, self.last_eval_step = 0, 0, -1
         self.eval_seconds, self.hooks = 0.0, []
+        self.eval_group: Any = None          # torchrun: where ranks wait for rank 0's evaluation
         self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
@@ -256,6 +266,9 @@ class Trainer:
         distributed.barrier(dist)                        # every rank checked before any write
         if tcfg.line_mode:
             return self._load_items()
+        # rank 0 encodes the corpus while the others wait, as long as that takes (distributed.py)
+        encoding = distributed.wait_group(dist, distributed.rank0_timeout(
+            _corpus_bytes(self.corpus) * distributed.ENCODE_SECONDS_PER_BYTE))
         if dist.main:
             _prepare_out(out, self.resume, self.force)
             self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding,
@@ -263,7 +276,7 @@ class Trainer:
             hint = line_mode_hint(self.corpus, tcfg.encoding) if self.prev is None else None
             if hint:
                 self.log(hint)
-        distributed.barrier(dist)                        # then the others read rank 0's cache
+        distributed.barrier(dist, encoding)              # then the others read rank 0's cache
         if not dist.main:
             self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding,
                                        vocab_kind=tcfg.vocab)
@@ -290,6 +303,9 @@ class Trainer:
         self.eval_tok = self.val_tok if len(self.val_tok) >= 2 else self.train_tok
         if len(self.val_tok) < 2 and tcfg.val_fraction > 0:
             self.log("note: validation split too short; evaluating on the training text")
+        # rank 0 scores the whole split alone at each evaluation; the others wait that long
+        self.eval_group = distributed.wait_group(dist, distributed.rank0_timeout(
+            len(self.eval_tok) * distributed.SCORE_SECONDS_PER_CHAR))
         self._set_budget(tcfg, tcfg.batch_size * tcfg.seq_len)
 
     def _set_budget(self, tcfg: TrainConfig, chars_per_step: int) -> None:
@@ -351,6 +367,12 @@ class Trainer:
         if self.source is not None:
             self.model.load_state_dict(transfer.transplant(self.source.state, self.source.vocab,
                                                            data.vocab))
+        if self.dist.enabled:
+            # Each rank trains other streams: with one seed they would all draw the same
+            # dropout masks (on the CPU and the CUDA generator, and cuDNN's dropout state is
+            # seeded from the latter), correlated noise a single process never has. The
+            # weights are already built from tcfg.seed, and DDP broadcasts rank 0's anyway.
+            torch.manual_seed(dropout_seed(tcfg.seed, self.dist.rank))
         self.model.to(self.device)
         self.opt = _optimizer(self.model, tcfg)
         self.ref = _reference_trainer(self.model, tcfg, self.resume) if tcfg.engine == "numpy" else None
@@ -361,7 +383,9 @@ class Trainer:
             "corpus": {"source": str(Path(data.source).resolve()), "sha256": data.sha256,
                        "chars": len(data.tokens),
                        "train_chars": len(self.train_tok), "val_chars": len(self.val_tok)},
-            "device": str(self.device), "precision": self.precision, "world_size": self.dist.world,
+            "device": str(self.device), "precision": self.precision,
+            "recurrence_precision": recurrence_precision(self.device, self.precision),
+            "world_size": self.dist.world,
             "best": None, "history": [], "status": "training", "train_seconds": 0.0, "step": 0,
             # chunked: memmaps of GBs
             "char_counts": token_counts(self.train_tok, len(data.vocab)).tolist(),
@@ -484,7 +508,8 @@ class Trainer:
         elif self.tcfg.reset_every:
             keep = stream_keep_mask(self.step, self.batches.rows, self.tcfg.reset_every)   # (B,)
             if not keep.all():
-                self.state = tuple(s * torch.from_numpy(keep).to(s)[None, :, None] for s in self.state)
+                mask = to_device(keep.astype(np.float32), self.device)[None, :, None]
+                self.state = tuple(s * mask.to(s.dtype) for s in self.state)
                 if ref is not None and ref.state is not None:
                     ref.state = tuple(s * keep[None, :, None].astype(s.dtype) for s in ref.state)
         return self.batches.window(k, epoch)
@@ -495,10 +520,11 @@ class Trainer:
         if self.ref is not None:
             loss = self.ref.step(xb, yb, lr=lr)
             return loss, self.ref.last_grad_norm, math.isfinite(self.ref.last_grad_norm)
-        x, y = (torch.from_numpy(a).to(self.device, non_blocking=True) for a in (xb, yb))
+        x, y = (to_device(a, self.device) for a in (xb, yb))
         for g in self.opt.param_groups:
             g["lr"] = lr
-        with self.step_threads.measure(self.chars_per_step):
+        # fp32_flags around the backward pass too: cuDNN's RNN backward reads the TF32 setting
+        with self.step_threads.measure(self.chars_per_step), fp32_flags(self.device, self.precision):
             with autocast(self.device, self.precision):
                 logits, new_state = self.net(x, self.state)              # (B, T, V)
                 loss = F.cross_entropy(logits.reshape(-1, self.mcfg.vocab_size).float(), y.reshape(-1))
@@ -506,13 +532,16 @@ class Trainer:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             clip = self.tcfg.grad_clip if self.tcfg.grad_clip > 0 else float("inf")
-            gnorm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+            gnorm_t = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            # One device-to-host read for both numbers: on a GPU every .item()/float() is a
+            # sync that leaves the GPU idle while the host catches up.
+            loss_v, gnorm = torch.stack([loss.detach().float(), gnorm_t.float()]).tolist()
             ok = math.isfinite(gnorm)          # a NaN loss makes the (all-reduced) norm NaN too
             if ok:
                 self.opt.step()
         self.state = (detach_state(new_state) if ok and self.eval_items is None
                       else self.model.zero_state(len(self.batches.rows), self.device))
-        return loss.item(), gnorm, ok
+        return loss_v, gnorm, ok
 
     def _fault(self) -> None:
         """A numerical fault: the update was skipped (weights unchanged) and the stream state
@@ -587,7 +616,8 @@ class Trainer:
         # and every rank gets its numbers (so early-stopping decisions agree).
         res = self.score() if self.dist.main else {"loss": 0.0, "chars": 0}
         self.budget.measured_eval(time.perf_counter() - te, int(res["chars"]), self.elapsed())
-        loss, chars = distributed.broadcast_floats(self.dist, [res["loss"], res["chars"]], self.device)
+        loss, chars = distributed.broadcast_floats(self.dist, [res["loss"], res["chars"]], self.device,
+                                                   self.eval_group)
         rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
                    val_perplexity=math.exp(min(loss, 700)), val_chars=int(chars))
         if "loss_per_item" in res:
@@ -619,7 +649,8 @@ class Trainer:
         if self.eval_items is not None:
             end_id = self.data.vocab.end_id
             assert end_id is not None
-            return evaluate_items(self.model, self.eval_items, end_id)
+            with fp32_flags(self.device, "fp32"):          # items score in fp32: IEEE on a GPU
+                return evaluate_items(self.model, self.eval_items, end_id)
         if isinstance(self.data.vocab, ByteVocab):
             return evaluate_bytes(self.model, self.eval_tok, self.precision)
         return evaluate_tokens(self.model, self.eval_tok, self.precision, threads=self.score_threads,
@@ -637,10 +668,9 @@ class Trainer:
         # collectives first (every rank), then rank 0 writes the whole run's state
         full_state = (tuple(distributed.gather_rows(dist, s, 1) for s in self.state)
                       if self.state else None)
-        # (gloo mishandles uint8 all-gathers here: the RNG bytes travel as int64)
-        rng = distributed.gather_rows(
-            dist, torch.get_rng_state().to(self.device, torch.int64)[None].clone(), 0)
-        rng = rng.to("cpu", torch.uint8)
+        rng = _gather_rng(dist, torch.get_rng_state(), self.device)
+        cuda_rng = (_gather_rng(dist, torch.cuda.get_rng_state(self.device), self.device)
+                    if self.device.type == "cuda" else None)
         if not dist.main:
             return
         self._emit("on_save")
@@ -648,7 +678,7 @@ class Trainer:
                  "loss": self.loss, "faults": self.faults, "last_eval_step": self.last_eval_step,
                  "world_size": dist.world}
         rundir.save_last(self.out, self.model, self.opt, full_state, rng, self.np_rng, self.step,
-                         self.elapsed(), extra)
+                         self.elapsed(), extra, cuda_rng)
         if self.tcfg.keep:
             rundir.keep_older(self.out, self.step, self.tcfg.keep)
         write_run(self.out, self.info)
@@ -751,3 +781,36 @@ def _reference_trainer(model: CharRNN, tcfg: TrainConfig, resume: bool):
     ref = NumpyCharLSTM.from_state_dict({k: v.detach().cpu().numpy() for k, v in model.state_dict().items()})
     return ReferenceTrainer(ref, lr=tcfg.lr, weight_decay=tcfg.weight_decay, grad_clip=tcfg.grad_clip,
                             betas=(0.9, tcfg.beta2))
+
+
+def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array on `device`. To a GPU through pinned (page-locked) memory: only from there
+    is a non_blocking copy asynchronous; from ordinary memory the copy waits for the GPU's queue
+    to drain, a hidden sync per batch. (The caching host allocator keeps a pinned block until
+    the copy that reads it has run.)"""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
+def _gather_rng(dist: distributed.Dist, state: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Every rank's RNG state (a uint8 vector) as the rows of one (world, n) uint8 tensor."""
+    # (gloo mishandles uint8 all-gathers here: the RNG bytes travel as int64)
+    rows = distributed.gather_rows(dist, state.to(device, torch.int64)[None].clone(), 0)
+    return rows.to("cpu", torch.uint8)
+
+
+def dropout_seed(seed: int, rank: int) -> int:
+    """The torch seed of `rank` after the weights are built: its own dropout masks, the same
+    for a given (seed, rank) on every run (so a run is repeatable and resumable)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0])
+
+
+def _corpus_bytes(corpus: str | os.PathLike | None) -> int:
+    """The size of the text rank 0 encodes (0 for a prepared corpus: it is read, not encoded)."""
+    path = Path(corpus) if corpus is not None else bundled_corpus_path()
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0
