@@ -24,7 +24,7 @@ from .bounds import check_inference, expected_shapes
 from .bytevocab import ByteVocab
 from .config import CharwiseError, ModelConfig, build
 from .data import AnyVocab, file_sha256, vocab_from_info
-from .evaluate import eval_precision, evaluate_bytes, evaluate_tokens, pick_device
+from .evaluate import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device
 from .generate import Generation, run
 from .guards import check_finite
 from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
@@ -105,7 +105,7 @@ class ModuleStep:
         return state
 
     def __call__(self, ids: np.ndarray, state):
-        with torch.inference_mode():
+        with torch.inference_mode(), fp32_flags(self.device, "fp32"):     # IEEE, as the fused step
             x = torch.as_tensor(ids, device=self.device)[:, None]
             logits, state = self.net(x, state)                   # (S, 1, V)
         return logits[:, 0].float().cpu().numpy(), state
@@ -141,7 +141,7 @@ class FusedLSTMStep:
         return state
 
     def __call__(self, ids: np.ndarray, state):
-        with torch.inference_mode():
+        with torch.inference_mode(), fp32_flags(self.device, "fp32"):   # IEEE whatever the caller set
             h, c = state                                        # (L, S, H) each
             x = torch.as_tensor(ids, device=self.device)
             hs, cs, H = [], [], self.H
@@ -191,21 +191,46 @@ class NumpyLSTMStep(FusedLSTMStep):
         return inp @ self.head_w + self.head_b, (np.stack(hs), np.stack(cs))
 
 
+# A fused torch step on a GPU costs about the same whatever the model: a host-to-device copy of
+# the ids, ~10 kernel launches and a blocking copy of the logits back. The NumPy step on CPU
+# copies of the weights costs in proportion to the weights it reads times the streams. Up to
+# this many (weights read per step x streams) the CPU copy is expected to be faster: about 8 MB
+# of fp32 per step, cache-sized (an estimate, not measured on a GPU; benchmarks/gpu.py times
+# both). It covers one stream of the spec and small presets; medium and large stay on the GPU.
+CPU_STEP_MAX_WORK = 2 << 20
+
+
+def step_weights(cfg: ModelConfig) -> int:
+    """Weights one fused LSTM step reads: the first layer's recurrence (its input projection
+    is a table row), the later layers' input and recurrent matrices, and the head."""
+    H, L = cfg.hidden_size, cfg.layers
+    return 4 * H * H + (L - 1) * 4 * H * 2 * H + H * cfg.vocab_size
+
+
+def step_kind(cfg: ModelConfig, training: bool, device_type: str, streams: int,
+              fast: bool = True) -> str:
+    """Which step samples: "module" (any cell, or fast=False), "numpy" (NumPy on the CPU, with
+    CPU copies of the weights when the model is on a GPU) or "fused" (torch, on the GPU)."""
+    if not (fast and cfg.cell == "lstm" and not training):
+        return "module"
+    # On the CPU NumPy's BLAS wins at every batch measured (benchmarks/sampling.py); on a GPU
+    # it wins for few streams of a small model (CPU_STEP_MAX_WORK).
+    if device_type == "cpu" or streams * step_weights(cfg) <= CPU_STEP_MAX_WORK:
+        return "numpy"
+    return "fused"
+
+
 def make_step(net: CharRNN, streams: int = 1, fast: bool = True):
     """The fastest exact step for this model and number of streams."""
-    if not (fast and net.cfg.cell == "lstm" and not net.training):
-        return ModuleStep(net)
-    # On the CPU NumPy's BLAS wins at every batch measured (benchmarks/sampling.py);
-    # torch's fused step serves GPUs.
-    on_cpu = next(net.parameters()).device.type == "cpu"
-    return NumpyLSTMStep(net) if on_cpu else FusedLSTMStep(net)
+    kind = step_kind(net.cfg, net.training, next(net.parameters()).device.type, streams, fast)
+    return {"module": ModuleStep, "numpy": NumpyLSTMStep, "fused": FusedLSTMStep}[kind](net)
 
 
 def make_timed_step(net: CharRNN, streams: int = 1, fast: bool = True, threads: int | None = None):
     """make_step's step with its CPU threads chosen by `threads`: a fixed count, or None to
     measure and choose as it runs (threads.py). On a GPU, the step itself."""
     step = make_step(net, streams, fast)
-    if next(net.parameters()).device.type != "cpu":
+    if next(net.parameters()).device.type != "cpu" and not isinstance(step, NumpyLSTMStep):
         return step
     if isinstance(step, NumpyLSTMStep):          # NumPy's matmuls: OpenBLAS threads
         policy = ThreadPolicy(check_threads(threads), apply=set_blas_threads, current=get_blas_threads)
@@ -333,8 +358,9 @@ class CharModel:
         # the prime in as few calls as fit: each call's logits are S x piece x V values, so a
         # large vocabulary takes shorter pieces (only the last position's logits are kept)
         piece = max(1, PRIME_LOGITS_BUDGET // (num_samples * len(self.vocab)))
-        for s in range(0, x.shape[1], piece):
-            logits, state = self.net(x[:, s: s + piece], state)
+        with fp32_flags(self.device, "fp32"):      # IEEE on a GPU, as the steps that follow
+            for s in range(0, x.shape[1], piece):
+                logits, state = self.net(x[:, s: s + piece], state)
         return logits[:, -1].float().cpu().numpy(), state
 
     def steps(self, prime: str = "", n: int = 200, temperature: float = 1.0,
