@@ -1,7 +1,14 @@
 import os
 
-import pytest
-import torch
+# This suite means the CPU: bit-identical resumes, thread policies, gloo, numbers measured on a
+# CPU. On a machine with a GPU (where the Makefile installs CUDA torch), device "auto" would
+# train on it, so GPUs are hidden from the tests and from every process they start (set before
+# torch touches CUDA); the tests whose meaning depends on it also pass device="cpu" themselves.
+# The GPU paths are checked by benchmarks/gpu.sh.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # Two cores on CI: keep torch from oversubscribing when pytest runs tests in one process. An
 # explicit OMP_NUM_THREADS wins (on a machine other processes keep busy, two threads per
@@ -16,7 +23,7 @@ def trained_run(tmp_path_factory):
     """A spec-preset run on the bundled corpus (about 2 s), shared by read-only tests."""
     from charwise.training import train
     out = tmp_path_factory.mktemp("run") / "spec"
-    train(None, out=out, progress=False, log=lambda *a: None)
+    train(None, out=out, progress=False, log=lambda *a: None, device="cpu")
     return out
 
 

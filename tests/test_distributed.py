@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+# --device cpu: these runs mean gloo on the CPU (on a GPU machine "auto" would pick NCCL and
+# one GPU per rank)
 FLAGS = ["--max-steps", "30", "--batch-size", "8", "--precision", "fp32", "--threads", "1",
-         "--eval-every", "10", "--quiet"]
+         "--eval-every", "10", "--device", "cpu", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -55,16 +57,18 @@ def test_two_processes_match_one(runs):
 def test_distributed_resume_and_world_size_mismatch(runs, tmp_path):
     part = tmp_path / "part"
     charwise("train", "--out", part, *FLAGS[:1], "20", *FLAGS[2:], procs=2)
-    p = charwise("train", "--resume", "--out", part, "--max-steps", "30", check=False)
+    p = charwise("train", "--resume", "--out", part, "--max-steps", "30", "--device", "cpu",
+                 check=False)
     assert p.returncode == 2 and "trained with 2 process(es)" in p.stderr
-    charwise("train", "--resume", "--out", part, "--max-steps", "30", "--quiet", procs=2)
+    charwise("train", "--resume", "--out", part, "--max-steps", "30", "--device", "cpu", "--quiet",
+             procs=2)
     wa, wb = load_file(runs / "two" / "last.safetensors"), load_file(part / "last.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa), "resumed 2-process run differs"
 
 
 def test_batch_must_split_evenly(tmp_path):
-    p = charwise("train", "--out", tmp_path / "x", "--batch-size", "7", "--max-steps", "2", "--quiet",
-                 procs=2, check=False)
+    p = charwise("train", "--out", tmp_path / "x", "--batch-size", "7", "--max-steps", "2",
+                 "--device", "cpu", "--quiet", procs=2, check=False)
     assert p.returncode != 0 and "divisible" in p.stderr
 
 
@@ -90,7 +94,7 @@ def test_a_dead_rank_stops_the_others(tmp_path):
     import time
     out = tmp_path / "run"
     p = subprocess.Popen(TORCHRUN + ["-m", "charwise", "train", "--out", str(out), "--max-steps", "100000",
-                                     "--eval-every", "0", "--threads", "1", "--quiet"],
+                                     "--eval-every", "0", "--threads", "1", "--device", "cpu", "--quiet"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     t = time.time()
     while time.time() - t < 120 and p.poll() is None:
@@ -106,3 +110,48 @@ def test_a_dead_rank_stops_the_others(tmp_path):
     assert p.returncode != 0
     assert time.time() - killed < 60                       # stopped, did not hang
     assert "Traceback" not in "\n".join(l for l in err.splitlines() if l.startswith("[rank0]"))
+
+
+RANK_SCRIPT = r"""
+import os, sys
+import torch
+from safetensors.torch import save_file
+from charwise.training.loop import Trainer
+
+masks = []
+
+
+def first_mask(module, inputs, output):
+    # the first dropout mask this rank draws (on the embedding's output)
+    if isinstance(module, torch.nn.Dropout) and module.training and not masks:
+        masks.append((output != 0).to(torch.uint8).contiguous())
+
+
+torch.nn.modules.module.register_module_forward_hook(first_mask)
+out = sys.argv[1]
+t = Trainer(None, out=out, preset="spec", progress=False, log=lambda *a: None, device="cpu",
+            precision="fp32", threads=1, max_steps=12, eval_every=0, batch_size=8, dropout=0.3)
+t.fit()
+weights = {k: v.contiguous() for k, v in t.model.state_dict().items()}
+save_file({**weights, "mask": masks[0]}, f"{out}/rank{os.environ['RANK']}.safetensors")
+"""
+
+
+def test_ranks_draw_their_own_dropout_masks_and_keep_the_same_weights(tmp_path):
+    """Issue 20 item 2: with one seed every rank drew the same dropout masks; now each rank has
+    its own, while DDP keeps the weights identical on every rank."""
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    out = tmp_path / "run"
+    p = subprocess.run(TORCHRUN + [str(script), str(out)], capture_output=True, text=True,
+                       timeout=300, env=ENV)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r0, r1 = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+    assert r0["mask"].shape == r1["mask"].shape == (4, 40, 32)      # 4 of the 8 streams each
+    assert not torch.equal(r0["mask"], r1["mask"])
+    for k in r0:
+        if k != "mask":
+            assert torch.equal(r0[k], r1[k]), k
+    # the checkpoint keeps each rank's own RNG state (a resume continues both)
+    rng = load_file(out / "last.safetensors")["rng/torch"]
+    assert rng.shape[0] == 2 and not torch.equal(rng[0], rng[1])

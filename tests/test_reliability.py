@@ -17,7 +17,8 @@ from charwise.sample import check_sampling_args, draw
 from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)
-ARGS = ["--max-steps", "240", "--eval-every", "20", "--precision", "fp32", "--threads", "1", "--quiet"]
+ARGS = ["--max-steps", "240", "--eval-every", "20", "--precision", "fp32", "--threads", "1",
+        "--device", "cpu", "--quiet"]          # bit-identical resumes: a CPU property
 
 
 def cli(*args, **kw):
@@ -179,7 +180,7 @@ def test_sampler_arguments_property(n, t, k, p):
 def test_clock_checkpoints_between_evaluations_are_resume_points(tmp_path):
     """With no evaluation until the end, a run still saves on a clock (--checkpoint-every);
     each of those saves resumes to the same weights as the uninterrupted run."""
-    kw = dict(max_steps=30, eval_every=0, precision="fp32", threads=1, **QUIET)
+    kw = dict(max_steps=30, eval_every=0, precision="fp32", threads=1, device="cpu", **QUIET)
     run = tmp_path / "c"
     train(None, out=run, checkpoint_every=1e-6, keep=100, **kw)      # a save after every step
     kept = sorted(run.glob("ckpt-*.safetensors"))

@@ -302,6 +302,7 @@ def _nan_moment(t, m):
     (_nan_moment, "non-finite"),
     (lambda t, m: m.update(history=[5]), "damaged history entry 0"),
     (lambda t, m: t.update({"rng/torch": t["rng/torch"][:, :9].clone()}), "torch RNG state"),
+    (lambda t, m: t.update({"rng/cuda": t["rng/torch"].repeat(3, 1)[:, :16].clone()}), "CUDA RNG state"),
 ])
 def test_damaged_resume_state_is_one_line(tiny_run, capsys, change, needle):
     run, _ = tiny_run

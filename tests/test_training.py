@@ -57,7 +57,7 @@ def test_training_lowers_loss_and_writes_run(tmp_path):
 
 
 def test_seeded_cpu_fp32_run_is_repeatable(tmp_path):
-    kw = dict(max_steps=30, eval_every=0, precision="fp32", **QUIET)
+    kw = dict(max_steps=30, eval_every=0, precision="fp32", device="cpu", **QUIET)
     train(None, out=tmp_path / "a", **kw)
     train(None, out=tmp_path / "b", **kw)
     wa, wb = load_file(tmp_path / "a" / "last.safetensors"), load_file(tmp_path / "b" / "last.safetensors")
@@ -68,7 +68,7 @@ def test_seeded_cpu_fp32_run_is_repeatable(tmp_path):
 
 
 def test_resume_is_bit_identical(tmp_path):
-    kw = dict(max_steps=40, eval_every=20, precision="fp32", **QUIET)
+    kw = dict(max_steps=40, eval_every=20, precision="fp32", device="cpu", **QUIET)
     train(None, out=tmp_path / "full", **kw)
     train(None, out=tmp_path / "part", **{**kw, "max_steps": 20})
     train(None, out=tmp_path / "part", resume=True, max_steps=40, progress=False, log=lambda *a: None)
@@ -178,7 +178,7 @@ def test_resume_refuses_changed_settings(tmp_path):
 def test_numpy_engine_trains_like_the_torch_engine(tmp_path):
     """Same data, same initial weights, same AdamW: the two engines' loss curves coincide
     (up to float32 rounding), and the NumPy run's checkpoint samples like any other."""
-    kw = dict(max_steps=60, eval_every=60, precision="fp32", **QUIET)
+    kw = dict(max_steps=60, eval_every=60, precision="fp32", device="cpu", **QUIET)
     train(None, out=tmp_path / "t", **kw)
     train(None, out=tmp_path / "n", engine="numpy", **kw)
 

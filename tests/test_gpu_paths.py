@@ -1,0 +1,186 @@
+"""The GPU and torchrun code paths (issue 20), exercised on the CPU: each decision is a function
+given the GPU's answers (faked here), and the CPU half of each fix runs for real. What only a GPU
+can show (bf16 really used, fp32 really IEEE, resume bit-identical) is benchmarks/gpu.sh's."""
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import charwise.evaluate as ev
+from charwise import rundir
+from charwise.config import CharwiseError, ModelConfig, resolve
+from charwise.model import CharRNN
+from charwise.sample import NumpyLSTMStep, make_step, step_kind
+from charwise.training import distributed, train
+from charwise.training.loop import dropout_seed
+
+QUIET = dict(progress=False, log=lambda *a: None)
+CUDA = torch.device("cuda", 0)          # constructing a device touches no GPU
+
+
+def fake_bf16(native: bool):
+    """torch.cuda.is_bf16_supported of a GPU with bf16 in hardware, or one (V100, T4) that
+    only emulates it: True there unless emulation is excluded."""
+    return lambda including_emulation=True: native or including_emulation
+
+
+def test_auto_precision_does_not_count_emulated_bf16(monkeypatch):
+    cfg = ModelConfig(vocab_size=10)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", fake_bf16(native=False))
+    assert ev.pick_precision("auto", CUDA, cfg) == "fp32"
+    with pytest.raises(CharwiseError, match="no bf16 arithmetic"):
+        ev.pick_precision("bf16", CUDA, cfg)
+    assert ev.pick_precision("fp32", CUDA, cfg) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", fake_bf16(native=True))
+    assert ev.pick_precision("auto", CUDA, cfg) == "bf16"
+    assert ev.pick_precision("bf16", CUDA, cfg) == "bf16"
+
+
+def test_recurrence_precision_says_what_the_recurrence_runs_in(monkeypatch):
+    cpu = torch.device("cpu")
+    assert ev.recurrence_precision(cpu, "bf16") == "bf16"
+    assert ev.recurrence_precision(cpu, "fp32") == "fp32"
+    assert ev.recurrence_precision(CUDA, "fp32") == "fp32"         # IEEE: fp32_flags
+    # bf16 on a GPU: the recurrence runs outside autocast in fp32, TF32 where cuDNN uses it
+    monkeypatch.setattr(torch.cuda, "is_tf32_supported", lambda: True)
+    assert ev.recurrence_precision(CUDA, "bf16") == "tf32"
+    monkeypatch.setattr(torch.cuda, "is_tf32_supported", lambda: False)      # pre-Ampere
+    assert ev.recurrence_precision(CUDA, "bf16") == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_tf32_supported", lambda: True)
+    with ev.fp32_flags(CUDA, "fp32"):
+        assert ev.recurrence_precision(CUDA, "bf16") == "fp32"      # cuDNN set to IEEE
+
+
+def test_cpu_records_the_dtype_the_recurrence_really_uses():
+    net = CharRNN(ModelConfig(vocab_size=10, hidden_size=16, embed_dim=8))
+    seen = []
+    net.rnn.register_forward_hook(lambda m, i, o: seen.append(o[0].dtype))
+    x = torch.zeros(2, 5, dtype=torch.long)
+    names = {torch.bfloat16: "bf16", torch.float32: "fp32"}
+    for precision in ("bf16", "fp32"):
+        with ev.autocast(torch.device("cpu"), precision):
+            net(x)
+        assert names[seen[-1]] == ev.recurrence_precision(torch.device("cpu"), precision)
+
+
+def test_fp32_on_a_gpu_means_ieee_for_cudnn_rnns_and_matmuls():
+    rnn, matmul = torch.backends.cudnn.rnn, torch.backends.cuda.matmul
+    before = rnn.fp32_precision, matmul.fp32_precision
+    assert before[0] == "tf32"          # torch's default for cuDNN RNNs (README says so)
+    with ev.fp32_flags(CUDA, "fp32"):
+        assert (rnn.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        with ev.fp32_flags(CUDA, "fp32"):                  # nested: the inner exit keeps it
+            pass
+        assert (rnn.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+    assert (rnn.fp32_precision, matmul.fp32_precision) == before
+    for device, precision in ((CUDA, "bf16"), (torch.device("cpu"), "fp32")):
+        with ev.fp32_flags(device, precision):
+            assert (rnn.fp32_precision, matmul.fp32_precision) == before
+
+
+def test_cuda_rng_state_is_restored_per_rank_and_only_on_a_gpu():
+    class FakeCuda:
+        def __init__(self):
+            self.calls = []
+
+        def set_rng_state(self, state, device):
+            self.calls.append((state.clone(), device))
+
+    cpu_rows = torch.stack([torch.get_rng_state(), torch.Generator().manual_seed(5).get_state()])
+    cuda_rows = torch.arange(32, dtype=torch.uint8).reshape(2, 16)
+    tensors = {"rng/torch": cpu_rows, "rng/cuda": cuda_rows}
+    fake = FakeCuda()
+    rundir.restore_torch_rng(tensors, 1, torch.device("cuda", 1), cuda=fake)
+    assert torch.equal(torch.get_rng_state(), cpu_rows[1])
+    assert len(fake.calls) == 1 and torch.equal(fake.calls[0][0], cuda_rows[1])
+    assert fake.calls[0][1] == torch.device("cuda", 1)
+    # a GPU run resumed on the CPU: its CUDA state is not used; a CPU checkpoint on a GPU: none
+    rundir.restore_torch_rng(tensors, 0, torch.device("cpu"), cuda=fake)
+    rundir.restore_torch_rng({"rng/torch": cpu_rows}, 0, CUDA, cuda=fake)
+    assert len(fake.calls) == 1
+    assert torch.equal(torch.get_rng_state(), cpu_rows[0])
+
+
+def test_sampling_on_a_gpu_takes_the_numpy_step_for_few_streams_of_a_small_model():
+    spec, _ = resolve("spec", vocab_size=65)
+    large, _ = resolve("large", vocab_size=65)
+    assert step_kind(spec, False, "cuda", 1) == "numpy"       # CPU copies of the weights
+    assert step_kind(spec, False, "cuda", 256) == "fused"
+    assert step_kind(large, False, "cuda", 1) == "fused"      # 21M weights a step: the GPU
+    assert step_kind(large, False, "cpu", 1) == "numpy"
+    assert step_kind(spec, False, "cuda", 1, fast=False) == "module"
+    assert step_kind(spec, True, "cuda", 1) == "module"
+    gru, _ = resolve("spec", vocab_size=65, cell="gru")
+    assert step_kind(gru, False, "cuda", 1) == "module"
+    net = CharRNN(spec).eval()
+    assert isinstance(make_step(net, 1), NumpyLSTMStep)
+
+
+def test_ranks_draw_their_own_dropout_masks():
+    assert dropout_seed(1337, 0) != dropout_seed(1337, 1)
+    assert dropout_seed(1337, 1) == dropout_seed(1337, 1)      # repeatable, resumable
+    assert dropout_seed(1337, 1) != dropout_seed(1338, 0)
+
+
+def test_rank0_waits_are_sized_to_the_work():
+    assert distributed.rank0_timeout(0) == 600.0
+    # a 10 MB validation split scored at the assumed slowest rate: far past NCCL's 600 s
+    chars = 10_000_000
+    assert distributed.rank0_timeout(chars * distributed.SCORE_SECONDS_PER_CHAR) > 2 * chars * 1e-3
+    assert distributed.wait_group(distributed.Dist(), 1e4) is None      # one process: no group
+
+
+def _torchrun_env(monkeypatch, rank: int, local: int):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(local))
+
+
+def test_more_ranks_than_gpus_is_one_line(monkeypatch):
+    _torchrun_env(monkeypatch, 1, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail("set_device called"))
+    with pytest.raises(CharwiseError, match="LOCAL_RANK 1 but 1 CUDA GPU"):
+        distributed.setup("auto")
+
+
+def test_device_cpu_under_torchrun_is_gloo_and_picks_no_gpu(monkeypatch):
+    import torch.distributed as dist
+    _torchrun_env(monkeypatch, 1, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: pytest.fail("set_device called"))
+    backends = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: backends.append(backend))
+    d = distributed.setup("cpu")
+    assert backends == ["gloo"] and (d.rank, d.world) == (1, 2)
+    assert distributed.device_for(d, torch.device("cpu")) == torch.device("cpu")
+
+
+def test_bf16_state_is_saved_float32_and_resumes_in_fp32(tmp_path, monkeypatch):
+    """A run trained in bf16 (CPU autocast makes the LSTM's state bf16) resumed where "auto"
+    means fp32 -- another machine, or a GPU run continued on a CPU: the checkpoint holds
+    float32 state, and a checkpoint holding bf16 state (older charwise) resumes too."""
+    run = tmp_path / "r"
+    kw = dict(hidden_size=256, eval_every=0, device="cpu", threads=1, **QUIET)
+    monkeypatch.setattr(ev, "cpu_has_fast_bf16", lambda: True)
+    train(None, out=run, max_steps=4, **kw)
+    info = json.loads((run / "run.json").read_text())
+    assert (info["precision"], info["recurrence_precision"]) == ("bf16", "bf16")
+    saved = load_file(run / "last.safetensors")
+    assert saved["state/0"].dtype == saved["state/1"].dtype == torch.float32
+    monkeypatch.setattr(ev, "cpu_has_fast_bf16", lambda: False)
+    # (3 windows an epoch here: steps 4 and 5 start from the carried state, not a cold one)
+    train(None, out=run, resume=True, max_steps=5, **kw)
+    assert json.loads((run / "run.json").read_text())["precision"] == "fp32"
+    # the state as charwise before this fix stored it: in bf16
+    with safe_open(str(run / "last.safetensors"), "pt") as f:
+        header, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    for k in ("state/0", "state/1"):
+        tensors[k] = tensors[k].to(torch.bfloat16)
+    save_file(tensors, run / "last.safetensors", metadata=header)
+    res = train(None, out=run, resume=True, max_steps=6, **kw)
+    assert res.steps == 6 and load_file(run / "last.safetensors")["state/0"].dtype == torch.float32
