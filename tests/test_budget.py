@@ -1,5 +1,7 @@
-"""Budgets: the evaluation reserve follows the measured speed; resumes say what is left."""
-from charwise.budget import TimeBudget, progress, resume_note
+"""Budgets: the evaluation reserve follows the measured speed; resumes say what is left.
+
+The stop logic is tested on made-up timings (a fake clock), never by timing this machine."""
+from charwise.budget import TimeBudget, progress, resume_note, time_sample
 
 
 def test_the_reserve_follows_the_measured_evaluation_speed():
@@ -41,8 +43,131 @@ def test_resume_notes():
     assert not done and "300 of 400 steps left" in msg
 
 
+def _run_until_stop(b: TimeBudget, start: float, step: float) -> tuple[int, float]:
+    """A run on a fake clock: steps of `step` seconds from `start` while the budget allows
+    one more; returns (steps, elapsed when training stopped)."""
+    elapsed, steps = start, 0
+    while not b.time_up(elapsed):
+        elapsed += step
+        b.measured_step(step)
+        steps += 1
+    return steps, elapsed
+
+
+def test_the_run_stops_at_the_step_that_leaves_exactly_the_reserve():
+    # 100,000 characters at 100 us each: a 10 s evaluation; 0.7 s steps; 60 s budget
+    b = TimeBudget(max_time=60.0, eval_chars=100_000, margin=1.0)
+    b.measured_eval(0.4096, 4096, at=1.0)
+    b.measured_step(0.7)
+    steps, ended = _run_until_stop(b, 1.0, 0.7)
+    assert b.reserve == 10.0
+    assert steps == 69 and ended + b.reserve <= 60.0 < ended + 0.7 + b.reserve
+    # the margin and the slack come off the end, nothing else
+    b2 = TimeBudget(max_time=60.0, eval_chars=100_000, margin=1.05, slack=0.1)
+    b2.measured_eval(0.4096, 4096, at=1.0)
+    b2.measured_step(0.7)
+    steps2, ended2 = _run_until_stop(b2, 1.0, 0.7)
+    assert ended2 + 10.0 <= 60.0 - 0.6 < ended2 + 0.7 + 10.0
+    assert steps2 == 69 and ended2 + b2.reserve <= 60.0
+
+
+def test_the_next_step_is_predicted_by_the_median_of_recent_steps():
+    b = TimeBudget(max_time=100.0, eval_chars=0)
+    assert b.step_seconds == 0.0
+    for s in (0.5, 0.5, 9.0, 0.5, 0.6):                # one slow step (a page fault, a probe)
+        b.measured_step(s)
+    assert b.step_seconds == 0.5
+    assert not b.time_up(99.4) and b.time_up(99.5)
+    for s in (2.0, 2.0, 2.0):                          # the machine got slower: it follows
+        b.measured_step(s)
+    assert b.step_seconds == 2.0
+
+
+def test_start_up_of_the_first_scoring_call_is_not_timed():
+    # a scorer whose first call pays 5 s of start-up, then 1 ms a character (issue 20, item 4)
+    clock = [0.0]
+    calls = []
+
+    def score(n):
+        clock[0] += (5.0 if not calls else 0.0) + n * 1e-3
+        calls.append(n)
+        return n
+
+    seconds, chars = time_sample(score, lambda: clock[0], sample=4096, warmup=512)
+    assert calls == [512, 4096] and chars == 4096 and abs(seconds - 4.096) < 1e-9
+    b = TimeBudget(max_time=600.0, eval_chars=100_000, margin=1.0)
+    b.measured_eval(seconds, chars, at=0.0)
+    assert abs(b.reserve - 100.0) < 1e-6               # not (5 + 4.096) / 4096 * 100,000 = 222 s
+
+
+def test_the_sample_waits_for_the_thread_policy_to_settle():
+    clock, calls = [0.0], []
+    deciding = [3]                                     # warming up / probing for 3 more calls
+
+    def score(n):
+        clock[0] += n * 1e-3 * (4.0 if deciding[0] else 1.0)      # probes are slow
+        deciding[0] = max(0, deciding[0] - 1)
+        calls.append(n)
+        return n
+
+    seconds, _ = time_sample(score, lambda: clock[0], sample=1000, warmup=100,
+                             phase=lambda: deciding[0] > 0, settled=lambda: deciding[0] == 0)
+    assert calls == [100, 100, 100, 1000] and abs(seconds - 1.0) < 1e-9
+
+    # a re-probe that starts during the timed sample: warmed up and timed again
+    clock, calls, phases = [0.0], [], iter([0, 1, 1, 1])
+    now = [0]
+
+    def score2(n):
+        clock[0] += n * 1e-3
+        calls.append(n)
+        return n
+
+    def phase():
+        now[0] = next(phases, now[0])
+        return now[0]
+
+    time_sample(score2, lambda: clock[0], sample=1000, warmup=100, phase=phase)
+    assert calls == [100, 1000, 100, 1000]
+
+
+def test_a_budget_too_short_for_the_final_evaluation_is_refused_in_one_line():
+    b = TimeBudget(max_time=30.0, eval_chars=111_539, margin=1.0)
+    b.measured_eval(1.2, 4096, at=0.0)                 # ~33 s of evaluation
+    msg = b.too_short(spent=0.0)
+    assert msg is not None and "\n" not in msg
+    assert msg.startswith("--max-time 30 is too short here") and "111,539 characters" in msg
+    assert "~33 s" in msg and "--max-time 70 or more" in msg and "--val-fraction" in msg
+    msg = b.too_short(spent=10.0)                      # a resume: budgets are totals
+    assert msg is not None and "20 s of the budget are left" in msg and "total" in msg
+    assert b.too_short(spent=30.0) is None             # used up: resume_note's to say
+    b.measured_eval(0.4, 4096, at=0.0)
+    assert b.too_short(spent=0.0) is None              # 11 s: it fits
+    assert TimeBudget(max_time=None, eval_chars=10).too_short(0.0) is None
+
+
+def test_an_early_checkpoint_times_the_save_with_a_time_budget():
+    b = TimeBudget(max_time=100.0, eval_chars=10)
+    assert not b.save_due(9.0, 0.0, every=60.0) and b.save_due(10.0, 0.0, every=60.0)
+    b.measured_save(0.3)
+    assert not b.save_due(20.0, 10.0, every=60.0) and b.save_due(70.0, 10.0, every=60.0)
+    assert not b.save_due(50.0, 0.0, every=0.0)        # no saves between evaluations: none early
+    assert not TimeBudget(None, 10).save_due(50.0, 0.0, every=60.0)
+
+
+def test_a_last_measurement_comes_shortly_before_the_planned_stop():
+    b = TimeBudget(max_time=100.0, eval_chars=1000, margin=1.0, remeasure_every=30.0)
+    b.measured_eval(10.0, 1000, at=0.0)                # reserve 10 s: training stops near 90 s
+    assert not b.remeasure_due(29.0) and b.remeasure_due(30.0)
+    b.measured_eval(10.0, 1000, at=60.0)
+    assert not b.remeasure_due(79.0) and b.remeasure_due(80.0)      # the last 10 % before 90
+    b.measured_eval(10.0, 1000, at=80.0)
+    assert not b.remeasure_due(89.0)
+
+
 # ----------------------------------------------------------------------------- in a real run
 
+import json  # noqa: E402
 import os  # noqa: E402
 
 from charwise.api import train  # noqa: E402
@@ -85,3 +210,96 @@ def test_resume_says_what_budget_is_left_and_how_to_extend_it(tmp_path):
     said = []
     res = train(None, out=tmp_path / "r", resume=True, max_steps=30, log=said.append, **quiet)
     assert res.steps == 30 and any("10 of 30 steps left" in s for s in said)
+
+
+# ----------------------------------------------------------------------------- the loop, on a fake clock
+
+import types  # noqa: E402
+
+import pytest  # noqa: E402
+
+from charwise.config import CharwiseError  # noqa: E402
+from charwise.training import loop  # noqa: E402
+
+
+class FakeClock:
+    """The loop's clock, advanced only by the made-up costs below: the run's timing is exact."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self):
+        return self.t
+
+
+def fake_timings(monkeypatch, step: float, per_char, start_up: float = 5.0):
+    """Each training step takes `step` s; scoring takes per_char(now) s a character, and the
+    first scoring call pays `start_up` s once (a GPU's cuDNN handles, say)."""
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    orig_step, orig_sample, orig_score = (loop.Trainer.train_step, loop.Trainer._score_sample,
+                                          loop.Trainer.score)
+    first = [True]
+
+    def scoring(chars):
+        clock.t += (start_up if first[0] else 0.0) + chars * per_char(clock.t)
+        first[0] = False
+
+    def train_step(self, *a):
+        r = orig_step(self, *a)
+        clock.t += step
+        return r
+
+    def score_sample(self, n):
+        chars = orig_sample(self, n)
+        scoring(chars)
+        return chars
+
+    def score(self):
+        r = orig_score(self)
+        scoring(self.eval_chars)
+        return r
+
+    monkeypatch.setattr(loop.Trainer, "train_step", train_step)
+    monkeypatch.setattr(loop.Trainer, "_score_sample", score_sample)
+    monkeypatch.setattr(loop.Trainer, "score", score)
+    return clock
+
+
+RUN = dict(preset="spec", max_steps=10**6, eval_every=0, threads=1, progress=False)
+
+
+def test_the_loop_ends_at_the_budget_on_a_fake_clock(tmp_path, monkeypatch):
+    # 1,152 characters to score at 2 ms each (2.3 s), 0.5 s steps, 20 s: training stops when one
+    # more step would not leave the reserve (2.3 s x 1.05 + the slack), and the start-up of the
+    # first scoring call (5 s, spent at the start) is not scaled up into the reserve
+    fake_timings(monkeypatch, step=0.5, per_char=lambda now: 2e-3)
+    res = loop.train(None, out=tmp_path / "r", max_time=20.0, log=lambda *a: None, **RUN)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    tb = info["time_budget"]
+    evaluation = 1152 * 2e-3
+    assert res.stopped_because == "time" and res.steps > 10
+    assert tb["predicted_evaluation"] == tb["final_evaluation"] == round(evaluation, 3)
+    assert tb["reserved"] == round(1.05 * evaluation + loop.END_SLACK, 3)
+    assert res.train_seconds <= 20.0
+    assert 20.0 - res.train_seconds < 0.5 + 0.05 * evaluation + loop.END_SLACK + 1e-6
+
+
+def test_a_machine_that_slows_down_before_the_end_is_measured_again(tmp_path, monkeypatch):
+    # scoring gets 2x slower at 14 s (1 ms a character, then 2 ms; 0.2 s steps): the last
+    # measurement, 2 s before the planned stop, sees it and stops earlier; without it the final
+    # evaluation would take 2.3 s where 1.3 s were kept and overrun the budget by ~0.8 s
+    fake_timings(monkeypatch, step=0.2, per_char=lambda now: 1e-3 if now < 14.0 else 2e-3)
+    res = loop.train(None, out=tmp_path / "r", max_time=20.0, log=lambda *a: None, **RUN)
+    tb = json.loads((tmp_path / "r" / "run.json").read_text())["time_budget"]
+    evaluation = 1152 * 2e-3
+    assert tb["final_evaluation"] == round(evaluation, 3) == tb["predicted_evaluation"]
+    assert 20.0 - 0.2 - 0.05 * evaluation - loop.END_SLACK - 1e-6 < res.train_seconds <= 20.0
+
+
+def test_a_budget_too_short_for_the_evaluation_stops_before_writing_a_run(tmp_path, monkeypatch):
+    fake_timings(monkeypatch, step=0.5, per_char=lambda now: 20e-3)          # a 23 s evaluation
+    with pytest.raises(CharwiseError, match=r"--max-time 20 is too short here: the final "
+                                            r"evaluation of 1,152 characters alone takes ~24 s"):
+        loop.train(None, out=tmp_path / "r", max_time=20.0, log=lambda *a: None, **RUN)
+    assert not (tmp_path / "r").exists()               # nothing of the refused run is left

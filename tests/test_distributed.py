@@ -155,3 +155,36 @@ def test_ranks_draw_their_own_dropout_masks_and_keep_the_same_weights(tmp_path):
     # the checkpoint keeps each rank's own RNG state (a resume continues both)
     rng = load_file(out / "last.safetensors")["rng/torch"]
     assert rng.shape[0] == 2 and not torch.equal(rng[0], rng[1])
+
+
+RANK_REPORT = """
+import json, os, sys
+from safetensors.torch import save_file
+from charwise.training.loop import Trainer
+out = sys.argv[1]
+t = Trainer(None, out=out, preset="spec", max_time=float(sys.argv[2]), max_steps=10**6,
+            device="cpu", batch_size=8, precision="fp32", threads=1, eval_every=0, progress=False,
+            log=lambda *a: None)
+res = t.fit()
+rank = os.environ["RANK"]
+save_file({k: v.detach().contiguous() for k, v in t.model.state_dict().items()},
+          f"{out}/rank{rank}.safetensors")
+with open(f"{out}/rank{rank}.json", "w") as f:
+    json.dump({"steps": res.steps, "why": res.stopped_because,
+               "lr": t.opt.param_groups[0]["lr"]}, f)
+"""
+
+
+def test_a_time_budget_is_decided_by_rank_0_for_every_rank(tmp_path):
+    # Each rank has its own clock and only rank 0 measures the evaluation: if each computed the
+    # learning rate and the stop from its own, the replicas would drift apart (issue 20, item 3)
+    script, out = tmp_path / "report.py", tmp_path / "run"
+    script.write_text(RANK_REPORT)
+    p = subprocess.run(TORCHRUN + [str(script), str(out), "4"], capture_output=True, text=True,
+                       timeout=300, env=ENV)
+    assert p.returncode == 0, p.stderr[-4000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["why"] == r1["why"] == "time" and r0["steps"] == r1["steps"] > 0
+    assert r0["lr"] == r1["lr"]
+    w0, w1 = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)

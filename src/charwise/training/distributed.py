@@ -2,8 +2,9 @@
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them (or with WORLD_SIZE=1) everything
 here is a no-op and training is a plain single process. Ranks exchange tensors only (no
-pickled objects): one small all-reduce per step carries the loss and the stop decisions, so
-every rank leaves the loop at the same step.
+pickled objects): one small all-reduce per step carries the loss, the signals and rank 0's
+decisions (stop, save, the schedule's position under a time budget), so every rank applies the
+same learning rate and leaves the loop at the same step.
 """
 from __future__ import annotations
 
@@ -95,15 +96,20 @@ def barrier(d: Dist, group: Any = None) -> None:
         dist.barrier(group=group)
 
 
-def agree(d: Dist, loss: float, *flags: bool, device=None) -> tuple[float, ...]:
-    """Mean loss over ranks, and each flag true if it is true on any rank (one all-reduce)."""
+def agree(d: Dist, loss: float, *flags: bool, lead: tuple[float, ...] = (),
+          device=None) -> tuple[float, ...]:
+    """Mean loss over ranks, each flag true if it is true on any rank, and rank 0's `lead`
+    values as they are (what rank 0's clock decides, so that every rank follows one clock
+    rather than its own), all in one all-reduce."""
     if not d.enabled:
-        return (loss, *flags)
+        return (loss, *flags, *lead)
     import torch.distributed as dist
-    t = torch.tensor([loss, *map(float, flags)], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
+    t = torch.tensor([loss, *map(float, flags), *(float(v) if d.main else 0.0 for v in lead)],
+                     dtype=torch.float64, device=device)
+    dist.all_reduce(t)                      # a sum: the other ranks add zeros to rank 0's values
     vals = t.tolist()
-    return (vals[0] / d.world, *(v > 0 for v in vals[1:]))
+    k = 1 + len(flags)
+    return (vals[0] / d.world, *(v > 0 for v in vals[1:k]), *vals[k:])
 
 
 def broadcast_floats(d: Dist, values: list[float], device=None, group: Any = None) -> list[float]:

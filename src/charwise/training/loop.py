@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__, bounds, rundir, transfer
-from ..budget import TimeBudget, resume_note
+from ..budget import TimeBudget, resume_note, time_sample
 from ..budget import progress as budget_progress
 from ..bytevocab import ByteVocab
 from ..config import (
@@ -94,6 +94,11 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     stopped_because: str = ""
 
+
+# Seconds a time budget keeps beyond the measured costs of the end (the final evaluation, the
+# best weights' and the last checkpoint's writes): the logs, run.json and hooks closing, and
+# the scheduling noise of a busy machine.
+END_SLACK = 0.1
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_every_epochs",
@@ -189,7 +194,7 @@ class Trainer:
         self.step, self.state, self.loss, self.why = 0, None, float("nan"), "budget"
         self.best: dict | None = None
         self.since_best, self.faults, self.last_eval_step = 0, 0, -1
-        self.eval_seconds, self.hooks = 0.0, []
+        self.eval_seconds, self.score_seconds, self.hooks = 0.0, 0.0, []
         self.eval_group: Any = None          # torchrun: where ranks wait for rank 0's evaluation
         self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
 
@@ -231,30 +236,45 @@ class Trainer:
         if dist.enabled:
             self.net = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        # --max-time counts from here (corpus read, model built) to the last save (budget.py)
+        self.t0 = time.perf_counter() - self.spent
+        self._announce()
+        self._start_budget()
         tb = open_logger(self.tcfg.tensorboard and dist.main, self.out, self.data.vocab, self.info,
                          self.chars_per_step, self.step)
         if dist.main:
             write_run(self.out, self.info)
             write_run_config(self.out, self.info)         # config.toml: `train --config` reruns it
-        self._announce()
         self.signals = hooks.Signals()
         self.hooks = [hooks.MetricsFile(self.out / METRICS, dist.main), hooks.TensorBoard(tb),
                       hooks.Progress(self.show_progress if dist.main else False, self.max_steps,
                                      self.tcfg.max_time, self.chars_per_step, self.log),
                       self.signals]
-        self.t0 = time.perf_counter() - self.spent
-        # With a time budget the final evaluation must fit in it: its cost is measured (a short
-        # slice now and every 30 s, each evaluation) and reserved (budget.py).
-        self.budget = TimeBudget(self.tcfg.max_time, len(self.eval_tok))   # rank 0 measures
-        self._measure_eval_speed()
-        left = (self.tcfg.max_time or 0) - self.spent
-        if dist.main and left > 0 and self.budget.reserve > 0.5 * left:
-            self.log(f"note: at the speed measured now, the final evaluation of "
-                     f"{len(self.eval_tok):,} characters takes ~{self.budget.reserve:.0f} s of the "
-                     f"{left:.0f} s left of --max-time" + (": it will overrun it"
-                                                           if self.budget.reserve > left else ""))
-        self.last_tick = (time.perf_counter(), 0.0)     # (time, seconds of the last step)
+        self.mark = time.perf_counter()                 # the end of the last step (or pause)
         self.last_save = self.elapsed()                 # when the last checkpoint was written
+
+    def _start_budget(self) -> None:
+        """With a time budget the final evaluation must fit in it: its cost is measured (a
+        sample now and every 30 s, each evaluation) and reserved (budget.py). A budget too short
+        for even that evaluation is refused now, before the run writes a file of its own."""
+        # the characters an evaluation scores: every one after the first, or every item's
+        self.eval_chars = len(self.eval_tok) - (self.eval_items is None)
+        self.budget = TimeBudget(self.tcfg.max_time, self.eval_chars, slack=END_SLACK)
+        if not self.tcfg.max_time:
+            return
+        self._measure_eval_speed()                       # rank 0 measures, every rank decides
+        self.budget.eval_s_per_char, = distributed.broadcast_floats(
+            self.dist, [self.budget.eval_s_per_char], self.device)
+        refused = self.budget.too_short(self.spent)
+        if refused:
+            if self.prev is None and self.dist.main:     # a refused new run leaves nothing behind
+                shutil.rmtree(self.out / CACHE, ignore_errors=True)
+            raise CharwiseError(refused)
+        left, need = self.tcfg.max_time - self.spent, self.budget.reserve
+        if left > 0 and need > 0.5 * left:
+            self.log(f"note: at the speed measured now, the final evaluation of "
+                     f"{self.eval_chars:,} characters takes ~{need:.0f} s of the {left:.0f} s "
+                     "left of --max-time")
 
     def _load_data(self) -> None:
         """Check the output, encode the corpus (rank 0 first), split it, cut the streams."""
@@ -456,9 +476,10 @@ class Trainer:
                            self.info["history"], self.why)
 
     def _loop(self) -> None:
-        tcfg, dist = self.tcfg, self.dist
+        tcfg = self.tcfg
         self.model.train()
-        stop_now, out_of_time = False, self.time_up()
+        stop_now = False
+        out_of_time = self._agree(0.0, stepped=False)[2]
         while True:
             if self.max_steps is not None and self.step >= self.max_steps:
                 break
@@ -469,29 +490,45 @@ class Trainer:
                 self.save("interrupted")
                 raise TrainingInterrupted(self.signals.signum, self.out)
             xb, yb = self._next_window()
-            lr = learning_rate(tcfg, self.step, self.progress())
+            lr = learning_rate(tcfg, self.step, self.frac)
             loss, gnorm, ok = self.train_step(xb, yb, lr)
             self.step += 1
-            self.loss, stop_now, out_of_time, saving = distributed.agree(
-                dist, loss, bool(self.signals.caught), self.time_up(), self.save_due(),
-                device=self.device)
+            self.loss, stop_now, out_of_time, saving, measuring = self._agree(loss, stepped=True)
             if not ok:
                 self._fault()
                 continue
             self._emit("on_step", lr, gnorm)
+            paused = False                     # an evaluation, a save or a measurement
             if self.eval_every and self.step % self.eval_every == 0:
                 self.evaluate()
                 self.save("training")
                 if tcfg.patience is not None and self.since_best >= tcfg.patience:
                     self.why = "patience"
                     break
-                _, out_of_time = distributed.agree(dist, 0.0, self.time_up(), device=self.device)
+                paused = True
             elif saving and not out_of_time:
                 self.save("training")          # the run is never more than a minute from safe
-            if self.budget.remeasure_due(self.elapsed()):
+                paused = True
+            if measuring and not out_of_time:
                 self._measure_eval_speed()
-        if self.last_eval_step != self.step:
+                paused = True
+            if paused:                         # decided again after the pause (not a step)
+                out_of_time = self._agree(0.0, stepped=False)[2]
+        self._finish()
+
+    def _finish(self) -> None:
+        """The final evaluation (unless the last step was just evaluated) and save; with a time
+        budget, run.json records how the end was planned and how it went."""
+        b = self.budget
+        stopped_at, reserved, predicted = self.elapsed(), b.reserve, b.eval_seconds
+        final = self.last_eval_step != self.step
+        if final:
             self.evaluate(final=True)
+        if b.max_time and self.dist.main:
+            self.info["time_budget"] = {
+                "max_time": b.max_time, "training_ended": round(stopped_at, 3),
+                "reserved": round(reserved, 3), "predicted_evaluation": round(predicted, 3),
+                "final_evaluation": round(self.score_seconds, 3) if final else None}
         self.save("done")
 
     def _next_window(self) -> tuple[np.ndarray, np.ndarray]:
@@ -563,36 +600,67 @@ class Trainer:
         return time.perf_counter() - self.t0
 
     def time_up(self) -> bool:
-        # The final evaluation, the last save and the next step must fit in the budget too:
-        # stop when they would no longer (budget.py; the evaluation's cost is measured).
-        now = time.perf_counter()
-        self.last_tick = (now, now - self.last_tick[0])
-        return self.budget.time_up(self.elapsed(), self.last_tick[1])
+        # The next step, the final evaluation and the last saves must fit in the budget too:
+        # stop when they would no longer (budget.py; their cost is measured).
+        return self.budget.time_up(self.elapsed())
 
     def save_due(self) -> bool:
-        every = self.tcfg.checkpoint_every
-        return bool(every) and self.elapsed() - self.last_save >= every
+        return self.budget.save_due(self.elapsed(), self.last_save, self.tcfg.checkpoint_every)
 
     def progress(self) -> float:
         """How far through its budget the run is, 0..1 (the schedule's position)."""
         return budget_progress(self.step, self.max_steps, self.budget, self.elapsed())
 
-    def _measure_eval_speed(self, chars: int = 4096) -> None:
-        """Score a short slice to learn what the final evaluation will cost (rank 0, only with
-        a time budget): the machine's speed changes as other processes come and go."""
+    def _agree(self, loss: float, stepped: bool) -> tuple[float, bool, bool, bool, bool]:
+        """The one small collective after each step: the mean loss, whether any rank caught a
+        signal, and what rank 0's clock decides -- stop for time, save now, measure the
+        evaluation's speed now, and the schedule's position for the next step (`self.frac`).
+        Every rank follows rank 0's clock (its own would drift: other start-up times, and only
+        rank 0 measures the evaluation), so the replicas apply the same learning rate and stop
+        at the same step. `stepped`: a step ended just now; its time (since the last mark)
+        predicts the next one's."""
+        now = time.perf_counter()
+        if stepped:
+            self.budget.measured_step(now - self.mark)
+        self.mark = now
+        measure = self.dist.main and self.budget.remeasure_due(self.elapsed())
+        loss, caught, up, save, remeasure, self.frac = distributed.agree(
+            self.dist, loss, bool(self.signals.caught),
+            lead=(self.time_up(), self.save_due(), measure, self.progress()), device=self.device)
+        return loss, bool(caught), bool(up), bool(save), bool(remeasure)
+
+    def _measure_eval_speed(self) -> None:
+        """Time a sample of the evaluation (after an untimed warm-up: budget.time_sample) to
+        learn what the final one will cost (rank 0, only with a time budget): the machine's
+        speed changes as other processes come and go. The sample is a quarter of a small
+        evaluation at most, so that measuring never costs more than a good part of it."""
         if not (self.budget.max_time and self.dist.main):
             return
-        n = min(len(self.eval_tok), chars + 1)
+        sample = min(4096, max(64, self.eval_chars // 4))
+        warmup = min(512, max(16, sample // 8))
         self._sync_reference()
         policy = self.score_threads
-        for _ in range(2):            # once more if the thread policy was probing meanwhile
-            probing, probes = policy.deciding, len(policy.probes)
-            t = time.perf_counter()
-            evaluate_tokens(self.model, self.eval_tok[:n], self.precision, threads=policy)
-            self.budget.measured_eval(time.perf_counter() - t, n - 1, self.elapsed())
-            if not (probing or policy.deciding or len(policy.probes) != probes):
-                break
-        self.last_tick = (time.perf_counter(), self.last_tick[1] if hasattr(self, "last_tick") else 0.0)
+        seconds, chars = time_sample(self._score_sample, time.perf_counter, sample, warmup,
+                                     phase=lambda: (policy.deciding, len(policy.probes)),
+                                     settled=lambda: not policy.deciding)
+        self.budget.measured_eval(seconds, chars, self.elapsed())
+
+    def _score_sample(self, n: int) -> int:
+        """Score about `n` characters of the evaluation text as score() scores the whole;
+        returns how many characters (tokens) it scored."""
+        if self.eval_items is not None:                  # items of every length, spread out
+            every = max(1, round(len(self.eval_tok) / max(n, 1)))
+            items = self.eval_items[::every]
+            end_id = self.data.vocab.end_id
+            assert end_id is not None
+            evaluate_items(self.model, items, end_id)
+            return sum(len(a) for a in items)
+        part = self.eval_tok[:n + 1]
+        if isinstance(self.data.vocab, ByteVocab):
+            evaluate_bytes(self.model, part, self.precision)
+        else:
+            evaluate_tokens(self.model, part, self.precision, threads=self.score_threads)
+        return len(part) - 1
 
     # ------------------------------------------------------------------------- evaluate, save
 
@@ -614,8 +682,11 @@ class Trainer:
                "precision": self.precision}
         # One stateful pass is sequential by nature: rank 0 scores the whole split exactly,
         # and every rank gets its numbers (so early-stopping decisions agree).
+        ts = time.perf_counter()
         res = self.score() if self.dist.main else {"loss": 0.0, "chars": 0}
-        self.budget.measured_eval(time.perf_counter() - te, int(res["chars"]), self.elapsed())
+        self.score_seconds = time.perf_counter() - ts
+        if self.dist.main:                 # a whole evaluation is the best measure of the next
+            self.budget.measured_eval(self.score_seconds, self.eval_chars, self.elapsed())
         loss, chars = distributed.broadcast_floats(self.dist, [res["loss"], res["chars"]], self.device,
                                                    self.eval_group)
         rec.update(val_loss=loss, val_bits_per_char=loss / LN2,
@@ -623,6 +694,7 @@ class Trainer:
         if "loss_per_item" in res:
             rec.update(val_loss_per_item=res["loss_per_item"], val_items=res["items"])
         if math.isfinite(loss) and (self.best is None or loss < self.best["val_loss"]):
+            tw = time.perf_counter()
             if self.dist.main:                 # never overwritten by a worse or broken model
                 save_tensors(self.out / BEST, self.model.state_dict(),
                              {"step": self.step, "val_loss": loss})
@@ -632,6 +704,7 @@ class Trainer:
             if self.dist.main:
                 self.info["best"] = self.best
                 write_run(self.out, self.info)
+                self.budget.measured_best(time.perf_counter() - tw)
             self.since_best = 0
         else:
             self.since_best += 1
@@ -639,7 +712,6 @@ class Trainer:
         self.info["history"].append(rec)
         self._emit("on_eval", rec)
         self.eval_seconds = time.perf_counter() - te
-        self.last_tick = (time.perf_counter(), self.last_tick[1])   # an evaluation is not a step
         self.last_eval_step = self.step
         return rec
 
