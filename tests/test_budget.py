@@ -303,3 +303,18 @@ def test_a_budget_too_short_for_the_evaluation_stops_before_writing_a_run(tmp_pa
                                             r"evaluation of 1,152 characters alone takes ~24 s"):
         loop.train(None, out=tmp_path / "r", max_time=20.0, log=lambda *a: None, **RUN)
     assert not (tmp_path / "r").exists()               # nothing of the refused run is left
+
+
+def test_the_cli_refuses_a_too_short_budget_in_one_line_and_a_resumed_run_stays_as_it_was(
+        tmp_path, monkeypatch, capsys):
+    from charwise.cli import main
+    run = tmp_path / "r"
+    loop.train(None, out=run, preset="spec", max_steps=5, eval_every=0, threads=1,
+               progress=False, log=lambda *a: None)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    fake_timings(monkeypatch, step=0.5, per_char=lambda now: 20e-3)          # a 23 s evaluation
+    code = main(["train", "--resume", "--out", str(run), "--max-time", "20", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "--max-time 20 is too short here" in err
+    assert "(a total over the whole run)" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
