@@ -30,7 +30,7 @@ from typing import Callable
 
 RECENT_STEPS = 5          # the median of the last few step times predicts the next one
 EARLY_SAVE = 0.1          # with a time budget, the first checkpoint at this fraction of it
-LAST_LOOK = 0.1           # remeasure once when this fraction of the budget is left to train
+LAST_LOOK = 0.1           # remeasure once this fraction of the budget before the planned stop
 
 
 @dataclass
