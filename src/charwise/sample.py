@@ -7,11 +7,16 @@ embedding and the first layer's input projection into one (V, 4H) table, so a st
 lookup, one matmul per layer for the recurrence and one for the head, with no autograd. All feed
 the same sampler, which draws from float64 probabilities by inverse CDF with one uniform number per character from a
 seeded NumPy generator, so a seed fixes the text whichever path runs.
+
+`Int8LSTMStep` (precision="int8", opt-in) is the NumPy step with int8 recurrent weights: a
+one-stream step is bound by reading those weights, so it is faster, and its text is close to
+the exact one rather than equal (benchmarks/sampling.py measures both).
 """
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,9 +35,17 @@ from .guards import check_finite
 from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
 from .model import CharRNN
 from .prime import fit_prime
+from .quant import Int8Matrix
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
 from .stops import parse_stops
-from .threads import ThreadPolicy, check_threads, get_blas_threads, set_blas_threads
+from .threads import (
+    ThreadPolicy,
+    check_threads,
+    get_blas_threads,
+    get_torch_threads,
+    set_blas_threads,
+    set_torch_threads,
+)
 
 MAX_CHARS = 10_000_000
 PRIME_LOGITS_BUDGET = 1 << 22      # logit values per priming call (16 MB in fp32)
@@ -163,13 +176,19 @@ class FusedLSTMStep:
 
 class NumpyLSTMStep(FusedLSTMStep):
     """The same fused step in NumPy, for the CPU: for the small products of one step, NumPy's
-    BLAS call costs less than torch's dispatch and kernel choice (benchmarks/README.md)."""
+    BLAS call costs less than torch's dispatch and kernel choice (benchmarks/README.md). The
+    recurrent products go through `mm_hh[k](x)` / `mm_ih[k](x)`, so the int8 step swaps them."""
+
+    mm_hh: list[Any]                     # per layer: x -> x @ W_hh (and W_ih from layer 2 on)
+    mm_ih: list[Any]
 
     def __init__(self, net: CharRNN):
         super().__init__(net)
         f32 = lambda t: None if t is None else t.detach().cpu().numpy().astype(np.float32)  # noqa: E731
         self.table, self.head_w, self.head_b = f32(self.table), f32(self.head_w), f32(self.head_b)
         self.w_hh, self.w_ih, self.b = ([f32(t) for t in ts] for ts in (self.w_hh, self.w_ih, self.b))
+        self.mm_hh = [w.__rmatmul__ for w in self.w_hh]                 # x -> x @ w
+        self.mm_ih = [None if w is None else w.__rmatmul__ for w in self.w_ih]
 
     def begin(self, state):
         return tuple(s.detach().float().cpu().numpy() for s in state)
@@ -178,16 +197,18 @@ class NumpyLSTMStep(FusedLSTMStep):
         h, c = state
         hs, cs, H = [], [], self.H
         inp: Any = None
-        for k in range(len(self.w_hh)):
+        for k in range(len(self.mm_hh)):
             if k == 0:
-                gates = self.table[ids] + h[0] @ self.w_hh[0]                  # (S, 4H)
+                gates = self.table[ids] + self.mm_hh[0](h[0])                # (S, 4H)
             else:
-                gates = self.b[k] + inp @ self.w_ih[k] + h[k] @ self.w_hh[k]
+                gates = self.b[k] + self.mm_ih[k](inp) + self.mm_hh[k](h[k])
             ifo = 1.0 / (1.0 + np.exp(-gates))
             c_new = ifo[:, H:2 * H] * c[k] + ifo[:, :H] * np.tanh(gates[:, 2 * H:3 * H])
             inp = ifo[:, 3 * H:] * np.tanh(c_new)
             hs.append(inp)
             cs.append(c_new)
+        if len(hs) == 1:                 # one layer: a view, cheaper than np.stack per step
+            return inp @ self.head_w + self.head_b, (inp[None], c_new[None])
         return inp @ self.head_w + self.head_b, (np.stack(hs), np.stack(cs))
 
 
@@ -220,23 +241,85 @@ def step_kind(cfg: ModelConfig, training: bool, device_type: str, streams: int,
     return "fused"
 
 
-def make_step(net: CharRNN, streams: int = 1, fast: bool = True):
-    """The fastest exact step for this model and number of streams."""
+class Int8LSTMStep(NumpyLSTMStep):
+    """NumpyLSTMStep with every recurrent and layer-to-layer matrix in int8 (one scale per
+    row, quant.Int8Matrix); the input table and the head stay float32. Opt-in
+    (precision="int8"): its text is close to, not the same as, the exact step's for a seed
+    (the quality bounds are checked by tests/test_sample_int8.py and benchmarks/sampling.py)."""
+
+    def __init__(self, net: CharRNN):
+        super().__init__(net)
+        self.mm_hh = [Int8Matrix(w) for w in self.w_hh]
+        self.mm_ih = [None if w is None else Int8Matrix(w) for w in self.w_ih]
+        self.w_hh = self.w_ih = []                      # the float32 copies are not used
+
+
+PRECISIONS = ("fp32", "int8")
+
+
+def check_precision(precision: str, net: CharRNN | None = None, fast: bool = True) -> str:
+    """A sampling precision this model can use, or a one-line error."""
+    if precision not in PRECISIONS:
+        raise CharwiseError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and net is not None:
+        if net.cfg.cell != "lstm" or not fast:
+            raise CharwiseError(f"--precision int8 samples LSTMs only (this run is a {net.cfg.cell.upper()})"
+                                if fast else "precision int8 needs the fast step (fast=True)")
+        if next(net.parameters()).device.type != "cpu":
+            raise CharwiseError("--precision int8 runs on the CPU (this model is on a GPU)")
+    return precision
+
+
+# net -> (its weights' identity and versions, the int8 step made from them): quantizing and
+# packing costs milliseconds, as much as hundreds of characters, so repeated calls reuse it
+# while the weights are unchanged (in-place updates bump a tensor's version).
+_INT8_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def int8_step(net: CharRNN) -> Int8LSTMStep:
+    """The int8 step of `net`'s current weights, made once and kept while they stay."""
+    key = tuple((p.data_ptr(), p._version) for p in net.parameters())
+    cached = _INT8_STEPS.get(net)
+    if cached is None or cached[0] != key:
+        cached = _INT8_STEPS[net] = (key, Int8LSTMStep(net))
+    return cached[1]
+
+
+def make_step(net: CharRNN, streams: int = 1, fast: bool = True, precision: str = "fp32"):
+    """The fastest step for this model, number of streams and precision (fp32: exact)."""
+    if check_precision(precision, net, fast) == "int8":
+        return int8_step(net)
     kind = step_kind(net.cfg, net.training, next(net.parameters()).device.type, streams, fast)
     return {"module": ModuleStep, "numpy": NumpyLSTMStep, "fused": FusedLSTMStep}[kind](net)
 
 
-def make_timed_step(net: CharRNN, streams: int = 1, fast: bool = True, threads: int | None = None):
+def make_timed_step(net: CharRNN, streams: int = 1, fast: bool = True, threads: int | None = None,
+                    precision: str = "fp32"):
     """make_step's step with its CPU threads chosen by `threads`: a fixed count, or None to
     measure and choose as it runs (threads.py). On a GPU, the step itself."""
-    step = make_step(net, streams, fast)
+    step = make_step(net, streams, fast, precision)
     if next(net.parameters()).device.type != "cpu" and not isinstance(step, NumpyLSTMStep):
         return step
-    if isinstance(step, NumpyLSTMStep):          # NumPy's matmuls: OpenBLAS threads
+    if isinstance(step, Int8LSTMStep):           # int8 products in torch, the head in NumPy
+        both = _TorchAndBlasThreads()
+        policy = ThreadPolicy(check_threads(threads), apply=both.apply, current=lambda: 0)
+    elif isinstance(step, NumpyLSTMStep):        # NumPy's matmuls: OpenBLAS threads
         policy = ThreadPolicy(check_threads(threads), apply=set_blas_threads, current=get_blas_threads)
     else:
         policy = ThreadPolicy(check_threads(threads))
     return TimedStep(step, policy)
+
+
+class _TorchAndBlasThreads:
+    """One thread count for torch and NumPy's BLAS (the int8 step uses both); 0 gives each
+    back the count it had."""
+
+    def __init__(self):
+        self.original = (get_torch_threads(), get_blas_threads())
+
+    def apply(self, n: int) -> None:
+        set_torch_threads(n or self.original[0])
+        set_blas_threads(n or self.original[1])
 
 
 class TimedStep:
@@ -366,15 +449,17 @@ class CharModel:
     def steps(self, prime: str = "", n: int = 200, temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
               num_samples: int = 1, oov: str = "error", fast: bool = True,
-              threads: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+              threads: int | None = None, precision: str = "fp32") -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The sampling loop: yield n times (logits (S, V) drawn from, ids (S,) drawn).
         `threads`: CPU threads of the step (None: measured and chosen as it runs; the text is
-        the same either way)."""
+        the same either way). `precision`: "fp32" (exact) or "int8" (LSTMs on the CPU: int8
+        recurrent weights, faster; the prime still runs in fp32)."""
         check_sampling_args(n, temperature, top_k, top_p, num_samples, seed)
         check_threads(threads)
+        check_precision(precision, self.net, fast)
         rng = np.random.default_rng(seed)
         logits, state = self.prime(prime, num_samples, oov)
-        step = make_timed_step(self.net, num_samples, fast, threads)
+        step = make_timed_step(self.net, num_samples, fast, threads, precision)
         state = step.begin(state)
         # No inference_mode around the loop: a generator would leak it into the caller's code
         # between yields; each step function enters it for its own torch work.
@@ -392,23 +477,26 @@ class CharModel:
                top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                num_samples: int = 1, oov: str = "error", fast: bool = True,
                threads: int | None = None, stop: str | Sequence[str] | None = None,
-               keep_stop: bool = False, result: Generation | None = None) -> Iterator[list[str]]:
+               keep_stop: bool = False, result: Generation | None = None,
+               precision: str = "fp32") -> Iterator[list[str]]:
         """Yield, step by step, a list of num_samples new texts (usually one character each; ""
         while a sample holds text back or has ended). Each sample ends at n characters, at the
         first of the `stop` strings (excluded unless keep_stop) or at the end-of-item symbol;
-        `result` receives how each ended. `threads` as in `steps`."""
+        `result` receives how each ended. `threads` and `precision` as in `steps`."""
         check_sampling_args(n, temperature, top_k, top_p, num_samples)
         check_threads(threads)
+        check_precision(precision, self.net, fast)
         stops = parse_stops(stop, escapes=False)
         rng = np.random.default_rng(seed)
         yield from self._run(prime, n, lambda lg: draw(lg, rng, temperature, top_k, top_p),
-                             num_samples, oov, fast, stops, keep_stop, result, threads)
+                             num_samples, oov, fast, stops, keep_stop, result, threads, precision)
 
     def _run(self, prime: str, n: int, pick, num_samples: int, oov: str, fast: bool,
              stops: tuple[str, ...] = (), keep_stop: bool = False,
-             result: Generation | None = None, threads: int | None = None) -> Iterator[list[str]]:
+             result: Generation | None = None, threads: int | None = None,
+             precision: str = "fp32") -> Iterator[list[str]]:
         logits, state = self.prime(prime, num_samples, oov)
-        step = make_timed_step(self.net, num_samples, fast, threads)
+        step = make_timed_step(self.net, num_samples, fast, threads, precision)
         decoders = [self.vocab.decoder() for _ in range(num_samples)]
         # No inference_mode around the loop: a generator would leak it into the caller's code
         # between yields; each step function enters it for its own torch work.
@@ -445,14 +533,15 @@ class CharModel:
     def items(self, n: int = 20, prime: str = "", temperature: float = 1.0,
               top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
               oov: str = "error", new_only: bool = False, max_chars: int | None = None,
-              known: list[str] | None = None) -> tuple[list[str], dict]:
+              known: list[str] | None = None, precision: str = "fp32") -> tuple[list[str], dict]:
         """Line mode: n whole items (each from a fresh state, ended by the end symbol). With
         new_only, items that are lines of the training text are dropped and more are drawn
-        (up to 20 rounds); the report says how many were new."""
+        (up to 20 rounds); the report says how many were new. `precision` as in `steps`."""
         if not self.line_mode:
             raise CharwiseError("this run was not trained with --line-mode: it has no items "
                                 "(sample text with -n instead)")
         check_sampling_args(n, temperature, top_k, top_p, max(1, min(n, 4096)))
+        check_precision(precision, self.net)
         limit = max_chars or 2 * int(self.info.get("items", {}).get("longest", 200)) + 10
         novelty = NoveltyFilter(known if known is not None else self.training_items()) if new_only else None
         rng = np.random.default_rng(seed)
@@ -465,7 +554,7 @@ class CharModel:
                 break
             gen = Generation()
             texts = [prime] * want
-            for chars in self._run(prime, limit, pick, want, oov, True, result=gen):
+            for chars in self._run(prime, limit, pick, want, oov, True, result=gen, precision=precision):
                 texts = [t + c for t, c in zip(texts, chars)]
             unfinished += sum(e.reason != "end" for e in gen.ends)
             out += [t for t in texts if novelty is None or novelty(t)]

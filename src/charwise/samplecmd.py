@@ -9,7 +9,7 @@ from typing import TextIO
 from .beam import check_beam
 from .config import CharwiseError
 from .generate import Generation
-from .sample import CharModel, check_sampling_args
+from .sample import CharModel, check_precision, check_sampling_args
 from .stops import parse_stops
 
 LN2 = math.log(2)
@@ -19,10 +19,14 @@ def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "
                    temperature: float | None = None, top_k: int | None = None,
                    top_p: float | None = None, seed: int | None = None, num_samples: int = 1,
                    oov: str = "error", stop: list[str] | None = None, keep_stop: bool = False,
-                   beam: int | None = None, new_only: bool = False, threads: int | None = None) -> int:
+                   beam: int | None = None, new_only: bool = False, threads: int | None = None,
+                   precision: str = "fp32") -> int:
     """Print what `charwise sample` prints. temperature None means "not given" (1.0)."""
     stops = parse_stops(stop)                       # the CLI's text: escapes understood
+    check_precision(precision, model.net)
     if beam is not None:
+        if precision != "fp32":
+            raise CharwiseError("--beam scores continuations exactly: it runs in fp32 (drop --precision)")
         width = check_beam(beam, temperature, top_k, top_p, temperature_given=temperature is not None)
         if stops or new_only or num_samples != 1:
             raise CharwiseError("--beam returns the K likeliest texts: it does not combine with "
@@ -33,7 +37,7 @@ def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "
     t = 1.0 if temperature is None else temperature
     check_sampling_args(n, t, top_k, top_p, num_samples)
     if model.line_mode:
-        return _items(model, out, err, prime, n, t, top_k, top_p, seed, oov, new_only, stops)
+        return _items(model, out, err, prime, n, t, top_k, top_p, seed, oov, new_only, stops, precision)
     if new_only:
         raise CharwiseError("--new-only needs a run trained with --line-mode (it compares whole "
                             "items with the training text's lines)")
@@ -42,14 +46,14 @@ def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "
     if num_samples == 1:
         out.write(prime)
         for chars in model.stream(prime, n, t, top_k, top_p, seed, oov=oov, threads=threads,
-                                  stop=stops, keep_stop=keep_stop, result=res):
+                                  stop=stops, keep_stop=keep_stop, result=res, precision=precision):
             out.write(chars[0])
             out.flush()
         out.write("\n")
     else:
         texts = model.generate(prime, n, t, top_k=top_k, top_p=top_p, seed=seed,
                                num_samples=num_samples, oov=oov, stop=stops, keep_stop=keep_stop,
-                               result=res, threads=threads)
+                               result=res, threads=threads, precision=precision)
         for i, text in enumerate(texts):
             out.write(f"--- sample {i + 1}\n{text}\n")
     _report_invalid(res, err)
@@ -58,10 +62,11 @@ def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "
 
 def _items(model: CharModel, out: TextIO, err: TextIO, prime: str, n: int, t: float,
            top_k: int | None, top_p: float | None, seed: int | None, oov: str, new_only: bool,
-           stops: tuple[str, ...]) -> int:
+           stops: tuple[str, ...], precision: str) -> int:
     if stops:
         raise CharwiseError("--stop: a line-mode model ends each item itself (at its end symbol)")
-    items, report = model.items(n, prime, t, top_k, top_p, seed, oov=oov, new_only=new_only)
+    items, report = model.items(n, prime, t, top_k, top_p, seed, oov=oov, new_only=new_only,
+                                precision=precision)
     for item in items:
         out.write(item + "\n")
     if new_only:

@@ -32,6 +32,7 @@ from . import __version__, bundled
 from .config import CharwiseError
 from .guards import check_out_path
 from .inspect.analysis import analysis_text
+from .quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
 from .rundir import atomic_write_bytes
 from .sample import CharModel, load
 
@@ -45,20 +46,6 @@ _TEMPLATE_FILES = ("page.html", "page.css", "page.js")
 
 
 # ----------------------------------------------------------------------------- quantization
-
-def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) float32 -> (int8 q, float32 per-row scale); w ~= q * scale[:, None]."""
-    w = np.asarray(w, np.float32)
-    amax = np.abs(w).max(axis=1)
-    scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
-
-
-def dequantize_rows(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """The page's arithmetic: float32(q) * float32(scale), rounded to float32."""
-    return q.astype(np.float32) * scale.astype(np.float32)[:, None]
-
 
 def model_tensors(net) -> list[tuple[str, np.ndarray]]:
     """(name, float32 array) for every parameter, in state_dict order (torch's names)."""
