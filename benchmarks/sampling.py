@@ -103,13 +103,17 @@ def one_stream(net: CharRNN, model: CharModel, a) -> None:
     steps = {"fp32": NumpyLSTMStep(net), "int8": Int8LSTMStep(net)}
     h = np.random.default_rng(0).uniform(-1, 1, (1, net.cfg.hidden_size)).astype(np.float32)
     n = max(50, a.chars // 2)
+    parts = {}
     for p, step in steps.items():
         st = step.begin(net.zero_state(1))
         ids = np.array([1])
-        mm = per_call(lambda: step.mm_hh[0](h), n, a.repeats)
-        whole = per_call(lambda: step(ids, st), n, a.repeats)
-        print(f"   {p}: recurrent product {mm * 1e6:6.1f} us, whole step {whole * 1e6:6.1f} us "
-              f"(gates and head {(whole - mm) * 1e6:5.1f} us)")
+        parts[p + " product"] = per_call(lambda: step.mm_hh[0](h), n, a.repeats)
+        parts[p + " step"] = per_call(lambda: step(ids, st), n, a.repeats)
+    # the int8 kernel alone on the real matrix, and on an 8x8 one (its fixed cost per call)
+    big, tiny = steps["int8"].mm_hh[0], Int8Matrix(np.ones((8, 8), np.float32))
+    for name, m, x in (("kernel", big, torch.from_numpy(h)), ("kernel 8x8", tiny, torch.ones(1, 8))):
+        parts["int8 " + name] = per_call(lambda: m._linear(x, m.q, m.packed, m.col_sums, 1.0, 0, m.zero_bias),
+                                         n, a.repeats)
     logits = np.zeros((1, len(model.vocab)), np.float32)
     rng = np.random.default_rng(0)
     loop = float("inf")
@@ -119,8 +123,17 @@ def one_stream(net: CharRNN, model: CharModel, a) -> None:
                      [model.vocab.decoder()]):
             pass
         loop = min(loop, (time.perf_counter() - t) / n)
-    print(f"   sampling loop around the step (draw at temperature 1, decode, bookkeeping): "
-          f"{loop * 1e6:.1f} us; at 20k chars/s a character has 50 us in all")
+    us = {k: v * 1e6 for k, v in parts.items()}
+    for p in steps:
+        print(f"   {p}: recurrent product {us[p + ' product']:6.1f} us, whole step {us[p + ' step']:6.1f} us "
+              f"(gates, head, state: {us[p + ' step'] - us[p + ' product']:5.1f} us)")
+    gemv = us["int8 kernel"] - us["int8 kernel 8x8"]
+    print(f"   int8 kernel {us['int8 kernel']:.1f} us = fixed cost per call {us['int8 kernel 8x8']:.1f} "
+          f"(measured on an 8x8 matrix) + the product itself ~{gemv:.1f}")
+    print(f"   sampling loop around the step (draw at temperature 1, decode, bookkeeping): {loop * 1e6:.1f} us")
+    total = us["int8 step"] + loop * 1e6
+    print(f"   int8 per character: ~{gemv:.1f} us multiplying, ~{total - gemv:.1f} us in calls and "
+          f"Python around it (sum {total:.1f} us = {1e6 / total:,.0f} chars/s); 20k chars/s is 50 us in all")
 
 
 def quality(a) -> None:
