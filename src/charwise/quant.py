@@ -37,9 +37,10 @@ class Int8Matrix:
 
     The kernel is torch's fbgemm int8-weight / fp32-activation linear. Its newer twin,
     torch.ops.quantized.linear_dynamic (quantized tensors, per-channel scales), computes the
-    same thing but costs ~2.5x as long for one row of x at 512 units (fixed costs per call),
-    so the older entry point is used: it takes one weight scale, so it is given scale 1 and
-    zero point 0 (the integer product) and the per-row scales are applied here."""
+    same thing with a much larger fixed cost per call, which dominates one row of x
+    (benchmarks/README.md, section 3b), so the older entry point is used: it takes one weight
+    scale, so it is given scale 1 and zero point 0 (the integer product) and the per-row
+    scales are applied here."""
 
     def __init__(self, w: np.ndarray):
         import torch

@@ -197,8 +197,9 @@ class NumpyLSTMStep(FusedLSTMStep):
         h, c = state
         hs, cs, H = [], [], self.H
         inp: Any = None
-        # In place where a result is fresh: for 64 streams each temporary is 512 kB, and fewer
-        # of them made the step ~10 % faster; the arithmetic (and so the text) is unchanged.
+        # In place where a result is fresh: for many streams each temporary is a large array
+        # and fewer of them make the step faster (benchmarks/README.md, section 3b); the
+        # arithmetic, and so the text, is unchanged.
         for k in range(len(self.mm_hh)):
             if k == 0:                                   # the sums in the order they had
                 gates = self.mm_hh[0](h[0])                                  # (S, 4H), fresh
@@ -283,8 +284,8 @@ def check_precision(precision: str, net: CharRNN | None = None, fast: bool = Tru
 
 
 # net -> (its weights' identity and versions, the int8 step made from them): quantizing and
-# packing costs milliseconds, as much as hundreds of characters, so repeated calls reuse it
-# while the weights are unchanged (in-place updates bump a tensor's version).
+# packing cost as much as many characters' steps, so repeated calls reuse the step while the
+# weights are unchanged (in-place updates bump a tensor's version).
 _INT8_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
