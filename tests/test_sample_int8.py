@@ -127,3 +127,15 @@ def test_cli_bad_precision(capsys, extra, match):
     assert main(["sample", "base", "--prime", "The", "-n", "20", *extra]) == 2
     o, e = capsys.readouterr()
     assert o == "" and e.count("\n") == 1 and match in e and "Traceback" not in e
+
+
+def test_cli_without_the_int8_kernel_prints_nothing(capsys, monkeypatch):
+    import charwise.sample as sample_mod
+
+    def no_kernel(self, w):
+        raise CharwiseError("int8 sampling needs PyTorch's fbgemm int8 kernels (x86 CPUs); use precision fp32 here")
+    monkeypatch.setattr(Int8Matrix, "__init__", no_kernel)
+    monkeypatch.setattr(sample_mod, "_INT8_STEPS", sample_mod.weakref.WeakKeyDictionary())
+    assert main(["sample", "base", "--prime", "The", "-n", "20", "--precision", "int8"]) == 2
+    o, e = capsys.readouterr()
+    assert o == "" and e.count("\n") == 1 and "fbgemm int8 kernels" in e

@@ -276,7 +276,7 @@ def check_precision(precision: str, net: CharRNN | None = None, fast: bool = Tru
         raise CharwiseError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "int8" and net is not None:
         if net.cfg.cell != "lstm" or not fast:
-            raise CharwiseError(f"--precision int8 samples LSTMs only (this run is a {net.cfg.cell.upper()})"
+            raise CharwiseError(f"--precision int8 samples LSTMs only (this run's cell is {net.cfg.cell})"
                                 if fast else "precision int8 needs the fast step (fast=True)")
         if next(net.parameters()).device.type != "cpu":
             raise CharwiseError("--precision int8 runs on the CPU (this model is on a GPU)")

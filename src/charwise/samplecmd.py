@@ -9,7 +9,7 @@ from typing import TextIO
 from .beam import check_beam
 from .config import CharwiseError
 from .generate import Generation
-from .sample import CharModel, check_precision, check_sampling_args
+from .sample import CharModel, check_precision, check_sampling_args, make_step
 from .stops import parse_stops
 
 LN2 = math.log(2)
@@ -23,7 +23,6 @@ def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "
                    precision: str = "fp32") -> int:
     """Print what `charwise sample` prints. temperature None means "not given" (1.0)."""
     stops = parse_stops(stop)                       # the CLI's text: escapes understood
-    check_precision(precision, model.net)
     if beam is not None:
         if precision != "fp32":
             raise CharwiseError("--beam scores continuations exactly: it runs in fp32 (drop --precision)")
@@ -36,6 +35,9 @@ def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "
         return 0
     t = 1.0 if temperature is None else temperature
     check_sampling_args(n, t, top_k, top_p, num_samples)
+    if check_precision(precision, model.net) != "fp32":
+        # made (and kept) now: a CPU without the int8 kernel fails before anything is printed
+        make_step(model.net, num_samples, precision=precision)
     if model.line_mode:
         return _items(model, out, err, prime, n, t, top_k, top_p, seed, oov, new_only, stops, precision)
     if new_only:
