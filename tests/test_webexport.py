@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_writes_nothing(trained_run, tmp_path, capsys)
     out = tmp_path / "m.html"
     assert main(["export", str(trained_run), "--format", "web", "--quantize", "int4", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid choice: 'int4'" in err and not out.exists()
+    assert err.count("\n") == 1 and "--quantize must be one of none, fp16, int8; got 'int4'" in err and not out.exists()
     out.write_text("keep me")
     assert main(["export", str(trained_run), "--format", "web", "--out", str(out)]) == 2
     err = capsys.readouterr().err

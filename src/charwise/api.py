@@ -1,36 +1,94 @@
-"""The Python API: the same functions the CLI calls.
+"""The Python API: the same functions the CLI calls, with the same options and checks.
 
     import charwise
     result = charwise.train("input.txt", out="runs/x", preset="small", max_time=120)
-    model = charwise.load("runs/x")
-    print(model.generate("ROMEO:", 200, temperature=0.8, seed=0))
-    charwise.evaluate("runs/x", "held_out.txt")
+    text = charwise.sample("runs/x", prime="ROMEO:", n=200, temperature=0.8, seed=0)
+    charwise.evaluate("runs/x", "held_out.txt")              # {'loss': ..., 'bits_per_char': ...}
+    charwise.analyze("runs/x", out="runs/x/analysis")        # report.html and the numbers
+    charwise.export("runs/x", "web", quantize="int8")        # one HTML page
+    model = charwise.load("runs/x")                          # generate / stream / evaluate
+
+Each command's options are a dataclass in options.py (SampleOptions, EvalOptions, ...): pass one
+as `options`, or its fields as keyword arguments. A bad value raises the CharwiseError that the
+CLI prints for the same flag.
 """
 from __future__ import annotations
 
+import io
 import math
+import sys
 import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from .config import CharwiseError
 from .data import read_text
 from .evaluate import pick_device  # noqa: F401  (re-exported)
+from .export import export  # noqa: F401  (re-exported: charwise.export)
+from .info import describe as info  # noqa: F401  (re-exported: charwise.info)
 from .inspect import analysis as A
 from .inspect.neurons import heatmap
-from .inspect.plots import heatmap_chart, per_char_chart, training_curve
+from .inspect.plots import heatmap_chart, per_char_chart, plot, training_curve  # noqa: F401
+from .inspect.report import analyze  # noqa: F401  (re-exported: charwise.analyze)
+from .options import EvalOptions, SampleOptions
+from .prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
 from .rundir import CURVE
-from .sample import load
+from .sample import check_sampling_args, load
+from .samplecmd import sample_command
+from .serve import serve  # noqa: F401  (re-exported: charwise.serve)
+from .threads import check_threads
 from .training import train
 
 
-def evaluate(run_dir, textfile, oov: str = "error", encoding: str = "utf-8",
-             precision: str = "auto", threads: int | None = None) -> dict:
+class _Tee(io.StringIO):
+    """Keeps what is written, and passes it on to `out` as it comes (streamed sampling)."""
+
+    def __init__(self, out: TextIO | None):
+        super().__init__()
+        self.out = out
+
+    def write(self, s: str) -> int:
+        if self.out is not None:
+            self.out.write(s)
+        return super().write(s)
+
+    def flush(self) -> None:
+        if self.out is not None:
+            self.out.flush()
+
+
+def sample(run_dir, options: SampleOptions | None = None, *, out: TextIO | None = None,
+           err: TextIO | None = None, **kw: Any) -> str:
+    """What `charwise sample` prints, as text; also written to `out` as it is generated when
+    given. Options: SampleOptions (prime, n, temperature, top_k, top_p, seed, num_samples, stop,
+    beam, ...). Notes (a prime fitted to the vocabulary, ...) go to `err` (default: stderr)."""
+    o = SampleOptions.make(options, **kw)
+    check_sampling_args(o.n, 1.0 if o.temperature is None else o.temperature, o.top_k, o.top_p,
+                        o.num_samples, o.seed)
+    threads = check_threads(o.threads)
+    model = load(run_dir, which=o.which, device=o.device)
+    prime, note = model.fit_prime(o.prime, o.oov)
+    model.vocab.encode(prime, oov=o.oov)                 # a bad prime fails before anything is printed
+    err = sys.stderr if err is None else err
+    if note:
+        print(f"note: {note}", file=err)
+    text = _Tee(out)
+    sample_command(model, text, err, prime=prime, n=o.n, temperature=o.temperature, top_k=o.top_k,
+                   top_p=o.top_p, seed=o.seed, num_samples=o.num_samples, oov=o.oov,
+                   stop=None if o.stop is None else list(o.stop), keep_stop=o.keep_stop,
+                   beam=o.beam, new_only=o.new_only, threads=threads, precision=o.precision)
+    return text.getvalue()
+
+
+def evaluate(run_dir, textfile, options: EvalOptions | None = None, **kw: Any) -> dict:
     """Exact loss of a run's best weights on a text file: nats/char, bits/char, perplexity.
-    precision "auto" scores in the arithmetic training would use here; "fp32" for the last digit.
-    threads: a fixed CPU thread count, or None to measure and choose."""
-    model = load(run_dir)
-    text = read_text(textfile, encoding)
-    res = model.evaluate(text, oov=oov, precision=precision, threads=threads)
+    Options: EvalOptions (oov, encoding, precision, threads, device). precision "auto" scores in
+    the precision the run trained in where this device runs it natively; "fp32" for the last
+    digit."""
+    o = EvalOptions.make(options, **kw)
+    model = load(run_dir, device=o.device)
+    text = read_text(textfile, o.encoding)
+    res = model.evaluate(text, oov=o.oov, precision=o.precision, threads=check_threads(o.threads))
     if res["chars"] < 1:
         raise CharwiseError(f"{textfile}: too short to evaluate")
     return res

@@ -28,6 +28,14 @@ SHA_FILE = WEIGHTS + ".sha256"
 _verified: dict[tuple, str] = {}        # (path, size, mtime) -> sha256, checked once per process
 
 
+CORPUS = "pride_and_prejudice.txt"      # the bundled corpus, in charwise/corpora/
+
+
+def corpus_path() -> Path:
+    """The spec's corpus (opening of Pride and Prejudice), shipped inside the package."""
+    return Path(str(resources.files("charwise") / "corpora" / CORPUS))
+
+
 def models_root() -> Path:
     """Where the bundled models live (tests point this elsewhere)."""
     return Path(str(resources.files("charwise") / "models"))

@@ -1,19 +1,36 @@
 """Command line: thin subcommands over the same functions the Python API exposes.
 
-Every setting flag of `train` is generated from the dataclass fields in config.py, so the help
-text is the field's documentation and there is one declaration to keep true.
+Every flag is generated from a dataclass field -- train's settings from config.py, every other
+subcommand's options from options.py -- so its name, default, help text and choices have one
+declaration. Each cmd_* builds the options object from the parsed flags and calls the API
+function, which checks it: `charwise sample RUN -n -1` and `charwise.sample(RUN, n=-1)` fail
+with the same message.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sys
+from typing import Any
 
 from . import __version__
-from .config import PRESETS, CharwiseError, ModelConfig, TrainConfig, config_fields, preset_values
-from .threads import check_threads
+from .config import CharwiseError, ModelConfig, TrainConfig, TrainRun, config_fields, preset_values
+from .options import (
+    AnalyzeOptions,
+    EvalOptions,
+    ExportOptions,
+    GradcheckOptions,
+    Options,
+    PlotOptions,
+    PrepareOptions,
+    SampleOptions,
+    ServeOptions,
+    flag_name,
+    kind,
+)
 
 EXAMPLES = """examples:
   charwise demo                                   # the chapter's whole pipeline in < 1 minute
@@ -45,11 +62,6 @@ relative paths in them are relative to the file's own directory.
 """
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-PRECISION_HELP = ("arithmetic of the scoring pass: auto (default) = what training picks on this "
-                  "hardware (bf16 on CPUs with fast bf16, from 256 units; 1.5-1.7x faster, the "
-                  "loss moves in the 4th decimal), fp32, or bf16")
-
 
 def _number(kind):
     def parse(text: str):
@@ -64,21 +76,63 @@ def _number(kind):
     return parse
 
 
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "none"
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def option_help(f: dataclasses.Field, note: str = "", switch_default: bool = False) -> str:
+    """A field's documentation with its default (a switch's only when asked: it is off)."""
+    text = f.metadata["help"]
+    if switch_default or kind(f).base is not bool:
+        text += f" (default: {f.metadata.get('shown', _shown(f.default))}{note})"
+    return text.replace("%", "%%")          # argparse formats help with %
+
+
+def _argument(f: dataclasses.Field, note: str = "", unset: bool = False,
+              checked: bool = False) -> dict[str, Any]:
+    """add_argument's keywords for a field. unset: the default is None ("not given"), and a
+    switch has a --no- form, so that a config file's value stands unless a flag overrides it.
+    checked: the options object checks the choices (argparse only shows them), so a bad choice
+    gets the dataclass's message, as from the API."""
+    m, k = f.metadata, kind(f)
+    kw: dict[str, Any] = {"default": None if unset else f.default,
+                          "help": option_help(f, note, switch_default=unset)}
+    if "positional" not in m:
+        kw["dest"] = f.name
+    if k.base is bool:
+        kw["action"] = argparse.BooleanOptionalAction if unset else "store_true"
+        return kw
+    kw["type"] = _number(int) if k.base is int else _number(float) if k.base is float else str
+    kw.update({key: m[key] for key in ("choices", "metavar") if key in m})
+    if checked and "choices" in m:
+        kw["metavar"] = "{" + ",".join(kw.pop("choices")) + "}"
+    if m.get("append"):
+        kw["action"] = "append"
+    elif k.many:
+        kw["nargs"] = "+"
+    if "positional" in m:
+        kw["nargs"] = m["positional"]
+    return kw
+
+
+def add_option_flags(parser, cls) -> None:
+    """One flag (or positional argument) per field of the dataclass `cls`."""
+    for f in dataclasses.fields(cls):
+        name = f.name if "positional" in f.metadata else flag_name(f)
+        parser.add_argument(name, **_argument(f, checked=issubclass(cls, Options)))
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for cls, title in ((ModelConfig, "model"), (TrainConfig, "training")):
         group = parser.add_argument_group(f"{title} settings (override the preset)")
         for f in config_fields(cls):
-            kind = str(f.type).split("|")[0].strip()
-            kw = {"type": _number(int) if kind == "int" else _number(float) if kind == "float" else str}
-            if kind == "bool":          # --tensorboard / --no-tensorboard (the latter beats a file)
-                kw = {"action": argparse.BooleanOptionalAction}
-            if "choices" in f.metadata:
-                kw["choices"] = f.metadata["choices"]
-            default = f.default if f.default is not None else "none"
             values = preset_values(f.name)
-            note = f"; presets: {values}" if values else ""
-            group.add_argument("--" + f.name.replace("_", "-"), default=None, dest=f.name,
-                               help=f"{f.metadata['help']} (default: {default}{note})", **kw)
+            group.add_argument(flag_name(f), **_argument(f, f"; presets: {values}" if values else "",
+                                                          unset=True))
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -102,28 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# Flags several subcommands share, declared once.
-def _which(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--which", choices=("best", "last"), default="best", help="which weights (default: best)")
+# Arguments that are paths or output formats, not options of the function a command calls.
+RUN_DIR_HELP = "a run directory, or base (the model bundled with charwise)"
 
 
-def _oov(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    p.add_argument("--oov", choices=("error", "skip"), default="error", help=help)
+def _run_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
 
 
-def _force_out(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing --out file (never a run's own file or a non-regular file)")
-
-
-def _encoding(p: argparse.ArgumentParser, help: str | None = None) -> None:
-    p.add_argument("--encoding", default="utf-8", help=help)
-
-
-def _threads(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=_number(int), default=None,
-                   help="CPU threads (default: measured as it runs: one, or all this process may "
-                        "use, whichever is faster; a count above the CPUs available is capped)")
+def _json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _train_parser(sub) -> None:
@@ -131,26 +173,7 @@ def _train_parser(sub) -> None:
                        description="Train a character model. Without CORPUS, the bundled corpus "
                                    "(the chapter's opening of Pride and Prejudice) is used.",
                        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("corpus", nargs="?", help="UTF-8 text file, or a directory made by charwise "
-                   "prepare (default: the bundled corpus)")
-    p.add_argument("--config", metavar="FILE.toml", default=None,
-                   help="read settings from a TOML file whose keys are these flags (hidden-size = "
-                        "256, corpus = \"in.txt\", ...); flags given here override it. Every run "
-                        "saves RUN_DIR/config.toml, which trains the same run again")
-    p.add_argument("--out", default=None, help="run directory (default: runs/latest)")
-    p.add_argument("--preset", choices=["auto", *PRESETS, "none"], default=None,
-                   help="model size and training recipe; auto = spec for texts under 100 kB, small "
-                        "above, finetune with --init-from; none = only the built-in defaults "
-                        "(default: auto)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out exactly where it stopped (not --init-from)")
-    p.add_argument("--init-from", metavar="SOURCE", default=None,
-                   help="start a NEW run from SOURCE's weights: a run directory, or base (the "
-                        "model bundled with charwise). The model's shape comes from SOURCE, the "
-                        "vocabulary is SOURCE's merged with the corpus's; preset auto means "
-                        "finetune. Not --resume, which continues the run in --out")
-    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_option_flags(p, TrainRun)
     add_config_flags(p)
 
 
@@ -169,57 +192,26 @@ def _prepare_parser(sub) -> None:
     p.add_argument("--verify", metavar="DIR", default=None,
                    help="check a prepared corpus instead: re-hash DIR/tokens.bin against the "
                         "sha256 recorded in DIR/prepared.json (and the sources still present)")
-    p.add_argument("--separator", default="\n\n",
-                    help="text between documents; \\n \\t \\r \\\\ escapes are understood "
-                         "(default: \\n\\n, a blank line)")
-    _encoding(p, "text encoding of the inputs (default: utf-8)")
-    p.add_argument("--force", action="store_true", help="replace a prepared corpus in --out")
+    add_option_flags(p, PrepareOptions)
 
 
 def _sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="generate text from a trained run")
-    p.add_argument("run_dir")
-    p.add_argument("--prime", default="", help="text to start from (default: none)")
-    p.add_argument("-n", type=_number(int), default=500,
-                   help="characters to generate; items for a --line-mode run (default: 500)")
-    p.add_argument("--temperature", type=_number(float), default=None,
-                   help="softmax temperature; 0 = greedy (default: 1.0)")
-    p.add_argument("--top-k", type=_number(int), default=None, help="sample from the k likeliest only")
-    p.add_argument("--top-p", type=_number(float), default=None, help="nucleus sampling mass in (0, 1]")
-    p.add_argument("--seed", type=_number(int), default=None, help="random seed (repeatable output)")
-    p.add_argument("--num-samples", type=_number(int), default=1, help="independent samples (default: 1)")
-    _oov(p, "prime characters outside the vocabulary: error (default) or skip them")
-    _which(p)
-    _threads(p)
-    p.add_argument("--stop", action="append", default=None, metavar="TEXT",
-                   help='end each sample at the first occurrence of TEXT (repeatable; escapes such as '
-                        '"\\n\\n" understood); the stop string itself is not printed')
-    p.add_argument("--keep-stop", action="store_true", help="print the stop string that ended a sample")
-    p.add_argument("--beam", type=_number(int), default=None, metavar="K",
-                   help="beam search: the K (1-64) most likely continuations of -n symbols with "
-                        "their log-probabilities, instead of sampling")
-    p.add_argument("--new-only", action="store_true",
-                   help="line mode: drop items that are lines of the training text (and say how many were new)")
-    p.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="fp32 (default): exact, a seed repeats the text on any path; int8: LSTMs on "
-                        "an x86 CPU, int8 recurrent weights, faster, greedy text and sample loss "
-                        "close to fp32's but not identical")
+    _run_dir(p)
+    add_option_flags(p, SampleOptions)
 
 
 def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="exact loss of a run on a text file")
-    p.add_argument("run_dir")
-    p.add_argument("textfile")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    _oov(p)
-    _encoding(p)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    _threads(p)
+    _run_dir(p)
+    p.add_argument("textfile", help="the text to score")
+    _json(p)
+    add_option_flags(p, EvalOptions)
 
 
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
-    p.add_argument("--out", default="runs/demo", help="where to write the run and pictures")
+    p.add_argument("--out", default="runs/demo", help="where to write the run and pictures (default: runs/demo)")
 
 
 def _gradcheck_parser(sub) -> None:
@@ -227,25 +219,14 @@ def _gradcheck_parser(sub) -> None:
                        description="Central differences (eps 1e-5, float64) against the NumPy "
                                    "engine's hand-written backward pass, for every parameter array "
                                    "and the initial state. Exit 0 when all relative errors < 1e-6.")
-    p.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm")
-    p.add_argument("--layers", type=_number(int), default=1)
-    p.add_argument("--vocab", type=_number(int), default=7, help="vocabulary size V (default 7)")
-    p.add_argument("--embed", type=_number(int), default=5, help="embedding size E (default 5)")
-    p.add_argument("--hidden", type=_number(int), default=6, help="hidden size H (default 6)")
-    p.add_argument("--batch", type=_number(int), default=2, help="streams B (default 2)")
-    p.add_argument("--seq", type=_number(int), default=4, help="window T (default 4)")
-    p.add_argument("--max-entries", type=_number(int), default=None,
-                   help="check a random sample of this many entries per array (default: all)")
-    p.add_argument("--seed", type=_number(int), default=0)
+    add_option_flags(p, GradcheckOptions)
 
 
 def _plot_parser(sub) -> None:
     p = sub.add_parser("plot", help="training-curve PNG of a run (works while it trains)")
-    p.add_argument("run_dir")
+    _run_dir(p)
     p.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)")
-    p.add_argument("--window", type=_number(int), default=10,
-                    help="moving-average window in steps (default: 10, as in the chapter)")
-    _force_out(p)
+    add_option_flags(p, PlotOptions)
 
 
 def _analyze_parser(sub) -> None:
@@ -259,42 +240,20 @@ def _analyze_parser(sub) -> None:
                "--out an --oov skip\n  charwise analyze runs/pp --text \"Mr Bennet replied that he "
                "had not.\" --state c",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
+    _run_dir(p)
     p.add_argument("textfile", nargs="?", help="text to score (default: the run's validation split)")
     p.add_argument("--out", default=None,
                    help="output directory (default: RUN_DIR/analysis; NAME-analysis here for a "
                         "bundled model)")
-    _oov(p, "characters outside the vocabulary: error (default) or skip them (counted)")
-    _encoding(p)
-    p.add_argument("--text", default=None,
-                    help="sentence for the hidden-state heatmap (default: the chapter's "
-                         "\"Mr Bennet replied that he had not.\" if the vocabulary allows)")
-    p.add_argument("--state", choices=("h", "c"), default="h",
-                    help="hidden state h or LSTM cell state c (heatmap and neuron view; default: h)")
-    p.add_argument("--layer", type=_number(int), default=-1, help="layer, 0 = first (default: -1, the top)")
-    p.add_argument("--sort", choices=("cluster", "variance", "none"), default="cluster",
-                    help="heatmap row order (default: cluster, similar units together)")
-    p.add_argument("--max-units", type=_number(int), default=128,
-                    help="heatmap rows: the most variable units beyond this are left out (default: 128)")
-    p.add_argument("--unit", type=_number(int), default=None, help="also colour the neuron view by this unit")
-    p.add_argument("--neuron-chars", type=_number(int), default=1000,
-                    help="characters of text in the neuron view (default: 1000)")
-    p.add_argument("--temperatures", type=_number(float), nargs="+", default=[0.5, 1.0, 1.5],
-                    help="sampling temperatures (default: 0.5 1.0 1.5)")
-    p.add_argument("--prime", default=None, help="prime for the samples (default: \"Mr Bennet\" if possible)")
-    p.add_argument("-n", type=_number(int), default=200, help="characters per sample (default: 200)")
-    p.add_argument("--seed", type=_number(int), default=1, help="sampling seed (default: 1)")
-    _which(p)
-    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
-    _threads(p)
+    add_option_flags(p, AnalyzeOptions)
 
 
 def _info_parser(sub) -> None:
     p = sub.add_parser("info", help="what a run is: config, parameters, vocabulary, best loss, time",
                        epilog="example:\n  charwise info runs/shk\n  charwise info runs/shk --json | jq .best_val_loss",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    _run_dir(p)
+    _json(p)
 
 
 def _export_parser(sub) -> None:
@@ -306,24 +265,11 @@ def _export_parser(sub) -> None:
                        epilog="examples:\n  charwise export runs/shk --format onnx --out shk.onnx\n"
                               "  charwise export runs/shk --format web --quantize int8 --out shk.html",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
-    p.add_argument("--format", choices=("onnx", "web"), default="onnx",
-                   help="onnx, or web: one self-contained HTML page that runs the model in any "
-                        "browser, offline (default: onnx)")
+    _run_dir(p)
     p.add_argument("--out", default=None,
                    help="output file (default: RUN_DIR/model.onnx or model.html; for a bundled "
                         "model NAME.onnx or NAME.html here)")
-    _which(p)
-    # --format web / --quantize (webexport.py, onnxquant.py)
-    p.add_argument("--quantize", choices=("none", "fp16", "int8"), default="none",
-                   help="weights as float16 or int8 with per-row scales (default: none = float32); "
-                        "the loss change is checked on the validation split (or --text)")
-    p.add_argument("--text", default=None, metavar="FILE",
-                   help="check a quantized export's loss on this text (default: the run's validation split)")
-    p.add_argument("--max-loss-increase", type=_number(float), default=None, metavar="NATS",
-                   help="refuse a quantized export whose loss rises more than this, in nats/char "
-                        "(default: 0.01)")
-    _force_out(p)
+    add_option_flags(p, ExportOptions)
 
 
 def _serve_parser(sub) -> None:
@@ -334,20 +280,12 @@ def _serve_parser(sub) -> None:
                                    "charwise[serve].",
                        epilog="example:\n  charwise serve runs/shk            # then open http://127.0.0.1:8000/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=_number(int), default=8000, help="TCP port (default: 8000)")
-    _which(p)
-    p.add_argument("--max-chars", type=_number(int), default=2000,
-                   help="most characters one request may generate (default: 2000)")
-    p.add_argument("--max-concurrent", type=_number(int), default=4,
-                   help="generations running at once; more get HTTP 429 (default: 4)")
-    _threads(p)
+    _run_dir(p)
+    add_option_flags(p, ServeOptions)
 
 
 def cmd_train(a) -> int:
-    from .configfile import merge_cli
+    from .config import merge_cli
     from .rundir import check_run_dir
     from .runlock import lock_run
     kw = merge_cli(a)                       # --config file, then the flags given here
@@ -383,41 +321,24 @@ def cmd_prepare(a) -> int:
                         for k in ("sources_changed", "sources_missing") if res[k])
         print(f"{res['path']}: {res['tokens']:,} tokens, sha256 matches prepared.json{notes}")
         return 0
-    if not a.corpus or not a.out:
-        raise CharwiseError("prepare needs input files or directories and --out DIR "
-                            "(or --verify DIR)")
-    res = prepare(a.corpus, a.out, separator=unescape(a.separator), encoding=a.encoding, force=a.force)
+    options = PrepareOptions.from_args(a)
+    # a separator typed in a shell spells a newline \n: the API takes the text itself
+    res = prepare(a.corpus, a.out, dataclasses.replace(options, separator=unescape(options.separator)))
     print(summary_line(res))
     return 0
 
 
 def cmd_sample(a) -> int:
-    from .api import load
-    from .sample import check_sampling_args
-    from .samplecmd import sample_command
-    check_sampling_args(a.n, 1.0 if a.temperature is None else a.temperature, a.top_k, a.top_p,
-                        a.num_samples, a.seed)
-    threads = check_threads(a.threads)
-    model = load(a.run_dir, which=a.which)
-    prime, note = model.fit_prime(a.prime, a.oov)
-    model.vocab.encode(prime, oov=a.oov)                 # a bad prime fails before anything is printed
-    if note:
-        print(f"note: {note}", file=sys.stderr)
-    return sample_command(model, sys.stdout, sys.stderr, prime=prime, n=a.n,
-                          temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, seed=a.seed,
-                          num_samples=a.num_samples, oov=a.oov, stop=a.stop, keep_stop=a.keep_stop,
-                          beam=a.beam, new_only=a.new_only, threads=threads, precision=a.precision)
+    from .api import sample
+    sample(a.run_dir, SampleOptions.from_args(a), out=sys.stdout, err=sys.stderr)
+    return 0
 
 
 def cmd_eval(a) -> int:
     from .api import evaluate
-    res = evaluate(a.run_dir, a.textfile, oov=a.oov, encoding=a.encoding, precision=a.precision,
-                   threads=check_threads(a.threads))
-    if a.json:
-        print(json.dumps(res))
-    else:
-        from .samplecmd import eval_summary
-        print(eval_summary(res))
+    from .samplecmd import eval_summary
+    res = evaluate(a.run_dir, a.textfile, EvalOptions.from_args(a))
+    print(json.dumps(res) if a.json else eval_summary(res))
     return 0
 
 
@@ -428,29 +349,16 @@ def cmd_demo(a) -> int:
 
 
 def cmd_plot(a) -> int:
-    from .guards import check_out_path
-    from .inspect.plots import training_curve
-    from .rundir import CURVE, check_run_dir
-    run = check_run_dir(a.run_dir)
-    if a.window < 1:
-        raise CharwiseError(f"--window must be >= 1, got {a.window}")
-    # an --out given is never an existing file without --force, a run's own file or a
-    # non-regular file; the default RUN_DIR/curve.png is this command's own, replaced
-    out = check_out_path(a.out, a.force, protect=run) if a.out else check_out_path(run / CURVE, True)
-    path = training_curve(run, out, window=a.window)
-    print(path)
+    from .inspect.plots import plot
+    print(plot(a.run_dir, a.out, PlotOptions.from_args(a)))
     return 0
 
 
 def cmd_gradcheck(a) -> int:
     from .reference import format_table, passed, run_gradcheck
-    for name in ("layers", "vocab", "embed", "hidden", "batch", "seq"):
-        if getattr(a, name) < 1:
-            raise CharwiseError(f"--{name} must be >= 1")
-    if a.max_entries is not None and a.max_entries < 1:
-        raise CharwiseError("--max-entries must be >= 1")
-    rows = run_gradcheck(cell=a.cell, layers=a.layers, V=a.vocab, E=a.embed, H=a.hidden,
-                         B=a.batch, T=a.seq, seed=a.seed, max_entries=a.max_entries)
+    o = GradcheckOptions.from_args(a)
+    rows = run_gradcheck(cell=o.cell, layers=o.layers, V=o.vocab, E=o.embed, H=o.hidden,
+                         B=o.batch, T=o.seq, seed=o.seed, max_entries=o.max_entries)
     print(format_table(rows))
     return 0 if passed(rows) else 1
 
@@ -464,34 +372,19 @@ def cmd_info(a) -> int:
 
 def cmd_export(a) -> int:
     from .export import export, summary_line
-    print(summary_line(export(a.run_dir, a.format, a.out, a.which, a.quantize, a.force, a.text,
-                              a.max_loss_increase)))
+    print(summary_line(export(a.run_dir, out=a.out, options=ExportOptions.from_args(a))))
     return 0
 
 
 def cmd_serve(a) -> int:
-    from .serve import Limits, serve
-    if not 0 <= a.port <= 65535:
-        raise CharwiseError(f"--port must be in 0..65535, got {a.port}")
-    if a.max_chars < 1 or a.max_concurrent < 1:
-        raise CharwiseError("--max-chars and --max-concurrent must be >= 1")
-    serve(a.run_dir, a.host, a.port, a.which, Limits(max_chars=a.max_chars, max_concurrent=a.max_concurrent),
-          threads=check_threads(a.threads))
+    from .serve import serve
+    serve(a.run_dir, ServeOptions.from_args(a))
     return 0
 
 
 def cmd_analyze(a) -> int:
     from .inspect.report import analyze
-    for name, flag in (("max_units", "--max-units"), ("neuron_chars", "--neuron-chars"), ("n", "-n")):
-        if getattr(a, name) < 1:
-            raise CharwiseError(f"{flag} must be >= 1, got {getattr(a, name)}")
-    if any(t < 0 for t in a.temperatures):
-        raise CharwiseError("--temperatures must be >= 0")
-    res = analyze(a.run_dir, a.textfile, a.out, oov=a.oov, text=a.text, state=a.state,
-                  layer=a.layer, sort=a.sort, unit=a.unit, temperatures=a.temperatures,
-                  prime=a.prime, n=a.n, seed=a.seed, which=a.which, encoding=a.encoding,
-                  max_units=a.max_units, neuron_chars=a.neuron_chars, precision=a.precision,
-                  threads=check_threads(a.threads))
+    res = analyze(a.run_dir, a.textfile, a.out, AnalyzeOptions.from_args(a))
     o, p = res["overall"], res["plateau"]
     print(f"{res['text']['source']}: {o['predictions']:,} predictions, {o['nats']:.4f} nats/char "
           f"({o['bits']:.4f} bits/char, {o['precision']}), top-1 accuracy {o['accuracy']:.1%}")

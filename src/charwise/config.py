@@ -1,22 +1,30 @@
-"""Settings, declared once as frozen dataclasses.
+"""Settings, declared once as frozen dataclasses, and the `train --config` TOML files.
 
-Each field's ``help`` metadata is the documentation: the CLI turns every field into a flag with
-that help text, and the Python API takes the same names as keyword arguments. Presets are
-partial overrides of these dataclasses, applied before any explicit flag.
+Each field's metadata is its documentation (``help``) and its checks (choices, bounds): the CLI
+turns every field into a flag with that help text, the Python API takes the same names as
+keyword arguments, and config files the same names as keys. Presets are partial overrides of
+the dataclasses, applied before any explicit flag. The other subcommands' options are declared
+the same way in options.py.
+
+A config file is flat TOML whose keys are exactly the `train` flags: every setting below plus
+corpus, out, preset, force, quiet and init-from (TrainRun). Keys are written with dashes like
+the flags; the Python names with underscores are accepted too. Relative paths are taken from
+the file's own directory. Flags given on the command line override it. Every run directory gets
+RUN_DIR/config.toml (rundir.write_run_config): the fully resolved settings with preset = "none",
+which trains the same run again.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-
-class CharwiseError(Exception):
-    """A problem the user can fix (bad input, missing file...). The CLI prints it on one line."""
-
-
-def _f(default, help: str, **meta):
-    return field(default=default, metadata={"help": help, **meta})
+# CharwiseError is imported from here everywhere (its usual home); options.py defines it.
+from .options import CharwiseError, _f, build, check_value, config_fields
 
 
 @dataclass(frozen=True)
@@ -124,12 +132,36 @@ INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts
                         "another model's weights, --resume continues the run in --out where it "
                         "stopped")
 AUTO_SMALL_BYTES = 100_000
+NO_PRESET = "none"
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    """train's flags that say which run rather than how to train it (config-file keys too,
+    except resume and config)."""
+    corpus: str | None = _f(None, "UTF-8 text file, or a directory made by charwise prepare",
+                            shown="the bundled corpus", positional="?")
+    config: str | None = _f(None, "read settings from a TOML file whose keys are these flags "
+                            "(hidden-size = 256, corpus = \"in.txt\", ...); flags given here "
+                            "override it. Every run saves RUN_DIR/config.toml, which trains the "
+                            "same run again", metavar="FILE.toml", shown="none")
+    out: str | None = _f(None, "run directory", shown="runs/latest")
+    preset: str | None = _f(None, "model size and training recipe; auto = spec for texts under "
+                            "100 kB, small above, finetune with --init-from; none = only the "
+                            "built-in defaults", choices=("auto", *PRESETS, NO_PRESET), shown="auto")
+    resume: bool = _f(False, "continue the run in --out exactly where it stopped (not --init-from)")
+    init_from: str | None = _f(None, "start a NEW run from SOURCE's weights: a run directory, or "
+                               "base (the model bundled with charwise). The model's shape comes "
+                               "from SOURCE, the vocabulary is SOURCE's merged with the corpus's; "
+                               "preset auto means finetune. Not --resume, which continues the run "
+                               "in --out", metavar="SOURCE", shown="none")
+    force: bool = _f(False, "replace an existing run in --out")
+    quiet: bool = _f(False, "no progress bar")
 
 
 def auto_preset(corpus) -> str:
     """The preset `auto` stands for: the spec's model for small texts (the bundled corpus),
     the tuned `small` recipe for anything of 100 kB and more (a prepared corpus included)."""
-    import os
     if corpus is None:
         return "spec"
     try:
@@ -137,68 +169,6 @@ def auto_preset(corpus) -> str:
     except OSError:
         return "spec"                           # the corpus check reports the real problem
     return "small" if big else "spec"
-
-
-def config_fields(cls) -> list[dataclasses.Field]:
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("cli", True)]
-
-
-def check_value(f: dataclasses.Field, value: Any) -> Any:
-    """Validate one setting against its declared type and bounds; raise CharwiseError naming it."""
-    name = f.name.replace("_", "-")
-    if value is None:
-        if f.default is None:
-            return None
-        raise CharwiseError(f"--{name} must be given a value")
-    kind = _base_type(f)
-    if kind is bool:                    # on/off switches (e.g. --tensorboard)
-        if not isinstance(value, bool):
-            raise CharwiseError(f"--{name} must be true or false, got {value!r}")
-        return value
-    if isinstance(value, bool):         # bool is an int to Python, never a setting's number
-        raise CharwiseError(f"--{name} must be {'a string' if kind is str else 'a number'}, "
-                            f"not {value!r}")
-    if kind is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise CharwiseError(f"--{name} must be an integer, got {value!r}")
-    elif kind is float:
-        if not isinstance(value, (int, float)):
-            raise CharwiseError(f"--{name} must be a number, got {value!r}")
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise CharwiseError(f"--{name} must be a finite number, got {value}")
-    elif kind is str and not isinstance(value, str):
-        raise CharwiseError(f"--{name} must be a string, got {value!r}")
-    m = f.metadata
-    if "choices" in m and value not in m["choices"]:
-        raise CharwiseError(f"--{name} must be one of {', '.join(m['choices'])}; got {value!r}")
-    if "min" in m and (value < m["min"] or (m.get("exclusive_min") and value == m["min"])):
-        op = ">" if m.get("exclusive_min") else ">="
-        raise CharwiseError(f"--{name} must be {op} {m['min']}, got {value}")
-    if "max" in m and value > m["max"]:
-        raise CharwiseError(f"--{name} must be <= {m['max']}, got {value}")
-    return value
-
-
-def _base_type(f: dataclasses.Field) -> type:
-    t = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    for name, kind in (("int", int), ("float", float), ("str", str), ("bool", bool)):
-        if t.split("|")[0].strip() == name:
-            return kind
-    raise TypeError(f"unsupported config type {f.type!r}")
-
-
-def build(cls, values: dict[str, Any]):
-    """Make a validated `cls` from a dict; unknown keys are an error that names them."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise CharwiseError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
-    checked = {k: (check_value(known[k], v) if known[k].metadata.get("cli", True) else v)
-               for k, v in values.items()}
-    return cls(**checked)
 
 
 def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
@@ -229,3 +199,159 @@ def preset_values(name: str) -> str:
 
 def _shown(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------- config files
+
+MAX_CONFIG_BYTES = 1 << 20
+# TrainRun's keys a file may hold; the others make no sense in a file, with the reason.
+_REFUSED = {"resume": "pass --resume on the command line (a resumed run keeps its own settings)",
+            "config": "config files do not include other config files"}
+_PATHS = ("corpus", "out", "init_from")
+
+
+def _settings() -> dict[str, dataclasses.Field]:
+    return {f.name: f for cls in (ModelConfig, TrainConfig) for f in config_fields(cls)}
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:             # Python 3.10
+        import tomli as tomllib
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise CharwiseError(f"{path}: no such config file") from None
+    if path.is_dir():
+        raise CharwiseError(f"{path}: is a directory, expected a .toml config file")
+    if size > MAX_CONFIG_BYTES:
+        raise CharwiseError(f"{path}: {size} bytes is too large for a config file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise CharwiseError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CharwiseError(f"{path}: not valid TOML ({e})") from None
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file as train() keyword arguments (Python names), validated.
+
+    Usable from Python as `charwise.train(**read_config("run.toml"))`: corpus and out come
+    back resolved against the file's directory, quiet becomes progress=False, and
+    preset = "none" becomes preset=None (no preset: the dataclass defaults)."""
+    path = Path(path)
+    raw = _load_toml(path)
+    fields = {**{f.name: f for f in dataclasses.fields(TrainRun)}, **_settings()}
+    seen: dict[str, str] = {}                   # python name -> the key as written
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, (dict, list)):
+            what = "a table" if isinstance(value, dict) else "an array"
+            raise CharwiseError(f"{path}: {key!r} is {what}; a charwise config is flat "
+                                "`key = value` lines, one per train flag")
+        name = key.replace("-", "_")
+        if name not in fields:
+            spelled = sorted(k.replace("_", "-") for k in fields)
+            close = difflib.get_close_matches(key.replace("_", "-"), spelled, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CharwiseError(f"{path}: unknown key {key!r}{hint}; the keys are the flags of "
+                                "`charwise train` (see charwise train --help)")
+        if name in seen:
+            raise CharwiseError(f"{path}: {key!r} is given twice (also as {seen[name]!r})")
+        seen[name] = key
+        if name in _REFUSED:
+            raise CharwiseError(f"{path}: {key!r} is not allowed in a config file; {_REFUSED[name]}")
+        out[name] = _check_key(path, key, fields[name], value)
+    return _as_train_kwargs(path, out)
+
+
+def _check_key(path: Path, key: str, f: dataclasses.Field, value: Any) -> Any:
+    run_key = f.name in {g.name for g in dataclasses.fields(TrainRun)}
+    if f.name == "preset" and value not in (*PRESETS, NO_PRESET):
+        raise CharwiseError(f"{path}: preset must be one of {', '.join(PRESETS)} or "
+                            f"{NO_PRESET!r}; got {value!r}")
+    if f.name in _PATHS and isinstance(value, str) and not value.strip():
+        raise CharwiseError(f"{path}: {key!r} must not be empty")
+    try:                                # name the key as written (a run key in quotes)
+        return check_value(f, value, label=repr(key) if run_key else key)
+    except CharwiseError as e:
+        raise CharwiseError(f"{path}: {e}") from None
+
+
+def _as_train_kwargs(path: Path, values: dict) -> dict:
+    kw = dict(values)
+    for k in _PATHS:
+        if k == "init_from" and kw.get(k) == "base":
+            continue                        # the bundled model's name, not a path
+        if k in kw:
+            kw[k] = os.path.normpath(path.parent / Path(kw[k]).expanduser())
+    if "preset" in kw and kw["preset"] == NO_PRESET:
+        kw["preset"] = None
+    if kw.pop("quiet", False):
+        kw["progress"] = False
+    return kw
+
+
+def merge_cli(args) -> dict[str, Any]:
+    """train() keyword arguments from parsed `charwise train` flags over an optional --config
+    file. A setting flag that was not given is None in `args`, so the file's value stands."""
+    if args.config and args.resume:
+        raise CharwiseError("--config and --resume do not mix: a resumed run keeps its own "
+                            "settings (only budget flags such as --max-steps may change)")
+    kw = read_config(args.config) if args.config else {}
+    if args.resume and (args.init_from or kw.get("init_from")):
+        raise CharwiseError(INIT_FROM_AND_RESUME)
+    kw.update({name: getattr(args, name) for name in _settings() if getattr(args, name) is not None})
+    for name in ("corpus", "init_from"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
+    kw["out"] = args.out or kw.get("out") or "runs/latest"
+    if args.preset is not None:
+        kw["preset"] = None if args.preset == NO_PRESET else args.preset
+    elif "preset" not in kw:
+        kw["preset"] = None if args.resume else "auto"
+    kw["force"] = bool(args.force or kw.get("force", False))
+    if args.quiet:
+        kw["progress"] = False
+    return kw
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)                  # finite (checked): repr is valid TOML, e.g. 1e-05
+    # A JSON string is a valid TOML basic string (same escapes), non-ASCII kept as is.
+    return json.dumps(str(v), ensure_ascii=False)
+
+
+def config_text(info: dict, bundled_corpus: Path | None = None) -> str:
+    """The resolved settings of a run (its run.json `info`) as a config file; a run on
+    `bundled_corpus` (the package's own text) leaves corpus unset."""
+    lines = [f"# charwise {info.get('charwise_version', '')} run settings, fully resolved.",
+             "# Train the same run again:  charwise train --config THIS_FILE --out NEW_DIR",
+             "# Keys are the `charwise train` flags; flags given on the command line win.", ""]
+    corpus = info.get("corpus", {})
+    source = corpus.get("source")
+    if source and (bundled_corpus is None or Path(source).resolve() != bundled_corpus.resolve()):
+        lines.append(f"corpus = {_toml_value(str(Path(source).resolve()))}")
+        lines.append(f"# corpus sha256 {corpus.get('sha256', '?')}, {corpus.get('chars', '?')} chars")
+    else:
+        lines.append("# corpus: not set, so the bundled corpus")
+    start = info.get("init_from")
+    if start:
+        name = start["name"] if start["name"] == "base" else start.get("path", start["name"])
+        lines.append(f"init-from = {_toml_value(name)}")
+        lines.append(f"# weights sha256 {start.get('sha256', '?')}")
+    lines.append(f'preset = "{NO_PRESET}"    # every setting is below; no preset fills anything in')
+    for cls, key, title in ((ModelConfig, "model", "model"), (TrainConfig, "train", "training")):
+        lines += ["", f"# {title} settings"]
+        saved = info.get(key, {})
+        for f in config_fields(cls):
+            value = saved.get(f.name, f.default)
+            setting = "# " + f.name.replace("_", "-") + " = (not set)" if value is None else \
+                f"{f.name.replace('_', '-')} = {_toml_value(value)}"
+            lines.append(setting.ljust(34) + f"# {f.metadata['help']}")
+    return "\n".join(lines) + "\n"

@@ -14,23 +14,17 @@ import json
 import os
 import stat
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .bundled import corpus_path as bundled_corpus_path  # noqa: F401  (its old home)
 from .bytevocab import ByteVocab, CharDecoder
 from .config import CharwiseError
 from .rundir import atomic_write_json, atomic_writer, read_json
 
 CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded memory
-BUNDLED = "pride_and_prejudice.txt"
-
-
-def bundled_corpus_path() -> Path:
-    """The spec's corpus (opening of Pride and Prejudice), shipped inside the package."""
-    return Path(str(resources.files("charwise") / "corpora" / BUNDLED))
 
 
 # ----------------------------------------------------------------------------- vocabulary

@@ -26,8 +26,14 @@ LOGITS_BUDGET = 1 << 22        # logit values per evaluation chunk (16 MB in fp3
 # ----------------------------------------------------------------------------- hardware
 
 def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CharwiseError("--device cuda asked for, but no CUDA GPU is available")
+    """auto (a CUDA GPU when there is one), cpu, cuda or cuda:N, as a torch device; a GPU that
+    is not there is a one-line error here rather than a traceback at the first tensor."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CharwiseError(f"--device {name} asked for, but no CUDA GPU is available")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise CharwiseError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -62,10 +68,23 @@ def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
     return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
 
 
-def eval_precision(model: CharRNN, name: str = "auto") -> str:
-    """The arithmetic for scoring `model` where it lives: "auto" picks what training would pick
-    there (so a run is scored in the precision it trained in, as nanoGPT does)."""
-    return pick_precision(name, next(model.parameters()).device, model.cfg)
+def eval_precision(model: CharRNN, name: str = "auto", recorded: str | None = None) -> str:
+    """The arithmetic for scoring `model` where it lives. "auto": the precision the run trained
+    in (`recorded`, from its run.json) where this device runs it natively, so a run is scored
+    as it trained (as nanoGPT does), even one trained elsewhere; else what training would pick
+    here."""
+    device = next(model.parameters()).device
+    if name == "auto" and recorded in ("fp32", "bf16") and runs_natively(recorded, device):
+        return recorded
+    return pick_precision(name, device, model.cfg)
+
+
+def runs_natively(precision: str, device: torch.device) -> bool:
+    """bf16 needs a GPU that supports it, or a CPU with bf16 instructions (elsewhere it is
+    emulated: slower than fp32, so auto does not choose it); fp32 runs anywhere."""
+    if precision != "bf16":
+        return True
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
 
 
 def recurrence_precision(device: torch.device, precision: str) -> str:

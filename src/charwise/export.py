@@ -30,6 +30,7 @@ from . import __version__, bundled
 from .config import CharwiseError
 from .guards import check_out_path
 from .onnxquant import quantize_proto
+from .options import ExportOptions
 from .rundir import atomic_write_bytes, check_run_dir, read_run
 from .sample import load
 from .webexport import (
@@ -44,7 +45,6 @@ from .webexport import (
 )
 from .webexport import summary_line as web_summary_line
 
-FORMATS = ("onnx", "web")           # web: webexport.py, one self-contained HTML page
 MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
 
 
@@ -209,16 +209,18 @@ def check_against_torch(path, model, steps: int = 64, batch: int = 3, seed: int 
     return worst, steps
 
 
-def export(run_dir, fmt: str = "onnx", out=None, which: str = "best", quantize: str = "none",
-           force: bool = False, textfile=None, max_loss_increase: float | None = None) -> dict:
-    if fmt not in FORMATS:
-        raise CharwiseError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "web":
+def export(run_dir, format: str | None = None, out=None, options: ExportOptions | None = None,
+           **kw) -> dict:
+    """What `charwise export` writes: the ONNX step graph or (format "web") one HTML page, at
+    `out` (default: beside the run). Options: ExportOptions (format, which, quantize, text,
+    max_loss_increase, force, device), or its fields as keyword arguments."""
+    o = ExportOptions.make(options, **kw if format is None else {**kw, "format": format})
+    if o.format == "web":
         _check_web_vocab(run_dir)
-        return export_web(run_dir, out, quantize, which, force, textfile,
-                          DEFAULT_MAX_LOSS_INCREASE if max_loss_increase is None else max_loss_increase)
-    return export_onnx(run_dir, out, which, quantize=quantize, textfile=textfile,
-                       max_loss_increase=max_loss_increase, force=force)
+        return export_web(run_dir, out, o.quantize, o.which, o.force, o.text,
+                          DEFAULT_MAX_LOSS_INCREASE if o.max_loss_increase is None else o.max_loss_increase)
+    return export_onnx(run_dir, out, o.which, quantize=o.quantize, textfile=o.text,
+                       max_loss_increase=o.max_loss_increase, force=o.force)
 
 
 def _check_web_vocab(run_dir) -> None:

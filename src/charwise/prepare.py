@@ -32,9 +32,9 @@ from . import data
 from .config import CharwiseError
 from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
 from .data import PREPARED_VERSION as FORMAT_VERSION
+from .options import PrepareOptions
 from .rundir import atomic_write_json, atomic_writer, read_json
 
-DEFAULT_SEPARATOR = "\n\n"
 _MAX_CP = 0x110000              # every code point (and surrogate) is below this
 
 
@@ -124,12 +124,18 @@ def _check_out(out: Path, force: bool) -> None:
 
 # ----------------------------------------------------------------------------- prepare
 
-def prepare(inputs, out, separator: str = DEFAULT_SEPARATOR, encoding: str = "utf-8",
-            force: bool = False) -> dict:
-    """Join and encode `inputs` into `out`; returns prepared.json's content plus timings."""
+def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
+    """Join and encode `inputs` (text files and directories) into the directory `out`; returns
+    prepared.json's content plus timings. Options: PrepareOptions (separator: the text itself,
+    encoding, force), or its fields as keyword arguments."""
+    o = PrepareOptions.make(options, **kw)
+    if not inputs or not out:
+        raise CharwiseError("prepare needs input files or directories and --out DIR "
+                            "(or --verify DIR)")
+    separator, encoding = o.separator, o.encoding
     t0 = time.perf_counter()
     out = Path(out)
-    _check_out(out, force)
+    _check_out(out, o.force)
     sources = collect_sources(inputs, out)
     chunk = data.CHUNK_BYTES                   # read at call time: tests shrink it
 

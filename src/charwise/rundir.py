@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import bundled
-from .config import CharwiseError
+from .config import CharwiseError, config_text
 from .guards import check_best, check_history, check_json_depth, check_metric_record, check_resume_state
 
 FORMAT_VERSION = 1
@@ -278,3 +278,11 @@ def truncate_metrics(path: Path, step: int) -> None:
         if rec["step"] <= step:
             keep.append(line)
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
+
+def write_run_config(run_dir, info: dict) -> Path:
+    """Save RUN_DIR/config.toml, the run's resolved settings as a `train --config` file
+    (config.config_text), atomically like every file of a run."""
+    path = Path(run_dir) / CONFIG_TOML
+    atomic_write_bytes(path, config_text(info, bundled.corpus_path()).encode("utf-8"))
+    return path

@@ -43,8 +43,10 @@ import torch
 from .config import CharwiseError
 from .guards import json_depth_ok
 from .info import describe
+from .options import ServeOptions
 from .sample import filter_probs, load
 from .stops import parse_stops
+from .threads import check_threads
 
 MAX_BODY = 16 << 10
 MAX_DEPTH = 8                  # a request is a flat object; deeper nesting is refused unparsed
@@ -227,7 +229,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: str = "127.0.0.1",
-               threads: int | None = None):
+               threads: int | None = None, device: str = "cpu"):
     """The playground as an ASGI app (Starlette)."""
     _require()
     # lazy: starlette (and anyio with it) is the optional `serve` extra
@@ -238,7 +240,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
-    model = load(run_dir, which=which)
+    model = load(run_dir, which=which, device=device)
     gen = Generator(model, threads)
     facts = describe(run_dir)
     static = Path(str(resources.files("charwise") / "static"))
@@ -343,12 +345,16 @@ def _config(app, host: str, port: int):
                           timeout_graceful_shutdown=2)   # Ctrl-C does not wait out open streams
 
 
-def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, which: str = "best",
-          limits: Limits = Limits(), log=print, threads: int | None = None) -> None:
-    """Run the playground until Ctrl-C."""
+def serve(run_dir, options: ServeOptions | None = None, *, log=print, **kw) -> None:
+    """Run the playground until Ctrl-C (what `charwise serve` does). Options: ServeOptions
+    (host, port, which, max_chars, max_concurrent, threads, device), or its fields as keyword
+    arguments."""
+    o = ServeOptions.make(options, **kw)
     _require()
     import uvicorn
-    app = create_app(run_dir, which, limits, host, threads)
+    host, port = o.host, o.port
+    limits = Limits(max_chars=o.max_chars, max_concurrent=o.max_concurrent)
+    app = create_app(run_dir, o.which, limits, host, check_threads(o.threads), o.device)
     if not _is_loopback(host):
         log(f"warning: serving on {host}: anyone who can reach this address can use the model")
     shown = f"[{host}]" if ":" in host else host

@@ -10,8 +10,9 @@ import numpy as np
 
 from ..config import CharwiseError
 from ..evaluate import LN2
-from ..guards import check_metric_record
-from ..rundir import METRICS, atomic_writer
+from ..guards import check_metric_record, check_out_path
+from ..options import PlotOptions
+from ..rundir import CURVE, METRICS, atomic_writer, check_run_dir
 from .analysis import visible
 
 BLUE, RED, GREEN, GREY = "#3498db", "#e74c3c", "#27ae60", "#7f8c8d"
@@ -55,6 +56,17 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     if len(x) < window:
         return np.array([])
     return np.convolve(x, np.ones(window) / window, mode="valid")
+
+
+def plot(run_dir, out=None, options: PlotOptions | None = None, **kw) -> Path:
+    """What `charwise plot` writes: the training curve as a PNG at `out` (default:
+    RUN_DIR/curve.png, this command's own file, replaced). An `out` given is never an existing
+    file without force, a run's own file or a non-regular file. Options: PlotOptions (window,
+    force), or its fields as keyword arguments."""
+    o = PlotOptions.make(options, **kw)
+    run = check_run_dir(run_dir)
+    path = check_out_path(out, o.force, protect=run) if out else check_out_path(run / CURVE, True)
+    return training_curve(run, path, window=o.window)
 
 
 def training_curve(run_dir, out_path, window: int = 10, title: str | None = None) -> Path:

@@ -18,6 +18,7 @@ import numpy as np
 from .. import bundled
 from ..config import CharwiseError
 from ..evaluate import eval_precision
+from ..options import AnalyzeOptions
 from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, read_run
 from ..sample import load
 from ..threads import check_threads
@@ -212,39 +213,38 @@ def _default(vocab, preferred: str, fallback: str) -> str:
     return preferred if not vocab.unknown(preferred) else fallback
 
 
-def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | None = None,
-            state: str = "h", layer: int = -1, sort: str = "cluster", unit: int | None = None,
-            temperatures=(0.5, 1.0, 1.5), prime: str | None = None, n: int = 200, seed: int = 1,
-            which: str = "best", encoding: str = "utf-8", max_units: int = 128,
-            neuron_chars: int = 1000, precision: str = "auto", threads: int | None = None,
-            log=print) -> dict:
-    """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json)."""
+def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = None, *,
+            log=print, **kw) -> dict:
+    """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json).
+    `textfile`: the text to score (default: the run's validation split); `out`: the directory
+    (default: RUN_DIR/analysis). Options: AnalyzeOptions, or its fields as keyword arguments."""
+    o = AnalyzeOptions.make(options, **kw)
     t0 = time.perf_counter()
     run = check_run_dir(run_dir)
     info = read_run(run)
     if out is None:                         # a bundled model's default goes to the working directory
         out = Path(f"{run_dir}-analysis") if bundled.is_bundled(run_dir) else run / "analysis"
     out = Path(out)
-    model = load(run, which=which)
+    model = load(run, which=o.which, device=o.device)
     net, vocab = model.net, model.vocab
     if info.get("vocab_kind", "chars") != "chars" or model.line_mode:
         kind = "a byte-level run" if info.get("vocab_kind") == "bytes" else "a line-mode run"
         raise CharwiseError(f"charwise analyze reads code-point runs trained as one text; {run} is "
                             f"{kind} (use charwise eval and sample for it)")
     # the cheap checks of the arguments first, before the long pass over the text
-    if unit is not None and not 0 <= unit < net.cfg.hidden_size:
-        raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {unit}")
-    prime = prime if prime is not None else _default(vocab, A.SPEC_PRIME, "")
+    if o.unit is not None and not 0 <= o.unit < net.cfg.hidden_size:
+        raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {o.unit}")
+    prime = o.prime if o.prime is not None else _default(vocab, A.SPEC_PRIME, "")
     if prime:
         vocab.encode_text(prime, "error", "--prime")
-    txt = A.analysis_text(run, info, vocab, textfile, oov, encoding)
+    txt = A.analysis_text(run, info, vocab, textfile, o.oov, o.encoding)
     first_line = next((ln for ln in vocab.decode(txt.ids[:500]).split("\n") if ln.strip()), "")
-    sentence = text if text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
-    hm = N.heatmap(net, vocab, sentence, layer, state, sort, max_units, oov)
+    sentence = o.text if o.text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
+    hm = N.heatmap(net, vocab, sentence, o.layer, o.state, o.sort, o.max_units, o.oov)
     if txt.note:
         log(f"note: {txt.note}")
-    precision = eval_precision(net, precision)
-    threads = check_threads(threads)
+    precision = eval_precision(net, o.precision, info.get("precision"))
+    threads = check_threads(o.threads)
     losses, correct = A.position_losses(net, txt.ids, precision=precision, threads=threads)
     tab = A.char_table(vocab, txt.ids, losses, correct)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,9 +255,9 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
         images["curve"] = training_curve(run, out / CURVE)
     plat = A.plateau(info)
     images["heatmap"] = heatmap_chart(hm, out / "heatmap.png")
-    neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", layer, state, unit, neuron_chars,
-                          threads=threads)
-    samples = A.temperature_sweep(model, prime, temperatures, n, seed, threads)
+    neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", o.layer, o.state, o.unit,
+                          o.neuron_chars, threads=threads)
+    samples = A.temperature_sweep(model, prime, list(o.temperatures), o.n, o.seed, threads)
     nov_note = ""
     try:
         ref = vocab.decode(A.run_split(run, info)[0])
@@ -266,7 +266,7 @@ def analyze(run_dir, textfile=None, out=None, oov: str = "error", text: str | No
     except CharwiseError as e:
         nov_note = f"novelty not computed: {e}"
         log(f"note: {nov_note}")
-    res = {"run_dir": str(run), "which": which,
+    res = {"run_dir": str(run), "which": o.which,
            "text": {"source": txt.source, "chars": int(len(txt.ids)), "note": txt.note, "skipped": txt.skipped},
            "overall": {"predictions": tab.total, "nats": tab.overall_nats, "bits": tab.overall_nats / A.LN2,
                        "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean()),

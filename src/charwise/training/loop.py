@@ -38,7 +38,6 @@ from ..config import (
     check_value,
     resolve,
 )
-from ..configfile import write_run_config
 from ..data import (
     Corpus,
     StreamBatches,
@@ -66,7 +65,7 @@ from ..lines import ItemBatches, evaluate_items, line_mode_hint, prepare_items
 from ..model import CharRNN, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
-from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run
+from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
 from ..runlock import LOCK, lock_run
 from ..threads import policy_for, usable_cpus
 from . import distributed, hooks
