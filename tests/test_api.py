@@ -1,0 +1,157 @@
+"""The Python API (api.py and the functions charwise exports): the same functions, options and
+errors as the CLI; --device; scoring in the precision a run recorded."""
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import charwise
+from charwise import bundled
+from charwise.cli import main
+from charwise.config import CharwiseError
+from charwise.options import AnalyzeOptions, SampleOptions
+
+EVALUATE = importlib.import_module("charwise.evaluate")     # the module (charwise.evaluate is the function)
+
+
+def cli_error(capsys, argv) -> str:
+    """The message `charwise ARGV` prints, checked to be one line and exit status 2."""
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("charwise: error: "), err
+    return lines[0][len("charwise: error: "):]
+
+
+def api_error(call) -> str:
+    with pytest.raises(CharwiseError) as e:
+        call()
+    return str(e.value)
+
+
+# (subcommand and its arguments, the bad flags, the API call with the same bad value)
+SAME = [
+    (["sample", "base"], ["-n", "-1"], lambda: charwise.sample("base", n=-1)),
+    (["sample", "base"], ["--top-p", "1.5"], lambda: charwise.sample("base", top_p=1.5)),
+    (["sample", "base"], ["--num-samples", "0"], lambda: charwise.sample("base", num_samples=0)),
+    (["sample", "base"], ["--beam", "65"], lambda: charwise.sample("base", beam=65)),
+    (["sample", "base"], ["--which", "worst"], lambda: charwise.sample("base", which="worst")),
+    (["sample", "base"], ["--threads", "0"], lambda: charwise.sample("base", threads=0)),
+    (["sample", "base"], ["--device", "tpu"], lambda: charwise.sample("base", device="tpu")),
+    (["sample", "base"], ["--seed", "-3"], lambda: charwise.sample("base", seed=-3)),
+    (["eval", "base", "t.txt"], ["--precision", "fp16"], lambda: charwise.evaluate("base", "t.txt", precision="fp16")),
+    (["eval", "base", "t.txt"], ["--oov", "drop"], lambda: charwise.evaluate("base", "t.txt", oov="drop")),
+    (["analyze", "base"], ["--max-units", "0"], lambda: charwise.analyze("base", max_units=0)),
+    (["analyze", "base"], ["--temperatures", "1", "-1"], lambda: charwise.analyze("base", temperatures=[1, -1])),
+    (["analyze", "base"], ["-n", "0"], lambda: charwise.analyze("base", n=0)),
+    (["analyze", "base"], ["--state", "z"], lambda: charwise.analyze("base", state="z")),
+    (["export", "base"], ["--quantize", "int4"], lambda: charwise.export("base", quantize="int4")),
+    (["export", "base"], ["--format", "pdf"], lambda: charwise.export("base", "pdf")),
+    (["export", "base"], ["--device", "cuda"], lambda: charwise.export("base", device="cuda")),
+    (["serve", "base"], ["--port", "70000"], lambda: charwise.serve("base", port=70000)),
+    (["serve", "base"], ["--max-chars", "0"], lambda: charwise.serve("base", max_chars=0)),
+    (["plot", "base"], ["--window", "0"], lambda: charwise.plot("base", window=0)),
+    (["prepare"], [], lambda: charwise.prepare([], None)),
+]
+
+
+@pytest.mark.parametrize("command, flags, call", SAME, ids=[" ".join(c[:1] + f) for c, f, _ in SAME])
+def test_api_and_cli_give_the_same_error(capsys, command, flags, call):
+    shown = cli_error(capsys, command + flags)
+    assert api_error(call) == shown
+    assert (flags[0] if flags else "--out") in shown
+
+
+def test_exported_names_are_the_api_functions_even_after_their_modules_load():
+    import charwise.export  # noqa: F401  (binds the module on the package: the function must win)
+    import charwise.sample  # noqa: F401
+    from charwise import analyze, evaluate, export, info, prepare, sample, serve, train
+    for f in (analyze, evaluate, export, info, prepare, sample, serve, train):
+        assert callable(f), f
+    assert charwise.sample is sample and sample.__module__ == "charwise.api"
+    assert charwise.export.__name__ == "export" and charwise.info.__name__ == "describe"
+
+
+def test_import_of_reference_and_options_stays_torch_free():
+    code = ("import sys, charwise, charwise.reference, charwise.options, charwise.cli; "
+            "charwise.cli.build_parser(); assert 'torch' not in sys.modules, 'torch loaded'")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+
+
+def test_sample_returns_what_the_cli_prints(capsys):
+    assert main(["sample", "base", "--prime", "The night", "-n", "40", "--seed", "4", "--num-samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    text = charwise.sample("base", SampleOptions(prime="The night", n=40, seed=4, num_samples=2), err=sys.stderr)
+    assert text == printed and text.startswith("--- sample 1\nThe night")
+    assert charwise.sample("base", prime="The night", n=40, seed=4, num_samples=2) == printed
+
+
+@pytest.mark.parametrize("argv", [["sample", "base", "-n", "5"], ["eval", "base", "{text}"],
+                                  ["analyze", "base", "{text}"], ["serve", "base"],
+                                  ["sample", "base", "--device", "cuda:1"]])
+def test_device_cuda_without_cuda_is_one_line_exit_2(capsys, monkeypatch, tmp_path, argv):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    text = tmp_path / "t.txt"
+    text.write_text("The night was dark.")
+    argv = [a.format(text=text) for a in argv]
+    if "--device" not in argv:
+        argv += ["--device", "cuda"]
+    if argv[0] == "analyze":
+        argv += ["--out", str(tmp_path / "a")]
+    msg = cli_error(capsys, argv)
+    assert "no CUDA GPU is available" in msg and msg.startswith("--device cuda")
+    assert not (tmp_path / "a").exists()
+
+
+def test_device_cpu_and_auto_work(capsys, tmp_path, monkeypatch):
+    text = tmp_path / "t.txt"
+    text.write_text("The night was dark and the wind blew.")
+    assert main(["eval", "base", str(text), "--device", "cpu", "--json"]) == 0
+    cpu = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)     # auto: the CPU here
+    assert charwise.evaluate("base", text, device="auto")["loss"] == cpu["loss"]
+    assert main(["sample", "base", "--prime", "The", "-n", "10", "--seed", "1", "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("The")
+
+
+@pytest.fixture
+def base_copy(tmp_path):
+    """The bundled model as an ordinary run directory whose run.json we may edit."""
+    run = tmp_path / "base"
+    shutil.copytree(bundled.models_root() / "base", run)
+    return run
+
+
+def test_scoring_uses_the_precision_the_run_recorded(base_copy, tmp_path, monkeypatch):
+    text = tmp_path / "t.txt"
+    text.write_text("It was a dark and stormy night; the rain fell in torrents.")
+    info = json.loads((base_copy / "run.json").read_text())
+    assert info["precision"] == "fp32" and info["model"]["hidden_size"] >= 256
+    monkeypatch.setattr(EVALUATE, "cpu_has_fast_bf16", lambda: True)
+    # 640 units on a CPU with fast bf16: training would pick bf16 here, but the run trained in fp32
+    assert EVALUATE.eval_precision(charwise.load(base_copy).net) == "bf16"
+    assert charwise.evaluate(base_copy, text)["precision"] == "fp32"
+    info["precision"] = "bf16"
+    (base_copy / "run.json").write_text(json.dumps(info))
+    assert charwise.evaluate(base_copy, text)["precision"] == "bf16"
+    assert charwise.evaluate(base_copy, text, precision="fp32")["precision"] == "fp32"
+    monkeypatch.setattr(EVALUATE, "cpu_has_fast_bf16", lambda: False)   # bf16 only emulated here
+    assert charwise.evaluate(base_copy, text)["precision"] == "fp32"
+
+
+def test_training_records_its_resolved_precision(trained_run):
+    info = json.loads((trained_run / "run.json").read_text())
+    assert info["precision"] in ("fp32", "bf16") and info["device"] == "cpu"
+
+
+def test_analyze_takes_an_options_object(trained_run, tmp_path):
+    opts = AnalyzeOptions(n=5, neuron_chars=40, temperatures=(1.0,), max_units=16)
+    res = charwise.analyze(trained_run, None, tmp_path / "a", opts, log=lambda *a: None)
+    assert [s["temperature"] for s in res["samples"]] == [1.0] and (tmp_path / "a" / "report.html").is_file()
+    assert len(res["heatmap"]["units"]) <= 16
