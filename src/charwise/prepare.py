@@ -114,12 +114,17 @@ def _unchanged(s: Source) -> None:
         raise CharwiseError(f"{s.path}: changed while it was being prepared; run charwise prepare again")
 
 
-def _check_out(out: Path, force: bool) -> None:
+def _check_out(inputs, out, force: bool) -> Path:
+    if not inputs or not out:
+        raise CharwiseError("prepare needs input files or directories and --out DIR "
+                            "(or --verify DIR)")
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise CharwiseError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise CharwiseError(f"{out}: directory exists and is not empty (use --force to replace "
                             "a prepared corpus there)")
+    return out
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -129,13 +134,9 @@ def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
     prepared.json's content plus timings. Options: PrepareOptions (separator: the text itself,
     encoding, force), or its fields as keyword arguments."""
     o = PrepareOptions.make(options, **kw)
-    if not inputs or not out:
-        raise CharwiseError("prepare needs input files or directories and --out DIR "
-                            "(or --verify DIR)")
     separator, encoding = o.separator, o.encoding
     t0 = time.perf_counter()
-    out = Path(out)
-    _check_out(out, o.force)
+    out = _check_out(inputs, out, o.force)
     sources = collect_sources(inputs, out)
     chunk = data.CHUNK_BYTES                   # read at call time: tests shrink it
 
