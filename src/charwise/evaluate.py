@@ -80,11 +80,12 @@ def eval_precision(model: CharRNN, name: str = "auto", recorded: str | None = No
 
 
 def runs_natively(precision: str, device: torch.device) -> bool:
-    """bf16 needs a GPU that supports it, or a CPU with bf16 instructions (elsewhere it is
-    emulated: slower than fp32, so auto does not choose it); fp32 runs anywhere."""
+    """bf16 needs bf16 arithmetic in hardware: a GPU of compute capability 8.0 or later, or a CPU
+    with bf16 instructions (elsewhere it is emulated, slower than fp32, so auto does not choose
+    it); fp32 runs anywhere."""
     if precision != "bf16":
         return True
-    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_fast_bf16()
+    return cuda_bf16_native() if device.type == "cuda" else cpu_has_fast_bf16()
 
 
 def recurrence_precision(device: torch.device, precision: str) -> str:
