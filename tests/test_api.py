@@ -1,6 +1,5 @@
 """The Python API (api.py and the functions charwise exports): the same functions, options and
 errors as the CLI; --device; scoring in the precision a run recorded."""
-import importlib
 import json
 import shutil
 import subprocess
@@ -10,12 +9,11 @@ import pytest
 import torch
 
 import charwise
+import charwise.evaluate as EVALUATE  # the module; calling charwise.evaluate runs the command
 from charwise import bundled
 from charwise.cli import main
 from charwise.config import CharwiseError
 from charwise.options import AnalyzeOptions, SampleOptions
-
-EVALUATE = importlib.import_module("charwise.evaluate")     # the module (charwise.evaluate is the function)
 
 
 def cli_error(capsys, argv) -> str:
@@ -67,14 +65,15 @@ def test_api_and_cli_give_the_same_error(capsys, command, flags, call):
     assert (flags[0] if flags else "--out") in shown
 
 
-def test_exported_names_are_the_api_functions_even_after_their_modules_load():
-    import charwise.export  # noqa: F401  (binds the module on the package: the function must win)
+def test_exported_commands_are_callable_and_their_modules_still_import(trained_run):
+    import charwise.export as export_module  # the module, whatever was imported first
     import charwise.sample  # noqa: F401
     from charwise import analyze, evaluate, export, info, prepare, sample, serve, train
     for f in (analyze, evaluate, export, info, prepare, sample, serve, train):
         assert callable(f), f
-    assert charwise.sample is sample and sample.__module__ == "charwise.api"
-    assert charwise.export.__name__ == "export" and charwise.info.__name__ == "describe"
+    assert export is export_module and export.export_onnx and sample.CharModel and EVALUATE.pick_device
+    assert charwise.info(trained_run) == info(trained_run) and info(trained_run)["run_dir"] == str(trained_run)
+    assert charwise.sample is sys.modules["charwise.sample"]
 
 
 def test_import_of_reference_and_options_stays_torch_free():
