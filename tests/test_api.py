@@ -42,6 +42,7 @@ SAME = [
     (["sample", "base"], ["--threads", "0"], lambda: charwise.sample("base", threads=0)),
     (["sample", "base"], ["--device", "tpu"], lambda: charwise.sample("base", device="tpu")),
     (["sample", "base"], ["--seed", "-3"], lambda: charwise.sample("base", seed=-3)),
+    (["sample", "base"], ["--precision", "bf16"], lambda: charwise.sample("base", precision="bf16")),
     (["eval", "base", "t.txt"], ["--precision", "fp16"], lambda: charwise.evaluate("base", "t.txt", precision="fp16")),
     (["eval", "base", "t.txt"], ["--oov", "drop"], lambda: charwise.evaluate("base", "t.txt", oov="drop")),
     (["analyze", "base"], ["--max-units", "0"], lambda: charwise.analyze("base", max_units=0)),

@@ -121,7 +121,7 @@ def test_cli_int8_greedy_matches_fp32(capsys):
 
 @pytest.mark.parametrize("extra, match", [
     (["--precision", "int8", "--beam", "2"], "--beam scores continuations exactly"),
-    (["--precision", "bf16"], "invalid choice"),
+    (["--precision", "bf16"], "--precision must be one of fp32, int8"),
 ])
 def test_cli_bad_precision(capsys, extra, match):
     assert main(["sample", "base", "--prime", "The", "-n", "20", *extra]) == 2
