@@ -46,6 +46,9 @@ def is_bundled(spec) -> bool:
 
 
 def sha256_file(path: Path) -> str:
+    """A file's SHA-256 (hex), read in 4 MiB blocks. The package's one file hash: corpora,
+    prepared tokens and shipped weights all use it; it lives here, the lowest module that reads
+    files, so data and rundir can import it without a cycle."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):

@@ -9,7 +9,6 @@ file is re-encoded and an unchanged one is not.
 from __future__ import annotations
 
 import codecs
-import hashlib
 import json
 import os
 import stat
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .bundled import corpus_path as bundled_corpus_path  # noqa: F401  (its old home)
+from .bundled import sha256_file
 from .bytevocab import ByteVocab, CharDecoder
 from .config import CharwiseError
 from .rundir import atomic_write_json, atomic_writer, read_json
@@ -230,14 +230,6 @@ class Corpus:
         return self.tokens[: len(self.tokens) - n_val], self.tokens[len(self.tokens) - n_val:]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def byte_corpus(path: str | os.PathLike | None, encoding: str = "utf-8") -> Corpus:
     """A text file as UTF-8 bytes (--vocab bytes): checked as text chunk by chunk (bad bytes
     reported with their offset), then memory-mapped as it is, a BOM skipped: no copy, no cache."""
@@ -253,7 +245,7 @@ def byte_corpus(path: str | os.PathLike | None, encoding: str = "utf-8") -> Corp
     with open(p, "rb") as f:
         skip = 3 if f.read(3) == codecs.BOM_UTF8 else 0
     tokens = np.memmap(p, dtype=np.uint8, mode="r", offset=skip)
-    return Corpus(ByteVocab(), tokens, str(p), file_sha256(p))
+    return Corpus(ByteVocab(), tokens, str(p), sha256_file(p))
 
 
 def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike | None = None,
@@ -271,7 +263,7 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
         # other directory is an error that says how to make one
         return load_prepared(path)
     p = check_text_file(path if path is not None else bundled_corpus_path())
-    digest = file_sha256(p)
+    digest = sha256_file(p)
     if cache_dir is not None:
         cache = Path(cache_dir)
         meta_path, tok_path = cache / f"{digest}.json", cache / f"{digest}.tokens"

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bundled import sha256_file
 from .bytevocab import ByteVocab
 from .config import CharwiseError
-from .data import AnyVocab, Vocab, bundled_corpus_path, check_text_file, file_sha256, read_text
+from .data import AnyVocab, Vocab, bundled_corpus_path, check_text_file, read_text
 
 IGNORE = -100                  # target id of padding: F.cross_entropy skips it by default
 HINT_MAX_BYTES = 50 << 20     # look for a list (to suggest line mode) only in texts up to this
@@ -228,7 +229,7 @@ def prepare_items(path: str | os.PathLike | None, vocab_kind: str = "chars", enc
     if not train:
         train, val = list(items), []
     return ItemCorpus(vocab, encode_items(vocab.encode, train), encode_items(vocab.encode, val),
-                      stats, source, file_sha256(Path(source)))
+                      stats, source, sha256_file(Path(source)))
 
 
 def line_mode_hint(path: str | os.PathLike | None, encoding: str = "utf-8") -> str | None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import data
+from .bundled import sha256_file
 from .config import CharwiseError
 from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
 from .data import PREPARED_VERSION as FORMAT_VERSION
@@ -145,7 +146,7 @@ def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
     # The files' SHA-256 run on a second thread meanwhile (hashlib lets go of the GIL).
     seen = np.zeros(_MAX_CP, dtype=bool)
     with ThreadPoolExecutor(1) as pool:
-        shas = [pool.submit(data.file_sha256, s.path) for s in sources]
+        shas = [pool.submit(sha256_file, s.path) for s in sources]
         for s in sources:
             for text in data.iter_text_chunks(s.path, encoding, chunk):
                 seen[_cps(text)] = True
@@ -241,7 +242,7 @@ def verify(path) -> dict:
     if not isinstance(want, str):
         raise CharwiseError(f"{d / META}: records no tokens_sha256 (prepared by an older "
                             "charwise); prepare the corpus again to be able to verify it")
-    got = data.file_sha256(d / TOKENS)
+    got = sha256_file(d / TOKENS)
     if got != want:
         raise CharwiseError(f"{d / TOKENS}: sha256 {got[:12]}... differs from the "
                             f"{want[:12]}... recorded in {META}: the file was changed or damaged "
@@ -251,7 +252,7 @@ def verify(path) -> dict:
         sp = Path(str(src.get("path", "")))
         if not sp.is_file():
             missing.append(str(sp))
-        elif data.file_sha256(sp) != src.get("sha256"):
+        elif sha256_file(sp) != src.get("sha256"):
             changed.append(str(sp))
     return {"path": str(d), "tokens": len(corpus.tokens), "tokens_sha256": got,
             "sources_changed": changed, "sources_missing": missing}

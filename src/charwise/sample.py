@@ -26,9 +26,10 @@ import torch
 
 from .beam import beam_search, check_beam
 from .bounds import check_inference, expected_shapes
+from .bundled import sha256_file
 from .bytevocab import ByteVocab
 from .config import CharwiseError, ModelConfig, build
-from .data import AnyVocab, file_sha256, vocab_from_info
+from .data import AnyVocab, vocab_from_info
 from .evaluate import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device
 from .generate import Generation, run
 from .guards import check_finite
@@ -585,7 +586,7 @@ class CharModel:
         if not source or not Path(source).is_file():
             raise CharwiseError(f"--new-only compares with the training text, but {source!r} "
                                 "is not there any more")
-        if corpus.get("sha256") and file_sha256(Path(source)) != corpus["sha256"]:
+        if corpus.get("sha256") and sha256_file(Path(source)) != corpus["sha256"]:
             raise CharwiseError(f"--new-only: {source} changed since this run trained on it")
         return read_items(source, self.info.get("train", {}).get("encoding", "utf-8"))[1]
 

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import __version__, bounds, rundir, transfer
 from ..budget import TimeBudget, resume_note, time_sample
 from ..budget import progress as budget_progress
+from ..bundled import sha256_file
 from ..bytevocab import ByteVocab
 from ..config import (
     INIT_FROM_AND_RESUME,
@@ -44,7 +45,6 @@ from ..data import (
     Vocab,
     bundled_corpus_path,
     check_text_file,
-    file_sha256,
     load_prepared,
     prepare_corpus,
     token_counts,
@@ -829,7 +829,7 @@ def corpus_sha256(path: str | os.PathLike | None) -> str:
     """The sha256 a run records for its corpus: of the file, or a prepared corpus's own digest."""
     if path is not None and Path(path).is_dir():
         return load_prepared(path).sha256
-    return file_sha256(check_text_file(path if path is not None else bundled_corpus_path()))
+    return sha256_file(check_text_file(path if path is not None else bundled_corpus_path()))
 
 
 def stream_keep_mask(step: int, rows: np.ndarray, every: int) -> np.ndarray:
