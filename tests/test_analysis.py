@@ -13,6 +13,7 @@ from charwise.evaluate import evaluate_tokens
 from charwise.inspect import analysis as A
 from charwise.inspect import neurons as N
 from charwise.model import CharRNN
+from test_evaluate import naive_losses
 
 CORPUS = bundled_corpus_path().read_text(encoding="utf-8")
 
@@ -22,25 +23,13 @@ def model(trained_run):
     return load(trained_run)
 
 
-def slow_losses(net, ids):
-    """The obvious reference: re-run the whole prefix for every position (O(n^2))."""
-    losses, guesses = [], []
-    with torch.no_grad():
-        for i in range(len(ids) - 1):
-            logits, _ = net(torch.as_tensor(ids[: i + 1])[None])
-            logp = F.log_softmax(logits[0, -1].double(), -1)
-            losses.append(-float(logp[ids[i + 1]]))
-            guesses.append(int(logp.argmax()))
-    return np.array(losses), np.array(guesses) == ids[1:]
-
-
 def test_one_pass_losses_equal_slow_reference(model):
     ids = model.vocab.encode(CORPUS[300:390])
     fast, correct = A.position_losses(model.net, ids, chunk=16)   # 16: state carried across chunks
-    ref, ref_correct = slow_losses(model.net, ids)
+    ref, ref_guesses = naive_losses(model.net, ids)                # re-reads every prefix
     assert fast.shape == (len(ids) - 1,)
     np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-5)
-    assert (correct == ref_correct).all()
+    assert (correct == (ref_guesses == ids[1:])).all()
 
 
 def test_table_adds_up_to_overall_loss(model):
@@ -229,15 +218,3 @@ def test_plateau_from_history():
     assert "one evaluation" in p["verdict"] and "no plateau information" in p["verdict"]
     assert "improving" not in p["verdict"]
 
-
-def test_per_char_loss_is_fast_enough():
-    """The benchmark wants 1 MB in < 30 s on 2 cores; 50k characters must take well under 2 s."""
-    import time
-    net = CharRNN(ModelConfig(vocab_size=65)).eval()
-    ids = np.random.default_rng(0).integers(0, 65, 50_000)
-    threads = torch.get_num_threads()
-    t = time.perf_counter()
-    losses, _ = A.position_losses(net, ids)
-    A.char_table(Vocab(tuple(chr(33 + i) for i in range(65))), ids, losses, np.zeros(len(losses), bool))
-    assert time.perf_counter() - t < 3.0          # about 0.5 s; 2 threads on busy cores: 7 s
-    assert torch.get_num_threads() == threads     # the caller's setting is restored
