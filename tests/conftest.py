@@ -1,4 +1,25 @@
+"""Shared fixtures. The test files mirror src/charwise, one per module or subpackage:
+
+    config.py, configfile.py -> test_config.py     data.py -> test_data.py
+    prepare.py -> test_prepare.py                   model.py -> test_model.py
+    evaluate.py -> test_evaluate.py                 threads.py -> test_threads.py
+    sample.py -> test_sample.py                     rundir.py -> test_rundir.py
+    prime.py, budget.py, progress.py, transfer.py, stops.py, bytevocab.py, generate.py, beam.py,
+    lines.py, export.py, webexport.py, notebook.py, info.py -> test_<module>.py
+    bundled.py + models/base -> test_base_model.py  onnxquant.py -> test_webexport.py (quantized ONNX)
+    samplecmd.py -> test_cli_generation.py          cli.py -> test_cli.py
+    serve.py -> test_serve.py, test_serve_stop.py, test_browser.py (the page in Chromium)
+    webexport.py in Chromium -> test_webexport_browser.py
+    training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py
+    inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report)
+    reference/ -> test_reference.py                 api.py -> test_api.py
+    runlock.py, bounds.py, guards.py -> test_safety.py (issue 13's guarantees, which span them)
+    across modules: test_generation.py (generation control end to end), test_notebooks.py (the
+    notebooks run), test_structure.py (import graph, function lengths)
+"""
 import os
+import shutil
+import time
 
 # This suite means the CPU: bit-identical resumes, thread policies, gloo, numbers measured on a
 # CPU. On a machine with a GPU (where the Makefile installs CUDA torch), device "auto" would
@@ -16,14 +37,34 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
 
 SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "data", "tinyshakespeare.txt")
+QUIET = dict(progress=False, log=lambda *a: None)
+
+# The shared trained run: the spec model (1x128 LSTM, T=40, no validation split) on the bundled
+# corpus, trained only as far as its users need. Some need a *learned* model (a cold sample is
+# the corpus's own words: test_sample.py; stop strings and beams meet real text), the rest only a
+# finished run directory. A higher peak rate decaying to half reaches in 200 steps the loss the
+# preset's 400 reach; one fixed thread makes the weights the same whatever the load, so the
+# sample assertions cannot turn on a thread-count choice.
+TRAINED_RUN = dict(preset="spec", max_steps=200, lr=2e-2, min_lr_ratio=0.5, threads=1, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """A spec-preset run on the bundled corpus (about 2 s), shared by read-only tests."""
+    """The shared spec-model run (TRAINED_RUN), for read-only tests."""
     from charwise.training import train
     out = tmp_path_factory.mktemp("run") / "spec"
-    train(None, out=out, progress=False, log=lambda *a: None, device="cpu")
+    train(None, out=out, **TRAINED_RUN, **QUIET)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A small LSTM (1x64) on the bundled corpus, trained briefly: for the export tests, whose
+    exactness checks need no good model (and whose pages stay small)."""
+    from charwise.training import train
+    out = tmp_path_factory.mktemp("small") / "lstm"
+    train(None, out=out, hidden_size=64, embed_dim=16, max_steps=80, eval_every=80, threads=1,
+          device="cpu", **QUIET)
     return out
 
 
@@ -37,3 +78,51 @@ def text_file(tmp_path):
             p.write_text(content, encoding="utf-8")
         return p
     return make
+
+
+# ----------------------------------------------------------------------------- a real browser
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """One headless Chromium for the browser tests (the playground, the exported page).
+
+    Needs the system's Chromium and its driver (Debian: apt-get install chromium
+    chromium-driver; .ci/run installs them); the tests that use it are skipped, saying why, where
+    they are absent. Nothing is downloaded: Selenium is pointed at the driver and the browser
+    binary explicitly."""
+    if CHROMIUM is None or DRIVER is None:
+        pytest.skip("browser test skipped: Chromium and chromedriver not found (Debian: apt-get "
+                    "install chromium chromium-driver; .ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: selenium not installed")
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1360,900", "--force-device-scale-factor=1",
+                "--allow-file-access-from-files",          # the exported page is opened from disk
+                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    driver.set_script_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_for(predicate, timeout=30.0, what="condition"):
+    """Poll until predicate() is truthy; bounded in time (for pages that update themselves)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)

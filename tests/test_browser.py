@@ -1,14 +1,10 @@
 """The playground in a real headless Chromium: type a prime, generate, watch the text stream
 in, hover a character and read the top-5 panel.
 
-Needs the system's Chromium and its driver (Debian: apt-get install chromium chromium-driver;
-.ci/run installs them) and is skipped, saying why, where they are absent. Nothing is downloaded:
-Selenium is pointed at /usr/bin/chromedriver and the browser binary explicitly.
-Set CHARWISE_SCREENSHOT=docs/playground.png to refresh the README's screenshot (`make screenshot`).
+The browser is conftest's `browser` fixture (skipped, saying why, without Chromium and its
+driver). Set CHARWISE_SCREENSHOT=docs/playground.png to refresh the README's screenshot (`make screenshot`).
 """
 import os
-import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -16,45 +12,9 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-DRIVER = shutil.which("chromedriver")
-if CHROMIUM is None or DRIVER is None:
-    pytest.skip("browser test skipped: Chromium and chromedriver not found (Debian: apt-get install "
-                "chromium chromium-driver; .ci/run installs them)", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: selenium not installed")
-
 import charwise  # noqa: E402
 from charwise.serve import Limits, background_server, create_app  # noqa: E402
-
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    """Poll until predicate() is truthy; bounded in time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1360,900", "--force-device-scale-factor=1",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+from conftest import wait_for  # noqa: E402
 
 
 def test_playground_streams_and_shows_alternatives(trained_run, browser, tmp_path):

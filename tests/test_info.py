@@ -10,8 +10,8 @@ def test_info_text(trained_run, capsys):
     out = capsys.readouterr().out
     assert "LSTM 1 layer(s) x 128 hidden, embedding 32" in out and "89,062 parameters" in out
     assert "vocabulary   38 characters: ␣.BDEHILMNPTWY" in out
-    assert "400 steps in" in out and "on the training text, step" in out and "bits/char" in out
-    assert "seq-len=40" in out and "max-steps=400" in out
+    assert "200 steps in" in out and "on the training text, step" in out and "bits/char" in out
+    assert "seq-len=40" in out and "max-steps=200" in out
     assert "model.safetensors" in out
 
 
@@ -21,7 +21,7 @@ def test_info_json(trained_run, capsys):
     run = json.loads((trained_run / "run.json").read_text())
     assert d["parameters"] == 89062 and d["vocab"] == run["vocab"]
     assert d["best_val_loss"] == run["best"]["val_loss"] and d["best_step"] == run["best"]["step"]
-    assert d["train_seconds"] == run["train_seconds"] > 0 and d["steps"] == 400
+    assert d["train_seconds"] == run["train_seconds"] > 0 and d["steps"] == 200
     assert d["model"]["hidden_size"] == 128 and d["train"]["seq_len"] == 40
 
 

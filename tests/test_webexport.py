@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import charwise
 from charwise.cli import main
 from charwise.config import ModelConfig
 from charwise.data import Vocab
@@ -21,16 +20,6 @@ from charwise.webexport import (
     quantize_rows,
     quantized_net,
 )
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A small LSTM on the bundled corpus, trained briefly: exactness needs no good model, and
-    this costs a fraction of the shared spec-preset fixture (the slow part on a busy machine)."""
-    out = tmp_path_factory.mktemp("web") / "lstm"
-    charwise.train(None, out=out, hidden_size=64, embed_dim=16, max_steps=80, eval_every=80,
-                   progress=False, log=lambda *a: None)
-    return out
 
 
 def page_parts(html: str):
@@ -113,50 +102,50 @@ def test_file_size_is_close_to_the_weights():
     assert all(t["offset"] % 4 == 0 for t in table)
 
 
-def test_cli_web_export_and_loss_check(trained_run, tmp_path, capsys):
+def test_cli_web_export_and_loss_check(small_run, tmp_path, capsys):
     out = tmp_path / "m.html"
-    assert main(["export", str(trained_run), "--format", "web", "--quantize", "int8", "--out", str(out)]) == 0
+    assert main(["export", str(small_run), "--format", "web", "--quantize", "int8", "--out", str(out)]) == 0
     line = capsys.readouterr().out
     assert line.count("\n") == 1 and f"wrote {out}" in line and "nats/char" in line
     desc, _blob = page_parts(out.read_text(encoding="utf-8"))
     assert abs(desc["loss_check"]["delta"]) <= 0.01 and desc["quantize"] == "int8"
     # Default output next to the run; a second export there needs --force.
-    assert main(["export", str(trained_run), "--format", "web"]) == 0
-    page = trained_run / "model.html"
+    assert main(["export", str(small_run), "--format", "web"]) == 0
+    page = small_run / "model.html"
     before = page.read_bytes()
     capsys.readouterr()
-    assert main(["export", str(trained_run), "--format", "web", "--quantize", "fp16"]) == 2
+    assert main(["export", str(small_run), "--format", "web", "--quantize", "fp16"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists (use --force" in err
     assert page.read_bytes() == before
-    assert main(["export", str(trained_run), "--format", "web", "--quantize", "fp16", "--force"]) == 0
+    assert main(["export", str(small_run), "--format", "web", "--quantize", "fp16", "--force"]) == 0
     assert page.read_bytes() != before
     page.unlink()
 
 
-def test_refuses_beyond_max_loss_increase(trained_run, tmp_path, capsys):
+def test_refuses_beyond_max_loss_increase(small_run, tmp_path, capsys):
     for fmt in ("web", "onnx"):
         out = tmp_path / f"m.{fmt}"
-        code = main(["export", str(trained_run), "--format", fmt, "--quantize", "int8", "--out", str(out),
+        code = main(["export", str(small_run), "--format", fmt, "--quantize", "int8", "--out", str(out),
                      "--max-loss-increase", "-1"])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "beyond --max-loss-increase -1" in err
         assert not out.exists()
 
 
-def test_bad_input_is_one_line_and_writes_nothing(trained_run, tmp_path, capsys):
+def test_bad_input_is_one_line_and_writes_nothing(small_run, tmp_path, capsys):
     out = tmp_path / "m.html"
-    assert main(["export", str(trained_run), "--format", "web", "--quantize", "int4", "--out", str(out)]) == 2
+    assert main(["export", str(small_run), "--format", "web", "--quantize", "int4", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--quantize must be one of none, fp16, int8; got 'int4'" in err and not out.exists()
     out.write_text("keep me")
-    assert main(["export", str(trained_run), "--format", "web", "--out", str(out)]) == 2
+    assert main(["export", str(small_run), "--format", "web", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists" in err and out.read_text() == "keep me"
     # A damaged run: weights cut short, and a broken run.json.
     import shutil
     bad = tmp_path / "bad"
-    shutil.copytree(trained_run, bad, ignore=shutil.ignore_patterns("*.html", "*.onnx"))
+    shutil.copytree(small_run, bad, ignore=shutil.ignore_patterns("*.html", "*.onnx"))
     data = (bad / "model.safetensors").read_bytes()
     (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
     (bad / "last.safetensors").unlink(missing_ok=True)
@@ -171,14 +160,14 @@ def test_bad_input_is_one_line_and_writes_nothing(trained_run, tmp_path, capsys)
     assert not (tmp_path / "b.html").exists() and not list(bad.glob("*.html"))
 
 
-def test_onnx_quantized_exports_meet_the_targets(trained_run, tmp_path, capsys):
+def test_onnx_quantized_exports_meet_the_targets(small_run, tmp_path, capsys):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     sizes = {}
     for q, target in (("none", None), ("fp16", 0.002), ("int8", 0.01)):
         out = tmp_path / f"{q}.onnx"
-        assert main(["export", str(trained_run), "--format", "onnx", "--quantize", q, "--out", str(out)]) == 0
+        assert main(["export", str(small_run), "--format", "onnx", "--quantize", q, "--out", str(out)]) == 0
         line = capsys.readouterr().out
         sizes[q] = out.stat().st_size
         if target:

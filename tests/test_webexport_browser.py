@@ -1,14 +1,11 @@
 """`charwise export --format web` in a real headless Chromium: the page, opened from disk
 (file://) with the network switched off, generates what `charwise sample` generates.
 
-Needs the system's Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)
-and is skipped, saying why, where they are absent; nothing is downloaded.
-CHARWISE_SCREENSHOT=FILE saves a screenshot of the test page there. The 1x640 speed
-benchmark prints chars/s (run with -s to see it); it asserts nothing about time.
+The browser is conftest's `browser` fixture (skipped, saying why, without Chromium and its
+driver), switched offline for this file. CHARWISE_SCREENSHOT=FILE saves a screenshot of the test
+page there. The 1x640 speed benchmark prints chars/s (run with -s to see it); it asserts nothing about time.
 """
 import os
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,59 +15,22 @@ import torch
 import charwise
 from charwise.cli import main
 from charwise.webexport import quantized_net
-
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-DRIVER = shutil.which("chromedriver")
-if CHROMIUM is None or DRIVER is None:
-    pytest.skip("browser test skipped: Chromium and chromedriver not found (Debian: apt-get install "
-                "chromium chromium-driver)", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="browser test skipped: selenium not installed")
+from conftest import wait_for
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    """A small LSTM on the bundled corpus, trained briefly: exactness needs no good model, and
-    this costs a fraction of the shared spec-preset fixture (the slow part on a busy machine)."""
-    out = tmp_path_factory.mktemp("web") / "lstm"
-    charwise.train(None, out=out, hidden_size=64, embed_dim=16, max_steps=80, eval_every=80,
-                   progress=False, log=lambda *a: None)
-    return out
 
-
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    from selenium.webdriver.chrome.service import Service
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1360,900", "--force-device-scale-factor=1",
-                "--allow-file-access-from-files",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(120)
-    # No network at all: every test opens its page with the browser offline.
-    driver.execute_cdp_cmd("Network.enable", {})
-    driver.execute_cdp_cmd("Network.emulateNetworkConditions", {
+@pytest.fixture(scope="module", autouse=True)
+def offline(browser):
+    """No network at all: every test here opens its page with the browser offline (the shared
+    browser goes back online afterwards, for the playground's local server)."""
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
         "offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", {
+        "offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
+    browser.execute_cdp_cmd("Network.disable", {})
 
 
 def export_page(run, tmp_path, quantize="none", name=None):
@@ -97,7 +57,7 @@ def torch_probs(net, vocab, text):
 
 
 @pytest.fixture(scope="module")
-def small_runs(tmp_path_factory):
+def other_cell_runs(tmp_path_factory):
     """A 2-layer GRU and a 2-layer RNN (a few steps: untrained is fine for exactness)."""
     runs = {}
     for cell in ("gru", "rnn"):
@@ -111,16 +71,16 @@ def small_runs(tmp_path_factory):
 PRIME = "Mr Bennet was"
 
 
-def test_greedy_200_equals_charwise_sample(trained_run, browser, tmp_path, capsys):
-    page = export_page(trained_run, tmp_path)
+def test_greedy_200_equals_charwise_sample(small_run, browser, tmp_path, capsys):
+    page = export_page(small_run, tmp_path)
     d = browser
     open_page(d, page)
     got = d.execute_script(f"return charwise.generate({PRIME!r}, 200, {{temperature: 0}}).text")
     capsys.readouterr()
-    assert main(["sample", str(trained_run), "--prime", PRIME, "-n", "200", "--temperature", "0"]) == 0
+    assert main(["sample", str(small_run), "--prime", PRIME, "-n", "200", "--temperature", "0"]) == 0
     sampled = capsys.readouterr().out
     assert sampled == got + "\n"
-    assert got == charwise.load(trained_run).generate(PRIME, 200, temperature=0)
+    assert got == charwise.load(small_run).generate(PRIME, 200, temperature=0)
     assert d.execute_script("return charwise.engine") == "WebAssembly SIMD"
     # The plain-JavaScript fallback (browsers without WebAssembly SIMD) gives the same text.
     open_page(d, page, "?engine=js")
@@ -142,8 +102,8 @@ def test_greedy_200_equals_charwise_sample(trained_run, browser, tmp_path, capsy
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
-def test_other_cells_match_torch(small_runs, browser, tmp_path, cell):
-    run = small_runs[cell]
+def test_other_cells_match_torch(other_cell_runs, browser, tmp_path, cell):
+    run = other_cell_runs[cell]
     model = charwise.load(run)
     page = export_page(run, tmp_path)
     open_page(browser, page)
@@ -154,15 +114,15 @@ def test_other_cells_match_torch(small_runs, browser, tmp_path, cell):
     assert got == model.generate("Mr", 100, temperature=0)
 
 
-def test_int8_probabilities_within_tolerance(trained_run, browser, tmp_path):
+def test_int8_probabilities_within_tolerance(small_run, browser, tmp_path):
     """Two bounds. (1) The page computes exactly what torch computes with the dequantized int8
     weights (quantized_net): float32-vs-float64 rounding only, < 1e-5. (2) Against the original
     float32 model the int8 rounding itself moves probabilities: each weight moves by at most
     max|row|/254, which for this model moves the largest probability by ~0.01 (measured here by
     torch, independently of the page); the page must stay inside that measured gap plus 1e-5,
     and, as an absolute sanity bound, within 0.05."""
-    model = charwise.load(trained_run)
-    page = export_page(trained_run, tmp_path, "int8")
+    model = charwise.load(small_run)
+    page = export_page(small_run, tmp_path, "int8")
     open_page(browser, page)
     text = known(model, "It is a truth universally acknowledged, that a single man in possession of a good")
     page_p = np.array(browser.execute_script("return charwise.probs(arguments[0])", text))
@@ -175,8 +135,8 @@ def test_int8_probabilities_within_tolerance(trained_run, browser, tmp_path):
           f"vs dequantized torch {np.abs(page_p - sim).max():.1e}")
 
 
-def test_seeded_sample_repeats(trained_run, browser, tmp_path):
-    page = export_page(trained_run, tmp_path, "fp16")
+def test_seeded_sample_repeats(small_run, browser, tmp_path):
+    page = export_page(small_run, tmp_path, "fp16")
     d = browser
     open_page(d, page)
     js = "return charwise.generate('Mr', 300, {temperature: 1, topK: 20, topP: 0.9, seed: arguments[0]}).text"
@@ -227,8 +187,8 @@ def test_seeded_sample_repeats(trained_run, browser, tmp_path):
     assert d.save_screenshot(str(shot))
 
 
-def test_damaged_page_and_missing_features_say_so(trained_run, browser, tmp_path):
-    page = export_page(trained_run, tmp_path)
+def test_damaged_page_and_missing_features_say_so(small_run, browser, tmp_path):
+    page = export_page(small_run, tmp_path)
     html = page.read_text(encoding="utf-8")
     cut = tmp_path / "cut.html"
     start = html.index('id="charwise-weights">') + 40
