@@ -12,8 +12,9 @@
     webexport.py in Chromium -> test_webexport_browser.py
     training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py
     inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report)
-    reference/ -> test_reference.py                 api.py -> test_api.py
+    reference/ -> test_reference.py                 api.py -> test_api.py, options.py -> test_options.py
     runlock.py, bounds.py, guards.py -> test_safety.py (issue 13's guarantees, which span them)
+    the GPU decisions (evaluate, model, sample, training, rundir) -> test_gpu_paths.py (issue 20)
     across modules: test_generation.py (generation control end to end), test_notebooks.py (the
     notebooks run), test_structure.py (import graph, function lengths)
 """

@@ -1,5 +1,6 @@
 """evaluate.py: device and precision choice, autocast, the thread handling of a scoring pass,
-and exact losses (every position from its full left context) against a naive computation."""
+and exact losses (every position from its full left context) against a naive computation.
+(The GPU side of the precision choice, recurrence_precision and fp32_flags: test_gpu_paths.py.)"""
 import importlib
 import math
 
@@ -65,19 +66,6 @@ def test_auto_precision_on_cpu_is_bf16_only_for_big_models_on_a_fast_cpu(monkeyp
     assert pick_precision("auto", cpu, ModelConfig(hidden_size=256)) == ("bf16" if fast_bf16 else "fp32")
     for name in ("fp32", "bf16"):                                # an explicit choice is kept
         assert pick_precision(name, cpu, ModelConfig(hidden_size=1024)) == name
-
-
-@pytest.mark.parametrize("bf16_ok", [True, False])
-def test_precision_on_a_gpu_follows_its_bf16_support(monkeypatch, bf16_ok):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
-    gpu, cfg = torch.device("cuda"), ModelConfig(hidden_size=8)    # small: a GPU still takes bf16
-    assert pick_precision("auto", gpu, cfg) == ("bf16" if bf16_ok else "fp32")
-    assert pick_precision("fp32", gpu, cfg) == "fp32"
-    if bf16_ok:
-        assert pick_precision("bf16", gpu, cfg) == "bf16"
-    else:
-        with pytest.raises(CharwiseError, match="does not support bf16"):
-            pick_precision("bf16", gpu, cfg)
 
 
 def test_cpu_bf16_flags_are_read_from_cpuinfo(monkeypatch):
