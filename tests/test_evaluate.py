@@ -55,7 +55,11 @@ def test_pick_device(monkeypatch):
     with pytest.raises(CharwiseError, match="no CUDA GPU"):
         pick_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("auto") == torch.device("cuda") == pick_device("cuda")
+    assert pick_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(CharwiseError, match="has 2 CUDA GPU"):
+        pick_device("cuda:2")
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
