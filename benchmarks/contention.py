@@ -164,9 +164,9 @@ def main() -> None:
             with busy_core(load == "busy") as cpu:
                 print(f"\n== {load}" + (f": a busy loop pinned to CPU {cpu}" if cpu is not None else ""),
                       flush=True)
-                for name, preset, corpus, steps, settings in [] if a.budget_only else SHAPES:
+                for name, preset, corpus, steps, shape in [] if a.budget_only else SHAPES:
                     for label, threads in policies:
-                        r = steps_per_s(tmp, preset, corpus, steps, a.cap, threads, settings)
+                        r = steps_per_s(tmp, preset, corpus, steps, a.cap, threads, shape)
                         rate[load, name, label] = r
                         print(f"  {name:20s} {label:8s} {r:8.2f} steps/s", flush=True)
                 if not (a.skip_demo or a.budget_only):
