@@ -153,6 +153,55 @@ def test_nan_steps_are_skipped_and_repeated_faults_stop(tmp_path, monkeypatch):
         train(None, out=tmp_path / "bad", max_steps=60, **QUIET)
 
 
+def test_step_values_are_read_every_n_steps_and_a_fault_is_caught_before_a_save(tmp_path,
+                                                                              monkeypatch):
+    # On a GPU each read of a step's loss and grad norm is a host sync: the GPU's queue drains
+    # and the GPU idles while the host catches up. The loop keeps them on the device and reads
+    # them every READ_EVERY steps (forced here on the CPU), and always before an evaluation or
+    # save acts on them: a NaN step must be reported (and was never applied) by then.
+    T = sys.modules["charwise.training.loop"]
+    real_ce, real_read, real_save = T.F.cross_entropy, T.read_host, T.Trainer.save
+    calls, reads, saves = {"n": 0}, [], []
+
+    def flaky(*a, **kw):
+        if kw.get("reduction") == "none":
+            return real_ce(*a, **kw)
+        calls["n"] += 1
+        out = real_ce(*a, **kw)
+        return out * float("nan") if calls["n"] == 13 else out      # step 12 (0-based)
+
+    def counted(values):
+        reads.append(len(values))
+        return real_read(values)
+
+    def save(self, status):
+        saves.append((self.step, self.faults, len(self.pending)))
+        return real_save(self, status)
+    monkeypatch.setattr(T.F, "cross_entropy", flaky)
+    monkeypatch.setattr(T, "read_host", counted)
+    monkeypatch.setattr(T.Trainer, "save", save)
+    kw = dict(max_steps=40, eval_every=20, precision="fp32", threads=1, device="cpu", **QUIET)
+    train(None, out=tmp_path / "every", **kw)                   # the CPU's default: every step
+    assert reads == [1] * 40
+    reads.clear(), saves.clear()
+    calls["n"] = 0
+    monkeypatch.setattr(T, "read_interval", lambda device, distributed_run: 8)
+    train(None, out=tmp_path / "n8", **kw)
+    assert sum(reads) == 40 and len(reads) <= 40 // 8 + 2          # 8, 16, 20 (eval), 28, 36, 40
+    assert reads == [8, 8, 4, 8, 8, 4]
+    # every save comes after its steps were read, the fault (step 12) counted by the first
+    assert saves and all(pending == 0 for _, _, pending in saves) and saves[0][:2] == (20, 1)
+
+    def lines(run):
+        rows = [json.loads(l, parse_constant=str)                  # NaN as a string: comparable
+                for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in ("t", "time")} for r in rows]
+    assert lines("n8") == lines("every")                 # the same records (timings aside)
+    assert [r["step"] for r in lines("n8") if r.get("event") == "fault"] == [12]
+    a, b = (load_file(tmp_path / run / "last.safetensors") for run in ("every", "n8"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_keep_older_checkpoints(tmp_path):
     train(None, out=tmp_path / "k", max_steps=100, eval_every=20, keep=2, **QUIET)
     kept = sorted(p.name for p in (tmp_path / "k").glob("ckpt-*.safetensors"))

@@ -100,6 +100,16 @@ class TrainResult:
 END_SLACK = 0.1
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
+# Steps between reads of the per-step values (loss, grad norm, whether the step was finite) on
+# a GPU: each read is a device-to-host copy that waits for the GPU's queue to drain, leaving the
+# GPU idle while the host catches up and enqueues the next step. The values stay on the device
+# and are read in one copy every READ_EVERY steps, and always before anything acts on them (an
+# evaluation, a save, a stop). On the CPU a read costs nothing, so every step is read there
+# (and a 5th fault stops the run at once); under torchrun too, where the per-step agreement
+# (`_agree`) reads the device anyway.
+READ_EVERY = 16
+
+# Settings a resumed run may change (its budget and where it runs); the rest are the run's.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_every_epochs",
              "device", "threads", "tensorboard", "keep", "checkpoint_every"}
 
@@ -196,6 +206,9 @@ class Trainer:
         self.eval_seconds, self.score_seconds, self.hooks = 0.0, 0.0, []
         self.eval_group: Any = None          # torchrun: where ranks wait for rank 0's evaluation
         self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
+        # steps taken but not read yet: (step, lr, its (loss, grad norm) on the device)
+        self.pending: list[tuple[int, float, torch.Tensor]] = []
+        self.unmeasured = 0                 # steps since the clock's last mark
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
         if self.source is not None:
@@ -228,6 +241,7 @@ class Trainer:
         bounds.check_training(self.mcfg, self.tcfg.batch_size, self.tcfg.seq_len)
         self._build_model()
         self._thread_policies()
+        self.read_every = read_interval(self.device, dist.enabled)
         if self.prev is not None:
             self._restore()
         # DDP averages the gradients of the ranks' equal shares: the same update as one process.
@@ -479,6 +493,7 @@ class Trainer:
         self.model.train()
         stop_now = False
         out_of_time = self._agree(0.0, stepped=False)[2]
+        staged = None                          # the next step's batch, already on its way
         while True:
             if self.max_steps is not None and self.step >= self.max_steps:
                 break
@@ -488,17 +503,28 @@ class Trainer:
             if stop_now:
                 self.save("interrupted")
                 raise TrainingInterrupted(self.signals.signum, self.out)
-            xb, yb = self._next_window()
+            xb, yb, dev = self._next_window(staged)
             lr = learning_rate(tcfg, self.step, self.frac)
-            loss, gnorm, ok = self.train_step(xb, yb, lr)
+            self.pending.append((self.step + 1, lr, self.train_step(xb, yb, lr, dev)))
             self.step += 1
-            self.loss, stop_now, out_of_time, saving, measuring = self._agree(loss, stepped=True)
-            if not ok:
-                self._fault()
+            # prefetch: the next batch is cut, and copied to a GPU, while this step runs there
+            staged = (self._batch(self.step)
+                      if self.max_steps is None or self.step < self.max_steps else None)
+            rows = self._read() if len(self.pending) >= self.read_every else []
+            loss, stop_now, out_of_time, saving, measuring = self._agree(
+                rows[-1][2] if rows else 0.0, stepped=True, measured=bool(rows))
+            evaluating = bool(self.eval_every) and self.step % self.eval_every == 0
+            if not rows and (evaluating or saving or measuring or out_of_time or stop_now
+                             or staged is None):
+                rows = self._read()            # what comes next acts on these steps: read them
+            if not rows:
                 continue
-            self._emit("on_step", lr, gnorm)
+            if self.dist.enabled:              # the ranks' mean loss (read every step there)
+                rows[-1] = (*rows[-1][:2], loss, rows[-1][3])
+            if not self._report(rows):         # the last step was skipped: nothing else now
+                continue
             paused = False                     # an evaluation, a save or a measurement
-            if self.eval_every and self.step % self.eval_every == 0:
+            if evaluating:
                 self.evaluate()
                 self.save("training")
                 if tcfg.patience is not None and self.since_best >= tcfg.patience:
@@ -530,13 +556,26 @@ class Trainer:
                 "final_evaluation": round(self.score_seconds, 3) if final else None}
         self.save("done")
 
-    def _next_window(self) -> tuple[np.ndarray, np.ndarray]:
-        """The step's (B, T) inputs and targets; restarts the carried state where it is due."""
-        k, epoch = self.step % self.windows, self.step // self.windows
-        ref, n_rows = self.ref, len(self.batches.rows)
+    def _batch(self, step: int) -> tuple[int, np.ndarray, np.ndarray, Any]:
+        """Step `step`'s (B, T) inputs and targets, and (torch engine) their device copies,
+        started non-blocking from pinned memory (to_device)."""
+        xb, yb = self.batches.window(step % self.windows, step // self.windows)
+        dev = None if self.ref is not None else (to_device(xb, self.device), to_device(yb, self.device))
+        return step, xb, yb, dev
+
+    def _next_window(self, staged: tuple | None = None) -> tuple[np.ndarray, np.ndarray, Any]:
+        """The step's inputs, targets and their device copies (`staged` during the previous
+        step if it is this step's); restarts the carried state where it is due."""
+        _, xb, yb, dev = (staged if staged is not None and staged[0] == self.step
+                          else self._batch(self.step))
+        self._restart_state()
+        return xb, yb, dev
+
+    def _restart_state(self) -> None:
+        k, ref, n_rows = self.step % self.windows, self.ref, len(self.batches.rows)
         if self.eval_items is not None:                         # line mode: every item starts cold
             self.state = None
-            return self.batches.window(k, epoch)
+            return
         if k == 0:                                              # a new epoch starts cold
             self.state = self.model.zero_state(n_rows, self.device)
             if ref is not None:
@@ -548,15 +587,16 @@ class Trainer:
                 self.state = tuple(s * mask.to(s.dtype) for s in self.state)
                 if ref is not None and ref.state is not None:
                     ref.state = tuple(s * keep[None, :, None].astype(s.dtype) for s in ref.state)
-        return self.batches.window(k, epoch)
 
-    def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float) -> tuple[float, float, bool]:
-        """One optimizer step on a window; returns (loss, grad norm, ok). A non-finite loss or
-        gradient skips the update and restarts the carried state."""
+    def train_step(self, xb: np.ndarray, yb: np.ndarray, lr: float,
+                   dev: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """One optimizer step on a window (`dev`: its copy on the device, if made already);
+        returns its (loss, grad norm), unread, on the device (`_read` reads them). A non-finite
+        loss or gradient skips the update and restarts the carried state, decided on the device."""
         if self.ref is not None:
             loss = self.ref.step(xb, yb, lr=lr)
-            return loss, self.ref.last_grad_norm, math.isfinite(self.ref.last_grad_norm)
-        x, y = (to_device(a, self.device) for a in (xb, yb))
+            return torch.tensor([loss, self.ref.last_grad_norm], dtype=torch.float64)
+        x, y = dev if dev is not None else (to_device(xb, self.device), to_device(yb, self.device))
         for g in self.opt.param_groups:
             g["lr"] = lr
         # fp32_flags around the backward pass too: cuDNN's RNN backward reads the TF32 setting
@@ -569,25 +609,55 @@ class Trainer:
             loss.backward()
             clip = self.tcfg.grad_clip if self.tcfg.grad_clip > 0 else float("inf")
             gnorm_t = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            # One device-to-host read for both numbers: on a GPU every .item()/float() is a
-            # sync that leaves the GPU idle while the host catches up.
-            loss_v, gnorm = torch.stack([loss.detach().float(), gnorm_t.float()]).tolist()
-            ok = math.isfinite(gnorm)          # a NaN loss makes the (all-reduced) norm NaN too
-            if ok:
+            # a NaN loss makes the (all-reduced) norm NaN too
+            ok = torch.isfinite(gnorm_t)
+            if self.opt.defaults.get("fused"):
+                # Skipped on the device, without reading `ok` (a sync): fused AdamW leaves the
+                # weights, moments and step count untouched where found_inf is 1 (GradScaler's
+                # mechanism; bit-identical to not stepping).
+                self.opt.found_inf = (~ok).float()     # type: ignore[attr-defined]
                 self.opt.step()
-        self.state = (detach_state(new_state) if ok and self.eval_items is None
-                      else self.model.zero_state(len(self.batches.rows), self.device))
-        return loss_v, gnorm, ok
+            elif ok.item():                    # an unfused optimizer cannot skip on the device
+                self.opt.step()
+        if self.eval_items is None:            # a skipped step restarts the carried state
+            self.state = tuple(torch.where(ok, s, 0.0) for s in detach_state(new_state))
+        else:
+            self.state = self.model.zero_state(len(self.batches.rows), self.device)
+        return torch.stack([loss.detach().float(), gnorm_t.float()])
 
-    def _fault(self) -> None:
-        """A numerical fault: the update was skipped (weights unchanged) and the stream state
-        restarted; after repeated faults the run stops, best checkpoint intact."""
-        self.faults += 1
-        self._emit("on_fault")
+    def _read(self) -> list[tuple[int, float, float, float]]:
+        """The pending steps' (step, lr, loss, grad norm), read from the device in one copy."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return []
+        values = read_host(torch.stack([v.to(torch.float64) for _, _, v in pending]))
+        return [(at, lr, loss, gnorm) for (at, lr, _), (loss, gnorm) in zip(pending, values)]
+
+    def _report(self, rows: list[tuple[int, float, float, float]]) -> bool:
+        """The hooks' on_step (or on_fault) for each step read, in order and as of that step
+        (`self.step` is set to it meanwhile); returns whether the last one was finite."""
+        now, ok = self.step, True
+        for at, lr, loss, gnorm in rows:
+            self.step, self.loss, ok = at, loss, math.isfinite(gnorm)
+            if ok:
+                self._emit("on_step", lr, gnorm)
+            else:
+                self.faults += 1
+                self._emit("on_fault")
+            self.step = now
+            if not ok:
+                self._fault(at)
+        return ok
+
+    def _fault(self, at: int) -> None:
+        """After a numerical fault at step `at` (counted; the update was skipped, weights
+        unchanged, and the stream state restarted): after repeated faults the run stops, best
+        checkpoint intact (on a GPU, up to READ_EVERY steps after the fault: none has changed
+        the weights)."""
         if self.faults >= 5:
             self.save("failed")
             raise CharwiseError(f"training diverged: non-finite loss or gradients {self.faults} "
-                                f"times (last at step {self.step - 1}); try a lower --lr")
+                                f"times (last at step {at - 1}); try a lower --lr")
 
     def _emit(self, event: str, *args: Any) -> None:
         for hook in self.hooks:
@@ -610,18 +680,28 @@ class Trainer:
         """How far through its budget the run is, 0..1 (the schedule's position)."""
         return budget_progress(self.step, self.max_steps, self.budget, self.elapsed())
 
-    def _agree(self, loss: float, stepped: bool) -> tuple[float, bool, bool, bool, bool]:
+    def _agree(self, loss: float, stepped: bool,
+               measured: bool = True) -> tuple[float, bool, bool, bool, bool]:
         """The one small collective after each step: the mean loss, whether any rank caught a
         signal, and what rank 0's clock decides -- stop for time, save now, measure the
         evaluation's speed now, and the schedule's position for the next step (`self.frac`).
         Every rank follows rank 0's clock (its own would drift: other start-up times, and only
         rank 0 measures the evaluation), so the replicas apply the same learning rate and stop
-        at the same step. `stepped`: a step ended just now; its time (since the last mark)
-        predicts the next one's."""
+        at the same step. `stepped`: a step ended just now; `measured`: the steps since the last
+        mark are done (their values were read, which waits for the device), so their mean time
+        predicts the next one's. Between reads a GPU's steps are only queued: the host's clock
+        does not see them, and a time budget may end up to READ_EVERY steps late.
+
+        Under torchrun this all-reduce and its read stay per step: the learning rate and the
+        stop must be the same on every rank at every step, and rank 0 decides them from its
+        clock; agreeing every N steps would need a schedule fixed N steps ahead."""
         now = time.perf_counter()
-        if stepped:
-            self.budget.measured_step(now - self.mark)
-        self.mark = now
+        self.unmeasured += stepped
+        if stepped and measured:
+            for _ in range(self.unmeasured):
+                self.budget.measured_step((now - self.mark) / self.unmeasured)
+        if not stepped or measured:            # after a pause: steps not read by then go unmeasured
+            self.unmeasured, self.mark = 0, now
         measure = self.dist.main and self.budget.remeasure_due(self.elapsed())
         loss, caught, up, save, remeasure, self.frac = distributed.agree(
             self.dist, loss, bool(self.signals.caught),
@@ -863,6 +943,17 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def read_interval(device: torch.device, distributed_run: bool) -> int:
+    """Steps between reads of the per-step values (READ_EVERY on one GPU, else every step)."""
+    return READ_EVERY if device.type == "cuda" and not distributed_run else 1
+
+
+def read_host(values: torch.Tensor) -> list:
+    """The one place the loop reads per-step values back to the host (a sync on a GPU: the
+    tests count the calls)."""
+    return values.tolist()
 
 
 def _gather_rng(dist: distributed.Dist, state: torch.Tensor, device: torch.device) -> torch.Tensor:
