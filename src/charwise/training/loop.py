@@ -99,7 +99,6 @@ class TrainResult:
 # the scheduling noise of a busy machine.
 END_SLACK = 0.1
 
-# Settings a resumed run may change (its budget and where it runs); the rest are the run's.
 # Steps between reads of the per-step values (loss, grad norm, whether the step was finite) on
 # a GPU: each read is a device-to-host copy that waits for the GPU's queue to drain, leaving the
 # GPU idle while the host catches up and enqueues the next step. The values stay on the device
