@@ -60,6 +60,9 @@ def test_pick_device(monkeypatch):
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(CharwiseError, match="has 2 CUDA GPU"):
         pick_device("cuda:2")
+    for bad in ("cuda:x", "gpu", "cuda:"):            # an API caller's typo: one line, no ValueError
+        with pytest.raises(CharwiseError, match="choose auto, cpu, cuda or cuda:N"):
+            pick_device(bad)
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])

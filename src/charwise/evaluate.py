@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from .bytevocab import per_char_losses
 from .config import CharwiseError, ModelConfig
 from .model import CharRNN
+from .options import DEVICES
 from .threads import ThreadPolicy, check_threads, policy_for
 
 LN2 = math.log(2)
@@ -28,6 +30,8 @@ LOGITS_BUDGET = 1 << 22        # logit values per evaluation chunk (16 MB in fp3
 def pick_device(name: str) -> torch.device:
     """auto (a CUDA GPU when there is one), cpu, cuda or cuda:N, as a torch device; a GPU that
     is not there is a one-line error here rather than a traceback at the first tensor."""
+    if not re.fullmatch(DEVICES, name):
+        raise CharwiseError(f"--device {name!r}: choose auto, cpu, cuda or cuda:N")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise CharwiseError(f"--device {name} asked for, but no CUDA GPU is available")

@@ -141,6 +141,7 @@ def build(cls, values: dict[str, Any]):
 T = TypeVar("T", bound="Options")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = r"auto|cpu|cuda(:\d+)?"          # what --device accepts (a regular expression)
 MAX_BEAM = 64
 
 
@@ -199,7 +200,7 @@ def threads_opt():
 
 def device_opt(help: str = "where the model runs: cpu, cuda, cuda:N (that GPU), or auto (a CUDA "
                              "GPU when there is one)"):
-    return _f("cpu", help, pattern=r"auto|cpu|cuda(:\d+)?", pattern_text="auto, cpu, cuda or cuda:N")
+    return _f("cpu", help, pattern=DEVICES, pattern_text="auto, cpu, cuda or cuda:N")
 
 
 def precision_opt():
