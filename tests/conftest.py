@@ -3,6 +3,7 @@
     config.py, configfile.py -> test_config.py     data.py -> test_data.py
     prepare.py -> test_prepare.py                   model.py -> test_model.py
     evaluate.py -> test_evaluate.py                 threads.py -> test_threads.py
+    hardware.py -> test_hardware.py
     sample.py -> test_sample.py                     rundir.py -> test_rundir.py
     prime.py, budget.py, progress.py, transfer.py, stops.py, bytevocab.py, generate.py, beam.py,
     lines.py, export.py, webexport.py, notebook.py, info.py -> test_<module>.py
@@ -36,6 +37,16 @@ import torch  # noqa: E402
 # explicit OMP_NUM_THREADS wins (on a machine other processes keep busy, two threads per
 # process run many times slower than one).
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
+
+from charwise import hardware  # noqa: E402
+
+# A test never runs a kernel this CPU lacks (an AVX2 laptop cannot build oneDNN's bf16 LSTM, and
+# its int8 sums saturate): the arithmetic of bf16 and int8 is tested where the CPU has it, and
+# what charwise decides elsewhere is tested with the capability faked (test_hardware.py).
+needs_bf16 = pytest.mark.skipif(not hardware.cpu_has_fast_bf16(),
+                                reason="bf16 arithmetic needs AVX512-BF16 or AMX (not on this CPU or capped)")
+needs_vnni = pytest.mark.skipif(not hardware.cpu_has_exact_int8(),
+                                reason="int8 arithmetic needs AVX-512 VNNI (not on this CPU or capped)")
 
 SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "data", "tinyshakespeare.txt")
 QUIET = dict(progress=False, log=lambda *a: None)

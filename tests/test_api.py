@@ -14,6 +14,7 @@ from charwise import bundled
 from charwise.cli import main
 from charwise.config import CharwiseError
 from charwise.options import AnalyzeOptions, SampleOptions
+from conftest import needs_bf16
 
 
 def cli_error(capsys, argv) -> str:
@@ -129,20 +130,35 @@ def base_copy(tmp_path):
 
 
 def test_scoring_uses_the_precision_the_run_recorded(base_copy, tmp_path, monkeypatch):
+    """auto scores a run in the precision it trained in where this CPU runs that natively."""
     text = tmp_path / "t.txt"
     text.write_text("It was a dark and stormy night; the rain fell in torrents.")
     info = json.loads((base_copy / "run.json").read_text())
     assert info["precision"] == "fp32" and info["model"]["hidden_size"] >= 256
+    net = charwise.load(base_copy).net
     monkeypatch.setattr(EVALUATE, "cpu_has_fast_bf16", lambda: True)
     # 640 units on a CPU with fast bf16: training would pick bf16 here, but the run trained in fp32
-    assert EVALUATE.eval_precision(charwise.load(base_copy).net) == "bf16"
+    assert EVALUATE.eval_precision(net) == "bf16"
+    assert EVALUATE.eval_precision(net, recorded="fp32") == "fp32"
     assert charwise.evaluate(base_copy, text)["precision"] == "fp32"
+    assert EVALUATE.eval_precision(net, recorded="bf16") == "bf16"
+    assert EVALUATE.eval_precision(net, "fp32", recorded="bf16") == "fp32"
+    monkeypatch.setattr(EVALUATE, "cpu_has_fast_bf16", lambda: False)   # bf16 not in hardware here
+    assert EVALUATE.eval_precision(net, recorded="bf16") == "fp32"
+    info["precision"] = "bf16"
+    (base_copy / "run.json").write_text(json.dumps(info))
+    assert charwise.evaluate(base_copy, text)["precision"] == "fp32"
+
+
+@needs_bf16
+def test_a_bf16_run_is_scored_in_bf16_where_the_cpu_has_it(base_copy, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("It was a dark and stormy night; the rain fell in torrents.")
+    info = json.loads((base_copy / "run.json").read_text())
     info["precision"] = "bf16"
     (base_copy / "run.json").write_text(json.dumps(info))
     assert charwise.evaluate(base_copy, text)["precision"] == "bf16"
     assert charwise.evaluate(base_copy, text, precision="fp32")["precision"] == "fp32"
-    monkeypatch.setattr(EVALUATE, "cpu_has_fast_bf16", lambda: False)   # bf16 only emulated here
-    assert charwise.evaluate(base_copy, text)["precision"] == "fp32"
 
 
 def test_training_records_its_resolved_precision(trained_run):

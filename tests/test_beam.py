@@ -137,5 +137,6 @@ def test_beam_on_a_model(cell):
     assert b1.ids.tolist() == g_ids and b1.logprob == pytest.approx(g_lp, rel=1e-6)
     first = beam_search(step, logits, state, 8, 20)
     again = beam_search(step, logits, state, 8, 20)
-    assert first[0].logprob >= g_lp - 1e-9
+    # never worse than greedy, up to float32 rounding (batch-8 and batch-1 products round apart)
+    assert first[0].logprob >= g_lp - 1e-6 * abs(g_lp)
     assert [b.ids.tolist() for b in first] == [b.ids.tolist() for b in again]     # deterministic

@@ -23,6 +23,7 @@ from charwise.evaluate import (
     token_losses,
 )
 from charwise.model import CharRNN
+from conftest import needs_bf16
 
 # The module itself: `charwise.evaluate` is also the API's function, which shadows it as an
 # attribute of the package (`from charwise import evaluate` gives the function).
@@ -71,27 +72,12 @@ def test_auto_precision_on_cpu_is_bf16_only_for_big_models_on_a_fast_cpu(monkeyp
     cpu = torch.device("cpu")
     assert pick_precision("auto", cpu, ModelConfig(hidden_size=255)) == "fp32"
     assert pick_precision("auto", cpu, ModelConfig(hidden_size=256)) == ("bf16" if fast_bf16 else "fp32")
-    for name in ("fp32", "bf16"):                                # an explicit choice is kept
-        assert pick_precision(name, cpu, ModelConfig(hidden_size=1024)) == name
-
-
-def test_cpu_bf16_flags_are_read_from_cpuinfo(monkeypatch):
-    class FakePath:
-        text: str | None = None
-
-        def __init__(self, path):
-            assert path == "/proc/cpuinfo"
-
-        def read_text(self):
-            if FakePath.text is None:
-                raise OSError("no /proc here")
-            return FakePath.text
-
-    monkeypatch.setattr(E, "Path", FakePath)
-    for text, want in (("flags : fpu avx2 amx_bf16", True), ("flags : avx512f avx512_bf16", True),
-                       ("flags : fpu avx2 avx512f", False), (None, False)):
-        FakePath.text = text
-        assert cpu_has_fast_bf16() is want
+    assert pick_precision("fp32", cpu, ModelConfig(hidden_size=1024)) == "fp32"   # an explicit choice is kept
+    if fast_bf16:
+        assert pick_precision("bf16", cpu, ModelConfig(hidden_size=1024)) == "bf16"
+    else:                                   # where bf16 is not in hardware: a sentence, not a traceback
+        with pytest.raises(CharwiseError, match="--precision bf16: this CPU .*use --precision fp32"):
+            pick_precision("bf16", cpu, ModelConfig(hidden_size=64))
 
 
 def test_auto_evaluation_precision_follows_training_rule():
@@ -99,7 +85,12 @@ def test_auto_evaluation_precision_follows_training_rule():
     big = CharRNN(ModelConfig(vocab_size=5, hidden_size=256))
     assert eval_precision(small) == "fp32"              # overhead-bound: bf16 casts only cost
     assert eval_precision(big) == ("bf16" if cpu_has_fast_bf16() else "fp32")
-    assert eval_precision(big, "fp32") == "fp32" and eval_precision(small, "bf16") == "bf16"
+    assert eval_precision(big, "fp32") == "fp32"
+    if cpu_has_fast_bf16():
+        assert eval_precision(small, "bf16") == "bf16"
+    else:
+        with pytest.raises(CharwiseError, match="--precision bf16"):
+            eval_precision(small, "bf16")
 
 
 def test_autocast_is_on_for_bf16_only():
@@ -155,6 +146,7 @@ def test_progress_is_reported_and_the_models_mode_restored():
     assert net.training                                       # scored in eval mode, given back as it was
 
 
+@needs_bf16
 def test_bf16_evaluation_is_close_to_fp32():
     torch.manual_seed(2)
     net = CharRNN(ModelConfig(vocab_size=20, embed_dim=16, hidden_size=320)).eval()

@@ -14,6 +14,15 @@ from charwise.model import CharRNN
 from charwise.quant import Int8Matrix, dequantize_rows, quantize_rows
 from charwise.sample import CharModel, Int8LSTMStep, ModuleStep, NumpyLSTMStep, make_step
 from charwise.samplecheck import greedy_agreement, sample_loss_gap
+from conftest import needs_vnni
+
+# The int8 arithmetic (@needs_vnni) runs only where the CPU has VNNI, the only CPUs int8 is
+# offered on; the decisions around it are tested everywhere with VNNI faked (`vnni`).
+
+
+@pytest.fixture
+def vnni(monkeypatch):
+    monkeypatch.setattr(charwise.hardware, "cpu_has_exact_int8", lambda: True)
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +35,7 @@ def _net(layers=1, cell="lstm", seed=0):
     return CharRNN(ModelConfig(cell=cell, vocab_size=13, embed_dim=6, hidden_size=32, layers=layers)).eval()
 
 
+@needs_vnni
 def test_int8_matrix_is_the_row_quantized_product():
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 96)).astype(np.float32)
@@ -38,6 +48,7 @@ def test_int8_matrix_is_the_row_quantized_product():
     assert np.abs(got - x @ w).max() < 0.03 * np.abs(x @ w).max()
 
 
+@needs_vnni
 @pytest.mark.parametrize("layers", [1, 2])
 def test_int8_step_is_close_to_the_exact_step_but_not_equal(layers):
     net = _net(layers)
@@ -53,6 +64,7 @@ def test_int8_step_is_close_to_the_exact_step_but_not_equal(layers):
     assert 0 < max(diffs) < 0.05
 
 
+@needs_vnni
 def test_precision_picks_the_step_and_reuses_the_int8_one():
     net = _net()
     assert type(make_step(net, 1)) is NumpyLSTMStep
@@ -67,6 +79,7 @@ def test_precision_picks_the_step_and_reuses_the_int8_one():
         not np.array_equal(again.mm_hh[0].scale, step.mm_hh[0].scale)
 
 
+@needs_vnni
 def test_generate_uses_int8_only_when_asked(monkeypatch):
     net = _net()
     m = CharModel(net, Vocab(tuple("abcdefghijklm")))
@@ -87,23 +100,25 @@ def test_generate_uses_int8_only_when_asked(monkeypatch):
     (dict(precision="bf16"), "--precision must be one of fp32, int8"),
     (dict(precision="int8", fast=False), "fast step"),
 ])
-def test_bad_precision(kw, match):
+def test_bad_precision(kw, match, vnni):
     m = CharModel(_net(), Vocab(tuple("abcdefghijklm")))
     with pytest.raises(CharwiseError, match=match):
         m.generate("abc", 5, **kw)
 
 
-def test_int8_refuses_a_gru():
+def test_int8_refuses_a_gru(vnni):
     m = CharModel(_net(cell="gru"), Vocab(tuple("abcdefghijklm")))
     with pytest.raises(CharwiseError, match="LSTMs only"):
         m.generate("abc", 5, precision="int8")
 
 
+@needs_vnni
 @pytest.mark.parametrize("prime", ["The night", "ROMEO:", "It was"])
 def test_base_greedy_text_is_identical_for_200_characters(base, prime):
     assert greedy_agreement(base, prime, 220) >= 200
 
 
+@needs_vnni
 def test_base_sample_loss_moves_by_at_most_0005(base):
     r = sample_loss_gap(base, "The night", n=200, streams=8, seed=0)
     assert abs(r["expected_gap"]) <= 0.005
@@ -111,6 +126,7 @@ def test_base_sample_loss_moves_by_at_most_0005(base):
     assert abs(r["gap"]) < 0.02 + 3 * r["stderr"] and r["int8"] < 2.5
 
 
+@needs_vnni
 def test_cli_int8_greedy_matches_fp32(capsys):
     args = ["sample", "base", "--prime", "ROMEO:", "-n", "200", "--temperature", "0"]
     assert main(args) == 0
@@ -129,7 +145,7 @@ def test_cli_bad_precision(capsys, extra, match):
     assert o == "" and e.count("\n") == 1 and match in e and "Traceback" not in e
 
 
-def test_cli_without_the_int8_kernel_prints_nothing(capsys, monkeypatch):
+def test_cli_without_the_int8_kernel_prints_nothing(capsys, monkeypatch, vnni):
     import charwise.sample as sample_mod
 
     def no_kernel(self, w):

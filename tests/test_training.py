@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from charwise.config import CharwiseError, resolve
 from charwise.training import learning_rate, train
+from conftest import needs_bf16
 
 QUIET = dict(progress=False, log=lambda *a: None)
 
@@ -51,6 +52,7 @@ def test_resume_is_bit_identical(tmp_path):
     assert [json.loads(l).get("loss") for l in ha] == [json.loads(l).get("loss") for l in hb]
 
 
+@needs_bf16
 def test_bf16_training_still_learns(tmp_path):
     res = train(None, out=tmp_path / "bf", precision="bf16", max_steps=150, eval_every=150, **QUIET)
     assert res.history[-1]["val_loss"] < 1.5

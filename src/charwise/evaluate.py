@@ -8,7 +8,6 @@ import math
 import re
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from .bytevocab import per_char_losses
 from .config import CharwiseError, ModelConfig
+from .hardware import cpu_has_fast_bf16, why_no_bf16
 from .model import CharRNN
 from .options import DEVICES
 from .threads import ThreadPolicy, check_threads, policy_for
@@ -43,15 +43,6 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """AMX (Sapphire Rapids and later) or AVX512-BF16: bf16 matmuls beat fp32 on this CPU."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def cuda_bf16_native() -> bool:
     """A GPU with bf16 arithmetic in hardware (compute capability 8.0, Ampere, and later).
     `torch.cuda.is_bf16_supported()` also counts emulation (a V100 or T4 "supports" bf16 by
@@ -65,6 +56,9 @@ def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
             raise CharwiseError("--precision bf16: this GPU has no bf16 arithmetic (compute "
                                 "capability below 8.0; torch would emulate it, slower than fp32); "
                                 "use --precision fp32")
+        if name == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+            raise CharwiseError(f"--precision bf16: {why_no_bf16()}; use --precision fp32 "
+                                "(or auto)")
         return name
     if device.type == "cuda":
         return "bf16" if cuda_bf16_native() else "fp32"

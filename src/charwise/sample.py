@@ -24,6 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from . import hardware
 from .beam import beam_search, check_beam
 from .bounds import check_inference, expected_shapes
 from .bundled import sha256_file
@@ -275,6 +276,8 @@ def check_precision(precision: str, net: CharRNN | None = None, fast: bool = Tru
     """A sampling precision this model can use, or a one-line error."""
     if precision not in PRECISIONS:
         raise CharwiseError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and not hardware.cpu_has_exact_int8():
+        raise CharwiseError(f"--precision int8: {hardware.why_no_int8()}; use --precision fp32")
     if precision == "int8" and net is not None:
         if net.cfg.cell != "lstm" or not fast:
             raise CharwiseError(f"--precision int8 samples LSTMs only (this run's cell is {net.cfg.cell})"

@@ -236,6 +236,9 @@ class Trainer:
             raise CharwiseError("distributed training needs --engine torch")
         if not dist.main:
             self.log = lambda *a: None                           # rank 0 speaks
+        # device and precision before any file is written: a CPU without bf16 refuses here
+        self.device = distributed.device_for(dist, pick_device(self.tcfg.device))
+        self.precision = pick_precision(self.tcfg.precision, self.device, self.mcfg)
         self._load_data()
         bounds.check_training(self.mcfg, self.tcfg.batch_size, self.tcfg.seq_len)
         self._build_model()
@@ -388,10 +391,8 @@ class Trainer:
             self.step_threads = policy_for(self.tcfg.threads or 1, max_threads=cpus)
 
     def _build_model(self) -> None:
-        """Device, precision, seeds, model, optimizer (or the NumPy engine) and run.json's info."""
+        """Seeds, model, optimizer (or the NumPy engine) and run.json's info."""
         tcfg, mcfg, data = self.tcfg, self.mcfg, self.data
-        self.device = distributed.device_for(self.dist, pick_device(tcfg.device))
-        self.precision = pick_precision(tcfg.precision, self.device, mcfg)
         torch.manual_seed(tcfg.seed)
         random.seed(tcfg.seed)
         self.np_rng = np.random.default_rng(tcfg.seed)
