@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test bench clean screenshot
+.PHONY: install demo test test-laptop bench clean screenshot
 
 install: $(VENV)/.installed
 
@@ -28,11 +28,25 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/charwise demo --out runs/demo
 
-# lint and import order (ruff), types of the core modules (mypy), then the tests
+# The tests whose decisions depend on the CPU (precision, int8, kernels, sampling, the CLI and
+# API end to end), run again as a plain laptop would run them: whatever this machine is, torch's
+# and oneDNN's kernels are capped to AVX2 (no AVX-512, no bf16, no VNNI; charwise/hardware.py
+# reads the same caps) on one thread. About a minute on 2 cores.
+LAPTOP = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OMP_NUM_THREADS=1
+LAPTOP_TESTS = tests/test_hardware.py tests/test_evaluate.py tests/test_sample_int8.py \
+	tests/test_gpu_paths.py tests/test_beam.py tests/test_model.py tests/test_sample.py \
+	tests/test_api.py tests/test_cli.py
+
+# lint and import order (ruff), types of the core modules (mypy), the tests, then the tests
+# that depend on the CPU again under the AVX2 caps
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory test-laptop
+
+test-laptop: install
+	$(LAPTOP) $(PY) -m pytest $(LAPTOP_TESTS)
 
 # Refresh the README's picture of `charwise serve` (docs/playground.png) through the browser
 # test; needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver).
