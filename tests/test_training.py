@@ -93,7 +93,7 @@ def test_patience_stops_early(tmp_path):
 
 def test_short_text_reduces_streams(tmp_path, text_file):
     p = text_file("abcdefghij" * 12)                        # 120 chars: one stream of 40 fits 2x
-    res = train(p, out=tmp_path / "s", max_steps=5, val_fraction=0.0, **QUIET)
+    res = train(p, out=tmp_path / "s", preset="spec", max_steps=5, val_fraction=0.0, **QUIET)
     info = json.loads((tmp_path / "s" / "run.json").read_text())
     assert info["train"]["batch_size"] == 2 and res.steps == 5
 
@@ -136,15 +136,6 @@ def test_numpy_engine_trains_like_the_torch_engine(tmp_path):
 def test_numpy_engine_refuses_dropout(tmp_path):
     with pytest.raises(CharwiseError, match="dropout"):
         train(None, out=tmp_path / "d", engine="numpy", dropout=0.1, max_steps=2, **QUIET)
-
-
-def test_auto_preset_follows_corpus_size(tmp_path):
-    from charwise.config import auto_preset
-    small, big = tmp_path / "s.txt", tmp_path / "b.txt"
-    small.write_text("x" * 1000)
-    big.write_text("y" * 150_000)
-    assert auto_preset(None) == "spec" and auto_preset(small) == "spec"
-    assert auto_preset(big) == "small" and auto_preset(tmp_path) == "small"
 
 
 def test_a_given_budget_replaces_the_presets_budget():

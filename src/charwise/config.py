@@ -159,18 +159,6 @@ class TrainRun:
     quiet: bool = _f(False, "no progress bar")
 
 
-def auto_preset(corpus) -> str:
-    """The preset `auto` stands for: the spec's model for small texts (the bundled corpus),
-    the tuned `small` recipe for anything of 100 kB and more (a prepared corpus included)."""
-    if corpus is None:
-        return "spec"
-    try:
-        big = os.path.isdir(corpus) or os.path.getsize(corpus) >= AUTO_SMALL_BYTES
-    except OSError:
-        return "spec"                           # the corpus check reports the real problem
-    return "small" if big else "spec"
-
-
 def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
     """Preset, then explicit overrides (None means "not given"), split into the two configs."""
     if preset is not None and preset not in PRESETS:

@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__, bounds, rundir, transfer
+from .. import __version__, bounds, recipe, rundir, transfer
 from ..budget import TimeBudget, resume_note, time_sample
 from ..budget import progress as budget_progress
 from ..bundled import sha256_file
 from ..bytevocab import ByteVocab
 from ..config import (
+    BUDGETS,
     INIT_FROM_AND_RESUME,
+    PRESETS,
     CharwiseError,
     ModelConfig,
     TrainConfig,
-    auto_preset,
     build,
     check_value,
     resolve,
@@ -193,6 +194,13 @@ class Trainer:
             raise CharwiseError(INIT_FROM_AND_RESUME)
         self.prev = read_run(self.out) if resume else None
         self.corpus = corpus
+        self.given = {k: v for k, v in overrides.items() if v is not None}
+        # preset auto: the text decides first (recipe.py): fine-tune base, or which scratch recipe
+        self.auto = None
+        if preset == "auto" and init_from is None and not resume:
+            self.auto = recipe.plan(corpus, overrides, overrides.get("encoding") or "utf-8")
+            if self.auto.kind == "finetune":
+                init_from = "base"
         # what a new run starts from (read before anything is written)
         self.source = transfer.read_source(init_from) if init_from is not None else None
         self.mcfg, self.tcfg = self._settings(preset, overrides)
@@ -211,14 +219,19 @@ class Trainer:
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
         if self.source is not None:
-            _, tcfg = resolve("finetune" if preset == "auto" else preset,
-                              **transfer.training_overrides(overrides))
+            train_overrides = transfer.training_overrides(overrides)
+            if self.auto is not None and not train_overrides.keys() & BUDGETS:
+                # auto's budget is the same whichever start it chose
+                train_overrides["max_time"] = PRESETS["small"]["max_time"]
+            _, tcfg = resolve("finetune" if preset == "auto" else preset, **train_overrides)
             return transfer.model_config(self.source, overrides), tcfg
         if self.prev is None:
             if preset == "finetune":
                 raise CharwiseError("--preset finetune is for --init-from SOURCE (the model's shape "
                                     "comes from SOURCE); give --init-from base or a run directory")
-            return resolve(auto_preset(self.corpus) if preset == "auto" else preset, **overrides)
+            if self.auto is not None:
+                preset, overrides = recipe.settings(self.auto, overrides)
+            return resolve(preset, **overrides)
         mcfg, stored = build(ModelConfig, self.prev["model"]), build(TrainConfig, self.prev["train"])
         _check_resume_settings(self.out, mcfg, stored, overrides)
         budget = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
@@ -240,6 +253,7 @@ class Trainer:
         self.device = distributed.device_for(dist, pick_device(self.tcfg.device))
         self.precision = pick_precision(self.tcfg.precision, self.device, self.mcfg)
         self._load_data()
+        self._size_to_machine()
         bounds.check_training(self.mcfg, self.tcfg.batch_size, self.tcfg.seq_len)
         self._build_model()
         self._thread_policies()
@@ -267,6 +281,22 @@ class Trainer:
                       self.signals]
         self.mark = time.perf_counter()                 # the end of the last step (or pause)
         self.last_save = self.elapsed()                 # when the last checkpoint was written
+
+    def _size_to_machine(self) -> None:
+        """preset auto from scratch on a text of 100 kB and more, on this CPU, with a time
+        budget: the width that suits this machine's measured speed and the budget (recipe.py)."""
+        auto, tcfg = self.auto, self.tcfg
+        if (auto is None or auto.kind != "sized" or not tcfg.max_time or self.dist.enabled
+                or self.device.type != "cpu" or tcfg.engine != "torch"
+                or self.given.keys() & set(recipe.SHAPE_FLAGS)):
+            return
+        pick = lambda cfg: pick_precision(tcfg.precision, self.device, cfg)
+        recipe.size_to_machine(auto, tcfg.max_time, self.mcfg, tcfg.batch_size, tcfg.seq_len,
+                               pick, self.device, tcfg.threads)
+        self.mcfg = replace(self.mcfg, hidden_size=auto.hidden_size)
+        if "lr" not in self.given:
+            self.tcfg = replace(tcfg, lr=auto.lr)
+        self.precision = pick(self.mcfg)
 
     def _start_budget(self) -> None:
         """With a time budget the final evaluation must fit in it: its cost is measured (a
@@ -429,7 +459,10 @@ class Trainer:
             self.info["init_from"] = self.prev["init_from"]
         if self.eval_items is not None:
             self.info["items"] = self.items_meta
-        self.spent = 0.0
+        if self.auto is not None:
+            self.info["auto"] = self.auto.record()
+        # auto's speed probes ran inside the budget
+        self.spent = self.auto.probe_seconds if self.auto is not None else 0.0
 
     def _restore(self) -> None:
         # last.safetensors is the one source of truth for a resume: run.json may be a write behind.
@@ -452,6 +485,8 @@ class Trainer:
 
     def _announce(self) -> None:
         m = self.mcfg
+        if self.auto is not None:
+            self.log(recipe.header(self.auto, self.tcfg.max_time))
         self.log(f"charwise {__version__}: {m.cell.upper()} {m.layers}x{m.hidden_size}, "
                  f"{self.model.num_parameters:,} parameters, vocabulary {len(self.data.vocab)}, "
                  f"{len(self.train_tok):,} train / {len(self.val_tok):,} val chars, "

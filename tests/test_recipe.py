@@ -1,0 +1,128 @@
+"""recipe.py: what --preset auto trains, from the text, the machine's measured speed and the
+budget. The decisions are tested with made-up speeds (no timing in a test); two short runs
+check that a run records and announces what auto chose."""
+import json
+
+import pytest
+import torch
+
+from charwise import recipe
+from charwise.config import ModelConfig
+from charwise.training import train
+
+QUIET = dict(progress=False, log=lambda *a: None)
+ENGLISH = "It is a truth universally acknowledged, that a single man in possession of a good fortune.\n"
+GREEK = "Ἐν ἀρχῇ ἦν ὁ λόγος, καὶ ὁ λόγος ἦν πρὸς τὸν θεόν, καὶ θεὸς ἦν ὁ λόγος.\n"
+
+
+def test_the_text_decides_first(tmp_path):
+    english, greek, big_greek = tmp_path / "en.txt", tmp_path / "el.txt", tmp_path / "big.txt"
+    english.write_text(ENGLISH * 20)
+    greek.write_text(GREEK * 20)
+    big_greek.write_text(GREEK * 2000)                           # >= 100 kB
+    assert recipe.plan(None, {}).kind == "chapter"
+    fine = recipe.plan(english, {})
+    assert fine.kind == "finetune" and fine.coverage == 1.0 and "--preset small" in fine.why
+    small = recipe.plan(greek, {})
+    assert small.kind == "small-text" and small.coverage < recipe.BASE_COVERAGE
+    assert recipe.plan(big_greek, {}).kind == "sized" and recipe.plan(tmp_path, {}).kind == "sized"
+    # flags that fix another shape or vocabulary mean from scratch, and say why
+    for flags, why in ((dict(hidden_size=256), "--hidden-size given"), (dict(line_mode=True), "line mode"),
+                       (dict(vocab="bytes"), "--vocab bytes")):
+        choice = recipe.plan(english, flags)
+        assert choice.kind == "small-text" and choice.why.startswith(why) and choice.coverage is None
+
+
+def test_a_small_text_from_scratch_keeps_a_validation_split():
+    small = recipe.AutoChoice("small-text", "")
+    assert recipe.settings(small, {}) == ("spec", {"val_fraction": 0.1})
+    assert recipe.settings(small, {"val_fraction": 0.0}) == ("spec", {"val_fraction": 0.0})
+    assert recipe.settings(recipe.AutoChoice("chapter", ""), {}) == ("spec", {})   # the chapter's way
+    assert recipe.settings(recipe.AutoChoice("sized", ""), {"lr": 1e-3}) == ("small", {"lr": 1e-3})
+
+
+def test_learning_rate_follows_the_searches_best():
+    assert recipe.lr_for(640) == 0.007
+    assert recipe.lr_for(448) == pytest.approx(9e-3, rel=0.03)
+    assert recipe.lr_for(256) == pytest.approx(1.4e-2, rel=0.03)
+
+
+def fake_speeds(monkeypatch, speeds):
+    """train_speed returns made-up chars/s per width (and per thread count); records calls."""
+    calls = []
+
+    def speed(cfg, batch, seq, precision, device):
+        calls.append((cfg.hidden_size, torch.get_num_threads()))
+        s = speeds[cfg.hidden_size]
+        return s(torch.get_num_threads()) if callable(s) else s
+    monkeypatch.setattr(recipe, "train_speed", speed)
+    return calls
+
+
+def chars_for(steps, budget):
+    """The speed at which a width takes `steps` in `budget`."""
+    return steps * 16 * 64 / (budget * recipe.TRAIN_SHARE)
+
+
+@pytest.mark.parametrize("budget", [60, 180, 600])
+def test_the_widest_width_that_takes_enough_steps_wins(monkeypatch, budget):
+    target = recipe.TARGET_STEPS
+    # each width twice as slow as the one before it; 384 is the last fast enough
+    speeds = {w: chars_for(target * 1.01 * 2 ** (4 - i), budget) for i, w in enumerate(sorted(recipe.WIDTHS))}
+    calls = fake_speeds(monkeypatch, speeds)
+    monkeypatch.setattr(recipe, "usable_cpus", lambda: 1)
+    c = recipe.size_to_machine(recipe.AutoChoice("sized", ""), budget, ModelConfig(vocab_size=65), 16, 64,
+                               lambda cfg: "fp32", torch.device("cpu"))
+    assert (c.hidden_size, c.lr) == (384, recipe.lr_for(384))
+    assert [w for w, _ in calls] == [128, 192, 256, 320, 384, 448]    # narrowest first, stops at 448
+    assert c.expected_steps == pytest.approx(1.01 * target, rel=0.01)
+    assert "1x384" in recipe.header(c, budget) and f"{budget} s" in recipe.header(c, budget)
+
+
+def test_a_slow_machine_gets_the_narrowest_and_a_fast_one_the_widest(monkeypatch):
+    fake_speeds(monkeypatch, {w: 1.0 for w in recipe.WIDTHS})
+    monkeypatch.setattr(recipe, "usable_cpus", lambda: 1)
+    args = (ModelConfig(vocab_size=65), 16, 64, lambda cfg: "fp32", torch.device("cpu"))
+    assert recipe.size_to_machine(recipe.AutoChoice("sized", ""), 180, *args).hidden_size == 128
+    fake_speeds(monkeypatch, {w: 1e9 for w in recipe.WIDTHS})
+    assert recipe.size_to_machine(recipe.AutoChoice("sized", ""), 180, *args).hidden_size == 640
+
+
+def test_speed_is_the_better_of_one_and_all_threads(monkeypatch):
+    """As the step's thread policy: on a busy machine all threads can be far slower than one."""
+    before = torch.get_num_threads()
+    fast_alone = {w: (lambda n: 1e9 if n == 1 else 1.0) for w in recipe.WIDTHS}
+    calls = fake_speeds(monkeypatch, fast_alone)
+    monkeypatch.setattr(recipe, "usable_cpus", lambda: 2)
+    c = recipe.size_to_machine(recipe.AutoChoice("sized", ""), 180, ModelConfig(vocab_size=65), 16, 64,
+                               lambda cfg: "fp32", torch.device("cpu"))
+    assert c.hidden_size == 640 and {n for _, n in calls} == {1, 2}
+    assert torch.get_num_threads() == before                       # given back
+
+
+def test_a_sized_run_records_and_announces_the_choice(tmp_path, monkeypatch):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(GREEK * 1500)
+    fake_speeds(monkeypatch, {w: chars_for(recipe.TARGET_STEPS, 3) * (2 if w <= 192 else 0.5)
+                              for w in recipe.WIDTHS})
+    lines = []
+    res = train(corpus, out=tmp_path / "r", max_time=3, threads=1, progress=False, log=lines.append)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["auto"]["kind"] == "sized" and info["auto"]["hidden_size"] == 192
+    assert info["model"]["hidden_size"] == 192 and info["train"]["lr"] == recipe.lr_for(192)
+    assert set(info["auto"]["chars_per_s"]) == {"128", "192", "256"}
+    assert lines[0].startswith("auto: LSTM 1x192") and res.steps > 0
+
+
+def test_auto_fine_tunes_base_on_a_text_it_can_read(tmp_path):
+    corpus = tmp_path / "en.txt"
+    corpus.write_text(ENGLISH * 50)
+    lines = []
+    train(corpus, out=tmp_path / "r", max_steps=2, threads=1, progress=False, log=lines.append)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["auto"]["kind"] == "finetune" and info["init_from"]["name"] == "base"
+    assert lines[0].startswith("auto: 100.0% of the text's characters are in base's vocabulary")
+    assert "init-from = \"base\"" in (tmp_path / "r" / "config.toml").read_text()   # reruns the same
+    scratch = tmp_path / "s"
+    train(corpus, out=scratch, preset="small", hidden_size=32, max_steps=2, threads=1, **QUIET)
+    assert "auto" not in json.loads((scratch / "run.json").read_text())
