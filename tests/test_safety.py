@@ -434,3 +434,41 @@ def test_large_vocabulary_logits_are_computed_in_bounded_pieces():
     vocab = Vocab(tuple(chr(0x4E00 + i) for i in range(V)))
     logits, _ = CharModel(net.eval(), vocab, {}).prime("".join(vocab.chars[:3000]))
     assert logits.shape == (1, V) and max(seen) <= budget
+
+
+# ---- round 3: nothing overwritten
+
+AN = ["-n", "5", "--neuron-chars", "50", "--temperatures", "1", "--threads", "1", "--precision", "fp32"]
+
+
+def snapshot(d):
+    """Every file under `d` (hidden ones too) with its bytes."""
+    return {p.relative_to(d): p.read_bytes() for p in sorted(Path(d).rglob("*")) if p.is_file()}
+
+
+def test_onnx_export_to_an_existing_default_is_refused_like_web(tiny_run, tmp_path, capsys, monkeypatch):
+    run, _ = tiny_run
+    for fmt, default in (("onnx", run / "model.onnx"), ("web", run / "model.html")):
+        default.write_bytes(b"an earlier export")
+        code, _, err = run_cli(capsys, "export", run, "--format", fmt)
+        one_line_error(code, err, f"{default}: exists; use --force")
+        assert default.read_bytes() == b"an earlier export"
+    monkeypatch.chdir(tmp_path)                             # `export base` writes ./base.onnx
+    (tmp_path / "base.onnx").write_bytes(b"mine")
+    code, _, err = run_cli(capsys, "export", "base", "--format", "onnx")
+    one_line_error(code, err, "base.onnx: exists; use --force")
+    assert (tmp_path / "base.onnx").read_bytes() == b"mine"
+
+
+def test_no_output_lands_in_another_runs_directory_even_with_force(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    other = copy_run(run, tmp_path / "other")
+    before = snapshot(other)
+    for argv in (["export", run, "--format", "web", "--out", other / "model.safetensors"],
+                 ["export", run, "--format", "onnx", "--out", other / "new.onnx"],
+                 ["export", run, "--format", "web", "--out", other / "cache" / "x.html"],
+                 ["plot", run, "--out", other / "curve.png"]):
+        code, _, err = run_cli(capsys, *argv, "--force")
+        one_line_error(code, err, f"lies in the run directory {other.resolve()}", "--force or not")
+    assert snapshot(other) == before
+    assert run_cli(capsys, "plot", run, "--out", run / "mine.png")[0] == 0     # its own run: fine
