@@ -446,6 +446,29 @@ def snapshot(d):
     return {p.relative_to(d): p.read_bytes() for p in sorted(Path(d).rglob("*")) if p.is_file()}
 
 
+def test_analyze_replaces_an_earlier_analysis_only_with_force(tiny_run, tmp_path, capsys, monkeypatch):
+    import charwise
+    run, _ = tiny_run
+    out = tmp_path / "an"
+    assert run_cli(capsys, "analyze", run, "--out", out, *AN)[0] == 0
+    (out / "report.html").write_text("my notes")
+    before = snapshot(out)
+    code, _, err = run_cli(capsys, "analyze", run, "--out", out, *AN)
+    one_line_error(code, err, "exists; use --force")
+    with pytest.raises(charwise.CharwiseError) as e:       # the API: the same refusal
+        charwise.analyze(run, out=out, n=5, log=lambda *a: None)
+    assert err == f"charwise: error: {e.value}\n"
+    assert snapshot(out) == before
+    assert run_cli(capsys, "analyze", run, "--out", out, *AN, "--force")[0] == 0
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    monkeypatch.chdir(tmp_path)                             # `analyze base` writes ./base-analysis
+    (tmp_path / "base-analysis").mkdir()
+    (tmp_path / "base-analysis" / "analysis.json").write_text("mine")
+    code, _, err = run_cli(capsys, "analyze", "base", *AN)
+    one_line_error(code, err, "base-analysis/analysis.json: exists; use --force")
+    assert (tmp_path / "base-analysis" / "analysis.json").read_text() == "mine"
+
+
 def test_onnx_export_to_an_existing_default_is_refused_like_web(tiny_run, tmp_path, capsys, monkeypatch):
     run, _ = tiny_run
     for fmt, default in (("onnx", run / "model.onnx"), ("web", run / "model.html")):
@@ -467,7 +490,9 @@ def test_no_output_lands_in_another_runs_directory_even_with_force(tiny_run, tmp
     for argv in (["export", run, "--format", "web", "--out", other / "model.safetensors"],
                  ["export", run, "--format", "onnx", "--out", other / "new.onnx"],
                  ["export", run, "--format", "web", "--out", other / "cache" / "x.html"],
-                 ["plot", run, "--out", other / "curve.png"]):
+                 ["plot", run, "--out", other / "curve.png"],
+                 ["analyze", run, "--out", other, *AN],
+                 ["analyze", run, "--out", other / "analysis", *AN]):
         code, _, err = run_cli(capsys, *argv, "--force")
         one_line_error(code, err, f"lies in the run directory {other.resolve()}", "--force or not")
     assert snapshot(other) == before
