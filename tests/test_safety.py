@@ -497,3 +497,32 @@ def test_no_output_lands_in_another_runs_directory_even_with_force(tiny_run, tmp
         one_line_error(code, err, f"lies in the run directory {other.resolve()}", "--force or not")
     assert snapshot(other) == before
     assert run_cli(capsys, "plot", run, "--out", run / "mine.png")[0] == 0     # its own run: fine
+
+
+def test_init_from_the_run_it_would_replace_is_refused(tiny_run, tmp_path, capsys):
+    run, corpus = tiny_run
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    before = snapshot(run)
+    for source, out in ((run, run), (link, run), (run, f"{run}/")):
+        code, _, err = run_cli(capsys, "train", corpus, "--init-from", source, "--out", out,
+                               "--force", "--max-steps", "2", *TINY)
+        one_line_error(code, err, f"--init-from {source} is --out", "choose another --out")
+    assert snapshot(run) == before
+
+
+def test_a_refused_train_leaves_the_lock_file_alone(tiny_run, tmp_path, capsys):
+    import charwise
+    run, corpus = tiny_run
+    (run / ".lock").write_text("12345\n")             # the last holder's PID
+    code, _, err = run_cli(capsys, "train", corpus, "--out", run, "--max-steps", "2", *TINY)
+    one_line_error(code, err, "not empty")
+    with pytest.raises(charwise.CharwiseError, match="not empty"):
+        charwise.train(corpus, out=run, max_steps=2, **QUIET)
+    assert (run / ".lock").read_text() == "12345\n"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "train", corpus, "--out", mine, *TINY)
+    one_line_error(code, err, "not empty")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]      # no .lock left in it

@@ -286,7 +286,7 @@ def _serve_parser(sub) -> None:
 
 def cmd_train(a) -> int:
     from .config import merge_cli
-    from .rundir import check_run_dir
+    from .rundir import check_run_dir, check_run_start
     from .runlock import lock_run
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
@@ -295,6 +295,7 @@ def cmd_train(a) -> int:
     out = kw.get("out") or "runs/latest"
     if a.resume:
         check_run_dir(out)                  # a missing run is reported, not created
+    check_run_start(out, a.resume, kw["force"], kw.get("corpus"), kw.get("init_from"))
     # the run directory's lock first, before torch is imported: a second writer learns at once
     lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None
     try:
