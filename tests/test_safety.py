@@ -483,6 +483,18 @@ def test_onnx_export_to_an_existing_default_is_refused_like_web(tiny_run, tmp_pa
     assert (tmp_path / "base.onnx").read_bytes() == b"mine"
 
 
+def test_demo_replaces_an_existing_run_only_with_force(tiny_run, capsys):
+    from charwise.api import demo
+    from charwise.config import CharwiseError
+    run, _ = tiny_run
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "demo", "--out", run)
+    one_line_error(code, err, f"{run}: directory exists and is not empty", "--force")
+    with pytest.raises(CharwiseError, match="not empty"):
+        demo(run, log=lambda *a: None)
+    assert snapshot(run) == before
+
+
 def test_no_output_lands_in_another_runs_directory_even_with_force(tiny_run, tmp_path, capsys):
     run, _ = tiny_run
     other = copy_run(run, tmp_path / "other")

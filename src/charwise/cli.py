@@ -212,6 +212,7 @@ def _eval_parser(sub) -> None:
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
     p.add_argument("--out", default="runs/demo", help="where to write the run and pictures (default: runs/demo)")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
 
 
 def _gradcheck_parser(sub) -> None:
@@ -345,7 +346,7 @@ def cmd_eval(a) -> int:
 
 def cmd_demo(a) -> int:
     from .api import demo
-    demo(a.out)
+    demo(a.out, force=a.force)
     return 0
 
 
