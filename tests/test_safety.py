@@ -495,6 +495,16 @@ def test_demo_replaces_an_existing_run_only_with_force(tiny_run, capsys):
     assert snapshot(run) == before
 
 
+def test_a_config_file_cannot_carry_force(tiny_run, tmp_path, capsys):
+    run, corpus = tiny_run
+    before = snapshot(run)
+    evil = tmp_path / "evil.toml"
+    evil.write_text(f'corpus = "{corpus.name}"\nout = "{run.name}"\nforce = true\nmax-steps = 2\n')
+    code, _, err = run_cli(capsys, "train", "--config", evil, *TINY)
+    one_line_error(code, err, str(evil), "'force' is not allowed in a config file")
+    assert snapshot(run) == before
+
+
 def test_no_output_lands_in_another_runs_directory_even_with_force(tiny_run, tmp_path, capsys):
     run, _ = tiny_run
     other = copy_run(run, tmp_path / "other")
