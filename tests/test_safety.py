@@ -533,6 +533,23 @@ def test_init_from_the_run_it_would_replace_is_refused(tiny_run, tmp_path, capsy
     assert snapshot(run) == before
 
 
+def test_prepare_waits_for_no_one_writing_the_run(tiny_run, tmp_path, capsys):
+    run, corpus = tiny_run
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from charwise.runlock import lock_run; "
+         "lock_run(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", str(run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(run)
+        code, _, err = run_cli(capsys, "prepare", corpus, "--out", run, "--force")
+        one_line_error(code, err, f"in use by process {holder.pid}")
+        assert snapshot(run) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+
+
 def test_a_refused_train_leaves_the_lock_file_alone(tiny_run, tmp_path, capsys):
     import charwise
     run, corpus = tiny_run
@@ -548,3 +565,44 @@ def test_a_refused_train_leaves_the_lock_file_alone(tiny_run, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", corpus, "--out", mine, *TINY)
     one_line_error(code, err, "not empty")
     assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]      # no .lock left in it
+
+
+def test_paths_that_are_not_utf8_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = os.fsdecode(b"bad\xffname.txt")                  # what argv holds for those bytes
+    Path(bad).write_text(TEXT_A)
+    Path("good.txt").write_text(TEXT_A)
+    for argv in (["train", bad, "--out", "r"], ["train", "good.txt", "--out", os.fsdecode(b"r\xff")]):
+        code, _, err = run_cli(capsys, *argv, "--max-steps", "2", *TINY)
+        one_line_error(code, err, "is not valid UTF-8", "bad\\xffname.txt" if bad in argv else "r\\xff")
+    Path("docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text(TEXT_A)
+    os.rename(bad, os.path.join("docs", bad))
+    code, _, err = run_cli(capsys, "prepare", "docs", "--out", "p")
+    one_line_error(code, err, "is not valid UTF-8")
+    assert sorted(os.listdir(tmp_path)) == ["docs", "good.txt"]         # nothing half made
+    code, _, err = run_cli(capsys, "train", "good.txt", "--out", "r", "--max-steps", "2", *TINY)
+    assert code == 0, err                                  # and the next attempt is not refused
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])          # tokens.bin, then prepared.json
+def test_prepare_on_a_full_disk_leaves_nothing_behind(tmp_path, capsys, monkeypatch, failing_write):
+    import errno
+    corpus = tmp_path / "a.txt"
+    corpus.write_text(TEXT_A)
+    real, calls = os.fsync, []
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == failing_write:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run_cli(capsys, "prepare", corpus, "--out", tmp_path / "p")
+    one_line_error(code, err, "disk full")
+    assert not (tmp_path / "p").exists()
+    (tmp_path / "q").mkdir()                               # a directory the user made stays, empty
+    calls.clear()
+    code, _, err = run_cli(capsys, "prepare", corpus, "--out", tmp_path / "q")
+    one_line_error(code, err, "disk full")
+    assert list((tmp_path / "q").iterdir()) == []
