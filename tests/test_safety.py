@@ -585,6 +585,31 @@ def test_paths_that_are_not_utf8_are_refused_before_anything_is_written(tmp_path
     assert code == 0, err                                  # and the next attempt is not refused
 
 
+def test_a_corpus_changed_while_it_is_read_is_refused_and_never_cached(tmp_path, capsys, monkeypatch):
+    from charwise import data
+    corpus = tmp_path / "a.txt"
+    corpus.write_text(TEXT_A)
+    monkeypatch.setattr(data, "CHUNK_BYTES", 64)
+    real, calls = data.iter_text_chunks, []
+
+    def edited_during_the_vocabulary_pass(path, *a, **k):
+        calls.append(path)
+        for i, text in enumerate(real(path, *a, **k)):
+            if len(calls) == 1 and i == 1:               # new characters where pass 1 has been
+                corpus.write_text("ZQX! " * 12 + TEXT_A)
+            yield text
+    monkeypatch.setattr(data, "iter_text_chunks", edited_during_the_vocabulary_pass)
+    code, _, err = run_cli(capsys, "train", corpus, "--out", tmp_path / "r", "--max-steps", "2", *TINY)
+    one_line_error(code, err, str(corpus), "changed while it was read")
+    assert not (tmp_path / "r").exists()                   # no cache, no half-made run to refuse
+    calls.clear()
+    corpus.write_text(TEXT_A)
+    cache = tmp_path / "cache"
+    with pytest.raises(data.CharwiseError, match="changed while it was read"):
+        data.prepare_corpus(corpus, cache_dir=cache)
+    assert not cache.exists() or not any(cache.iterdir())   # no tokens with ids off the vocabulary
+
+
 @pytest.mark.parametrize("failing_write", [1, 2])          # tokens.bin, then prepared.json
 def test_prepare_on_a_full_disk_leaves_nothing_behind(tmp_path, capsys, monkeypatch, failing_write):
     import errno

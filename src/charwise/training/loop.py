@@ -292,8 +292,13 @@ class Trainer:
             _corpus_bytes(self.corpus) * distributed.ENCODE_SECONDS_PER_BYTE))
         if dist.main:
             _prepare_out(out, self.resume, self.force)
-            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding,
-                                       vocab_kind=tcfg.vocab)
+            try:
+                self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE,
+                                           encoding=tcfg.encoding, vocab_kind=tcfg.vocab)
+            except BaseException:
+                if self.prev is None:            # a refused new run leaves nothing behind
+                    shutil.rmtree(out / CACHE, ignore_errors=True)
+                raise
             hint = line_mode_hint(self.corpus, tcfg.encoding) if self.prev is None else None
             if hint:
                 self.log(hint)
