@@ -434,3 +434,200 @@ def test_large_vocabulary_logits_are_computed_in_bounded_pieces():
     vocab = Vocab(tuple(chr(0x4E00 + i) for i in range(V)))
     logits, _ = CharModel(net.eval(), vocab, {}).prime("".join(vocab.chars[:3000]))
     assert logits.shape == (1, V) and max(seen) <= budget
+
+
+# ---- round 3: nothing overwritten
+
+AN = ["-n", "5", "--neuron-chars", "50", "--temperatures", "1", "--threads", "1", "--precision", "fp32"]
+
+
+def snapshot(d):
+    """Every file under `d` (hidden ones too) with its bytes."""
+    return {p.relative_to(d): p.read_bytes() for p in sorted(Path(d).rglob("*")) if p.is_file()}
+
+
+def test_analyze_replaces_an_earlier_analysis_only_with_force(tiny_run, tmp_path, capsys, monkeypatch):
+    import charwise
+    run, _ = tiny_run
+    out = tmp_path / "an"
+    assert run_cli(capsys, "analyze", run, "--out", out, *AN)[0] == 0
+    (out / "report.html").write_text("my notes")
+    before = snapshot(out)
+    code, _, err = run_cli(capsys, "analyze", run, "--out", out, *AN)
+    one_line_error(code, err, "exists; use --force")
+    with pytest.raises(charwise.CharwiseError) as e:       # the API: the same refusal
+        charwise.analyze(run, out=out, n=5, log=lambda *a: None)
+    assert err == f"charwise: error: {e.value}\n"
+    assert snapshot(out) == before
+    assert run_cli(capsys, "analyze", run, "--out", out, *AN, "--force")[0] == 0
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    monkeypatch.chdir(tmp_path)                             # `analyze base` writes ./base-analysis
+    (tmp_path / "base-analysis").mkdir()
+    (tmp_path / "base-analysis" / "analysis.json").write_text("mine")
+    code, _, err = run_cli(capsys, "analyze", "base", *AN)
+    one_line_error(code, err, "base-analysis/analysis.json: exists; use --force")
+    assert (tmp_path / "base-analysis" / "analysis.json").read_text() == "mine"
+
+
+def test_onnx_export_to_an_existing_default_is_refused_like_web(tiny_run, tmp_path, capsys, monkeypatch):
+    run, _ = tiny_run
+    for fmt, default in (("onnx", run / "model.onnx"), ("web", run / "model.html")):
+        default.write_bytes(b"an earlier export")
+        code, _, err = run_cli(capsys, "export", run, "--format", fmt)
+        one_line_error(code, err, f"{default}: exists; use --force")
+        assert default.read_bytes() == b"an earlier export"
+    monkeypatch.chdir(tmp_path)                             # `export base` writes ./base.onnx
+    (tmp_path / "base.onnx").write_bytes(b"mine")
+    code, _, err = run_cli(capsys, "export", "base", "--format", "onnx")
+    one_line_error(code, err, "base.onnx: exists; use --force")
+    assert (tmp_path / "base.onnx").read_bytes() == b"mine"
+
+
+def test_demo_replaces_an_existing_run_only_with_force(tiny_run, capsys):
+    from charwise.api import demo
+    from charwise.config import CharwiseError
+    run, _ = tiny_run
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "demo", "--out", run)
+    one_line_error(code, err, f"{run}: directory exists and is not empty", "--force")
+    with pytest.raises(CharwiseError, match="not empty"):
+        demo(run, log=lambda *a: None)
+    assert snapshot(run) == before
+
+
+def test_a_config_file_cannot_carry_force(tiny_run, tmp_path, capsys):
+    run, corpus = tiny_run
+    before = snapshot(run)
+    evil = tmp_path / "evil.toml"
+    evil.write_text(f'corpus = "{corpus.name}"\nout = "{run.name}"\nforce = true\nmax-steps = 2\n')
+    code, _, err = run_cli(capsys, "train", "--config", evil, *TINY)
+    one_line_error(code, err, str(evil), "'force' is not allowed in a config file")
+    assert snapshot(run) == before
+
+
+def test_no_output_lands_in_another_runs_directory_even_with_force(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
+    other = copy_run(run, tmp_path / "other")
+    before = snapshot(other)
+    for argv in (["export", run, "--format", "web", "--out", other / "model.safetensors"],
+                 ["export", run, "--format", "onnx", "--out", other / "new.onnx"],
+                 ["export", run, "--format", "web", "--out", other / "cache" / "x.html"],
+                 ["plot", run, "--out", other / "curve.png"],
+                 ["analyze", run, "--out", other, *AN],
+                 ["analyze", run, "--out", other / "analysis", *AN]):
+        code, _, err = run_cli(capsys, *argv, "--force")
+        one_line_error(code, err, f"lies in the run directory {other.resolve()}", "--force or not")
+    assert snapshot(other) == before
+    assert run_cli(capsys, "plot", run, "--out", run / "mine.png")[0] == 0     # its own run: fine
+
+
+def test_init_from_the_run_it_would_replace_is_refused(tiny_run, tmp_path, capsys):
+    run, corpus = tiny_run
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    before = snapshot(run)
+    for source, out in ((run, run), (link, run), (run, f"{run}/")):
+        code, _, err = run_cli(capsys, "train", corpus, "--init-from", source, "--out", out,
+                               "--force", "--max-steps", "2", *TINY)
+        one_line_error(code, err, f"--init-from {source} is --out", "choose another --out")
+    assert snapshot(run) == before
+
+
+def test_prepare_waits_for_no_one_writing_the_run(tiny_run, tmp_path, capsys):
+    run, corpus = tiny_run
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from charwise.runlock import lock_run; "
+         "lock_run(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", str(run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(run)
+        code, _, err = run_cli(capsys, "prepare", corpus, "--out", run, "--force")
+        one_line_error(code, err, f"in use by process {holder.pid}")
+        assert snapshot(run) == before
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+
+
+def test_a_refused_train_leaves_the_lock_file_alone(tiny_run, tmp_path, capsys):
+    import charwise
+    run, corpus = tiny_run
+    (run / ".lock").write_text("12345\n")             # the last holder's PID
+    code, _, err = run_cli(capsys, "train", corpus, "--out", run, "--max-steps", "2", *TINY)
+    one_line_error(code, err, "not empty")
+    with pytest.raises(charwise.CharwiseError, match="not empty"):
+        charwise.train(corpus, out=run, max_steps=2, **QUIET)
+    assert (run / ".lock").read_text() == "12345\n"
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "train", corpus, "--out", mine, *TINY)
+    one_line_error(code, err, "not empty")
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]      # no .lock left in it
+
+
+def test_paths_that_are_not_utf8_are_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    bad = os.fsdecode(b"bad\xffname.txt")                  # what argv holds for those bytes
+    Path(bad).write_text(TEXT_A)
+    Path("good.txt").write_text(TEXT_A)
+    for argv in (["train", bad, "--out", "r"], ["train", "good.txt", "--out", os.fsdecode(b"r\xff")]):
+        code, _, err = run_cli(capsys, *argv, "--max-steps", "2", *TINY)
+        one_line_error(code, err, "is not valid UTF-8", "bad\\xffname.txt" if bad in argv else "r\\xff")
+    Path("docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text(TEXT_A)
+    os.rename(bad, os.path.join("docs", bad))
+    code, _, err = run_cli(capsys, "prepare", "docs", "--out", "p")
+    one_line_error(code, err, "is not valid UTF-8")
+    assert sorted(os.listdir(tmp_path)) == ["docs", "good.txt"]         # nothing half made
+    code, _, err = run_cli(capsys, "train", "good.txt", "--out", "r", "--max-steps", "2", *TINY)
+    assert code == 0, err                                  # and the next attempt is not refused
+
+
+def test_a_corpus_changed_while_it_is_read_is_refused_and_never_cached(tmp_path, capsys, monkeypatch):
+    from charwise import data
+    corpus = tmp_path / "a.txt"
+    corpus.write_text(TEXT_A)
+    monkeypatch.setattr(data, "CHUNK_BYTES", 64)
+    real, calls = data.iter_text_chunks, []
+
+    def edited_during_the_vocabulary_pass(path, *a, **k):
+        calls.append(path)
+        for i, text in enumerate(real(path, *a, **k)):
+            if len(calls) == 1 and i == 1:               # new characters where pass 1 has been
+                corpus.write_text("ZQX! " * 12 + TEXT_A)
+            yield text
+    monkeypatch.setattr(data, "iter_text_chunks", edited_during_the_vocabulary_pass)
+    code, _, err = run_cli(capsys, "train", corpus, "--out", tmp_path / "r", "--max-steps", "2", *TINY)
+    one_line_error(code, err, str(corpus), "changed while it was read")
+    assert not (tmp_path / "r").exists()                   # no cache, no half-made run to refuse
+    calls.clear()
+    corpus.write_text(TEXT_A)
+    cache = tmp_path / "cache"
+    with pytest.raises(data.CharwiseError, match="changed while it was read"):
+        data.prepare_corpus(corpus, cache_dir=cache)
+    assert not cache.exists() or not any(cache.iterdir())   # no tokens with ids off the vocabulary
+
+
+@pytest.mark.parametrize("failing_write", [1, 2])          # tokens.bin, then prepared.json
+def test_prepare_on_a_full_disk_leaves_nothing_behind(tmp_path, capsys, monkeypatch, failing_write):
+    import errno
+    corpus = tmp_path / "a.txt"
+    corpus.write_text(TEXT_A)
+    real, calls = os.fsync, []
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == failing_write:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run_cli(capsys, "prepare", corpus, "--out", tmp_path / "p")
+    one_line_error(code, err, "disk full")
+    assert not (tmp_path / "p").exists()
+    (tmp_path / "q").mkdir()                               # a directory the user made stays, empty
+    calls.clear()
+    code, _, err = run_cli(capsys, "prepare", corpus, "--out", tmp_path / "q")
+    one_line_error(code, err, "disk full")
+    assert list((tmp_path / "q").iterdir()) == []

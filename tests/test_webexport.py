@@ -116,7 +116,7 @@ def test_cli_web_export_and_loss_check(small_run, tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(small_run), "--format", "web", "--quantize", "fp16"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already exists (use --force" in err
+    assert err.count("\n") == 1 and "exists; use --force" in err
     assert page.read_bytes() == before
     assert main(["export", str(small_run), "--format", "web", "--quantize", "fp16", "--force"]) == 0
     assert page.read_bytes() != before
@@ -141,7 +141,7 @@ def test_bad_input_is_one_line_and_writes_nothing(small_run, tmp_path, capsys):
     out.write_text("keep me")
     assert main(["export", str(small_run), "--format", "web", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "already exists" in err and out.read_text() == "keep me"
+    assert err.count("\n") == 1 and "exists; use --force" in err and out.read_text() == "keep me"
     # A damaged run: weights cut short, and a broken run.json.
     import shutil
     bad = tmp_path / "bad"

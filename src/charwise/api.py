@@ -18,7 +18,6 @@ import io
 import math
 import sys
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 from .config import CharwiseError
@@ -32,7 +31,7 @@ from .inspect.plots import heatmap_chart, per_char_chart, plot, training_curve  
 from .inspect.report import analyze  # noqa: F401  (re-exported: charwise.analyze)
 from .options import EvalOptions, SampleOptions
 from .prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
-from .rundir import CURVE
+from .rundir import CURVE, check_run_start
 from .sample import check_sampling_args, load
 from .samplecmd import sample_command
 from .serve import serve  # noqa: F401  (re-exported: charwise.serve)
@@ -94,15 +93,15 @@ def evaluate(run_dir, textfile, options: EvalOptions | None = None, **kw: Any) -
     return res
 
 
-def demo(out="runs/demo", log=print) -> dict:
+def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     """The chapter's pipeline on the bundled corpus: train the spec model, print its parameter
     count and samples primed with "Mr Bennet" at temperatures 0.5, 1.0 and 1.5, and save the
     training curve, the per-character loss chart (Stage 3, one stateful pass) and a heatmap of
     the hidden state over "Mr Bennet replied that he had not." (extension 3). Returns the
-    paths and numbers."""
+    paths and numbers. A run already in `out` is replaced only with `force`."""
     t0 = time.perf_counter()
-    out = Path(out)
-    result = train(None, out=out, preset="spec", force=True, progress=False, log=log)
+    out = check_run_start(out, force=force, hint="use --force to replace it")
+    result = train(None, out=out, preset="spec", force=force, progress=False, log=log)
     model = load(out)
     cfg = model.net.cfg
     emb = model.net.embed.weight.numel()

@@ -212,6 +212,7 @@ def _eval_parser(sub) -> None:
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="the chapter's pipeline end to end on the bundled corpus")
     p.add_argument("--out", default="runs/demo", help="where to write the run and pictures (default: runs/demo)")
+    p.add_argument("--force", action="store_true", help="replace an existing run in --out")
 
 
 def _gradcheck_parser(sub) -> None:
@@ -286,7 +287,7 @@ def _serve_parser(sub) -> None:
 
 def cmd_train(a) -> int:
     from .config import merge_cli
-    from .rundir import check_run_dir
+    from .rundir import check_run_dir, check_run_start
     from .runlock import lock_run
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
@@ -295,6 +296,7 @@ def cmd_train(a) -> int:
     out = kw.get("out") or "runs/latest"
     if a.resume:
         check_run_dir(out)                  # a missing run is reported, not created
+    check_run_start(out, a.resume, kw["force"], kw.get("corpus"), kw.get("init_from"))
     # the run directory's lock first, before torch is imported: a second writer learns at once
     lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None
     try:
@@ -344,7 +346,7 @@ def cmd_eval(a) -> int:
 
 def cmd_demo(a) -> int:
     from .api import demo
-    demo(a.out)
+    demo(a.out, force=a.force)
     return 0
 
 

@@ -7,7 +7,8 @@ the dataclasses, applied before any explicit flag. The other subcommands' option
 the same way in options.py.
 
 A config file is flat TOML whose keys are exactly the `train` flags: every setting below plus
-corpus, out, preset, force, quiet and init-from (TrainRun). Keys are written with dashes like
+corpus, out, preset, quiet and init-from (TrainRun; not resume or force, which replace or
+continue a run and must be typed on the command line). Keys are written with dashes like
 the flags; the Python names with underscores are accepted too. Relative paths are taken from
 the file's own directory. Flags given on the command line override it. Every run directory gets
 RUN_DIR/config.toml (rundir.write_run_config): the fully resolved settings with preset = "none",
@@ -138,7 +139,7 @@ NO_PRESET = "none"
 @dataclass(frozen=True)
 class TrainRun:
     """train's flags that say which run rather than how to train it (config-file keys too,
-    except resume and config)."""
+    except resume, force and config)."""
     corpus: str | None = _f(None, "UTF-8 text file, or a directory made by charwise prepare",
                             shown="the bundled corpus", positional="?")
     config: str | None = _f(None, "read settings from a TOML file whose keys are these flags "
@@ -194,6 +195,7 @@ def _shown(v: Any) -> str:
 MAX_CONFIG_BYTES = 1 << 20
 # TrainRun's keys a file may hold; the others make no sense in a file, with the reason.
 _REFUSED = {"resume": "pass --resume on the command line (a resumed run keeps its own settings)",
+            "force": "pass --force on the command line (a file never replaces a run by itself)",
             "config": "config files do not include other config files"}
 _PATHS = ("corpus", "out", "init_from")
 
@@ -300,7 +302,7 @@ def merge_cli(args) -> dict[str, Any]:
         kw["preset"] = None if args.preset == NO_PRESET else args.preset
     elif "preset" not in kw:
         kw["preset"] = None if args.resume else "auto"
-    kw["force"] = bool(args.force or kw.get("force", False))
+    kw["force"] = bool(args.force)          # typed here only: a config file cannot carry it
     if args.quiet:
         kw["progress"] = False
     return kw

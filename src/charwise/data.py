@@ -9,6 +9,7 @@ file is re-encoded and an unchanged one is not.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import os
 import stat
@@ -169,8 +170,10 @@ def check_text_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int | None = None):
-    """Decoded text of `path` in chunks; BOM stripped; bad bytes reported with their offset."""
+def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int | None = None,
+                     hasher: Any = None):
+    """Decoded text of `path` in chunks; BOM stripped; bad bytes reported with their offset.
+    `hasher` (a hashlib object) is fed the bytes as they are read."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES     # looked up now, not at import: tests shrink it
     try:
         decoder = codecs.getincrementaldecoder(encoding)("strict")
@@ -181,6 +184,8 @@ def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int | Non
         while True:
             raw = f.read(chunk_bytes)
             final = len(raw) < chunk_bytes
+            if hasher is not None:
+                hasher.update(raw)
             try:
                 text = decoder.decode(raw, final=final)
             except UnicodeDecodeError as e:
@@ -254,7 +259,8 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
     vocab_kind="bytes", its UTF-8 bytes (byte_corpus).
 
     With `cache_dir`, the tokens are stored there as `<sha256>.tokens` + `<sha256>.json` and
-    memory-mapped; a later call with an unchanged file reuses them.
+    memory-mapped; a later call with an unchanged file reuses them. A file that changes while
+    it is read is a CharwiseError, and nothing of it is cached.
     """
     if vocab_kind == "bytes":
         return byte_corpus(path, encoding)
@@ -277,29 +283,43 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
                         return Corpus(vocab, tokens, str(p), digest)
             except (ValueError, KeyError, CharwiseError):
                 pass                                    # a damaged cache is rebuilt below
-    # Pass 1: vocabulary from the code points of every chunk.
+    # Pass 1: vocabulary from the code points of every chunk; pass 2: encode chunk by chunk,
+    # straight to the output (a file when caching). Each pass hashes the bytes it reads, and
+    # both must be the bytes `digest` names: a file edited while it is read is refused, never
+    # encoded with a vocabulary it does not match, never cached.
+    hasher = hashlib.sha256()
     seen: set[int] = set()
-    for text in iter_text_chunks(p, encoding):
+    for text in iter_text_chunks(p, encoding, hasher=hasher):
         seen.update(np.unique(_codepoints(text)).tolist())
+    _read_as_hashed(p, hasher, digest)
     if not seen:
         raise CharwiseError(f"{p}: holds no text")
     vocab = Vocab(tuple(chr(c) for c in sorted(seen)))
-    lut = vocab._lut().astype(vocab.dtype)
-    # Pass 2: encode chunk by chunk, straight to the output (a file when caching).
+    lut = np.zeros(0x110000, dtype=vocab.dtype)      # every code point: no index out of range
+    lut[sorted(seen)] = np.arange(len(seen))
+    hasher = hashlib.sha256()
     if cache_dir is None:
-        parts = [lut[_codepoints(t)] for t in iter_text_chunks(p, encoding)]
+        parts = [lut[_codepoints(t)] for t in iter_text_chunks(p, encoding, hasher=hasher)]
+        _read_as_hashed(p, hasher, digest)
         return Corpus(vocab, np.concatenate(parts), str(p), digest)
     cache.mkdir(parents=True, exist_ok=True)
     length = 0
     with atomic_writer(tok_path) as out:
-        for text in iter_text_chunks(p, encoding):
+        for text in iter_text_chunks(p, encoding, hasher=hasher):
             ids = lut[_codepoints(text)]
             out.write(ids.tobytes())
             length += len(ids)
+        _read_as_hashed(p, hasher, digest)             # inside: a mismatch keeps no file
     atomic_write_json(meta_path, {"source": str(p), "sha256": digest, "encoding": encoding,
                                   "chars": list(vocab.chars), "dtype": vocab.dtype.name,
                                   "length": length})
     return Corpus(vocab, np.memmap(tok_path, dtype=vocab.dtype, mode="r"), str(p), digest)
+
+
+def _read_as_hashed(path: Path, hasher: Any, digest: str) -> None:
+    if hasher.hexdigest() != digest:
+        raise CharwiseError(f"{path}: changed while it was read (its sha256 differs between "
+                            "passes); run again once it is no longer being written")
 
 
 def token_counts(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> np.ndarray:

@@ -76,20 +76,18 @@ def _require(module: str, extra: str = "onnx") -> None:
 
 def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quantize: str = "none",
                 textfile=None, max_loss_increase: float | None = None, force: bool = False) -> dict:
-    """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx, which is replaced). An
-    existing `out` is replaced only with `force`, and never when it is not a regular file or is
-    one of the run's own files. When onnxruntime is installed and `check` is set, run 64 steps
-    through both and report the largest logit gap. quantize fp16/int8 (onnxquant.py): the loss
-    of the quantized graph on the run's validation split (or `textfile`) is compared with the
-    original's; beyond max_loss_increase nothing is written."""
+    """Write RUN_DIR's step graph to `out` (default RUN_DIR/model.onnx). An existing `out` (the
+    default too) is replaced only with `force`, and never when it is not a regular file, is one
+    of the run's own files or lies in another run's directory. When onnxruntime is installed and
+    `check` is set, run 64 steps through both and report the largest logit gap. quantize
+    fp16/int8 (onnxquant.py): the loss of the quantized graph on the run's validation split (or
+    `textfile`) is compared with the original's; beyond max_loss_increase nothing is written."""
     check_quantize(quantize)
-    check_run_dir(run_dir)
-    if out is not None:
-        out = check_out_path(out, force, protect=run_dir)
-    else:
+    run = check_run_dir(run_dir)
+    if out is None:
         # a bundled model's default goes to the working directory, never into the package
-        default = Path(f"{run_dir}.onnx") if bundled.is_bundled(run_dir) else Path(run_dir) / "model.onnx"
-        out = check_out_path(default, force=True)
+        out = Path(f"{run_dir}.onnx") if bundled.is_bundled(run_dir) else run / "model.onnx"
+    out = check_out_path(out, force, protect=run)
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
     model = load(run_dir, which=which)

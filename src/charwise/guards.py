@@ -2,8 +2,12 @@
 
     check_finite       weights with NaN/Inf are refused on load
     check_json_depth   JSON nested deeper than any charwise file (RecursionError otherwise)
-    check_out_path     an --out that would replace a user's file, a run's own file, or
-                       something that is not a regular file (a device, a FIFO, a link)
+    check_out_path     an --out that would replace a user's file, a run's own file, anything
+                       inside another run's directory, or something that is not a regular
+                       file (a device, a FIFO, a link)
+    check_own_run      an output inside a run directory other than the one being read
+    check_utf8_path    a path whose name is not valid UTF-8 (JSON and safetensors cannot hold it)
+    run_holding        the run directory (a run.json beside it or above) that a path lies in
     clean_orphans      temporary files (.NAME.*.tmp) left behind by a killed write
 
 Torch-free except `check_finite`, which only touches the tensors it is given.
@@ -15,6 +19,7 @@ import stat
 import time
 from pathlib import Path
 
+from .bundled import RUN_JSON
 from .config import CharwiseError
 
 MAX_JSON_DEPTH = 64                 # run.json is 4 deep; this is for foreign or tampered files
@@ -60,13 +65,50 @@ def check_json_depth(path, text: str, limit: int = MAX_JSON_DEPTH) -> None:
         raise CharwiseError(f"{path}: JSON nested more than {limit} levels deep; not a charwise file")
 
 
+def check_utf8_path(path: str | os.PathLike) -> Path:
+    """`path`, or a one-line refusal when its name (or its absolute form: the working
+    directory's name counts too) is not valid UTF-8. Such names are legal on Linux, but a run
+    records its paths in JSON and opens its weights through safetensors, which take text only:
+    refused before anything is written, rather than a run that crashes half made or can never be
+    loaded."""
+    text = os.fsdecode(os.fspath(path))
+    try:
+        os.path.abspath(text).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise CharwiseError(f"{shown}: the path is not valid UTF-8; charwise records paths as text "
+                            "and cannot use it (rename it, or the directory it is in)") from None
+    return Path(text)
+
+
+def run_holding(path: str | os.PathLike) -> Path | None:
+    """The nearest directory holding a run.json among the directories `path` lies in (its
+    parent, then theirs), symbolic links resolved; None when there is none."""
+    for d in (Path(path).parent.resolve(), *Path(path).parent.resolve().parents):
+        if (d / RUN_JSON).is_file():
+            return d
+    return None
+
+
+def check_own_run(path: str | os.PathLike, protect: str | os.PathLike | None) -> Path | None:
+    """Refuse an output `path` that lies in a run directory other than `protect` (the run a
+    command reads), --force or not: another run's weights, records and analyses are not a
+    command's to replace. Returns the run directory `path` lies in (None: none)."""
+    owner = run_holding(path)
+    if owner is not None and (protect is None or owner != Path(protect).resolve()):
+        raise CharwiseError(f"{path}: lies in the run directory {owner} (it holds {RUN_JSON}); "
+                            "refusing to write there (--force or not)")
+    return owner
+
+
 def check_out_path(path: str | os.PathLike, force: bool = False,
                    protect: str | os.PathLike | None = None) -> Path:
     """An output path that may be written: its directory exists; nothing is there yet, or a
-    regular file and `force` is given. Never a run's own file (in `protect`, a run directory),
-    and never anything that is not a regular file (device, FIFO, socket, symbolic link,
-    directory), --force or not. Writers then go through a temp file + rename."""
-    p = Path(path)
+    regular file and `force` is given. Never inside a run directory other than `protect` (the
+    run being read), never one of `protect`'s own files, and never anything that is not a
+    regular file (device, FIFO, socket, symbolic link, directory), --force or not. Writers then
+    go through a temp file + rename."""
+    p = check_utf8_path(path)
     try:
         st = os.lstat(p)
     except FileNotFoundError:
@@ -79,8 +121,9 @@ def check_out_path(path: str | os.PathLike, force: bool = False,
         if not stat.S_ISREG(st.st_mode):
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             raise CharwiseError(f"{p}: is {kind}; refusing to replace it (--force or not)")
-        if protect is not None and p.name in RUN_FILES and \
-                p.resolve().parent == Path(protect).resolve():
+    owner = check_own_run(p, protect)
+    if st is not None:
+        if owner is not None and p.name in RUN_FILES and p.resolve().parent == owner:
             raise CharwiseError(f"{p}: is one of the run's own files; refusing to replace it")
         if not force:
             raise CharwiseError(f"{p}: exists; use --force to replace it")

@@ -289,6 +289,8 @@ class AnalyzeOptions(Options):
     precision: str = precision_opt()
     threads: int | None = threads_opt()
     device: str = device_opt()
+    force: bool = _f(False, "replace an earlier analysis's files in --out (never another run's "
+                     "files or a non-regular file)")
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,10 @@ from .bundled import sha256_file
 from .config import CharwiseError
 from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
 from .data import PREPARED_VERSION as FORMAT_VERSION
+from .guards import check_utf8_path
 from .options import PrepareOptions
-from .rundir import atomic_write_json, atomic_writer, read_json
+from .rundir import atomic_write_json, atomic_writer, check_run_start, read_json
+from .runlock import RunLock
 
 _MAX_CP = 0x110000              # every code point (and surrogate) is below this
 
@@ -102,6 +104,7 @@ def collect_sources(inputs, out: Path | None = None) -> list[Source]:
         else:
             files = [data.check_text_file(item)]     # missing, empty, not regular: said here
         for p in files:
+            check_utf8_path(p)                      # prepared.json records each source's path
             if not os.access(p, os.R_OK):
                 raise CharwiseError(f"{p}: permission denied")
             st = p.stat()
@@ -119,13 +122,7 @@ def _check_out(inputs, out, force: bool) -> Path:
     if not inputs or not out:
         raise CharwiseError("prepare needs input files or directories and --out DIR "
                             "(or --verify DIR)")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CharwiseError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise CharwiseError(f"{out}: directory exists and is not empty (use --force to replace "
-                            "a prepared corpus there)")
-    return out
+    return check_run_start(out, force=force, hint="use --force to replace a prepared corpus there")
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -133,18 +130,34 @@ def _check_out(inputs, out, force: bool) -> Path:
 def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
     """Join and encode `inputs` (text files and directories) into the directory `out`; returns
     prepared.json's content plus timings. Options: PrepareOptions (separator: the text itself,
-    encoding, force), or its fields as keyword arguments."""
+    encoding, force), or its fields as keyword arguments. `out`'s run lock is held while it is
+    written (no `charwise train` writes there meanwhile, nor another prepare); on a failure
+    (a full disk, a source changed) the files and the directory this call created go again."""
     o = PrepareOptions.make(options, **kw)
-    separator, encoding = o.separator, o.encoding
     t0 = time.perf_counter()
     out = _check_out(inputs, out, o.force)
     sources = collect_sources(inputs, out)
-    chunk = data.CHUNK_BYTES                   # read at call time: tests shrink it
+    with RunLock(out):
+        _check_out(inputs, out, o.force)           # again, now that no one else writes there
+        made = [p for p in (out / TOKENS, out / META) if not p.exists()]
+        try:
+            meta = _encode(out, sources, o.separator, o.encoding)
+        except BaseException:
+            for p in made:
+                p.unlink(missing_ok=True)
+            raise                                  # the lock's release removes a dir it made
+    seconds = time.perf_counter() - t0
+    size = sum(s["bytes"] for s in meta["sources"])
+    return {**meta, "out": str(out), "bytes": size, "seconds": seconds}
 
-    # Pass 1: which code points occur (a 1.1M-entry mask: a scatter per chunk, no sorting),
-    # and how many characters each document has, for the separator rule below.
-    # The files' SHA-256 run on a second thread meanwhile (hashlib lets go of the GIL).
+
+def _vocabulary(sources: list[Source], separator: str, encoding: str) -> tuple[list[Source], np.ndarray]:
+    """Pass 1: (the documents, the code points of the corpus). Which code points occur (a
+    1.1M-entry mask: a scatter per chunk, no sorting), and how many characters each document
+    has, for the separator rule below. The files' SHA-256 run on a second thread meanwhile
+    (hashlib lets go of the GIL)."""
     seen = np.zeros(_MAX_CP, dtype=bool)
+    chunk = data.CHUNK_BYTES                   # read at call time: tests shrink it
     with ThreadPoolExecutor(1) as pool:
         shas = [pool.submit(sha256_file, s.path) for s in sources]
         for s in sources:
@@ -158,9 +171,15 @@ def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
         raise CharwiseError("the inputs hold no text")
     # The separator goes *between* documents only, so its characters join the vocabulary
     # only when it is written: the vocabulary is always exactly sorted(set(corpus text)).
+    if len(docs) > 1:
+        seen[_cps(separator)] = True
+    return docs, np.flatnonzero(seen)
+
+
+def _encode(out: Path, sources: list[Source], separator: str, encoding: str) -> dict:
+    """Both passes; writes tokens.bin, then prepared.json, and returns prepared.json's content."""
+    docs, cps = _vocabulary(sources, separator, encoding)
     sep = _cps(separator) if len(docs) > 1 else np.zeros(0, np.uint32)
-    seen[sep] = True
-    cps = np.flatnonzero(seen)
     try:
         dtype = data.token_dtype(len(cps))
     except CharwiseError:
@@ -171,10 +190,8 @@ def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
     # edited between the passes is caught by _unchanged instead.
     lut = np.zeros(_MAX_CP, dtype=dtype)
     lut[cps] = np.arange(len(cps))
-
     # Pass 2: encode chunk by chunk straight into tokens.bin. prepared.json goes first when
     # replacing and is written last: its presence marks a complete, consistent pair.
-    out.mkdir(parents=True, exist_ok=True)
     (out / META).unlink(missing_ok=True)
     length = 0
     tokens_hash = hashlib.sha256()             # of tokens.bin as written: `prepare --verify`
@@ -184,7 +201,7 @@ def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
                 f.write(lut[sep])
                 tokens_hash.update(lut[sep])
                 length += len(sep)
-            for text in data.iter_text_chunks(s.path, encoding, chunk):
+            for text in data.iter_text_chunks(s.path, encoding, data.CHUNK_BYTES):
                 ids = lut[_cps(text)]
                 f.write(ids)                   # numpy arrays write their buffer: no bytes copy
                 tokens_hash.update(ids)
@@ -201,8 +218,7 @@ def prepare(inputs, out, options: PrepareOptions | None = None, **kw) -> dict:
                     for s in docs],
     }
     atomic_write_json(out / META, meta)
-    seconds = time.perf_counter() - t0
-    return {**meta, "out": str(out), "bytes": sum(s.size for s in docs), "seconds": seconds}
+    return meta
 
 
 def _cps(text: str) -> np.ndarray:

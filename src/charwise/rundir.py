@@ -28,7 +28,15 @@ from typing import Any, Iterator
 
 from . import bundled
 from .config import CharwiseError, config_text
-from .guards import check_best, check_history, check_json_depth, check_metric_record, check_resume_state
+from .guards import (
+    check_best,
+    check_history,
+    check_json_depth,
+    check_metric_record,
+    check_resume_state,
+    check_utf8_path,
+)
+from .runlock import LOCK
 
 FORMAT_VERSION = 1
 RUN_JSON, BEST, LAST, METRICS = "run.json", "model.safetensors", "last.safetensors", "metrics.jsonl"
@@ -148,6 +156,35 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not (p / RUN_JSON).is_file():
         raise CharwiseError(f"{p}: not a charwise run directory (no {RUN_JSON})")
     return p
+
+
+NOT_EMPTY_HINT = "use --resume to continue that run or --force to replace it"
+
+
+def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = False,
+                    corpus: str | os.PathLike | None = None,
+                    init_from: str | os.PathLike | None = None, hint: str = NOT_EMPTY_HINT) -> Path:
+    """What a run refuses before it writes anything, its lock included (so a refused run leaves
+    `out` as it found it): a path that is not valid UTF-8 (run.json records them, safetensors
+    opens them); --init-from SOURCE that is `out` itself, symbolic links resolved (the new run
+    would replace what it starts from); and for a new run, an `out` that is not a directory, or
+    is not empty (its lock file aside) without `force`. Returns `out` as a Path."""
+    out = check_utf8_path(out)
+    if corpus is not None:
+        check_utf8_path(corpus)
+    if init_from is not None:
+        source = bundled.models_root() / str(init_from) if bundled.is_bundled(init_from) \
+            else check_utf8_path(init_from)
+        if source.resolve() == out.resolve():
+            raise CharwiseError(f"--init-from {init_from} is --out {out}: a new run would replace "
+                                "the run it starts from; choose another --out")
+    if resume:
+        return out
+    if out.exists() and not out.is_dir():
+        raise CharwiseError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not force:
+        raise CharwiseError(f"{out}: directory exists and is not empty ({hint})")
+    return out
 
 
 def read_run(run_dir) -> dict:

@@ -18,7 +18,7 @@ from .config import CharwiseError
 LOCK = ".lock"
 
 
-_HELD: dict[str, list] = {}          # resolved lock path -> [fd, count, created the dir]
+_HELD: dict[str, list] = {}    # resolved lock path -> [fd, count, made the dir, made the file]
 
 
 class RunLock:
@@ -45,14 +45,11 @@ class RunLock:
             _HELD[self.key][1] += 1
             self.fd = _HELD[self.key][0]
             return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            raise CharwiseError(f"{self.path}: cannot open the run lock ({e.strerror})") from None
+        fd, made = _open_lock(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = _read_pid(fd)
+            holder = _read_pid(fd)                  # read only: a lock not held is not written
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 who = f"process {holder}" if holder else "another process"
@@ -60,10 +57,10 @@ class RunLock:
                                     "writes this run directory); wait for it to finish or stop it, "
                                     "or choose another --out") from None
             raise CharwiseError(f"{self.path}: cannot lock ({e.strerror})") from None
-        os.ftruncate(fd, 0)
+        os.ftruncate(fd, 0)                         # held now: the PID is ours to record
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
-        _HELD[self.key] = [fd, 1, created]
+        _HELD[self.key] = [fd, 1, created, made]
         return self
 
     def release(self) -> None:
@@ -77,17 +74,17 @@ class RunLock:
         if held[1] > 0:
             return
         del _HELD[self.key]
-        # a directory this lock created and nothing else wrote to (a run refused before its
-        # first file) is removed again; the lock file goes while still held, so no other
-        # process can take a lock on it in between
-        empty = held[2] and _only_lock(self.run_dir)
+        # a lock file (and a directory) this lock created, where nothing else was written (a run
+        # refused before its first file), is removed again; the lock file goes while still
+        # held, so no other process can take a lock on it in between
+        empty = held[3] and _only_lock(self.run_dir)
         if empty:
             with contextlib.suppress(OSError):
                 self.path.unlink()
         with contextlib.suppress(OSError):
             fcntl.flock(held[0], fcntl.LOCK_UN)
         os.close(held[0])
-        if empty:
+        if empty and held[2]:
             with contextlib.suppress(OSError):
                 self.run_dir.rmdir()
 
@@ -96,6 +93,22 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _open_lock(path: Path) -> tuple[int, bool]:
+    """(a descriptor of the lock file, whether this call created it)."""
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(3):          # the file may vanish between the two opens (a release removed it)
+        try:
+            try:
+                return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+            except FileExistsError:
+                return os.open(path, flags), False
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise CharwiseError(f"{path}: cannot open the run lock ({e.strerror})") from None
+    raise CharwiseError(f"{path}: cannot open the run lock (it keeps vanishing)")
 
 
 def _only_lock(run_dir: Path) -> bool:

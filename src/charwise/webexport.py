@@ -33,7 +33,7 @@ from .config import CharwiseError
 from .guards import check_out_path
 from .inspect.analysis import analysis_text
 from .quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
-from .rundir import atomic_write_bytes
+from .rundir import atomic_write_bytes, check_run_dir
 from .sample import CharModel, load
 
 QUANTIZE = ("none", "fp16", "int8")
@@ -264,15 +264,11 @@ def _html_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def check_out(out: Path, force: bool) -> None:
-    """One-line reasons not to write `out`; nothing is touched."""
+def check_out(out: Path, force: bool, protect: Path) -> None:
+    """One-line reasons not to write `out` (guards.check_out_path); nothing is touched."""
     if out.is_dir():
         raise CharwiseError(f"{out}: is a directory; give a file name such as model.html")
-    if not out.parent.is_dir():
-        raise CharwiseError(f"{out.parent}: no such directory")
-    if out.exists() and not force:
-        raise CharwiseError(f"{out}: already exists (use --force to overwrite)")
-    check_out_path(out, force=True)             # never a device, FIFO or link, --force or not
+    check_out_path(out, force, protect=protect)
 
 
 def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", force: bool = False,
@@ -280,10 +276,11 @@ def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", f
                check: bool = True) -> dict:
     """Write RUN_DIR's model as one HTML page (default RUN_DIR/model.html)."""
     check_quantize(quantize)
+    run = check_run_dir(run_dir)
     if out is None:                         # a bundled model's default goes to the working directory
-        out = Path(f"{run_dir}.html") if bundled.is_bundled(run_dir) else Path(run_dir) / "model.html"
+        out = Path(f"{run_dir}.html") if bundled.is_bundled(run_dir) else run / "model.html"
     out = Path(out)
-    check_out(out, force)                       # before the (slow) work: fail fast
+    check_out(out, force, run)                  # before the (slow) work: fail fast
     model = load(run_dir, which=which)
     model.net.float().eval()
     loss = None

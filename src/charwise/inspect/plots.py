@@ -61,11 +61,11 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
 def plot(run_dir, out=None, options: PlotOptions | None = None, **kw) -> Path:
     """What `charwise plot` writes: the training curve as a PNG at `out` (default:
     RUN_DIR/curve.png, this command's own file, replaced). An `out` given is never an existing
-    file without force, a run's own file or a non-regular file. Options: PlotOptions (window,
-    force), or its fields as keyword arguments."""
+    file without force, a run's own file, a file in another run's directory or a non-regular
+    file. Options: PlotOptions (window, force), or its fields as keyword arguments."""
     o = PlotOptions.make(options, **kw)
     run = check_run_dir(run_dir)
-    path = check_out_path(out, o.force, protect=run) if out else check_out_path(run / CURVE, True)
+    path = check_out_path(out if out else run / CURVE, o.force or not out, protect=run)
     return training_curve(run, path, window=o.window)
 
 

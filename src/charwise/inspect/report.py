@@ -18,6 +18,7 @@ import numpy as np
 from .. import bundled
 from ..config import CharwiseError
 from ..evaluate import eval_precision
+from ..guards import check_out_path, check_own_run, check_utf8_path
 from ..options import AnalyzeOptions
 from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, read_run
 from ..sample import load
@@ -28,6 +29,10 @@ from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
 
 SELECTIVITY_CHARS = 20_000          # units are ranked on this much text (one forward pass)
 MIN_R = 0.3                         # a weaker correlation is not worth a coloured block
+# what analyze writes in OUT (an earlier analysis's files are replaced only with --force)
+PER_CHAR_CSV, PER_CHAR_PNG, HEATMAP, NEURONS, REPORT, ANALYSIS_JSON = (
+    "per_char.csv", "per_char.png", "heatmap.png", "neurons.html", "report.html", "analysis.json")
+OUTPUTS = (PER_CHAR_CSV, PER_CHAR_PNG, CURVE, HEATMAP, NEURONS, REPORT, ANALYSIS_JSON)
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right}
@@ -213,18 +218,48 @@ def _default(vocab, preferred: str, fallback: str) -> str:
     return preferred if not vocab.unknown(preferred) else fallback
 
 
+def check_outputs(out: Path, run: Path, force: bool) -> Path:
+    """The directory analyze may write OUTPUTS into, or a one-line reason why not; nothing is
+    touched. A missing directory is made later; in an existing one an earlier analysis's files
+    are replaced only with `force`. Never in another run's directory, never over a
+    non-regular file (guards.check_out_path)."""
+    out = check_utf8_path(out)
+    if out.exists() and not out.is_dir():
+        raise CharwiseError(f"{out}: exists and is not a directory")
+    if not out.is_dir():
+        check_own_run(out / REPORT, run)
+    for name in OUTPUTS if out.is_dir() else ():
+        check_out_path(out / name, force, protect=run)
+    return out
+
+
+def _novelty(samples: list[dict], run: Path, info: dict, prime: str, vocab, log) -> str:
+    """Each sample's novelty against the training text (in place); a note when it cannot be."""
+    try:
+        ref = vocab.decode(A.run_split(run, info)[0])
+    except CharwiseError as e:
+        log(f"note: novelty not computed: {e}")
+        return f"novelty not computed: {e}"
+    for s in samples:               # the generated part only: the prime is not the model's
+        s["novelty"] = A.novelty(s["text"][len(prime):], ref)
+    return ""
+
+
 def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = None, *,
             log=print, **kw) -> dict:
     """Everything `charwise analyze` does; returns the numbers (also in OUT/analysis.json).
     `textfile`: the text to score (default: the run's validation split); `out`: the directory
-    (default: RUN_DIR/analysis). Options: AnalyzeOptions, or its fields as keyword arguments."""
+    (default: RUN_DIR/analysis), whose earlier analysis is replaced only with force. Options:
+    AnalyzeOptions, or its fields as keyword arguments."""
     o = AnalyzeOptions.make(options, **kw)
     t0 = time.perf_counter()
     run = check_run_dir(run_dir)
     info = read_run(run)
     if out is None:                         # a bundled model's default goes to the working directory
         out = Path(f"{run_dir}-analysis") if bundled.is_bundled(run_dir) else run / "analysis"
-    out = Path(out)
+    out = check_outputs(Path(out), run, o.force)        # before the long pass: fail fast
+    if textfile is not None:
+        check_utf8_path(textfile)                       # analysis.json records its name
     model = load(run, which=o.which, device=o.device)
     net, vocab = model.net, model.vocab
     if info.get("vocab_kind", "chars") != "chars" or model.line_mode:
@@ -248,24 +283,17 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     losses, correct = A.position_losses(net, txt.ids, precision=precision, threads=threads)
     tab = A.char_table(vocab, txt.ids, losses, correct)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "per_char.csv", tab.csv().encode())
-    images = {"per_char": per_char_chart(tab, out / "per_char.png",
+    atomic_write_bytes(out / PER_CHAR_CSV, tab.csv().encode())
+    images = {"per_char": per_char_chart(tab, out / PER_CHAR_PNG,
                                          title=f"Per-character average loss (hardest to predict): {txt.source}")}
     if read_metrics(run)[0]:
         images["curve"] = training_curve(run, out / CURVE)
     plat = A.plateau(info)
-    images["heatmap"] = heatmap_chart(hm, out / "heatmap.png")
-    neurons = neuron_view(net, vocab, txt.ids, out / "neurons.html", o.layer, o.state, o.unit,
+    images["heatmap"] = heatmap_chart(hm, out / HEATMAP)
+    neurons = neuron_view(net, vocab, txt.ids, out / NEURONS, o.layer, o.state, o.unit,
                           o.neuron_chars, threads=threads)
     samples = A.temperature_sweep(model, prime, list(o.temperatures), o.n, o.seed, threads)
-    nov_note = ""
-    try:
-        ref = vocab.decode(A.run_split(run, info)[0])
-        for s in samples:               # the generated part only: the prime is not the model's
-            s["novelty"] = A.novelty(s["text"][len(prime):], ref)
-    except CharwiseError as e:
-        nov_note = f"novelty not computed: {e}"
-        log(f"note: {nov_note}")
+    nov_note = _novelty(samples, run, info, prime, vocab, log)
     res = {"run_dir": str(run), "which": o.which,
            "text": {"source": txt.source, "chars": int(len(txt.ids)), "note": txt.note, "skipped": txt.skipped},
            "overall": {"predictions": tab.total, "nats": tab.overall_nats, "bits": tab.overall_nats / A.LN2,
@@ -276,9 +304,9 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
            "heatmap": {"text": sentence, "layer": hm.layer, "kind": hm.kind, "sort": hm.sort,
                        "units": hm.units.tolist(), "note": hm.note},
            "neurons": neurons}
-    report = write_report(out / "report.html", run, info, res, images, neurons.pop("html"))
-    res["files"] = {k: str(v) for k, v in {**images, "per_char_csv": out / "per_char.csv",
-                                            "neurons": out / "neurons.html", "report": report}.items()}
+    report = write_report(out / REPORT, run, info, res, images, neurons.pop("html"))
+    res["files"] = {k: str(v) for k, v in {**images, "per_char_csv": out / PER_CHAR_CSV,
+                                            "neurons": out / NEURONS, "report": report}.items()}
     res["seconds"] = round(time.perf_counter() - t0, 3)
-    atomic_write_json(out / "analysis.json", res)
+    atomic_write_json(out / ANALYSIS_JSON, res)
     return res

@@ -67,7 +67,7 @@ from ..model import CharRNN, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
 from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
-from ..runlock import LOCK, lock_run
+from ..runlock import lock_run
 from ..threads import policy_for, usable_cpus
 from . import distributed, hooks
 from .tblog import open_logger
@@ -142,17 +142,6 @@ def _optimizer(model: CharRNN, tcfg: TrainConfig) -> torch.optim.AdamW:
     # faster; benchmarks/README.md)
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, tcfg.beta2), fused=fused)
-
-
-def _check_out(out: Path, resume: bool, force: bool) -> None:
-    """Refuse an output that would lose the user's files, before anything is written."""
-    if resume:
-        return
-    if out.exists() and not out.is_dir():
-        raise CharwiseError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not force:
-        raise CharwiseError(f"{out}: directory exists and is not empty "
-                            "(use --resume to continue that run or --force to replace it)")
 
 
 def _prepare_out(out: Path, resume: bool, force: bool) -> None:
@@ -324,7 +313,7 @@ class Trainer:
     def _load_data(self) -> None:
         """Check the output, encode the corpus (rank 0 first), split it, cut the streams."""
         dist, tcfg, out = self.dist, self.tcfg, self.out
-        _check_out(out, self.resume, self.force)
+        rundir.check_run_start(out, self.resume, self.force)     # again, now that the lock is held
         if self.source is not None and (tcfg.vocab != "chars" or tcfg.line_mode):
             raise CharwiseError("--init-from continues a code-point model trained as one text: it "
                                 "cannot start --vocab bytes or --line-mode training")
@@ -336,8 +325,13 @@ class Trainer:
             _corpus_bytes(self.corpus) * distributed.ENCODE_SECONDS_PER_BYTE))
         if dist.main:
             _prepare_out(out, self.resume, self.force)
-            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE, encoding=tcfg.encoding,
-                                       vocab_kind=tcfg.vocab)
+            try:
+                self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE,
+                                           encoding=tcfg.encoding, vocab_kind=tcfg.vocab)
+            except BaseException:
+                if self.prev is None:            # a refused new run leaves nothing behind
+                    shutil.rmtree(out / CACHE, ignore_errors=True)
+                raise
             hint = line_mode_hint(self.corpus, tcfg.encoding) if self.prev is None else None
             if hint:
                 self.log(hint)
@@ -882,6 +876,7 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
         raise CharwiseError(INIT_FROM_AND_RESUME)
     if resume:
         rundir.check_run_dir(out)              # a missing run is reported, not created
+    rundir.check_run_start(out, resume, force, corpus, init_from)      # before the lock: see there
     lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None   # rank 0 writes
     try:
         if lock is not None:
