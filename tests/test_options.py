@@ -56,7 +56,7 @@ def test_help_shows_defaults_and_choices(capsys):
     shows("sample", "softmax temperature; 0 = greedy (default: 1.0)", "--beam K",
           "--which {best,last}", "(default: measured as it runs")
     shows("train", "presets: spec 128, small 640, medium 512, large 1024", "presets: small 180",
-          "{auto,spec,small,medium,large,finetune,none}", "(default: runs/latest)")
+          "{auto,scratch,spec,small,medium,large,finetune,none}", "(default: runs/latest)")
 
 
 @pytest.mark.parametrize("cls, argv", [(SampleOptions, ["sample", "R"]), (AnalyzeOptions, ["analyze", "R"]),

@@ -22,7 +22,7 @@ def test_the_text_decides_first(tmp_path):
     big_greek.write_text(GREEK * 2000)                           # >= 100 kB
     assert recipe.plan(None, {}).kind == "chapter"
     fine = recipe.plan(english, {})
-    assert fine.kind == "finetune" and fine.coverage == 1.0 and "--preset small" in fine.why
+    assert fine.kind == "finetune" and fine.coverage == 1.0 and "--preset scratch" in fine.why
     small = recipe.plan(greek, {})
     assert small.kind == "small-text" and small.coverage < recipe.BASE_COVERAGE
     assert recipe.plan(big_greek, {}).kind == "sized" and recipe.plan(tmp_path, {}).kind == "sized"
@@ -31,6 +31,8 @@ def test_the_text_decides_first(tmp_path):
                        (dict(vocab="bytes"), "--vocab bytes")):
         choice = recipe.plan(english, flags)
         assert choice.kind == "small-text" and choice.why.startswith(why) and choice.coverage is None
+    scratch = recipe.plan(english, {}, from_base=False)
+    assert scratch.kind == "small-text" and scratch.why.startswith("preset scratch")
 
 
 def test_a_small_text_from_scratch_keeps_a_validation_split():
@@ -126,3 +128,19 @@ def test_auto_fine_tunes_base_on_a_text_it_can_read(tmp_path):
     scratch = tmp_path / "s"
     train(corpus, out=scratch, preset="small", hidden_size=32, max_steps=2, threads=1, **QUIET)
     assert "auto" not in json.loads((scratch / "run.json").read_text())
+
+
+def test_preset_scratch_never_starts_from_base(tmp_path, capsys):
+    from charwise.cli import main
+    corpus = tmp_path / "en.txt"
+    corpus.write_text(ENGLISH * 50)
+    assert main(["train", str(corpus), "--out", str(tmp_path / "r"), "--preset", "scratch",
+                 "--max-steps", "2", "--threads", "1", "--quiet"]) == 0
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["auto"]["kind"] == "small-text" and "init_from" not in info
+    assert info["train"]["val_fraction"] == 0.1 and info["corpus"]["val_chars"] > 0
+    capsys.readouterr()
+    assert main(["train", str(corpus), "--out", str(tmp_path / "s"), "--preset", "scratch",
+                 "--init-from", "base"]) == 2
+    assert "--preset scratch trains from scratch" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

@@ -134,6 +134,7 @@ INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts
                         "stopped")
 AUTO_SMALL_BYTES = 100_000
 NO_PRESET = "none"
+SCRATCH = "scratch"          # auto's choice among from-scratch recipes only (recipe.py)
 
 
 @dataclass(frozen=True)
@@ -147,9 +148,12 @@ class TrainRun:
                             "override it. Every run saves RUN_DIR/config.toml, which trains the "
                             "same run again", metavar="FILE.toml", shown="none")
     out: str | None = _f(None, "run directory", shown="runs/latest")
-    preset: str | None = _f(None, "model size and training recipe; auto = spec for texts under "
-                            "100 kB, small above, finetune with --init-from; none = only the "
-                            "built-in defaults", choices=("auto", *PRESETS, NO_PRESET), shown="auto")
+    preset: str | None = _f(None, "model size and training recipe; auto = chosen from the text, "
+                            "this machine's speed and the budget (fine-tunes base where it reads "
+                            "the text, else from scratch as 'scratch'); scratch = auto never "
+                            "starting from base; finetune with --init-from; none = only the "
+                            "built-in defaults", choices=("auto", SCRATCH, *PRESETS, NO_PRESET),
+                            shown="auto")
     resume: bool = _f(False, "continue the run in --out exactly where it stopped (not --init-from)")
     init_from: str | None = _f(None, "start a NEW run from SOURCE's weights: a run directory, or "
                                "base (the model bundled with charwise). The model's shape comes "

@@ -42,7 +42,7 @@ PROBE_STEPS = 3               # timed steps per candidate, after one untimed war
 PROBE_SHARE = 0.05            # the probes stop once they have used this share of the budget
 SHAPE_FLAGS = ("cell", "embed_dim", "hidden_size", "layers")
 VAL_FRACTION = TrainConfig.val_fraction     # the held-out share a small text keeps
-SCRATCH_HINT = "to train from scratch instead: --preset small (or give --hidden-size)"
+SCRATCH_HINT = "to train from scratch instead: --preset scratch"
 
 
 def lr_for(hidden: int) -> float:
@@ -70,8 +70,9 @@ class AutoChoice:
         return d
 
 
-def plan(corpus, overrides: dict, encoding: str = "utf-8") -> AutoChoice:
-    """The text's part of the decision (see the module's docstring)."""
+def plan(corpus, overrides: dict, encoding: str = "utf-8", from_base: bool = True) -> AutoChoice:
+    """The text's part of the decision (see the module's docstring); `from_base` False (preset
+    scratch) never fine-tunes base."""
     if corpus is None:
         return AutoChoice("chapter", "the bundled chapter corpus, trained as the chapter does")
     if os.path.isdir(corpus):
@@ -80,7 +81,7 @@ def plan(corpus, overrides: dict, encoding: str = "utf-8") -> AutoChoice:
         size = os.path.getsize(corpus)
     except OSError:
         return AutoChoice("small-text", "")       # the corpus check reports the real problem
-    scratch = _scratch_only(overrides)
+    scratch = _scratch_only(overrides) or ("" if from_base else "preset scratch")
     coverage = None if scratch else base_coverage(corpus, encoding)
     if coverage is not None and coverage >= BASE_COVERAGE:
         return AutoChoice("finetune", f"{coverage:.1%} of the text's characters are in base's "
@@ -208,4 +209,4 @@ def header(choice: AutoChoice, budget: float | None) -> str:
     return (f"auto: LSTM 1x{choice.hidden_size} (lr {choice.lr:g}) chosen for {budget:g} s at "
             f"{speed / 1000:.1f}k chars/s on this CPU ({choice.cpu}): ~{choice.expected_steps:,} "
             f"steps; measured {len(choice.chars_per_s)} width(s) in {choice.probe_seconds:.1f} s "
-            "(--hidden-size or --preset small overrides)")
+            "(--hidden-size overrides)")

@@ -33,6 +33,7 @@ from ..config import (
     BUDGETS,
     INIT_FROM_AND_RESUME,
     PRESETS,
+    SCRATCH,
     CharwiseError,
     ModelConfig,
     TrainConfig,
@@ -186,8 +187,12 @@ class Trainer:
         self.given = {k: v for k, v in overrides.items() if v is not None}
         # preset auto: the text decides first (recipe.py): fine-tune base, or which scratch recipe
         self.auto = None
-        if preset == "auto" and init_from is None and not resume:
-            self.auto = recipe.plan(corpus, overrides, overrides.get("encoding") or "utf-8")
+        if preset == SCRATCH and init_from is not None:
+            raise CharwiseError("--preset scratch trains from scratch: it does not mix with "
+                                "--init-from (whose preset is finetune)")
+        if preset in ("auto", SCRATCH) and init_from is None and not resume:
+            self.auto = recipe.plan(corpus, overrides, overrides.get("encoding") or "utf-8",
+                                    from_base=preset == "auto")
             if self.auto.kind == "finetune":
                 init_from = "base"
         # what a new run starts from (read before anything is written)
