@@ -6,6 +6,14 @@ next to the anchors measured on this machine kind. The budget includes evaluatio
 
     python benchmarks/quality.py [--budget 180] [--seeds 1337 1 2] [--preset small] [--set lr=5e-3 ...]
     python benchmarks/quality.py --budget 60 --target 1.47    # issue 18's time to nanoGPT-A100 quality
+    python benchmarks/quality.py --compare --budget 180 --widths 256 320 448 640
+
+--compare runs, in one sitting, one after another: the default command (`--preset auto`, which
+fine-tunes base on this text), auto from scratch (`--preset scratch`: the width sized to this
+machine), each width of the search from scratch (the small recipe at that width, lr from
+recipe.lr_for), and a plain PyTorch LSTM loop (Adam 3e-3, batch 64, window 64, cosine to 10 %;
+`--plain-hidden`); it prints each one's held-out loss and the two comparisons of the recipe's
+"done when": the default within 0.02 of the best of the search, and 0.10 below the plain loop.
 
 Each seed is one run of the whole protocol, one after another (never side by side: each run has
 the machine to itself, as a user's run would).
@@ -14,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -38,11 +47,15 @@ def parse_value(v: str):
 
 
 def fp32_val_loss(run: Path, corpus: str, info: dict) -> float:
+    """The run's last weights over the last val_fraction of the text, in fp32, encoded with the
+    run's own vocabulary (a fine-tuned run's is base's merged with the text's)."""
     from charwise.api import load
-    from charwise.data import prepare_corpus
+    from charwise.data import read_text
     from charwise.evaluate import evaluate_tokens
-    _, val = prepare_corpus(corpus, cache_dir=run / "cache").split(info["train"]["val_fraction"])
-    return evaluate_tokens(load(run, which="last").net, val, "fp32")["loss"]
+    text = read_text(corpus)
+    model = load(run, which="last")
+    n_val = int(len(text) * info["train"]["val_fraction"])
+    return evaluate_tokens(model.net, model.vocab.encode(text[len(text) - n_val:]), "fp32")["loss"]
 
 
 def one_run(a, seed: int, overrides: dict) -> dict:
@@ -63,7 +76,98 @@ def one_run(a, seed: int, overrides: dict) -> dict:
             "final_val_loss": round(final["val_loss"], 4), "best_val_loss": round(res.best_val_loss, 4),
             "final_val_loss_fp32": round(fp32, 4),
             "chars_per_s": round(res.steps * info["train"]["batch_size"] * info["train"]["seq_len"]
-                                 / res.train_seconds), "precision": info["precision"]}
+                                 / res.train_seconds), "precision": info["precision"],
+            "hidden_size": info["model"]["hidden_size"],
+            "auto": {k: info["auto"][k] for k in ("kind", "hidden_size", "lr", "expected_steps")}
+            if "auto" in info else None}
+
+
+def plain_loop(corpus: str, budget: float, hidden: int, seed: int) -> dict:
+    """The baseline a user writes in an afternoon: embedding 128, one nn.LSTM, Adam 3e-3, random
+    windows of 64 in batches of 64, cosine to 10 %, trained for 90 % of the budget, then the
+    exact loss over the last 10 % of the text (one stateful pass, fp32)."""
+    import math
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from charwise.data import prepare_corpus
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_tok, val = prepare_corpus(corpus, cache_dir=tmp).split(0.1)
+        train_tok, val = np.asarray(train_tok, np.int64), np.asarray(val, np.int64)
+    V = int(max(train_tok.max(), val.max())) + 1
+    emb, lstm, head = torch.nn.Embedding(V, 128), torch.nn.LSTM(128, hidden, batch_first=True), \
+        torch.nn.Linear(hidden, V)
+    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    rng, B, T = np.random.default_rng(seed), 64, 64
+    t0, steps, horizon = time.perf_counter(), 0, 0.9 * budget
+    while (now := time.perf_counter() - t0) < horizon:
+        for g in opt.param_groups:                      # cosine over the time budget, to 10 %
+            g["lr"] = 3e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * now / horizon)))
+        starts = rng.integers(0, len(train_tok) - T - 1, B)
+        xy = torch.from_numpy(np.stack([train_tok[s:s + T + 1] for s in starts]))
+        out, _ = lstm(emb(xy[:, :-1]))
+        loss = F.cross_entropy(head(out).reshape(-1, V), xy[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+    with torch.no_grad():                               # exact: every position, state carried
+        total, state, x = 0.0, None, torch.from_numpy(val).view(1, -1)
+        for i in range(0, x.shape[1] - 1, 4096):
+            out, state = lstm(emb(x[:, i:i + 4096][:, : x.shape[1] - 1 - i]), state)
+            y = x[:, i + 1:i + 4097]
+            total += F.cross_entropy(head(out).reshape(-1, V), y.reshape(-1), reduction="sum").item()
+    return {"what": f"plain torch loop 1x{hidden}", "steps": steps,
+            "final_val_loss": round(total / (x.shape[1] - 1), 4),
+            "chars_per_s": round(steps * B * T / horizon), "wall_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def compare(a) -> int:
+    """--compare: the default command, auto from scratch, the width search and the plain loop."""
+    import platform
+
+    from charwise import hardware, recipe
+    seed = a.seeds[0]
+    print(f"# CPU: {cpu_model()} ({hardware.cpu_class()}), {platform.machine()}, budget {a.budget:g} s, "
+          f"seed {seed}, ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')}, "
+          f"threads {os.environ.get('OMP_NUM_THREADS', 'auto')}", flush=True)
+    runs = [("default command (preset auto)", "auto", {}), ("auto from scratch (preset scratch)", "scratch", {})]
+    runs += [(f"scratch 1x{w}, lr {recipe.lr_for(w):g}", "small", {"hidden_size": w, "lr": recipe.lr_for(w)})
+             for w in a.widths]
+    rows = []
+    for what, preset, overrides in runs:
+        a.preset = preset
+        row = {"what": what, **one_run(a, seed, overrides)}
+        rows.append(row)
+        report(row, a)
+    plain = {"budget": a.budget, "seed": seed, **plain_loop(a.corpus, a.budget, a.plain_hidden, seed)}
+    rows.append(plain)
+    report(plain, a)
+    default, search = rows[0]["final_val_loss"], min(r["final_val_loss"] for r in rows[2:-1])
+    print(f"\ndefault {default:.4f}; best of the search {search:.4f} (default - best = "
+          f"{default - search:+.4f}, goal <= +0.02); plain loop {plain['final_val_loss']:.4f} "
+          f"(plain - default = {plain['final_val_loss'] - default:+.4f}, goal >= +0.10)")
+    return 0
+
+
+def cpu_model() -> str:
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def report(row: dict, a) -> None:
+    extra = f", {row['auto']}" if row.get("auto") else ""
+    print(f"{row['what']:42s} {row['final_val_loss']:.4f}  {row['steps']:>6} steps  "
+          f"{row['chars_per_s']:>7,} chars/s  wall {row['wall_seconds']:.1f} s{extra}", flush=True)
+    if a.json:
+        with open(a.json, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def main() -> int:
@@ -78,7 +182,12 @@ def main() -> int:
     ap.add_argument("--set", nargs="*", default=[], help="overrides as name=value")
     ap.add_argument("--json", help="append the results as JSON lines to this file")
     ap.add_argument("--keep", help="keep the runs in this directory (default: temporary ones)")
+    ap.add_argument("--compare", action="store_true", help="default vs width search vs plain loop")
+    ap.add_argument("--widths", type=int, nargs="+", default=[256, 320, 448, 640])
+    ap.add_argument("--plain-hidden", type=int, default=512)
     a = ap.parse_args()
+    if a.compare:
+        return compare(a)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)}
     target = TARGET if a.target is None else a.target
     rows = []

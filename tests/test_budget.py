@@ -1,7 +1,7 @@
 """Budgets: the evaluation reserve follows the measured speed; resumes say what is left.
 
 The stop logic is tested on made-up timings (a fake clock), never by timing this machine."""
-from charwise.budget import TimeBudget, progress, resume_note, time_sample
+from charwise.budget import DRIFT_GAP, TimeBudget, progress, resume_note, time_sample
 
 
 def test_the_reserve_follows_the_measured_evaluation_speed():
@@ -318,3 +318,25 @@ def test_the_cli_refuses_a_too_short_budget_in_one_line_and_a_resumed_run_stays_
     assert code == 2 and "\n" not in err and "--max-time 20 is too short here" in err
     assert "(a total over the whole run)" in err
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_step_speed_that_drifts_far_from_the_timed_one_is_timed_again():
+    """A busy machine: the evaluation was timed when steps took 0.1 s; they now take 0.3 s, so
+    the reserve (timed at the old speed) is remeasured before the next regular measurement."""
+    b = TimeBudget(max_time=120.0, eval_chars=1000, remeasure_every=30.0)
+    for _ in range(5):
+        b.measured_step(0.1)
+    b.measured_eval(1.0, 1000, at=10.0)
+    assert b.step_at_measure == 0.1
+    for _ in range(5):
+        b.measured_step(0.14)                       # within STEP_DRIFT: not yet
+    assert not b.remeasure_due(20.0)
+    for _ in range(5):
+        b.measured_step(0.3)
+    assert not b.remeasure_due(10.0 + DRIFT_GAP - 0.1)      # not more often than DRIFT_GAP
+    assert b.remeasure_due(10.0 + DRIFT_GAP + 0.1)
+    b.measured_eval(3.0, 1000, at=16.0)             # timed again: the drift is the new normal
+    assert not b.remeasure_due(25.0)
+    for _ in range(5):
+        b.measured_step(0.1)                        # the other process left: faster again
+    assert b.remeasure_due(25.0)

@@ -11,7 +11,9 @@ With a time budget the final evaluation must fit inside it, and the run should e
 not well before it. The evaluation's cost is predicted from measurements, not guessed: the
 characters to score times the seconds per character of a timed sample of the evaluation text
 (`time_sample`), taken at the start, every `remeasure_every` seconds, once more shortly before
-the planned stop, and at every evaluation, so a machine that slows down mid-run reserves more.
+the planned stop, at every evaluation, and as soon as the steps' own speed has moved by half
+or more since the last measurement, so a machine that slows down (or frees up) mid-run
+reserves more (or less) without waiting for the next regular measurement.
 The sample is timed only after an untimed warm-up call: the first call of a pass pays one-off
 start-up costs (memory, a thread-count change, on a GPU cuDNN's handles) that the whole
 evaluation pays once, and scaling them up by the split's length would reserve many times too
@@ -31,6 +33,8 @@ from typing import Callable
 RECENT_STEPS = 5          # the median of the last few step times predicts the next one
 EARLY_SAVE = 0.1          # with a time budget, the first checkpoint at this fraction of it
 LAST_LOOK = 0.1           # remeasure once this fraction of the budget before the planned stop
+STEP_DRIFT = 1.5          # steps this much slower or faster than when scoring was timed: time again
+DRIFT_GAP = 5.0           # ... but not more often than every this many seconds
 
 
 @dataclass
@@ -46,12 +50,14 @@ class TimeBudget:
     measured_at: float = float("-inf")    # elapsed time of the last measurement
     save_measured: bool = False
     recent_steps: list[float] = field(default_factory=list)
+    step_at_measure: float = 0.0          # the predicted step time when scoring was last timed
 
     def measured_eval(self, seconds: float, chars: int, at: float) -> None:
         """Scoring `chars` characters took `seconds` (a sample or a whole evaluation)."""
         if chars > 0:
             self.eval_s_per_char = seconds / chars
             self.measured_at = at
+            self.step_at_measure = self.step_seconds
 
     def measured_save(self, seconds: float) -> None:
         self.save_seconds = max(seconds, 0.0)
@@ -93,7 +99,17 @@ class TimeBudget:
         ahead = max(LAST_LOOK * self.max_time, self.reserve)
         stretch = self.max_time - self.reserve - ahead
         return (elapsed - self.measured_at >= self.remeasure_every
-                or self.measured_at < stretch <= elapsed)
+                or self.measured_at < stretch <= elapsed or self._drifted(elapsed))
+
+    def _drifted(self, elapsed: float) -> bool:
+        """The steps' speed moved far from what it was when scoring was timed (another process
+        came or went): the reserve, timed at the old speed, is likely as far off, so time it
+        again now rather than at the next regular measurement (a busy machine's reserve timed
+        when it was quiet stops a run early, or late the other way round)."""
+        before, now = self.step_at_measure, self.step_seconds
+        if before <= 0 or now <= 0 or elapsed - self.measured_at < DRIFT_GAP:
+            return False
+        return max(now / before, before / now) >= STEP_DRIFT
 
     @property
     def eval_seconds(self) -> float:
