@@ -65,19 +65,67 @@ def test_cpu_records_the_dtype_the_recurrence_really_uses():
         assert names[seen[-1]] == ev.recurrence_precision(torch.device("cpu"), precision)
 
 
-def test_fp32_on_a_gpu_means_ieee_for_cudnn_rnns_and_matmuls():
+@pytest.fixture
+def tf32_defaults():
+    """Puts torch's TF32 settings (process-wide) back to its defaults after a test."""
+    yield
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.fp32_precision = "none"
+    torch.backends.mkldnn.matmul.fp32_precision = "none"
+    torch.backends.cudnn.rnn.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+
+
+def _ieee_now() -> tuple[str, ...]:
+    return (torch.backends.cudnn.rnn.fp32_precision, torch.backends.cuda.matmul.fp32_precision,
+            torch.backends.cudnn.conv.fp32_precision)
+
+
+def test_fp32_on_a_gpu_means_ieee_for_cudnn_rnns_and_matmuls(tf32_defaults):
     rnn, matmul = torch.backends.cudnn.rnn, torch.backends.cuda.matmul
     before = rnn.fp32_precision, matmul.fp32_precision
     assert before[0] == "tf32"          # torch's default for cuDNN RNNs (README says so)
     with ev.fp32_flags(CUDA, "fp32"):
-        assert (rnn.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert _ieee_now() == ("ieee",) * 3
         with ev.fp32_flags(CUDA, "fp32"):                  # nested: the inner exit keeps it
             pass
-        assert (rnn.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
+        assert _ieee_now() == ("ieee",) * 3
     assert (rnn.fp32_precision, matmul.fp32_precision) == before
     for device, precision in ((CUDA, "bf16"), (torch.device("cpu"), "fp32")):
         with ev.fp32_flags(device, precision):
             assert (rnn.fp32_precision, matmul.fp32_precision) == before
+
+
+@pytest.mark.parametrize("legacy", ["set_float32_matmul_precision", "allow_tf32"])
+def test_fp32_flags_after_the_callers_legacy_tf32_setting(tf32_defaults, legacy):
+    """Issue 29 item 5: a caller that turned TF32 on through the legacy API. Reading
+    matmul.allow_tf32 runs the check every cuBLAS fp32 matmul runs (Context::allowTF32CuBLAS:
+    the legacy and the new setting must agree); it raised inside fp32_flags when only the new
+    flag was set. The flag objects exist on a CPU build; CUDA is only named."""
+    if legacy == "allow_tf32":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        torch.set_float32_matmul_precision("high")
+    callers = torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision
+    with ev.fp32_flags(CUDA, "fp32"):
+        assert torch.backends.cuda.matmul.allow_tf32 is False          # no "mix" error: IEEE
+        assert torch.backends.cudnn.allow_tf32 is False                # conv and RNN agree
+        assert _ieee_now() == ("ieee",) * 3
+    assert (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision) == callers
+    assert torch.backends.cuda.matmul.allow_tf32 is True                # the caller's TF32, as it was
+    assert torch.backends.cudnn.rnn.fp32_precision == "tf32"
+
+
+def test_fp32_flags_when_the_caller_already_mixed_the_apis(tf32_defaults):
+    # TF32 turned on through the new flag alone: torch refuses to report the legacy setting;
+    # fp32_flags still runs IEEE inside and puts the caller's state back as it was
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    with pytest.raises(RuntimeError, match="mix"):
+        torch.get_float32_matmul_precision()
+    with ev.fp32_flags(CUDA, "fp32"):
+        assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    with pytest.raises(RuntimeError, match="mix"):
+        torch.get_float32_matmul_precision()
 
 
 def test_cuda_rng_state_is_restored_per_rank_and_only_on_a_gpu():

@@ -116,19 +116,29 @@ def fp32_flags(device: torch.device, precision: str) -> Iterator[None]:
     (torch.backends.cuda.matmul.fp32_precision "none", i.e. TF32 off), but cuDNN RNNs use TF32
     on Ampere and later (torch.backends.cudnn.rnn.fp32_precision "tf32"). So "--precision fp32"
     would run the recurrence in TF32 (10-bit mantissa) and the head and the fused sampling step
-    in fp32, and two sampling paths could diverge for one seed. Only the new per-operation API
-    is used: mixing it with the legacy allow_tf32 flags makes torch raise."""
+    in fp32, and two sampling paths could diverge for one seed.
+
+    A caller (a notebook, a library embedding charwise) may have used the legacy API,
+    torch.set_float32_matmul_precision("high") or matmul.allow_tf32 = True. Torch keeps that
+    setting apart from the per-operation one and checks at every cuBLAS fp32 matmul that the
+    two agree on TF32 (Context::allowTF32CuBLAS: "a mix of the legacy and new APIs"
+    otherwise), so setting only the new matmul flag to "ieee" would make those matmuls raise;
+    the legacy cudnn.allow_tf32 getter likewise raises unless it, the conv and the RNN flags
+    agree. So both APIs are set here, the legacy setters first (they overwrite the new flags),
+    and both are restored after, in the same order."""
     global _ieee_users, _ieee_saved
     if device.type != "cuda" or precision != "fp32":
         yield
         return
-    rnn, matmul = _cudnn_rnn(), torch.backends.cuda.matmul
     # The flags are global: the first of nested or concurrent users (the server's threads)
     # sets them, the last one out restores them.
     with _ieee_lock:
         if _ieee_users == 0:
-            _ieee_saved = rnn.fp32_precision, matmul.fp32_precision
-            rnn.fp32_precision = matmul.fp32_precision = "ieee"
+            _ieee_saved = _tf32_settings()
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cudnn.allow_tf32 = False
+            for flags in _ieee_flags():
+                flags.fp32_precision = "ieee"
         _ieee_users += 1
     try:
         yield
@@ -136,17 +146,55 @@ def fp32_flags(device: torch.device, precision: str) -> Iterator[None]:
         with _ieee_lock:
             _ieee_users -= 1
             if _ieee_users == 0:
-                rnn.fp32_precision, matmul.fp32_precision = _ieee_saved
+                _restore_tf32_settings(_ieee_saved)
+
+
+# torch.backends.cudnn.rnn/.conv and mkldnn.matmul: module objects torch's stubs do not declare
+_backends: Any = torch.backends
 
 
 def _cudnn_rnn() -> Any:
-    # torch.backends.cudnn.rnn: a module object whose fp32_precision torch's stubs do not declare
-    return torch.backends.cudnn.rnn
+    return _backends.cudnn.rnn
+
+
+def _ieee_flags() -> tuple[Any, ...]:
+    """The per-operation flags fp32_flags sets to "ieee" (cuBLAS matmuls, cuDNN RNNs and convs)."""
+    return _backends.cuda.matmul, _cudnn_rnn(), _backends.cudnn.conv
+
+
+Settings = tuple[Any, Any, tuple[str, ...]]
+
+
+def _tf32_settings() -> Settings:
+    """The legacy settings (matmul precision, cudnn.allow_tf32; None where the caller's own mix
+    of the two APIs makes torch refuse to report one) and the per-operation flags changed."""
+    def legacy(read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except RuntimeError:
+            return None
+    return (legacy(torch.get_float32_matmul_precision), legacy(lambda: torch.backends.cudnn.allow_tf32),
+            tuple(f.fp32_precision for f in _changed_flags()))
+
+
+def _changed_flags() -> tuple[Any, ...]:
+    # the legacy matmul setter also sets oneDNN's (CPU) matmul flag
+    return (*_ieee_flags(), _backends.mkldnn.matmul)
+
+
+def _restore_tf32_settings(saved: Settings) -> None:
+    matmul, cudnn, values = saved
+    if matmul is not None:
+        torch.set_float32_matmul_precision(matmul)
+    if cudnn is not None:
+        torch.backends.cudnn.allow_tf32 = cudnn
+    for flags, value in zip(_changed_flags(), values):
+        flags.fp32_precision = value
 
 
 _ieee_lock = threading.Lock()
 _ieee_users = 0
-_ieee_saved = ("tf32", "none")
+_ieee_saved: Settings = (None, None, ())
 
 
 @contextlib.contextmanager
