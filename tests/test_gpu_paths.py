@@ -20,35 +20,65 @@ QUIET = dict(progress=False, log=lambda *a: None)
 CUDA = torch.device("cuda", 0)          # constructing a device touches no GPU
 
 
-def fake_bf16(native: bool):
-    """torch.cuda.is_bf16_supported of a GPU with bf16 in hardware, or one (V100, T4) that
-    only emulates it: True there unless emulation is excluded."""
-    return lambda including_emulation=True: native or including_emulation
+@pytest.fixture
+def tf32_defaults():
+    """Puts torch's TF32 settings (process-wide) back to its defaults after a test."""
+    yield
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.fp32_precision = "none"
+    torch.backends.mkldnn.matmul.fp32_precision = "none"
+    torch.backends.cudnn.rnn.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+
+
+def fake_gpus(monkeypatch, *capabilities: tuple[int, int], current: int = 0):
+    """GPUs of these compute capabilities (7.0: a V100, bf16 only emulated; 8.0 and later:
+    in hardware), GPU `current` being torch's current device."""
+    def capability(device=None):
+        index = getattr(device, "index", device)
+        return capabilities[current if index is None else index]
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current)
+    monkeypatch.setattr(torch.version, "hip", None)
 
 
 def test_auto_precision_does_not_count_emulated_bf16(monkeypatch):
     cfg = ModelConfig(vocab_size=10)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", fake_bf16(native=False))
+    fake_gpus(monkeypatch, (7, 0))
     assert ev.pick_precision("auto", CUDA, cfg) == "fp32"
     with pytest.raises(CharwiseError, match="no bf16 arithmetic"):
         ev.pick_precision("bf16", CUDA, cfg)
     assert ev.pick_precision("fp32", CUDA, cfg) == "fp32"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", fake_bf16(native=True))
+    fake_gpus(monkeypatch, (8, 0))
     assert ev.pick_precision("auto", CUDA, cfg) == "bf16"
     assert ev.pick_precision("bf16", CUDA, cfg) == "bf16"
 
 
-def test_recurrence_precision_says_what_the_recurrence_runs_in(monkeypatch):
+def test_each_gpu_is_judged_by_its_own_capability(monkeypatch):
+    """Issue 29 item 9: --device cuda:1 was judged by GPU 0 (torch.cuda.is_bf16_supported and
+    is_tf32_supported ask the current device)."""
+    cfg = ModelConfig(vocab_size=10)
+    fake_gpus(monkeypatch, (7, 0), (9, 0), current=0)
+    one = torch.device("cuda", 1)
+    assert ev.pick_precision("auto", one, cfg) == "bf16"
+    assert ev.pick_precision("auto", CUDA, cfg) == "fp32"
+    assert ev.pick_precision("auto", torch.device("cuda"), cfg) == "fp32"       # the current GPU
+    assert ev.recurrence_precision(one, "bf16") == "tf32"
+    assert ev.runs_natively("bf16", one) and not ev.runs_natively("bf16", CUDA)
+    fake_gpus(monkeypatch, (7, 0), (9, 0), current=1)
+    assert ev.pick_precision("auto", torch.device("cuda"), cfg) == "bf16"
+
+
+def test_recurrence_precision_says_what_the_recurrence_runs_in(monkeypatch, tf32_defaults):
     cpu = torch.device("cpu")
     assert ev.recurrence_precision(cpu, "bf16") == "bf16"
     assert ev.recurrence_precision(cpu, "fp32") == "fp32"
     assert ev.recurrence_precision(CUDA, "fp32") == "fp32"         # IEEE: fp32_flags
     # bf16 on a GPU: the recurrence runs outside autocast in fp32, TF32 where cuDNN uses it
-    monkeypatch.setattr(torch.cuda, "is_tf32_supported", lambda: True)
+    fake_gpus(monkeypatch, (8, 0))
     assert ev.recurrence_precision(CUDA, "bf16") == "tf32"
-    monkeypatch.setattr(torch.cuda, "is_tf32_supported", lambda: False)      # pre-Ampere
+    fake_gpus(monkeypatch, (7, 5))                                 # pre-Ampere
     assert ev.recurrence_precision(CUDA, "bf16") == "fp32"
-    monkeypatch.setattr(torch.cuda, "is_tf32_supported", lambda: True)
+    fake_gpus(monkeypatch, (8, 0))
     with ev.fp32_flags(CUDA, "fp32"):
         assert ev.recurrence_precision(CUDA, "bf16") == "fp32"      # cuDNN set to IEEE
 
@@ -63,16 +93,6 @@ def test_cpu_records_the_dtype_the_recurrence_really_uses():
         with ev.autocast(torch.device("cpu"), precision):
             net(x)
         assert names[seen[-1]] == ev.recurrence_precision(torch.device("cpu"), precision)
-
-
-@pytest.fixture
-def tf32_defaults():
-    """Puts torch's TF32 settings (process-wide) back to its defaults after a test."""
-    yield
-    torch.set_float32_matmul_precision("highest")
-    torch.backends.cuda.matmul.fp32_precision = "none"
-    torch.backends.mkldnn.matmul.fp32_precision = "none"
-    torch.backends.cudnn.rnn.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
 
 
 def _ieee_now() -> tuple[str, ...]:

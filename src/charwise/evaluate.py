@@ -52,22 +52,35 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def cuda_bf16_native() -> bool:
-    """A GPU with bf16 arithmetic in hardware (compute capability 8.0, Ampere, and later).
-    `torch.cuda.is_bf16_supported()` also counts emulation (a V100 or T4 "supports" bf16 by
-    emulating it, slower than fp32), so auto would pick it there: emulation is not counted."""
-    return torch.cuda.is_bf16_supported(including_emulation=False)
+def cuda_bf16_native(device: torch.device) -> bool:
+    """`device`, a GPU, has bf16 arithmetic in hardware (compute capability 8.0, Ampere, and
+    later). Not torch.cuda.is_bf16_supported(): it also counts emulation (a V100 or T4
+    "supports" bf16 by emulating it, slower than fp32, so auto would pick it there), and it
+    asks torch.cuda.current_device(), GPU 0 unless set, so `--device cuda:1` would be judged by
+    GPU 0. (ROCm: torch counts bf16 as native on every AMD GPU it runs on.)"""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def cuda_tf32(device: torch.device) -> bool:
+    """`device` computes TF32 (torch.cuda.is_tf32_supported's rule, asked of this GPU rather
+    than the current one): where bf16 is native; on ROCm, MI300-class GPUs (gfx94x, gfx95x)."""
+    if torch.version.hip:
+        arch = torch.cuda.get_device_properties(device).gcnArchName
+        return arch.startswith(("gfx94", "gfx95"))
+    return cuda_bf16_native(device)
 
 
 def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
     if name != "auto":
-        if name == "bf16" and device.type == "cuda" and not cuda_bf16_native():
+        if name == "bf16" and device.type == "cuda" and not cuda_bf16_native(device):
             raise CharwiseError("--precision bf16: this GPU has no bf16 arithmetic (compute "
                                 "capability below 8.0; torch would emulate it, slower than fp32); "
                                 "use --precision fp32")
         return name
     if device.type == "cuda":
-        return "bf16" if cuda_bf16_native() else "fp32"
+        return "bf16" if cuda_bf16_native(device) else "fp32"
     # Small models are bound by per-op overhead, not matmul speed: bf16 casts only cost there.
     return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
 
@@ -89,7 +102,7 @@ def runs_natively(precision: str, device: torch.device) -> bool:
     it); fp32 runs anywhere."""
     if precision != "bf16":
         return True
-    return cuda_bf16_native() if device.type == "cuda" else cpu_has_fast_bf16()
+    return cuda_bf16_native(device) if device.type == "cuda" else cpu_has_fast_bf16()
 
 
 def recurrence_precision(device: torch.device, precision: str) -> str:
@@ -104,7 +117,7 @@ def recurrence_precision(device: torch.device, precision: str) -> str:
     under bf16 whatever cuDNN's RNN setting gives: TF32 on Ampere and later by default."""
     if device.type != "cuda" or precision == "fp32":
         return precision
-    tf32 = _cudnn_rnn().fp32_precision == "tf32" and torch.cuda.is_tf32_supported()
+    tf32 = _cudnn_rnn().fp32_precision == "tf32" and cuda_tf32(device)
     return "tf32" if tf32 else "fp32"
 
 
