@@ -237,13 +237,15 @@ def recurrence_threads(model: CharRNN, threads: int | None = None) -> Iterator[N
         torch.set_num_threads(n)
 
 
-def eval_policy(model: CharRNN, threads: int | ThreadPolicy | None = None) -> ThreadPolicy | None:
-    """The thread policy for scoring with `model`: the one given, a fixed count, or a measuring
-    policy (threads.py); None on a GPU, whose work does not depend on it."""
+def eval_policy(device: torch.device, threads: int | ThreadPolicy | None = None) -> ThreadPolicy | None:
+    """The thread policy for scoring on `device`: the one given, a fixed count, or a measuring
+    policy (threads.py); None off the CPU, even when one is given (the trainer's): a GPU's
+    scoring does not depend on the host's threads, and a policy there would only probe on
+    small chunks and change torch's thread count for nothing."""
+    if device.type != "cpu":
+        return None
     if isinstance(threads, ThreadPolicy):
         return threads
-    if next(model.parameters()).device.type != "cpu":
-        return None
     return policy_for(threads)
 
 
@@ -265,7 +267,7 @@ def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None
     so with a large vocabulary the chunk shrinks to keep them under LOGITS_BUDGET values."""
     device = device or next(model.parameters()).device
     chunk = max(16, min(chunk, LOGITS_BUDGET // model.cfg.vocab_size))
-    policy = eval_policy(model, threads)
+    policy = eval_policy(next(model.parameters()).device, threads)
     own = not isinstance(threads, ThreadPolicy)
     was_training = model.training
     model.eval()

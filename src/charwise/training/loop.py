@@ -67,7 +67,7 @@ from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
 from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
 from ..runlock import LOCK, lock_run
-from ..threads import policy_for, usable_cpus
+from ..threads import ThreadPolicy, policy_for, usable_cpus
 from . import distributed, hooks
 from .tblog import open_logger
 
@@ -381,11 +381,9 @@ class Trainer:
         re-measured as the run goes (threads.py). Processes on one machine share its CPUs."""
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
         cpus = max(1, usable_cpus() // max(1, local))
-        on_cpu = self.device.type == "cpu" and self.ref is None
-        self.step_threads = policy_for(self.tcfg.threads, max_threads=cpus)
-        self.score_threads = policy_for(self.tcfg.threads, max_threads=cpus)
-        if not on_cpu:                    # a GPU's (or the NumPy engine's) step: nothing to choose
-            self.step_threads = policy_for(self.tcfg.threads or 1, max_threads=cpus)
+        on_cpu = self.device.type == "cpu"
+        self.step_threads = thread_policy(self.tcfg.threads, cpus, on_cpu and self.ref is None)
+        self.score_threads = thread_policy(self.tcfg.threads, cpus, on_cpu)
 
     def _build_model(self) -> None:
         """Device, precision, seeds, model, optimizer (or the NumPy engine) and run.json's info."""
@@ -942,6 +940,13 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def thread_policy(threads: int | None, cpus: int, on_cpu: bool) -> ThreadPolicy:
+    """--threads, or one measured as the run goes where the work runs on torch's CPU threads;
+    elsewhere (a GPU's step and scoring, the NumPy engine's step) a fixed count: there is
+    nothing to choose, and a measuring policy that never records would never settle."""
+    return policy_for(threads if on_cpu else threads or 1, max_threads=cpus)
 
 
 def read_interval(device: torch.device, distributed_run: bool) -> int:
