@@ -252,3 +252,31 @@ def test_bf16_state_is_saved_float32_and_resumes_in_fp32(tmp_path, monkeypatch):
     save_file(tensors, run / "last.safetensors", metadata=header)
     res = train(None, out=run, resume=True, max_steps=6, **kw)
     assert res.steps == 6 and load_file(run / "last.safetensors")["state/0"].dtype == torch.float32
+
+
+def test_line_mode_scoring_and_layer_states_run_the_recurrence_in_ieee_fp32(monkeypatch, tf32_defaults):
+    """Issue 29 item 8: two fp32 paths ran cuDNN's RNN in its default TF32 on a GPU: scoring
+    items (line mode: CharModel.evaluate, training's evaluation and its budget sample) and
+    inspect's layer states. Here fp32_flags is told each model is on a GPU (the device check
+    patched), and every recurrence must run with cuDNN's RNN flag at "ieee"."""
+    import numpy as np
+
+    from charwise import lines
+    from charwise.inspect import neurons
+
+    real = ev.fp32_flags
+    as_if_gpu = lambda device, precision: real(CUDA, precision)        # noqa: E731
+    monkeypatch.setattr(lines, "fp32_flags", as_if_gpu)
+    monkeypatch.setattr(neurons, "fp32_flags", as_if_gpu)
+    seen = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(torch.backends.cudnn.rnn.fp32_precision)
+        if isinstance(m, torch.nn.LSTM) else None)
+    try:
+        net = CharRNN(ModelConfig(vocab_size=10, hidden_size=16, embed_dim=8, layers=2)).eval()
+        lines.evaluate_items(net, [np.array([1, 2, 3]), np.array([4, 5])], end_id=9)
+        neurons.layer_states(net, np.array([1, 2, 3, 4]), layer=1, kind="h")
+    finally:
+        hook.remove()
+    assert len(seen) >= 3 and set(seen) == {"ieee"}, seen
+    assert torch.backends.cudnn.rnn.fp32_precision == "tf32"          # put back after

@@ -797,8 +797,7 @@ class Trainer:
         if self.eval_items is not None:
             end_id = self.data.vocab.end_id
             assert end_id is not None
-            with fp32_flags(self.device, "fp32"):          # items score in fp32: IEEE on a GPU
-                return evaluate_items(self.model, self.eval_items, end_id)
+            return evaluate_items(self.model, self.eval_items, end_id)     # IEEE fp32 on a GPU too
         if isinstance(self.data.vocab, ByteVocab):
             return evaluate_bytes(self.model, self.eval_tok, self.precision)
         return evaluate_tokens(self.model, self.eval_tok, self.precision, threads=self.score_threads,
