@@ -280,3 +280,32 @@ def test_line_mode_scoring_and_layer_states_run_the_recurrence_in_ieee_fp32(monk
         hook.remove()
     assert len(seen) >= 3 and set(seen) == {"ieee"}, seen
     assert torch.backends.cudnn.rnn.fp32_precision == "tf32"          # put back after
+
+
+def test_gpu_memory_is_checked_on_the_gpu_for_its_share_of_the_streams(monkeypatch, tmp_path):
+    """Issue 29 item 2: on a GPU the check compared the host's MemAvailable with the global
+    batch. It now asks the GPU (torch.cuda.mem_get_info, faked: 2 GB free of 80) for the
+    streams that GPU trains, and refuses in one line before anything is built or written."""
+    from charwise import bounds
+    asked = []
+
+    def mem_get_info(device=None):
+        asked.append(device)
+        return 2 << 30, 80 << 30
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    monkeypatch.setattr(bounds, "available_bytes", lambda: pytest.fail("host memory asked"))
+    cfg = ModelConfig(hidden_size=1024, layers=3, vocab_size=100)
+    need = bounds.training_bytes(cfg, 64, 512)
+    assert need > 2 << 30 > bounds.training_bytes(cfg, 8, 512)
+    with pytest.raises(CharwiseError, match=r"on 64 x 512 windows needs ~.* GB of GPU memory; cuda:0 has 2.15 GB free"):
+        bounds.check_training(cfg, 64, 512, device=CUDA)
+    bounds.check_training(cfg, 64, 512, device=CUDA, world=8)          # 8 streams a GPU fit
+    assert asked == [CUDA, CUDA]
+    # the trainer asks before it reads the corpus or builds the model
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(CharwiseError, match="GB of GPU memory; cuda has 2.15 GB free") as e:
+        train(None, out=tmp_path / "r", device="cuda", hidden_size=1024, layers=3, batch_size=64,
+              seq_len=512, max_steps=1, **QUIET)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "r" / "run.json").exists()

@@ -227,17 +227,18 @@ class Trainer:
     # ------------------------------------------------------------------------- setup
 
     def setup(self) -> None:
-        # sizes first: a model that cannot fit is refused before the corpus is read or a file
-        # written, and again once the vocabulary is known, before the model is built
-        bounds.check_training(replace(self.mcfg, vocab_size=max(self.mcfg.vocab_size, 1)),
-                              self.tcfg.batch_size, self.tcfg.seq_len)
         self.dist = dist = distributed.setup(self.tcfg.device)
+        self.device = distributed.device_for(dist, pick_device(self.tcfg.device))
+        # sizes first: a model that cannot fit (on a GPU, in its free memory) is refused before
+        # the corpus is read or a file written, and again once the vocabulary is known, before
+        # the model is built
+        self._check_memory(replace(self.mcfg, vocab_size=max(self.mcfg.vocab_size, 1)))
         if dist.enabled and self.tcfg.engine != "torch":
             raise CharwiseError("distributed training needs --engine torch")
         if not dist.main:
             self.log = lambda *a: None                           # rank 0 speaks
         self._load_data()
-        bounds.check_training(self.mcfg, self.tcfg.batch_size, self.tcfg.seq_len)
+        self._check_memory(self.mcfg)
         self._build_model()
         self._thread_policies()
         self.read_every = read_interval(self.device, dist.enabled)
@@ -264,6 +265,10 @@ class Trainer:
                       self.signals]
         self.mark = time.perf_counter()                 # the end of the last step (or pause)
         self.last_save = self.elapsed()                 # when the last checkpoint was written
+
+    def _check_memory(self, mcfg: ModelConfig) -> None:
+        bounds.check_training(mcfg, self.tcfg.batch_size, self.tcfg.seq_len, device=self.device,
+                              world=self.dist.world)
 
     def _start_budget(self) -> None:
         """With a time budget the final evaluation must fit in it: its cost is measured (a
@@ -388,7 +393,6 @@ class Trainer:
     def _build_model(self) -> None:
         """Device, precision, seeds, model, optimizer (or the NumPy engine) and run.json's info."""
         tcfg, mcfg, data = self.tcfg, self.mcfg, self.data
-        self.device = distributed.device_for(self.dist, pick_device(tcfg.device))
         self.precision = pick_precision(tcfg.precision, self.device, mcfg)
         torch.manual_seed(tcfg.seed)
         random.seed(tcfg.seed)
