@@ -309,3 +309,21 @@ def test_gpu_memory_is_checked_on_the_gpu_for_its_share_of_the_streams(monkeypat
               seq_len=512, max_steps=1, **QUIET)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_only_backend_errors_and_timeouts_are_a_peer_failure():
+    """Issue 29 item 6: under torchrun every RuntimeError became "another training process
+    stopped", a rank's own CUDA out-of-memory or cuDNN error included."""
+    import torch.distributed as dist
+    peer = [dist.DistBackendError("NCCL communicator was aborted"),
+            dist.DistNetworkError("connection refused"), dist.DistStoreError("store timeout"),
+            RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer"),
+            RuntimeError("[third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out "
+                         "waiting 5000ms for recv operation to complete"),
+            RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, unhandled system error")]
+    own = [torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+           RuntimeError("cuDNN error: CUDNN_STATUS_EXECUTION_FAILED"),
+           RuntimeError("CUDA error: an illegal memory access was encountered"),
+           RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x4)")]
+    assert all(distributed.peer_failure(e) for e in peer)
+    assert not any(distributed.peer_failure(e) for e in own)

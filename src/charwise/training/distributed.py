@@ -9,6 +9,7 @@ same learning rate and leaves the loop at the same step.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -132,6 +133,25 @@ def gather_rows(d: Dist, t: torch.Tensor, dim: int) -> torch.Tensor:
     parts = [torch.zeros_like(t) for _ in range(d.world)]
     dist.all_gather(parts, t)
     return torch.cat(parts, dim)
+
+
+# What gloo's and NCCL's failures say when they come as plain RuntimeErrors: gloo names its
+# own source files ("third_party/gloo/gloo/transport/tcp/pair.cc: Connection closed by peer",
+# ".../unbound_buffer.cc: Timed out waiting 600000ms for recv"), NCCL its name.
+PEER_FAILURE = re.compile(r"\bgloo\b|\bnccl\b|timed out|connection (?:closed|reset)|broken pipe",
+                          re.IGNORECASE)
+
+
+def peer_failure(e: BaseException) -> bool:
+    """Whether an error raised in the training loop under torchrun means that another process
+    stopped or a collective timed out -- torch.distributed's own errors (DistBackendError,
+    DistNetworkError, DistStoreError), gloo's and NCCL's -- rather than this process's own
+    failure: a CUDA out-of-memory, a cuDNN error or a bug must be reported as it is, not as
+    "another training process stopped"."""
+    import torch.distributed as dist
+    if isinstance(e, torch.OutOfMemoryError):
+        return False
+    return isinstance(e, dist.DistError) or bool(PEER_FAILURE.search(str(e)))
 
 
 def check_world(d: Dist, batch_size: int, saved_world: int | None) -> None:

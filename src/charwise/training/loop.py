@@ -467,8 +467,8 @@ class Trainer:
         try:
             self._loop()
         except RuntimeError as e:
-            if not self.dist.enabled:
-                raise
+            if not (self.dist.enabled and distributed.peer_failure(e)):
+                raise                          # this process's own error, as it is
             # A peer died or timed out mid-collective: one line instead of a gloo/NCCL trace.
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise CharwiseError(f"rank {self.dist.rank}: another training process stopped or "
