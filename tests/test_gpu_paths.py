@@ -327,3 +327,36 @@ def test_only_backend_errors_and_timeouts_are_a_peer_failure():
            RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x8 and 16x4)")]
     assert all(distributed.peer_failure(e) for e in peer)
     assert not any(distributed.peer_failure(e) for e in own)
+
+
+def test_each_step_read_in_a_batch_gets_its_own_time(monkeypatch, tmp_path):
+    """Issue 29 item 1: on one GPU the steps are read 16 at a time (forced here to 4 on the
+    CPU), and metrics.jsonl stamped each with the time of the read: 4 rows shared one `t`, and
+    chars/s over a span that started inside an interval counted its time for fewer steps
+    (~11 % high). Each step now gets its own end, the read interval shared evenly. A fake
+    clock: every step takes exactly 1 s, the rest of the loop none."""
+    import types
+
+    from charwise.training import loop
+    clock = types.SimpleNamespace(t=100.0)
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: clock.t))
+    real_step = loop.Trainer.train_step
+
+    def train_step(self, *a):
+        clock.t += 1.0
+        return real_step(self, *a)
+    monkeypatch.setattr(loop.Trainer, "train_step", train_step)
+    monkeypatch.setattr(loop, "read_interval", lambda device, distributed_run: 4)
+    train(None, out=tmp_path / "r", preset="spec", max_steps=12, eval_every=6, device="cpu",
+          threads=1, **QUIET)
+    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    steps = [(r["step"], r["t"]) for r in rows if "event" not in r]
+    assert steps == [(k, float(k)) for k in range(1, 13)]      # the evaluation at 6 takes no time here
+    # TensorBoard's chars/s from those times: one step a second, never a spike
+    from charwise.training.tblog import TBLogger
+    tb = TBLogger.__new__(TBLogger)
+    tb.chars_per_step, tb._mark, added = 100, None, []
+    tb.writer = types.SimpleNamespace(add_scalar=lambda tag, v, step: added.append((tag, step, v)))
+    for k, t in steps:
+        tb.step(k, 1.0, 1e-3, 1.0, t)
+    assert [v for tag, _, v in added if tag == "train/chars_per_s"] == [100.0]

@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -104,8 +104,8 @@ END_SLACK = 0.1
 # GPU idle while the host catches up and enqueues the next step. The values stay on the device
 # and are read in one copy every READ_EVERY steps, and always before anything acts on them (an
 # evaluation, a save, a stop). On the CPU a read costs nothing, so every step is read there
-# (and a 5th fault stops the run at once); under torchrun too, where the per-step agreement
-# (`_agree`) reads the device anyway.
+# (and a 5th fault stops the run at once); under torchrun too, where the values travel in the
+# step's one all-reduce (`_agree`), whose read is then the step's only sync.
 READ_EVERY = 16
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
@@ -131,6 +131,18 @@ def learning_rate(tcfg: TrainConfig, step: int, progress: float) -> float:
 
 
 # ----------------------------------------------------------------------------- the loop
+
+# A step read back: (its number, its learning rate, loss, grad norm, the run's time at its end)
+Row = tuple[int, float, float, float, float]
+
+
+class Decisions(NamedTuple):
+    """What the ranks agree after each step (`_agree`)."""
+    caught: bool              # a signal, on any rank
+    out_of_time: bool         # rank 0's clock: stop for the time budget
+    save: bool                # rank 0's clock: checkpoint now
+    measure: bool             # rank 0's clock: measure the evaluation's speed now
+
 
 def _optimizer(model: CharRNN, tcfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
@@ -207,7 +219,8 @@ class Trainer:
         self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
         # steps taken but not read yet: (step, lr, its (loss, grad norm) on the device)
         self.pending: list[tuple[int, float, torch.Tensor]] = []
-        self.unmeasured = 0                 # steps since the clock's last mark
+        self.read_mark = 0.0                # the run's time at the last read or pause
+        self.step_end = 0.0                 # the run's time at the end of the step reported
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
         if self.source is not None:
@@ -263,7 +276,6 @@ class Trainer:
                       hooks.Progress(self.show_progress if dist.main else False, self.max_steps,
                                      self.tcfg.max_time, self.chars_per_step, self.log),
                       self.signals]
-        self.mark = time.perf_counter()                 # the end of the last step (or pause)
         self.last_save = self.elapsed()                 # when the last checkpoint was written
 
     def _check_memory(self, mcfg: ModelConfig) -> None:
@@ -492,8 +504,7 @@ class Trainer:
     def _loop(self) -> None:
         tcfg = self.tcfg
         self.model.train()
-        stop_now = False
-        out_of_time = self._agree(0.0, stepped=False)[2]
+        stop_now, out_of_time = False, self._restart_clock()
         staged = None                          # the next step's batch, already on its way
         while True:
             if self.max_steps is not None and self.step >= self.max_steps:
@@ -511,17 +522,13 @@ class Trainer:
             # prefetch: the next batch is cut, and copied to a GPU, while this step runs there
             staged = (self._batch(self.step)
                       if self.max_steps is None or self.step < self.max_steps else None)
-            rows = self._read() if len(self.pending) >= self.read_every else []
-            loss, stop_now, out_of_time, saving, measuring = self._agree(
-                rows[-1][2] if rows else 0.0, stepped=True, measured=bool(rows))
+            rows, (stop_now, out_of_time, saving, measuring) = self._step_end()
             evaluating = bool(self.eval_every) and self.step % self.eval_every == 0
             if not rows and (evaluating or saving or measuring or out_of_time or stop_now
                              or staged is None):
                 rows = self._read()            # what comes next acts on these steps: read them
             if not rows:
                 continue
-            if self.dist.enabled:              # the ranks' mean loss (read every step there)
-                rows[-1] = (*rows[-1][:2], loss, rows[-1][3])
             if not self._report(rows):         # the last step was skipped: nothing else now
                 continue
             paused = False                     # an evaluation, a save or a measurement
@@ -538,8 +545,8 @@ class Trainer:
             if measuring and not out_of_time:
                 self._measure_eval_speed()
                 paused = True
-            if paused:                         # decided again after the pause (not a step)
-                out_of_time = self._agree(0.0, stepped=False)[2]
+            if paused:
+                out_of_time = self._restart_clock()
         self._finish()
 
     def _finish(self) -> None:
@@ -626,20 +633,42 @@ class Trainer:
             self.state = self.model.zero_state(len(self.batches.rows), self.device)
         return torch.stack([loss.detach().float(), gnorm_t.float()])
 
-    def _read(self) -> list[tuple[int, float, float, float]]:
-        """The pending steps' (step, lr, loss, grad norm), read from the device in one copy."""
+    def _step_end(self) -> tuple[list[Row], Decisions]:
+        """After a step: the steps read (when due) and what the ranks agree. Under torchrun the
+        step's loss and grad norm travel in that one all-reduce, whose read is the step's only
+        sync; in one process they are read every `read_every` steps (a sync on a GPU)."""
+        if self.dist.enabled:
+            values, decided = self._agree(self.pending[-1][2])
+            return self._read([values]), decided
+        rows = self._read() if len(self.pending) >= self.read_every else []
+        return rows, self._agree(None)[1]
+
+    def _read(self, values: list | None = None) -> list[Row]:
+        """The pending steps' (step, lr, loss, grad norm, end time), read from the device in one
+        copy (or `values`, already read). Between reads a GPU's steps are only queued and the
+        host's clock sees their end at the read: the interval since the last read (or pause) is
+        shared evenly among its steps, each stamped with its own end, and measured for the time
+        budget. (Stamping them all with the time of the read put up to READ_EVERY steps in one
+        instant, and rates over part of an interval counted its time for fewer steps.)"""
         pending, self.pending = self.pending, []
         if not pending:
             return []
-        values = read_host(torch.stack([v.to(torch.float64) for _, _, v in pending]))
-        return [(at, lr, loss, gnorm) for (at, lr, _), (loss, gnorm) in zip(pending, values)]
+        if values is None:
+            values = read_host(torch.stack([v.to(torch.float64) for _, _, v in pending]))
+        now, n = self.elapsed(), len(pending)
+        start, self.read_mark = self.read_mark, now
+        for _ in range(n):
+            self.budget.measured_step((now - start) / n)
+        return [(at, lr, loss, gnorm, start + (now - start) * (i + 1) / n)
+                for i, ((at, lr, _), (loss, gnorm)) in enumerate(zip(pending, values))]
 
-    def _report(self, rows: list[tuple[int, float, float, float]]) -> bool:
+    def _report(self, rows: list[Row]) -> bool:
         """The hooks' on_step (or on_fault) for each step read, in order and as of that step
-        (`self.step` is set to it meanwhile); returns whether the last one was finite."""
+        (`self.step`, `self.loss` and `self.step_end` are its own meanwhile); returns whether
+        the last one was finite."""
         now, ok = self.step, True
-        for at, lr, loss, gnorm in rows:
-            self.step, self.loss, ok = at, loss, math.isfinite(gnorm)
+        for at, lr, loss, gnorm, end in rows:
+            self.step, self.loss, self.step_end, ok = at, loss, end, math.isfinite(gnorm)
             if ok:
                 self._emit("on_step", lr, gnorm)
             else:
@@ -681,33 +710,31 @@ class Trainer:
         """How far through its budget the run is, 0..1 (the schedule's position)."""
         return budget_progress(self.step, self.max_steps, self.budget, self.elapsed())
 
-    def _agree(self, loss: float, stepped: bool,
-               measured: bool = True) -> tuple[float, bool, bool, bool, bool]:
-        """The one small collective after each step: the mean loss, whether any rank caught a
-        signal, and what rank 0's clock decides -- stop for time, save now, measure the
-        evaluation's speed now, and the schedule's position for the next step (`self.frac`).
-        Every rank follows rank 0's clock (its own would drift: other start-up times, and only
-        rank 0 measures the evaluation), so the replicas apply the same learning rate and stop
-        at the same step. `stepped`: a step ended just now; `measured`: the steps since the last
-        mark are done (their values were read, which waits for the device), so their mean time
-        predicts the next one's. Between reads a GPU's steps are only queued: the host's clock
-        does not see them, and a time budget may end up to READ_EVERY steps late.
+    def _restart_clock(self) -> bool:
+        """At the start and after a pause (an evaluation, a save, a measurement): the pause is
+        no step's time, and what rank 0's clock decides is decided again. Returns out_of_time."""
+        self.read_mark = self.elapsed()
+        return self._agree(None)[1].out_of_time
+
+    def _agree(self, values: torch.Tensor | None) -> tuple[list[float], Decisions]:
+        """The one small collective after each step: the ranks' mean of `values` (the step's
+        loss and grad norm, still on the device), whether any rank caught a signal, and what
+        rank 0's clock decides -- stop for time, save now, measure the evaluation's speed now,
+        and the schedule's position for the next step (`self.frac`). Every rank follows rank
+        0's clock (its own would drift: other start-up times, and only rank 0 measures the
+        evaluation), so the replicas apply the same learning rate and stop at the same step.
+        Between reads a GPU's steps are only queued: the host's clock does not see them, and a
+        time budget may end up to READ_EVERY steps late (one step under torchrun, whose clock
+        is read before the step's sync).
 
         Under torchrun this all-reduce and its read stay per step: the learning rate and the
         stop must be the same on every rank at every step, and rank 0 decides them from its
         clock; agreeing every N steps would need a schedule fixed N steps ahead."""
-        now = time.perf_counter()
-        self.unmeasured += stepped
-        if stepped and measured:
-            for _ in range(self.unmeasured):
-                self.budget.measured_step((now - self.mark) / self.unmeasured)
-        if not stepped or measured:            # after a pause: steps not read by then go unmeasured
-            self.unmeasured, self.mark = 0, now
         measure = self.dist.main and self.budget.remeasure_due(self.elapsed())
-        loss, caught, up, save, remeasure, self.frac = distributed.agree(
-            self.dist, loss, bool(self.signals.caught),
+        means, (caught,), (up, save, remeasure, self.frac) = distributed.agree(
+            self.dist, values, bool(self.signals.caught),
             lead=(self.time_up(), self.save_due(), measure, self.progress()), device=self.device)
-        return loss, bool(caught), bool(up), bool(save), bool(remeasure)
+        return means, Decisions(caught, bool(up), bool(save), bool(remeasure))
 
     def _measure_eval_speed(self) -> None:
         """Time a sample of the evaluation (after an untimed warm-up: budget.time_sample) to
