@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 # PyTorch goes in first. With an NVIDIA GPU (nvidia-smi present) we take the default
 # (CUDA) build. Without one we ask for the "+cpu" build by name: it lies on disk here, and
 # elsewhere comes from PyTorch's CPU index, so a CPU-only machine never downloads the
-# multi-GB CUDA build. The package's own "torch>=2.3" is then already satisfied.
+# multi-GB CUDA build. The package's own torch floor (pyproject.toml) is then already satisfied.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1; then \

@@ -188,3 +188,75 @@ def test_a_time_budget_is_decided_by_rank_0_for_every_rank(tmp_path):
     assert r0["lr"] == r1["lr"]
     w0, w1 = load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+RANK_OOM = """
+import os, sys
+import torch
+from charwise.training.loop import Trainer
+out = sys.argv[1]
+real = Trainer.train_step
+
+
+def train_step(self, *a):
+    if os.environ["RANK"] == "1" and self.step == 3:      # rank 1's own failure, not a peer's
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return real(self, *a)
+
+
+Trainer.train_step = train_step
+Trainer(None, out=out, preset="spec", progress=False, log=lambda *a: None, device="cpu",
+        precision="fp32", threads=1, max_steps=50, eval_every=0, batch_size=8).fit()
+"""
+
+
+def test_a_ranks_own_error_is_reported_as_it_is(tmp_path):
+    """Issue 29 item 6: rank 1's own out-of-memory was reported as "another training process
+    stopped"; now only a backend (gloo/NCCL) error or timeout is, as rank 0 sees it here."""
+    script = tmp_path / "oom.py"
+    script.write_text(RANK_OOM)
+    p = subprocess.run(TORCHRUN + [str(script), str(tmp_path / "run")], capture_output=True,
+                       text=True, timeout=300, env=ENV)
+    assert p.returncode != 0
+    rank1 = "\n".join(l for l in p.stderr.splitlines() if l.startswith("[rank1]"))
+    assert "OutOfMemoryError: CUDA out of memory" in rank1, p.stderr[-3000:]
+    assert "another training process stopped" not in rank1
+
+
+RANK_SYNCS = """
+import json, os, sys
+import torch.distributed as dist
+from charwise.training import loop
+out = sys.argv[1]
+reads, reduces = [], []
+real_reduce = dist.all_reduce
+
+
+def all_reduce(t, *a, **kw):
+    reduces.append(t.numel())
+    return real_reduce(t, *a, **kw)
+
+
+dist.all_reduce = all_reduce
+loop.read_host = lambda values: reads.append(len(values)) or values.tolist()
+loop.Trainer(None, out=out, preset="spec", progress=False, log=lambda *a: None, device="cpu",
+             precision="fp32", threads=1, max_steps=12, eval_every=0, batch_size=8).fit()
+with open(f"{out}/syncs{os.environ['RANK']}.json", "w") as f:
+    json.dump({"reads": reads, "reduces": reduces}, f)
+"""
+
+
+def test_one_all_reduce_per_step_carries_the_loss_and_grad_norm(tmp_path):
+    """Issue 29 item 10: under torchrun each step read its loss and grad norm (a sync) and then
+    all-reduced and read the agreement (another); they now travel in the one all-reduce. Its
+    mean loss is what metrics.jsonl records (test_two_processes_match_one)."""
+    script = tmp_path / "syncs.py"
+    script.write_text(RANK_SYNCS)
+    p = subprocess.run(TORCHRUN + [str(script), str(tmp_path / "run")], capture_output=True,
+                       text=True, timeout=300, env=ENV)
+    assert p.returncode == 0, p.stderr[-4000:]
+    for rank in (0, 1):
+        syncs = json.loads((tmp_path / "run" / f"syncs{rank}.json").read_text())
+        assert syncs["reads"] == []                           # no separate read of the step
+        # 12 steps of (loss, grad norm, signal, 4 of rank 0's decisions); the start: no step
+        assert syncs["reduces"] == [5] + [7] * 12

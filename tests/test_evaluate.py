@@ -193,3 +193,20 @@ def test_recurrence_threads_one_for_small_models_fixed_when_given():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_no_thread_policy_off_the_cpu_even_one_given():
+    """Issue 29 item 7: the trainer's measuring policy was used for GPU scoring (a given
+    policy was returned before the device was looked at): probes on small chunks and thread
+    changes for nothing. Off the CPU there is none; the trainer's is a fixed count there."""
+    from charwise.threads import policy_for
+    from charwise.training.loop import thread_policy
+    given = policy_for(None)
+    assert E.eval_policy(torch.device("cuda", 0), given) is None
+    assert E.eval_policy(torch.device("cuda", 0), None) is None
+    assert E.eval_policy(torch.device("cpu"), given) is given
+    assert E.eval_policy(torch.device("cpu"), 1).fixed == 1
+    assert thread_policy(None, 4, on_cpu=True).deciding
+    gpu = thread_policy(None, 4, on_cpu=False)
+    assert gpu.fixed == 1 and not gpu.deciding
+    assert thread_policy(2, 4, on_cpu=False).fixed == 2

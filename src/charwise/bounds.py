@@ -2,9 +2,11 @@
 
 A model's memory follows from its config alone: parameters from (V, E, H, L, cell), training
 activations from the batch B x window T as well. `check_training` and `check_inference` compare
-an estimate with the memory this machine has available (MemAvailable in /proc/meminfo, and a
-cgroup limit when one is lower) and refuse, in one line, what cannot fit — instead of an
-allocation traceback, a hang or the OOM killer minutes later. `thread_count` caps a requested
+an estimate with the memory where the model will live -- on the CPU what this machine has
+available (MemAvailable in /proc/meminfo, and a cgroup limit when one is lower), on a GPU what
+is free on that GPU (torch.cuda.mem_get_info), for the streams that GPU trains -- and refuse,
+in one line, what cannot fit: instead of an allocation traceback, a hang or the OOM killer
+minutes later. `thread_count` caps a requested
 number of CPU threads at the CPUs this process may run on (torch segfaults on a million).
 
 The estimates are deliberately simple (float32 everywhere, the largest tensors only); they are
@@ -89,11 +91,29 @@ def _gb(n: int) -> str:
     return f"{g:.3g}" if g < 1000 else f"{g:,.0f}"
 
 
-def check_fits(need: int, what: str, available: int | None = None) -> None:
-    have = available_bytes() if available is None else available
+def gpu_free_bytes(device) -> int | None:
+    """Memory free on the CUDA GPU `device` (what other processes hold is already taken out);
+    None where torch cannot say."""
+    import torch  # lazy: the host checks need no torch
+    try:
+        return int(torch.cuda.mem_get_info(device)[0])
+    except (RuntimeError, AssertionError, ValueError):
+        return None
+
+
+def check_fits(need: int, what: str, available: int | None = None, device=None) -> None:
+    """Refuse `what` if it needs more than the memory available where it will live: the host's,
+    or on a CUDA `device` that GPU's free memory."""
+    on_gpu = device is not None and device.type == "cuda"
+    if available is not None:
+        have: int | None = available
+    else:
+        have = gpu_free_bytes(device) if on_gpu else available_bytes()
     if have is not None and need > have:
-        raise CharwiseError(f"{what} needs ~{_gb(need)} GB of memory; this machine has "
-                            f"{_gb(have)} GB available (use a smaller model, batch or window)")
+        where = f"GPU memory; {device} has {_gb(have)} GB free" if on_gpu else \
+            f"memory; this machine has {_gb(have)} GB available"
+        raise CharwiseError(f"{what} needs ~{_gb(need)} GB of {where} "
+                            "(use a smaller model, batch or window)")
 
 
 def describe(cfg: ModelConfig) -> str:
@@ -103,15 +123,23 @@ def describe(cfg: ModelConfig) -> str:
 
 
 def check_training(cfg: ModelConfig, batch_size: int, seq_len: int,
-                   available: int | None = None) -> None:
-    """Refuse, before building anything, a training run that cannot fit in memory."""
-    check_fits(training_bytes(cfg, batch_size, seq_len),
-               f"training {describe(cfg)} on {batch_size} x {seq_len} windows", available)
+                   available: int | None = None, device=None, world: int = 1) -> None:
+    """Refuse, before building anything, a training run that cannot fit in memory. On the CPU
+    the whole batch counts (torchrun's processes share the machine's memory); on a GPU each
+    process trains batch_size / world streams, and the GPU's free memory holds them."""
+    rows = max(1, batch_size // world) if device is not None and device.type == "cuda" else batch_size
+    check_fits(training_bytes(cfg, rows, seq_len),
+               f"training {describe(cfg)} on {rows} x {seq_len} windows", available, device)
 
 
-def check_inference(cfg: ModelConfig, where: str = "", available: int | None = None) -> None:
-    """Refuse, before building anything, loading a model that cannot fit in memory."""
-    check_fits(inference_bytes(cfg), f"{where}{': ' if where else ''}{describe(cfg)}", available)
+def check_inference(cfg: ModelConfig, where: str = "", available: int | None = None,
+                    device=None) -> None:
+    """Refuse, before building anything, loading a model that cannot fit in memory: the host's
+    (the weights are read there), and a GPU's when the model goes to one."""
+    what = f"{where}{': ' if where else ''}{describe(cfg)}"
+    check_fits(inference_bytes(cfg), what, available)
+    if device is not None and device.type == "cuda":
+        check_fits(inference_bytes(cfg), what, available, device)
 
 
 def cpu_count() -> int:

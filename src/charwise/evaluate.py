@@ -43,16 +43,29 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cuda_bf16_native() -> bool:
-    """A GPU with bf16 arithmetic in hardware (compute capability 8.0, Ampere, and later).
-    `torch.cuda.is_bf16_supported()` also counts emulation (a V100 or T4 "supports" bf16 by
-    emulating it, slower than fp32), so auto would pick it there: emulation is not counted."""
-    return torch.cuda.is_bf16_supported(including_emulation=False)
+def cuda_bf16_native(device: torch.device) -> bool:
+    """`device`, a GPU, has bf16 arithmetic in hardware (compute capability 8.0, Ampere, and
+    later). Not torch.cuda.is_bf16_supported(): it also counts emulation (a V100 or T4
+    "supports" bf16 by emulating it, slower than fp32, so auto would pick it there), and it
+    asks torch.cuda.current_device(), GPU 0 unless set, so `--device cuda:1` would be judged by
+    GPU 0. (ROCm: torch counts bf16 as native on every AMD GPU it runs on.)"""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def cuda_tf32(device: torch.device) -> bool:
+    """`device` computes TF32 (torch.cuda.is_tf32_supported's rule, asked of this GPU rather
+    than the current one): where bf16 is native; on ROCm, MI300-class GPUs (gfx94x, gfx95x)."""
+    if torch.version.hip:
+        arch = torch.cuda.get_device_properties(device).gcnArchName
+        return arch.startswith(("gfx94", "gfx95"))
+    return cuda_bf16_native(device)
 
 
 def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
     if name != "auto":
-        if name == "bf16" and device.type == "cuda" and not cuda_bf16_native():
+        if name == "bf16" and device.type == "cuda" and not cuda_bf16_native(device):
             raise CharwiseError("--precision bf16: this GPU has no bf16 arithmetic (compute "
                                 "capability below 8.0; torch would emulate it, slower than fp32); "
                                 "use --precision fp32")
@@ -61,7 +74,7 @@ def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
                                 "(or auto)")
         return name
     if device.type == "cuda":
-        return "bf16" if cuda_bf16_native() else "fp32"
+        return "bf16" if cuda_bf16_native(device) else "fp32"
     # Small models are bound by per-op overhead, not matmul speed: bf16 casts only cost there.
     return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
 
@@ -83,7 +96,7 @@ def runs_natively(precision: str, device: torch.device) -> bool:
     it); fp32 runs anywhere."""
     if precision != "bf16":
         return True
-    return cuda_bf16_native() if device.type == "cuda" else cpu_has_fast_bf16()
+    return cuda_bf16_native(device) if device.type == "cuda" else cpu_has_fast_bf16()
 
 
 def recurrence_precision(device: torch.device, precision: str) -> str:
@@ -98,7 +111,7 @@ def recurrence_precision(device: torch.device, precision: str) -> str:
     under bf16 whatever cuDNN's RNN setting gives: TF32 on Ampere and later by default."""
     if device.type != "cuda" or precision == "fp32":
         return precision
-    tf32 = _cudnn_rnn().fp32_precision == "tf32" and torch.cuda.is_tf32_supported()
+    tf32 = _cudnn_rnn().fp32_precision == "tf32" and cuda_tf32(device)
     return "tf32" if tf32 else "fp32"
 
 
@@ -110,19 +123,29 @@ def fp32_flags(device: torch.device, precision: str) -> Iterator[None]:
     (torch.backends.cuda.matmul.fp32_precision "none", i.e. TF32 off), but cuDNN RNNs use TF32
     on Ampere and later (torch.backends.cudnn.rnn.fp32_precision "tf32"). So "--precision fp32"
     would run the recurrence in TF32 (10-bit mantissa) and the head and the fused sampling step
-    in fp32, and two sampling paths could diverge for one seed. Only the new per-operation API
-    is used: mixing it with the legacy allow_tf32 flags makes torch raise."""
+    in fp32, and two sampling paths could diverge for one seed.
+
+    A caller (a notebook, a library embedding charwise) may have used the legacy API,
+    torch.set_float32_matmul_precision("high") or matmul.allow_tf32 = True. Torch keeps that
+    setting apart from the per-operation one and checks at every cuBLAS fp32 matmul that the
+    two agree on TF32 (Context::allowTF32CuBLAS: "a mix of the legacy and new APIs"
+    otherwise), so setting only the new matmul flag to "ieee" would make those matmuls raise;
+    the legacy cudnn.allow_tf32 getter likewise raises unless it, the conv and the RNN flags
+    agree. So both APIs are set here, the legacy setters first (they overwrite the new flags),
+    and both are restored after, in the same order."""
     global _ieee_users, _ieee_saved
     if device.type != "cuda" or precision != "fp32":
         yield
         return
-    rnn, matmul = _cudnn_rnn(), torch.backends.cuda.matmul
     # The flags are global: the first of nested or concurrent users (the server's threads)
     # sets them, the last one out restores them.
     with _ieee_lock:
         if _ieee_users == 0:
-            _ieee_saved = rnn.fp32_precision, matmul.fp32_precision
-            rnn.fp32_precision = matmul.fp32_precision = "ieee"
+            _ieee_saved = _tf32_settings()
+            torch.set_float32_matmul_precision("highest")
+            torch.backends.cudnn.allow_tf32 = False
+            for flags in _ieee_flags():
+                flags.fp32_precision = "ieee"
         _ieee_users += 1
     try:
         yield
@@ -130,17 +153,55 @@ def fp32_flags(device: torch.device, precision: str) -> Iterator[None]:
         with _ieee_lock:
             _ieee_users -= 1
             if _ieee_users == 0:
-                rnn.fp32_precision, matmul.fp32_precision = _ieee_saved
+                _restore_tf32_settings(_ieee_saved)
+
+
+# torch.backends.cudnn.rnn/.conv and mkldnn.matmul: module objects torch's stubs do not declare
+_backends: Any = torch.backends
 
 
 def _cudnn_rnn() -> Any:
-    # torch.backends.cudnn.rnn: a module object whose fp32_precision torch's stubs do not declare
-    return torch.backends.cudnn.rnn
+    return _backends.cudnn.rnn
+
+
+def _ieee_flags() -> tuple[Any, ...]:
+    """The per-operation flags fp32_flags sets to "ieee" (cuBLAS matmuls, cuDNN RNNs and convs)."""
+    return _backends.cuda.matmul, _cudnn_rnn(), _backends.cudnn.conv
+
+
+Settings = tuple[Any, Any, tuple[str, ...]]
+
+
+def _tf32_settings() -> Settings:
+    """The legacy settings (matmul precision, cudnn.allow_tf32; None where the caller's own mix
+    of the two APIs makes torch refuse to report one) and the per-operation flags changed."""
+    def legacy(read: Callable[[], Any]) -> Any:
+        try:
+            return read()
+        except RuntimeError:
+            return None
+    return (legacy(torch.get_float32_matmul_precision), legacy(lambda: torch.backends.cudnn.allow_tf32),
+            tuple(f.fp32_precision for f in _changed_flags()))
+
+
+def _changed_flags() -> tuple[Any, ...]:
+    # the legacy matmul setter also sets oneDNN's (CPU) matmul flag
+    return (*_ieee_flags(), _backends.mkldnn.matmul)
+
+
+def _restore_tf32_settings(saved: Settings) -> None:
+    matmul, cudnn, values = saved
+    if matmul is not None:
+        torch.set_float32_matmul_precision(matmul)
+    if cudnn is not None:
+        torch.backends.cudnn.allow_tf32 = cudnn
+    for flags, value in zip(_changed_flags(), values):
+        flags.fp32_precision = value
 
 
 _ieee_lock = threading.Lock()
 _ieee_users = 0
-_ieee_saved = ("tf32", "none")
+_ieee_saved: Settings = (None, None, ())
 
 
 @contextlib.contextmanager
@@ -170,13 +231,15 @@ def recurrence_threads(model: CharRNN, threads: int | None = None) -> Iterator[N
         torch.set_num_threads(n)
 
 
-def eval_policy(model: CharRNN, threads: int | ThreadPolicy | None = None) -> ThreadPolicy | None:
-    """The thread policy for scoring with `model`: the one given, a fixed count, or a measuring
-    policy (threads.py); None on a GPU, whose work does not depend on it."""
+def eval_policy(device: torch.device, threads: int | ThreadPolicy | None = None) -> ThreadPolicy | None:
+    """The thread policy for scoring on `device`: the one given, a fixed count, or a measuring
+    policy (threads.py); None off the CPU, even when one is given (the trainer's): a GPU's
+    scoring does not depend on the host's threads, and a policy there would only probe on
+    small chunks and change torch's thread count for nothing."""
+    if device.type != "cpu":
+        return None
     if isinstance(threads, ThreadPolicy):
         return threads
-    if next(model.parameters()).device.type != "cpu":
-        return None
     return policy_for(threads)
 
 
@@ -198,7 +261,7 @@ def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None
     so with a large vocabulary the chunk shrinks to keep them under LOGITS_BUDGET values."""
     device = device or next(model.parameters()).device
     chunk = max(16, min(chunk, LOGITS_BUDGET // model.cfg.vocab_size))
-    policy = eval_policy(model, threads)
+    policy = eval_policy(next(model.parameters()).device, threads)
     own = not isinstance(threads, ThreadPolicy)
     was_training = model.training
     model.eval()

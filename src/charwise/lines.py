@@ -26,12 +26,12 @@ from .bundled import sha256_file
 from .bytevocab import ByteVocab
 from .config import CharwiseError
 from .data import AnyVocab, Vocab, bundled_corpus_path, check_text_file, read_text
+from .evaluate import LN2, fp32_flags
 
 IGNORE = -100                  # target id of padding: F.cross_entropy skips it by default
 HINT_MAX_BYTES = 50 << 20     # look for a list (to suggest line mode) only in texts up to this
 HUGE_LINE = 2000               # characters: a line longer than this is one very long sequence
 SHORT_LINE = 64                # characters: what "short" means when suggesting line mode
-LN2 = math.log(2)
 
 
 def split_items(text: str) -> list[str]:
@@ -143,7 +143,9 @@ def evaluate_items(net: torch.nn.Module, items: Sequence[np.ndarray], end_id: in
                    batch_size: int = 64) -> dict:
     """Exact loss of whole items, each from a zero state, end symbol included: per item, per
     character (total nats / characters: the cost of ending each item is part of the total) and
-    per symbol (characters + end symbols)."""
+    per symbol (characters + end symbols). In IEEE fp32 on a GPU too (fp32_flags: cuDNN's RNNs
+    default to TF32 there), as the results say: training's evaluation, its time-budget sample
+    and CharModel.evaluate all score items here."""
     if not items:
         raise CharwiseError("line mode: nothing to evaluate (no non-empty lines)")
     was_training = net.training
@@ -151,12 +153,13 @@ def evaluate_items(net: torch.nn.Module, items: Sequence[np.ndarray], end_id: in
     device = next(net.parameters()).device
     total, by_len = 0.0, sorted(range(len(items)), key=lambda i: len(items[i]))
     try:
-        for s in range(0, len(by_len), batch_size):
-            x, y = item_arrays([items[i] for i in by_len[s:s + batch_size]], end_id)
-            logits, _ = net(torch.from_numpy(x).to(device))
-            V = logits.shape[-1]
-            total += float(F.cross_entropy(logits.float().reshape(-1, V), torch.from_numpy(y).to(device).reshape(-1),
-                                           ignore_index=IGNORE, reduction="sum"))
+        with fp32_flags(device, "fp32"):
+            for s in range(0, len(by_len), batch_size):
+                x, y = item_arrays([items[i] for i in by_len[s:s + batch_size]], end_id)
+                logits, _ = net(torch.from_numpy(x).to(device))
+                V, target = logits.shape[-1], torch.from_numpy(y).to(device).reshape(-1)
+                total += float(F.cross_entropy(logits.float().reshape(-1, V), target,
+                                               ignore_index=IGNORE, reduction="sum"))
     finally:
         net.train(was_training)
     n_items = len(items)

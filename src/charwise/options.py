@@ -249,9 +249,16 @@ class SampleOptions(Options):
                           metavar="K")
     new_only: bool = _f(False, "line mode: drop items that are lines of the training text (and "
                         "say how many were new)")
-    precision: str = _f("fp32", "fp32: exact, a seed repeats the text on any path; int8: LSTMs on "
-                        "an x86 CPU with AVX-512 VNNI, int8 recurrent weights, faster, greedy text and sample loss "
-                        "close to fp32's but not identical", choices=("fp32", "int8"))
+    # What "a seed repeats the text" may promise: the draws compare uniforms with cumulative
+    # probabilities, so logits differing in their last bits can flip one. On the CPU the fused
+    # NumPy step and the module path give the same text (tests); with a model on a GPU, one
+    # stream steps in NumPy (OpenBLAS, CPU copies of the weights) and several in cuBLAS, whose
+    # sums round differently, and another machine's BLAS may too.
+    precision: str = _f("fp32", "fp32: IEEE fp32; a seed repeats the text on the same machine "
+                        "and device (with a model on a GPU, one stream samples on the CPU and "
+                        "several on the GPU: their last bits differ and can flip a draw); int8: "
+                        "LSTMs on an x86 CPU with AVX-512 VNNI, int8 recurrent weights, faster, greedy text and "
+                        "sample loss close to fp32's but not identical", choices=("fp32", "int8"))
     device: str = device_opt()
 
 

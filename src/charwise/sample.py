@@ -392,7 +392,7 @@ def load_model(run_dir: str | Path, which: str = "best",
         raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
     # sizes before any allocation: what the config asks for must fit, and the file's shapes
     # (read from its header) must be the config's
-    check_inference(cfg, str(p / RUN_JSON))
+    check_inference(cfg, str(p / RUN_JSON), device=torch.device(device))
     expected = expected_shapes(cfg)
     stored = tensor_shapes(path)
     prefix = "model/" if any(k.startswith("model/") for k in stored) else ""

@@ -10,7 +10,7 @@ import torch
 
 from ..config import CharwiseError
 from ..data import Vocab, _codepoints
-from ..evaluate import recurrence_threads
+from ..evaluate import fp32_flags, recurrence_threads
 from ..sample import FusedLSTMStep
 
 
@@ -46,7 +46,9 @@ def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
         w = {n: getattr(rnn, f"{n}_l{k}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
         single = type(rnn)(w["weight_ih"].shape[1], cfg.hidden_size, 1, batch_first=True, **extra)
         single.load_state_dict({f"{n}_l0": v for n, v in w.items()})
-        out, _ = single.to(dev)(x)                                  # (1, T, H)
+        # IEEE fp32 as the c path's fused step: cuDNN's RNNs default to TF32 on a GPU
+        with fp32_flags(dev, "fp32"):
+            out, _ = single.to(dev)(x)                              # (1, T, H)
         if k < layer:
             x = out
     return out[0].float().cpu().numpy()                             # (T, H)

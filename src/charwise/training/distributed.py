@@ -2,13 +2,14 @@
 
 torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; without them (or with WORLD_SIZE=1) everything
 here is a no-op and training is a plain single process. Ranks exchange tensors only (no
-pickled objects): one small all-reduce per step carries the loss, the signals and rank 0's
-decisions (stop, save, the schedule's position under a time budget), so every rank applies the
-same learning rate and leaves the loop at the same step.
+pickled objects): one small all-reduce per step carries the loss and grad norm, the signals
+and rank 0's decisions (stop, save, the schedule's position under a time budget), so every
+rank applies the same learning rate and leaves the loop at the same step.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -96,20 +97,28 @@ def barrier(d: Dist, group: Any = None) -> None:
         dist.barrier(group=group)
 
 
-def agree(d: Dist, loss: float, *flags: bool, lead: tuple[float, ...] = (),
-          device=None) -> tuple[float, ...]:
-    """Mean loss over ranks, each flag true if it is true on any rank, and rank 0's `lead`
+def agree(d: Dist, values: torch.Tensor | None, *flags: bool, lead: tuple[float, ...] = (),
+          device=None) -> tuple[list[float], tuple[bool, ...], tuple[float, ...]]:
+    """In one all-reduce: the mean over ranks of `values` (a step's loss and grad norm, left on
+    the device until now), each flag true if it is true on any rank, and rank 0's `lead`
     values as they are (what rank 0's clock decides, so that every rank follows one clock
-    rather than its own), all in one all-reduce."""
+    rather than its own). Reading the result is the step's one host sync. In one process
+    nothing is read: no means (`values` stay where they are), the flags and `lead` as given."""
     if not d.enabled:
-        return (loss, *flags, *lead)
+        return [], tuple(flags), tuple(lead)
     import torch.distributed as dist
-    t = torch.tensor([loss, *map(float, flags), *(float(v) if d.main else 0.0 for v in lead)],
-                     dtype=torch.float64, device=device)
+    host = torch.tensor([*map(float, flags), *(float(v) if d.main else 0.0 for v in lead)],
+                        dtype=torch.float64)
+    if device is not None and torch.device(device).type == "cuda":
+        host = host.pin_memory()       # from page-locked memory the copy waits for no queue
+    t = host.to(device or "cpu", non_blocking=True)
+    if values is not None:
+        t = torch.cat([values.to(t.device, torch.float64), t])
     dist.all_reduce(t)                      # a sum: the other ranks add zeros to rank 0's values
     vals = t.tolist()
-    k = 1 + len(flags)
-    return (vals[0] / d.world, *(v > 0 for v in vals[1:k]), *vals[k:])
+    k = 0 if values is None else len(values)
+    n = k + len(flags)
+    return [v / d.world for v in vals[:k]], tuple(v > 0 for v in vals[k:n]), tuple(vals[n:])
 
 
 def broadcast_floats(d: Dist, values: list[float], device=None, group: Any = None) -> list[float]:
@@ -132,6 +141,25 @@ def gather_rows(d: Dist, t: torch.Tensor, dim: int) -> torch.Tensor:
     parts = [torch.zeros_like(t) for _ in range(d.world)]
     dist.all_gather(parts, t)
     return torch.cat(parts, dim)
+
+
+# What gloo's and NCCL's failures say when they come as plain RuntimeErrors: gloo names its
+# own source files ("third_party/gloo/gloo/transport/tcp/pair.cc: Connection closed by peer",
+# ".../unbound_buffer.cc: Timed out waiting 600000ms for recv"), NCCL its name.
+PEER_FAILURE = re.compile(r"\bgloo\b|\bnccl\b|timed out|connection (?:closed|reset)|broken pipe",
+                          re.IGNORECASE)
+
+
+def peer_failure(e: BaseException) -> bool:
+    """Whether an error raised in the training loop under torchrun means that another process
+    stopped or a collective timed out -- torch.distributed's own errors (DistBackendError,
+    DistNetworkError, DistStoreError), gloo's and NCCL's -- rather than this process's own
+    failure: a CUDA out-of-memory, a cuDNN error or a bug must be reported as it is, not as
+    "another training process stopped"."""
+    import torch.distributed as dist
+    if isinstance(e, torch.OutOfMemoryError):
+        return False
+    return isinstance(e, dist.DistError) or bool(PEER_FAILURE.search(str(e)))
 
 
 def check_world(d: Dist, batch_size: int, saved_world: int | None) -> None:

@@ -2,7 +2,8 @@
 and the SIGINT/SIGTERM handler. Each hook sees the trainer (its step, loss, clock, model) and
 keeps its own state; the loop only says when something happened.
 
-    on_step(trainer, lr, grad_norm)   after every optimizer step that was taken
+    on_step(trainer, lr, grad_norm)   after every optimizer step that was taken (trainer.step_end:
+                                      when it ended, in the run's seconds)
     on_fault(trainer)                 after a step skipped for a non-finite loss or gradient
     on_eval_start(trainer, chars, final)  before an evaluation scores `chars` characters
     on_eval_chunk(trainer, done, total)   as it goes (characters scored so far)
@@ -57,7 +58,7 @@ class MetricsFile(Hook):
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
         self.f.write(f'{{"step": {trainer.step}, "loss": {trainer.loss:.6f}, "lr": {lr:.6g}, '
-                     f'"t": {trainer.elapsed():.4f}}}\n')
+                     f'"t": {trainer.step_end:.4f}}}\n')
 
     def on_fault(self, trainer: Trainer) -> None:
         self.f.write(json.dumps({"event": "fault", "step": trainer.step - 1,
@@ -80,7 +81,7 @@ class TensorBoard(Hook):
         self.logger = logger
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        self.logger.step(trainer.step, trainer.loss, lr, grad_norm)
+        self.logger.step(trainer.step, trainer.loss, lr, grad_norm, trainer.step_end)
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
         self.logger.eval(trainer.step, rec, trainer.model)
@@ -101,7 +102,7 @@ class Progress(Hook):
         self.log = log
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        self.view.step(trainer.step, trainer.loss, trainer.elapsed(), trainer.progress())
+        self.view.step(trainer.step, trainer.loss, trainer.step_end, trainer.progress())
 
     def on_eval_start(self, trainer: Trainer, chars: int, final: bool) -> None:
         self.view.eval_start(chars, final)

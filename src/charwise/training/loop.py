@@ -17,7 +17,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
 from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
 from ..runlock import lock_run
-from ..threads import policy_for, usable_cpus
+from ..threads import ThreadPolicy, policy_for, usable_cpus
 from . import distributed, hooks
 from .tblog import open_logger
 
@@ -106,8 +106,8 @@ END_SLACK = 0.1
 # GPU idle while the host catches up and enqueues the next step. The values stay on the device
 # and are read in one copy every READ_EVERY steps, and always before anything acts on them (an
 # evaluation, a save, a stop). On the CPU a read costs nothing, so every step is read there
-# (and a 5th fault stops the run at once); under torchrun too, where the per-step agreement
-# (`_agree`) reads the device anyway.
+# (and a 5th fault stops the run at once); under torchrun too, where the values travel in the
+# step's one all-reduce (`_agree`), whose read is then the step's only sync.
 READ_EVERY = 16
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
@@ -133,6 +133,18 @@ def learning_rate(tcfg: TrainConfig, step: int, progress: float) -> float:
 
 
 # ----------------------------------------------------------------------------- the loop
+
+# A step read back: (its number, its learning rate, loss, grad norm, the run's time at its end)
+Row = tuple[int, float, float, float, float]
+
+
+class Decisions(NamedTuple):
+    """What the ranks agree after each step (`_agree`)."""
+    caught: bool              # a signal, on any rank
+    out_of_time: bool         # rank 0's clock: stop for the time budget
+    save: bool                # rank 0's clock: checkpoint now
+    measure: bool             # rank 0's clock: measure the evaluation's speed now
+
 
 def _optimizer(model: CharRNN, tcfg: TrainConfig) -> torch.optim.AdamW:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
@@ -209,7 +221,8 @@ class Trainer:
         self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
         # steps taken but not read yet: (step, lr, its (loss, grad norm) on the device)
         self.pending: list[tuple[int, float, torch.Tensor]] = []
-        self.unmeasured = 0                 # steps since the clock's last mark
+        self.read_mark = 0.0                # the run's time at the last read or pause
+        self.step_end = 0.0                 # the run's time at the end of the step reported
 
     def _settings(self, preset: str | None, overrides: dict) -> tuple[ModelConfig, TrainConfig]:
         if self.source is not None:
@@ -234,21 +247,21 @@ class Trainer:
     # ------------------------------------------------------------------------- setup
 
     def setup(self) -> None:
-        # sizes first: a model that cannot fit is refused before the corpus is read or a file
-        # written, and again once the vocabulary is known, before the model is built
-        bounds.check_training(replace(self.mcfg, vocab_size=max(self.mcfg.vocab_size, 1)),
-                              self.tcfg.batch_size, self.tcfg.seq_len)
         self.dist = dist = distributed.setup(self.tcfg.device)
+        self.device = distributed.device_for(dist, pick_device(self.tcfg.device))
+        # sizes first: a model that cannot fit (on a GPU, in its free memory) is refused before
+        # the corpus is read or a file written, and again once the vocabulary is known, before
+        # the model is built
+        self._check_memory(replace(self.mcfg, vocab_size=max(self.mcfg.vocab_size, 1)))
         if dist.enabled and self.tcfg.engine != "torch":
             raise CharwiseError("distributed training needs --engine torch")
         if not dist.main:
             self.log = lambda *a: None                           # rank 0 speaks
-        # device and precision before any file is written: a CPU without bf16 refuses here
-        self.device = distributed.device_for(dist, pick_device(self.tcfg.device))
+        # the precision before any file is written: a CPU without bf16 refuses here
         self.precision = pick_precision(self.tcfg.precision, self.device, self.mcfg)
         self._load_data()
         self._size_to_machine()
-        bounds.check_training(self.mcfg, self.tcfg.batch_size, self.tcfg.seq_len)
+        self._check_memory(self.mcfg)
         self._build_model()
         self._thread_policies()
         self.read_every = read_interval(self.device, dist.enabled)
@@ -273,7 +286,6 @@ class Trainer:
                       hooks.Progress(self.show_progress if dist.main else False, self.max_steps,
                                      self.tcfg.max_time, self.chars_per_step, self.log),
                       self.signals]
-        self.mark = time.perf_counter()                 # the end of the last step (or pause)
         self.last_save = self.elapsed()                 # when the last checkpoint was written
 
     def _size_to_machine(self) -> None:
@@ -291,6 +303,10 @@ class Trainer:
         if "lr" not in self.given:
             self.tcfg = replace(tcfg, lr=auto.lr)
         self.precision = pick(self.mcfg)
+
+    def _check_memory(self, mcfg: ModelConfig) -> None:
+        bounds.check_training(mcfg, self.tcfg.batch_size, self.tcfg.seq_len, device=self.device,
+                              world=self.dist.world)
 
     def _start_budget(self) -> None:
         """With a time budget the final evaluation must fit in it: its cost is measured (a
@@ -413,11 +429,9 @@ class Trainer:
         re-measured as the run goes (threads.py). Processes on one machine share its CPUs."""
         local = int(os.environ.get("LOCAL_WORLD_SIZE", self.dist.world))
         cpus = max(1, usable_cpus() // max(1, local))
-        on_cpu = self.device.type == "cpu" and self.ref is None
-        self.step_threads = policy_for(self.tcfg.threads, max_threads=cpus)
-        self.score_threads = policy_for(self.tcfg.threads, max_threads=cpus)
-        if not on_cpu:                    # a GPU's (or the NumPy engine's) step: nothing to choose
-            self.step_threads = policy_for(self.tcfg.threads or 1, max_threads=cpus)
+        on_cpu = self.device.type == "cpu"
+        self.step_threads = thread_policy(self.tcfg.threads, cpus, on_cpu and self.ref is None)
+        self.score_threads = thread_policy(self.tcfg.threads, cpus, on_cpu)
 
     def _build_model(self) -> None:
         """Seeds, model, optimizer (or the NumPy engine) and run.json's info."""
@@ -500,8 +514,8 @@ class Trainer:
         try:
             self._loop()
         except RuntimeError as e:
-            if not self.dist.enabled:
-                raise
+            if not (self.dist.enabled and distributed.peer_failure(e)):
+                raise                          # this process's own error, as it is
             # A peer died or timed out mid-collective: one line instead of a gloo/NCCL trace.
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
             raise CharwiseError(f"rank {self.dist.rank}: another training process stopped or "
@@ -525,8 +539,7 @@ class Trainer:
     def _loop(self) -> None:
         tcfg = self.tcfg
         self.model.train()
-        stop_now = False
-        out_of_time = self._agree(0.0, stepped=False)[2]
+        stop_now, out_of_time = False, self._restart_clock()
         staged = None                          # the next step's batch, already on its way
         while True:
             if self.max_steps is not None and self.step >= self.max_steps:
@@ -544,17 +557,13 @@ class Trainer:
             # prefetch: the next batch is cut, and copied to a GPU, while this step runs there
             staged = (self._batch(self.step)
                       if self.max_steps is None or self.step < self.max_steps else None)
-            rows = self._read() if len(self.pending) >= self.read_every else []
-            loss, stop_now, out_of_time, saving, measuring = self._agree(
-                rows[-1][2] if rows else 0.0, stepped=True, measured=bool(rows))
+            rows, (stop_now, out_of_time, saving, measuring) = self._step_end()
             evaluating = bool(self.eval_every) and self.step % self.eval_every == 0
             if not rows and (evaluating or saving or measuring or out_of_time or stop_now
                              or staged is None):
                 rows = self._read()            # what comes next acts on these steps: read them
             if not rows:
                 continue
-            if self.dist.enabled:              # the ranks' mean loss (read every step there)
-                rows[-1] = (*rows[-1][:2], loss, rows[-1][3])
             if not self._report(rows):         # the last step was skipped: nothing else now
                 continue
             paused = False                     # an evaluation, a save or a measurement
@@ -571,8 +580,8 @@ class Trainer:
             if measuring and not out_of_time:
                 self._measure_eval_speed()
                 paused = True
-            if paused:                         # decided again after the pause (not a step)
-                out_of_time = self._agree(0.0, stepped=False)[2]
+            if paused:
+                out_of_time = self._restart_clock()
         self._finish()
 
     def _finish(self) -> None:
@@ -659,20 +668,42 @@ class Trainer:
             self.state = self.model.zero_state(len(self.batches.rows), self.device)
         return torch.stack([loss.detach().float(), gnorm_t.float()])
 
-    def _read(self) -> list[tuple[int, float, float, float]]:
-        """The pending steps' (step, lr, loss, grad norm), read from the device in one copy."""
+    def _step_end(self) -> tuple[list[Row], Decisions]:
+        """After a step: the steps read (when due) and what the ranks agree. Under torchrun the
+        step's loss and grad norm travel in that one all-reduce, whose read is the step's only
+        sync; in one process they are read every `read_every` steps (a sync on a GPU)."""
+        if self.dist.enabled:
+            values, decided = self._agree(self.pending[-1][2])
+            return self._read([values]), decided
+        rows = self._read() if len(self.pending) >= self.read_every else []
+        return rows, self._agree(None)[1]
+
+    def _read(self, values: list | None = None) -> list[Row]:
+        """The pending steps' (step, lr, loss, grad norm, end time), read from the device in one
+        copy (or `values`, already read). Between reads a GPU's steps are only queued and the
+        host's clock sees their end at the read: the interval since the last read (or pause) is
+        shared evenly among its steps, each stamped with its own end, and measured for the time
+        budget. (Stamping them all with the time of the read put up to READ_EVERY steps in one
+        instant, and rates over part of an interval counted its time for fewer steps.)"""
         pending, self.pending = self.pending, []
         if not pending:
             return []
-        values = read_host(torch.stack([v.to(torch.float64) for _, _, v in pending]))
-        return [(at, lr, loss, gnorm) for (at, lr, _), (loss, gnorm) in zip(pending, values)]
+        if values is None:
+            values = read_host(torch.stack([v.to(torch.float64) for _, _, v in pending]))
+        now, n = self.elapsed(), len(pending)
+        start, self.read_mark = self.read_mark, now
+        for _ in range(n):
+            self.budget.measured_step((now - start) / n)
+        return [(at, lr, loss, gnorm, start + (now - start) * (i + 1) / n)
+                for i, ((at, lr, _), (loss, gnorm)) in enumerate(zip(pending, values))]
 
-    def _report(self, rows: list[tuple[int, float, float, float]]) -> bool:
+    def _report(self, rows: list[Row]) -> bool:
         """The hooks' on_step (or on_fault) for each step read, in order and as of that step
-        (`self.step` is set to it meanwhile); returns whether the last one was finite."""
+        (`self.step`, `self.loss` and `self.step_end` are its own meanwhile); returns whether
+        the last one was finite."""
         now, ok = self.step, True
-        for at, lr, loss, gnorm in rows:
-            self.step, self.loss, ok = at, loss, math.isfinite(gnorm)
+        for at, lr, loss, gnorm, end in rows:
+            self.step, self.loss, self.step_end, ok = at, loss, end, math.isfinite(gnorm)
             if ok:
                 self._emit("on_step", lr, gnorm)
             else:
@@ -714,33 +745,31 @@ class Trainer:
         """How far through its budget the run is, 0..1 (the schedule's position)."""
         return budget_progress(self.step, self.max_steps, self.budget, self.elapsed())
 
-    def _agree(self, loss: float, stepped: bool,
-               measured: bool = True) -> tuple[float, bool, bool, bool, bool]:
-        """The one small collective after each step: the mean loss, whether any rank caught a
-        signal, and what rank 0's clock decides -- stop for time, save now, measure the
-        evaluation's speed now, and the schedule's position for the next step (`self.frac`).
-        Every rank follows rank 0's clock (its own would drift: other start-up times, and only
-        rank 0 measures the evaluation), so the replicas apply the same learning rate and stop
-        at the same step. `stepped`: a step ended just now; `measured`: the steps since the last
-        mark are done (their values were read, which waits for the device), so their mean time
-        predicts the next one's. Between reads a GPU's steps are only queued: the host's clock
-        does not see them, and a time budget may end up to READ_EVERY steps late.
+    def _restart_clock(self) -> bool:
+        """At the start and after a pause (an evaluation, a save, a measurement): the pause is
+        no step's time, and what rank 0's clock decides is decided again. Returns out_of_time."""
+        self.read_mark = self.elapsed()
+        return self._agree(None)[1].out_of_time
+
+    def _agree(self, values: torch.Tensor | None) -> tuple[list[float], Decisions]:
+        """The one small collective after each step: the ranks' mean of `values` (the step's
+        loss and grad norm, still on the device), whether any rank caught a signal, and what
+        rank 0's clock decides -- stop for time, save now, measure the evaluation's speed now,
+        and the schedule's position for the next step (`self.frac`). Every rank follows rank
+        0's clock (its own would drift: other start-up times, and only rank 0 measures the
+        evaluation), so the replicas apply the same learning rate and stop at the same step.
+        Between reads a GPU's steps are only queued: the host's clock does not see them, and a
+        time budget may end up to READ_EVERY steps late (one step under torchrun, whose clock
+        is read before the step's sync).
 
         Under torchrun this all-reduce and its read stay per step: the learning rate and the
         stop must be the same on every rank at every step, and rank 0 decides them from its
         clock; agreeing every N steps would need a schedule fixed N steps ahead."""
-        now = time.perf_counter()
-        self.unmeasured += stepped
-        if stepped and measured:
-            for _ in range(self.unmeasured):
-                self.budget.measured_step((now - self.mark) / self.unmeasured)
-        if not stepped or measured:            # after a pause: steps not read by then go unmeasured
-            self.unmeasured, self.mark = 0, now
         measure = self.dist.main and self.budget.remeasure_due(self.elapsed())
-        loss, caught, up, save, remeasure, self.frac = distributed.agree(
-            self.dist, loss, bool(self.signals.caught),
+        means, (caught,), (up, save, remeasure, self.frac) = distributed.agree(
+            self.dist, values, bool(self.signals.caught),
             lead=(self.time_up(), self.save_due(), measure, self.progress()), device=self.device)
-        return loss, bool(caught), bool(up), bool(save), bool(remeasure)
+        return means, Decisions(caught, bool(up), bool(save), bool(remeasure))
 
     def _measure_eval_speed(self) -> None:
         """Time a sample of the evaluation (after an untimed warm-up: budget.time_sample) to
@@ -834,8 +863,7 @@ class Trainer:
         if self.eval_items is not None:
             end_id = self.data.vocab.end_id
             assert end_id is not None
-            with fp32_flags(self.device, "fp32"):          # items score in fp32: IEEE on a GPU
-                return evaluate_items(self.model, self.eval_items, end_id)
+            return evaluate_items(self.model, self.eval_items, end_id)     # IEEE fp32 on a GPU too
         if isinstance(self.data.vocab, ByteVocab):
             return evaluate_bytes(self.model, self.eval_tok, self.precision)
         return evaluate_tokens(self.model, self.eval_tok, self.precision, threads=self.score_threads,
@@ -978,6 +1006,13 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         t = t.pin_memory()
     return t.to(device, non_blocking=True)
+
+
+def thread_policy(threads: int | None, cpus: int, on_cpu: bool) -> ThreadPolicy:
+    """--threads, or one measured as the run goes where the work runs on torch's CPU threads;
+    elsewhere (a GPU's step and scoring, the NumPy engine's step) a fixed count: there is
+    nothing to choose, and a measuring policy that never records would never settle."""
+    return policy_for(threads if on_cpu else threads or 1, max_threads=cpus)
 
 
 def read_interval(device: torch.device, distributed_run: bool) -> int:

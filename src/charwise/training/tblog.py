@@ -53,18 +53,24 @@ class TBLogger(NullLogger):
         self.writer = SummaryWriter(str(Path(run_dir) / TB_DIR),
                                     purge_step=start_step if start_step else None)
         self.vocab, self.info, self.chars_per_step = vocab, info, chars_per_step
-        self._mark = (start_step, time.perf_counter())
+        self._mark: tuple[int, float] | None = None      # (step, its end): where chars/s counts from
 
-    def step(self, step: int, loss: float, lr: float, grad_norm: float | None = None) -> None:
+    def step(self, step: int, loss: float, lr: float, grad_norm: float | None = None,
+             t: float | None = None) -> None:
+        """One step's values; `t`: when it ended (the run's seconds; the clock now if None).
+        chars/s is measured between steps by their own end times: on a GPU steps are read 16
+        at a time, and the time of the read would put them all in one instant."""
         w = self.writer
         w.add_scalar("train/loss", loss, step)
         w.add_scalar("train/bits_per_char", loss / LN2, step)
         w.add_scalar("train/lr", lr, step)
         if grad_norm is not None:
             w.add_scalar("train/grad_norm", grad_norm, step)
-        if step % _RATE_EVERY == 0:
+        now = time.perf_counter() if t is None else t
+        if self._mark is None:
+            self._mark = (step, now)
+        elif step % _RATE_EVERY == 0:
             s0, t0 = self._mark
-            now = time.perf_counter()
             if step > s0 and now > t0:
                 w.add_scalar("train/chars_per_s", (step - s0) * self.chars_per_step / (now - t0), step)
             self._mark = (step, now)
@@ -76,7 +82,7 @@ class TBLogger(NullLogger):
                 w.add_scalar(f"val/{k}", rec[f"val_{k}"], step)
         w.add_text("sample", self._sample(model), step)
         w.flush()
-        self._mark = (step, time.perf_counter())   # evaluation time is not training speed
+        self._mark = None       # evaluation time is not training speed: start again at the next step
 
     def _sample(self, model) -> str:
         """A seeded sample from the current weights (eval mode, then back), as Markdown."""
