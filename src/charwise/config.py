@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import read_utf8
+
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
 from .options import CharwiseError, _f, build, check_value, config_fields
 
@@ -219,18 +221,9 @@ def _load_toml(path: Path) -> dict:
         import tomllib
     except ModuleNotFoundError:             # Python 3.10
         import tomli as tomllib
+    text = read_utf8(path, MAX_CONFIG_BYTES, "config file")     # a FIFO or a device: refused
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise CharwiseError(f"{path}: no such config file") from None
-    if path.is_dir():
-        raise CharwiseError(f"{path}: is a directory, expected a .toml config file")
-    if size > MAX_CONFIG_BYTES:
-        raise CharwiseError(f"{path}: {size} bytes is too large for a config file")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise CharwiseError(f"{path}: not UTF-8 text") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CharwiseError(f"{path}: not valid TOML ({e})") from None
 

@@ -9,7 +9,6 @@ file is re-encoded and an unchanged one is not.
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -269,13 +268,13 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
         meta_path, tok_path = cache / f"{digest}.json", cache / f"{digest}.tokens"
         if meta_path.exists() and tok_path.exists():
             try:
-                meta = json.loads(meta_path.read_text())
+                meta = read_json(meta_path)            # bounded, a regular file only
                 if meta.get("encoding") == encoding:
                     vocab = Vocab(tuple(meta["chars"]))
                     tokens = np.memmap(tok_path, dtype=vocab.dtype, mode="r")
                     if len(tokens) == meta["length"]:
                         return Corpus(vocab, tokens, str(p), digest)
-            except (ValueError, KeyError, CharwiseError):
+            except (ValueError, KeyError, TypeError, AttributeError, CharwiseError):
                 pass                                    # a damaged cache is rebuilt below
     # Pass 1: vocabulary from the code points of every chunk.
     seen: set[int] = set()

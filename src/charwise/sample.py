@@ -14,6 +14,7 @@ the exact one rather than equal (benchmarks/sampling.py measures both).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -384,7 +385,8 @@ def load_model(run_dir: str | Path, which: str = "best",
         raise CharwiseError(f"{p / RUN_JSON}: vocabulary has {len(vocab)} characters but the "
                             f"model expects {cfg.vocab_size}")
     files = {"best": [BEST, LAST], "last": [LAST, BEST]}[which]
-    path = next((p / f for f in files if (p / f).is_file()), None)
+    # the first that is there, whatever it is: a FIFO or a device in its place is refused
+    path = next((p / f for f in files if os.path.lexists(p / f)), None)
     if path is None:
         raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
     # sizes before any allocation: what the config asks for must fit, and the file's shapes

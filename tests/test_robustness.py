@@ -1,0 +1,159 @@
+"""Round 3 of bad input: odd encodings, damaged run files, extreme numbers, serve messages.
+
+Each refusal is one line on stderr, exit 2, never a traceback, with nothing written first;
+the serve checks answer JSON 4xx naming the field (issue 26)."""
+import contextlib
+import os
+import shutil
+import signal
+
+import pytest
+
+from charwise.cli import main
+
+QUIET = dict(progress=False, log=lambda *a: None)
+TINY = dict(hidden_size=8, embed_dim=4, seq_len=8, batch_size=2, eval_every=0, max_steps=3,
+            threads=1, precision="fp32", device="cpu")
+TINY_FLAGS = ["--hidden-size", "8", "--embed-dim", "4", "--seq-len", "8", "--batch-size", "2",
+              "--eval-every", "0", "--max-steps", "2", "--threads", "1", "--precision", "fp32",
+              "--quiet"]
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
+
+
+def run_cli(capsys, *args):
+    """(exit code, stdout, stderr) of `charwise ARGS` in this process."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@contextlib.contextmanager
+def bounded(seconds, extra_bytes=2 << 30):
+    """Fail, instead of hanging the suite or filling the machine's memory, when the block runs
+    longer than `seconds` or allocates more than `extra_bytes` of address space."""
+    import resource
+
+    def timeout(*_):
+        raise AssertionError(f"still running after {seconds} s (a hang)")
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, limits[1]))
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    p = tmp_path_factory.mktemp("corpus") / "c.txt"
+    p.write_text(TEXT)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, corpus):
+    """A 1x8 LSTM trained 3 steps (code points): a run directory to copy and damage."""
+    from charwise.training import train
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    train(str(corpus), out=out, **TINY, **QUIET)
+    return out
+
+
+@pytest.fixture
+def run(tiny, tmp_path):
+    """A private copy of the tiny run (its corpus cache too: a resume finds it)."""
+    return shutil.copytree(tiny, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+
+
+def snapshot(path):
+    """What is in a directory (names, sizes, times), its run lock and special files aside."""
+    return sorted((p.relative_to(path), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in path.rglob("*") if p.name != ".lock" and p.is_file()
+                  and not p.is_symlink())
+
+
+# ----------------------------------------------------------------------------- run files
+
+@pytest.mark.parametrize("damage", ["latin1", "fifo", "zero_link"])
+def test_metrics_file_not_utf8_fifo_or_dev_zero_is_one_line(run, tmp_path, capsys, damage):
+    metrics = run / "metrics.jsonl"
+    metrics.unlink()
+    if damage == "latin1":
+        metrics.write_bytes(b'{"step": 1, "loss": 2.0}\n{"note": "caf\xe9"}\n')
+    elif damage == "fifo":
+        os.mkfifo(metrics)
+    else:
+        metrics.symlink_to("/dev/zero")
+    before = snapshot(run)
+    out = tmp_path / "analysis"
+    for cmd in (["plot", run], ["analyze", run, "--out", out, "--threads", "1", "-n", "5"],
+                ["train", "--resume", "--out", run, "--max-steps", "5", "--quiet"]):
+        with bounded(60):
+            code, _, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, "metrics.jsonl")
+        assert snapshot(run) == before and not out.exists()
+
+
+def test_config_file_that_is_a_fifo_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    os.mkfifo(cfg)
+    with bounded(30):
+        code, _, err = run_cli(capsys, "train", "--config", cfg, "--out", tmp_path / "r")
+    one_line_error(code, err, "c.toml", "not a regular file")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["fifo", "zero_link"])
+def test_bundled_weights_replaced_by_fifo_or_dev_zero_are_one_line(tmp_path, capsys, monkeypatch,
+                                                                   damage):
+    from charwise import bundled
+    root = tmp_path / "models"
+    shutil.copytree(bundled.models_root() / "base", root / "base")
+    weights = root / "base" / "model.safetensors"
+    weights.unlink()
+    os.mkfifo(weights) if damage == "fifo" else weights.symlink_to("/dev/zero")
+    monkeypatch.setattr(bundled, "models_root", lambda: root)
+    monkeypatch.setattr(bundled, "_verified", {})
+    with bounded(30):
+        code, _, err = run_cli(capsys, "info", "base")
+    one_line_error(code, err, "bundled model is damaged", "model.safetensors", "not a regular file")
+
+
+def test_unreadable_weights_are_called_unreadable(run, capsys, monkeypatch):
+    """As root nothing is unreadable: opening the weights fails here as it does for a user
+    without read permission (the OS says EACCES; safetensors calls every failure to open
+    "No such file or directory")."""
+    import errno
+
+    import safetensors
+    weights = str(run / "model.safetensors")
+    real_open, real_safe_open = os.open, safetensors.safe_open
+
+    def os_open(path, *a, **k):
+        if os.fspath(path) == weights:
+            raise PermissionError(errno.EACCES, "Permission denied", weights)
+        return real_open(path, *a, **k)
+
+    def safe_open(path, *a, **k):
+        if os.fspath(path) == weights:
+            raise FileNotFoundError(f"No such file or directory: {weights!r}")
+        return real_safe_open(path, *a, **k)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(safetensors, "safe_open", safe_open)
+    code, _, err = run_cli(capsys, "sample", run, "-n", "5")
+    one_line_error(code, err, "model.safetensors", "unreadable")
+    assert "No such file" not in err
