@@ -157,3 +157,31 @@ def test_unreadable_weights_are_called_unreadable(run, capsys, monkeypatch):
     code, _, err = run_cli(capsys, "sample", run, "-n", "5")
     one_line_error(code, err, "model.safetensors", "unreadable")
     assert "No such file" not in err
+
+
+# ----------------------------------------------------------------------------- odd encodings
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "hex", "zlib_codec"])
+def test_non_text_encodings_are_refused_by_every_command(tiny, corpus, tmp_path, capsys, encoding):
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text(f'encoding = "{encoding}"\n')
+    for cmd in (["train", corpus, "--out", out, "--encoding", encoding, *TINY_FLAGS],
+                ["train", "--config", config, corpus, "--out", out, *TINY_FLAGS],
+                ["eval", tiny, corpus, "--encoding", encoding],
+                ["prepare", corpus, "--out", out, "--encoding", encoding],
+                ["analyze", tiny, corpus, "--out", out, "--encoding", encoding]):
+        code, _, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, "encoding", encoding, "not a text encoding")
+        assert not out.exists()
+
+
+def test_non_text_encoding_is_refused_by_the_api_and_the_reader(tiny, corpus):
+    import charwise
+    from charwise.config import CharwiseError
+    from charwise.data import read_text
+    with pytest.raises(CharwiseError, match="not a text encoding"):
+        charwise.evaluate(tiny, corpus, encoding="rot13")
+    with pytest.raises(CharwiseError, match="not a text encoding"):
+        read_text(corpus, "base64")
+    assert read_text(corpus, "latin-1") == TEXT

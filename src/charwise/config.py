@@ -26,7 +26,7 @@ from typing import Any
 from .files import read_utf8
 
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
-from .options import CharwiseError, _f, build, check_value, config_fields
+from .options import CharwiseError, _f, build, check_value, config_fields, encoding_opt
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class TrainConfig:
     threads: int | None = _f(None, "CPU threads (default: measured as the run goes: one, or all this "
                              "process may use, whichever trains faster; see README); a fixed count "
                              "makes a run repeatable bit for bit; capped at the CPUs available", min=1)
-    encoding: str = _f("utf-8", "text encoding of the corpus")
+    encoding: str = encoding_opt("the corpus")
     vocab: str = _f("chars", "symbols the model reads: chars (the corpus's code points) or bytes "
                     "(UTF-8 bytes, 256 + an end symbol: any text and any prime work)",
                     choices=("chars", "bytes"))

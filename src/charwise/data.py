@@ -21,6 +21,7 @@ from .bundled import corpus_path as bundled_corpus_path  # noqa: F401  (its old 
 from .bundled import sha256_file
 from .bytevocab import ByteVocab, CharDecoder
 from .config import CharwiseError
+from .options import check_encoding
 from .rundir import atomic_write_json, atomic_writer, read_json
 
 CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded memory
@@ -171,10 +172,7 @@ def check_text_file(path: str | os.PathLike) -> Path:
 def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int | None = None):
     """Decoded text of `path` in chunks; BOM stripped; bad bytes reported with their offset."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES     # looked up now, not at import: tests shrink it
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)("strict")
-    except LookupError:
-        raise CharwiseError(f"unknown text encoding {encoding!r}") from None
+    decoder = codecs.getincrementaldecoder(check_encoding(encoding))("strict")
     offset, first = 0, True
     with open(path, "rb") as f:
         while True:

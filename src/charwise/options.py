@@ -14,6 +14,7 @@ charwise, and no torch: `charwise --help` stays fast.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import re
@@ -28,7 +29,8 @@ class CharwiseError(Exception):
 # ----------------------------------------------------------------------------- declaring settings
 
 def _f(default, help: str, **meta):
-    """A setting: default, documentation and checks (choices, min, exclusive_min, max, pattern).
+    """A setting: default, documentation and checks (choices, min, exclusive_min, max, pattern,
+    text_encoding).
     Presentation: flag (its name when not --the-name), shown (the default as --help says it),
     metavar, append (a repeatable flag), positional (an argument's nargs)."""
     return field(default=default, metadata={"help": help, **meta})
@@ -109,6 +111,8 @@ def _check_one(f: dataclasses.Field, base: type, value: Any, label: str) -> Any:
 def _check_bounds(m, value: Any, label: str, base: type) -> None:
     if "choices" in m and value not in m["choices"]:
         raise CharwiseError(f"{label} must be one of {', '.join(m['choices'])}; got {value!r}")
+    if m.get("text_encoding"):
+        check_encoding(value, label)
     if "pattern" in m and not re.fullmatch(m["pattern"], value):
         raise CharwiseError(f"{label} must be {m['pattern_text']}, got {value!r}")
     if base is int and "min" in m and "max" in m and not m["min"] <= value <= m["max"]:
@@ -118,6 +122,20 @@ def _check_bounds(m, value: Any, label: str, base: type) -> None:
         raise CharwiseError(f"{label} must be {op} {m['min']}, got {value}")
     if "max" in m and value > m["max"]:
         raise CharwiseError(f"{label} must be <= {m['max']}, got {value}")
+
+
+def check_encoding(name: str, label: str = "--encoding") -> str:
+    """`name` if it is a text encoding (bytes <-> text) Python knows, else a one-line error.
+    codecs also holds bytes-to-bytes and text-to-text codecs (base64, hex, zlib_codec, rot13):
+    decoding a file with one is a TypeError deep inside, so they are refused here."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise CharwiseError(f"{label}: unknown text encoding {name!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise CharwiseError(f"{label}: {name!r} is not a text encoding (it converts bytes to "
+                            "bytes or text to text); give one such as utf-8, latin-1 or cp1252")
+    return name
 
 
 def config_fields(cls) -> list[dataclasses.Field]:
@@ -190,7 +208,7 @@ def oov_opt(what: str = "characters"):
 
 
 def encoding_opt(what: str):
-    return _f("utf-8", f"text encoding of {what}")
+    return _f("utf-8", f"text encoding of {what}", text_encoding=True)
 
 
 def threads_opt():
