@@ -3,6 +3,7 @@
 Each refusal is one line on stderr, exit 2, never a traceback, with nothing written first;
 the serve checks answer JSON 4xx naming the field (issue 26)."""
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -185,3 +186,37 @@ def test_non_text_encoding_is_refused_by_the_api_and_the_reader(tiny, corpus):
     with pytest.raises(CharwiseError, match="not a text encoding"):
         read_text(corpus, "base64")
     assert read_text(corpus, "latin-1") == TEXT
+
+
+# ----------------------------------------------------------------------------- run.json char_counts
+
+def _set_counts(run, counts):
+    info = json.loads((run / "run.json").read_text())
+    info["char_counts"] = counts(info["char_counts"]) if callable(counts) else counts
+    (run / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("counts,needle", [
+    (lambda c: c[:2], "2 counts for a vocabulary of"),                 # short: skewed the first char
+    (lambda c: c + [1] * 50, "counts for a vocabulary of"),            # long
+    ("many", "expected a list of counts"),
+    (lambda c: ["x"] * len(c), "expected a list of counts"),
+    (lambda c: [-1] + c[1:], "expected a list of counts"),
+    (lambda c: [10 ** 400] + c[1:], "expected a list of counts")])
+def test_damaged_char_counts_are_one_line_in_sample_analyze_and_serve(run, tmp_path, capsys,
+                                                                      counts, needle):
+    _set_counts(run, counts)
+    out = tmp_path / "analysis"
+    for cmd in (["sample", run, "-n", "5", "--seed", "1"], ["analyze", run, "--out", out, "-n", "5"],
+                ["serve", run, "--port", "0"], ["info", run]):
+        code, _, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, "run.json", "char_counts", needle)
+    assert not out.exists()
+
+
+def test_valid_or_absent_char_counts_still_sample(run, capsys):
+    size = json.loads((run / "run.json").read_text())["model"]["vocab_size"]
+    for counts in ([0] * size, None):
+        _set_counts(run, counts)
+        code, out, err = run_cli(capsys, "sample", run, "-n", "5", "--seed", "1")
+        assert code == 0 and len(out.rstrip("\n")) == 5, err

@@ -29,7 +29,14 @@ from typing import Any, Iterator
 from . import bundled
 from .config import CharwiseError, config_text
 from .files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, read_utf8
-from .guards import check_best, check_history, check_json_depth, check_metric_record, check_resume_state
+from .guards import (
+    check_best,
+    check_char_counts,
+    check_history,
+    check_json_depth,
+    check_metric_record,
+    check_resume_state,
+)
 
 FORMAT_VERSION = 1
 RUN_JSON, BEST, LAST, METRICS = "run.json", "model.safetensors", "last.safetensors", "metrics.jsonl"
@@ -159,6 +166,7 @@ def read_run(run_dir) -> dict:
         raise CharwiseError(f"{p / RUN_JSON}: 'vocab' must be a list of characters")
     check_best(p / RUN_JSON, info.get("best"))
     check_history(p / RUN_JSON, info.get("history", []))
+    check_char_counts(p / RUN_JSON, info.get("char_counts"), info["model"].get("vocab_size"))
     return info
 
 
