@@ -220,3 +220,39 @@ def test_valid_or_absent_char_counts_still_sample(run, capsys):
         _set_counts(run, counts)
         code, out, err = run_cli(capsys, "sample", run, "-n", "5", "--seed", "1")
         assert code == 0 and len(out.rstrip("\n")) == 5, err
+
+
+# ----------------------------------------------------------------------------- extreme numbers
+
+HUGE_SEED = 99999999999999999999999
+
+
+def test_seed_beyond_int64_is_one_line_everywhere(tiny, corpus, tmp_path, capsys):
+    from charwise.options import MAX_SEED
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text(f"seed = {2 ** 63}\n")
+    for cmd, needle in ((["train", corpus, "--out", out, "--seed", HUGE_SEED, *TINY_FLAGS], "--seed"),
+                        (["train", "--config", config, corpus, "--out", out, *TINY_FLAGS], "seed"),
+                        (["sample", tiny, "-n", "5", "--seed", HUGE_SEED], "--seed"),
+                        (["sample", tiny, "-n", "5", "--seed", MAX_SEED + 1], "--seed"),
+                        (["analyze", tiny, "--out", out, "--seed", HUGE_SEED], "--seed")):
+        code, stdout, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, needle, str(MAX_SEED))
+        assert stdout == "" and not out.exists()
+    code, stdout, err = run_cli(capsys, "sample", tiny, "-n", "5", "--seed", MAX_SEED)
+    assert code == 0 and len(stdout.rstrip("\n")) == 5, err
+
+
+def test_seed_bound_is_the_same_in_the_api_and_serve(tiny):
+    import charwise
+    from charwise.config import CharwiseError
+    from charwise.options import MAX_SEED
+    from charwise.serve import BadRequest, Limits, parse_request
+    with pytest.raises(CharwiseError, match=str(MAX_SEED)):
+        charwise.sample(tiny, n=5, seed=MAX_SEED + 1)
+    with pytest.raises(CharwiseError, match=str(MAX_SEED)):
+        charwise.load(tiny).generate("", 5, seed=2 ** 64)
+    assert parse_request({"seed": MAX_SEED}, Limits())["seed"] == MAX_SEED
+    with pytest.raises(BadRequest, match="seed"):
+        parse_request({"seed": MAX_SEED + 1}, Limits())

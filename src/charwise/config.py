@@ -26,7 +26,7 @@ from typing import Any
 from .files import read_utf8
 
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
-from .options import CharwiseError, _f, build, check_value, config_fields, encoding_opt
+from .options import CharwiseError, _f, build, check_value, config_fields, encoding_opt, seed_opt
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ class TrainConfig:
     keep: int = _f(0, "also keep the N most recent older checkpoints (ckpt-STEP.safetensors)", min=0)
     patience: int | None = _f(None, "stop early after N evaluations without a better validation loss", min=1)
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
-    seed: int = _f(1337, "random seed (a CPU fp32 run with a step budget and a fixed --threads is "
-                   "repeatable)", min=0)
+    seed: int = seed_opt(1337, "random seed (a CPU fp32 run with a step budget and a fixed "
+                         "--threads is repeatable)")
     device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))

@@ -159,6 +159,7 @@ def build(cls, values: dict[str, Any]):
 T = TypeVar("T", bound="Options")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_SEED = 2 ** 63 - 1                     # every seed (train, sample, analyze, serve): an int64
 DEVICES = r"auto|cpu|cuda(:\d+)?"          # what --device accepts (a regular expression)
 MAX_BEAM = 64
 
@@ -211,6 +212,10 @@ def encoding_opt(what: str):
     return _f("utf-8", f"text encoding of {what}", text_encoding=True)
 
 
+def seed_opt(default: int | None, help: str = "random seed (repeatable output)"):
+    return _f(default, help, min=0, max=MAX_SEED)
+
+
 def threads_opt():
     return _f(None, "CPU threads; a count above the CPUs available is capped", min=1,
               shown="measured as it runs: one, or all this process may use, whichever is faster")
@@ -253,7 +258,7 @@ class SampleOptions(Options):
     top_p: float | None = _f(None, "nucleus sampling: the smallest set of likeliest characters "
                              "holding this much probability, in (0, 1]", min=0.0,
                              exclusive_min=True, max=1.0)
-    seed: int | None = _f(None, "random seed (repeatable output)", min=0)
+    seed: int | None = seed_opt(None)
     num_samples: int = _f(1, "independent samples", min=1, max=4096)
     oov: str = oov_opt("prime characters")
     which: str = which_opt()
@@ -302,7 +307,7 @@ class AnalyzeOptions(Options):
     temperatures: tuple[float, ...] = _f((0.5, 1.0, 1.5), "sampling temperatures", min=0.0)
     prime: str | None = _f(None, "prime for the samples", shown='"Mr Bennet" if possible')
     n: int = _f(200, "characters per sample", min=1, flag="-n")
-    seed: int = _f(1, "sampling seed", min=0)
+    seed: int = seed_opt(1, "sampling seed")
     which: str = which_opt()
     precision: str = precision_opt()
     threads: int | None = threads_opt()
@@ -364,7 +369,7 @@ class GradcheckOptions(Options):
     seq: int = _f(4, "window T", min=1)
     max_entries: int | None = _f(None, "check a random sample of this many entries per array",
                                  min=1, shown="all")
-    seed: int = _f(0, "random seed of the model and data", min=0)
+    seed: int = seed_opt(0, "random seed of the model and data")
 
 
 ALL: tuple[type[Options], ...] = (PrepareOptions, SampleOptions, EvalOptions, AnalyzeOptions,

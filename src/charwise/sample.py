@@ -36,6 +36,7 @@ from .generate import Generation, run
 from .guards import check_finite
 from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
 from .model import CharRNN
+from .options import MAX_SEED
 from .prime import fit_prime
 from .quant import Int8Matrix
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
@@ -57,8 +58,8 @@ def check_sampling_args(n: int, temperature: float, top_k: int | None, top_p: fl
                         num_samples: int = 1, seed: int | None = None) -> None:
     """One-line errors for arguments no sampler can honour."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or not 0 <= seed < 2 ** 128):
-        raise CharwiseError(f"--seed must be an integer in [0, 2**128), got {seed!r}")
+                             or not 0 <= seed <= MAX_SEED):
+        raise CharwiseError(f"--seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise CharwiseError(f"-n must be a whole number >= 0, got {n!r}")
     if n > MAX_CHARS:
@@ -499,7 +500,7 @@ class CharModel:
         while a sample holds text back or has ended). Each sample ends at n characters, at the
         first of the `stop` strings (excluded unless keep_stop) or at the end-of-item symbol;
         `result` receives how each ended. `threads` and `precision` as in `steps`."""
-        check_sampling_args(n, temperature, top_k, top_p, num_samples)
+        check_sampling_args(n, temperature, top_k, top_p, num_samples, seed)
         check_threads(threads)
         check_precision(precision, self.net, fast)
         stops = parse_stops(stop, escapes=False)
@@ -556,7 +557,7 @@ class CharModel:
         if not self.line_mode:
             raise CharwiseError("this run was not trained with --line-mode: it has no items "
                                 "(sample text with -n instead)")
-        check_sampling_args(n, temperature, top_k, top_p, max(1, min(n, 4096)))
+        check_sampling_args(n, temperature, top_k, top_p, max(1, min(n, 4096)), seed)
         check_precision(precision, self.net)
         limit = max_chars or 2 * int(self.info.get("items", {}).get("longest", 200)) + 10
         novelty = NoveltyFilter(known if known is not None else self.training_items()) if new_only else None

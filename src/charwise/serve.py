@@ -43,7 +43,7 @@ import torch
 from .config import CharwiseError
 from .guards import json_depth_ok
 from .info import describe
-from .options import ServeOptions
+from .options import MAX_SEED, ServeOptions
 from .sample import filter_probs, load
 from .stops import parse_stops
 from .threads import check_threads
@@ -113,7 +113,7 @@ def parse_request(body, limits: Limits) -> dict:
            "temperature": _number(body, "temperature", 0.8, 0, 5),
            "top_p": _number(body, "top_p", 1.0, 1e-6, 1),
            "top_k": _number(body, "top_k", None, 1, 1 << 20, integer=True),
-           "seed": _number(body, "seed", None, 0, 2 ** 63 - 1, integer=True),
+           "seed": _number(body, "seed", None, 0, MAX_SEED, integer=True),
            "delay_ms": _number(body, "delay_ms", 0, 0, limits.max_delay_ms)}
     req["oov"] = body.get("oov", "error")
     if req["oov"] not in ("error", "skip"):
