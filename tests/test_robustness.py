@@ -256,3 +256,27 @@ def test_seed_bound_is_the_same_in_the_api_and_serve(tiny):
     assert parse_request({"seed": MAX_SEED}, Limits())["seed"] == MAX_SEED
     with pytest.raises(BadRequest, match="seed"):
         parse_request({"seed": MAX_SEED + 1}, Limits())
+
+
+@pytest.mark.parametrize("flags,needle", [(["--hidden", "100000", "--vocab", "100000"], "GB of memory"),
+                                          (["--hidden", "100000000"], "GB of memory"),
+                                          (["--layers", "1000000"], "would run too long"),
+                                          (["--layers", "1000", "--max-entries", "1"], "--max-entries")])
+def test_gradcheck_sizes_are_checked_like_train(capsys, flags, needle):
+    import time
+    t = time.perf_counter()
+    with bounded(30):
+        code, out, err = run_cli(capsys, "gradcheck", *flags)
+    one_line_error(code, err, "gradcheck of", needle)
+    assert out == "" and time.perf_counter() - t < 5
+
+
+def test_gradcheck_work_estimate_counts_the_entries_checked():
+    from charwise.bounds import check_gradcheck, gradcheck_entries
+    from charwise.config import ModelConfig
+    from charwise.reference import run_gradcheck
+    for cell, layers, m in (("lstm", 1, None), ("gru", 3, 3), ("rnn", 2, None)):
+        cfg = ModelConfig(cell=cell, embed_dim=5, hidden_size=6, layers=layers, vocab_size=7)
+        rows = run_gradcheck(cell=cell, layers=layers, V=7, E=5, H=6, B=2, T=2, max_entries=m)
+        assert gradcheck_entries(cfg, 2, m) == sum(r.n_checked for r in rows)
+        check_gradcheck(cfg, 2, 2, m)                        # the defaults' sizes pass
