@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 
+import numpy as np
 import pytest
 
 from charwise.cli import main
@@ -280,3 +281,52 @@ def test_gradcheck_work_estimate_counts_the_entries_checked():
         rows = run_gradcheck(cell=cell, layers=layers, V=7, E=5, H=6, B=2, T=2, max_entries=m)
         assert gradcheck_entries(cfg, 2, m) == sum(r.n_checked for r in rows)
         check_gradcheck(cfg, 2, 2, m)                        # the defaults' sizes pass
+
+
+# ----------------------------------------------------------------------------- the end symbol
+
+@pytest.fixture(scope="module")
+def byte_run(tmp_path_factory, corpus):
+    """A byte-vocabulary run, not in line mode: its end symbol (id 256) is in no text."""
+    from charwise.training import train
+    out = tmp_path_factory.mktemp("bytes") / "run"
+    train(str(corpus), out=out, vocab="bytes", **TINY, **QUIET)
+    return out
+
+
+def test_byte_model_outside_line_mode_never_draws_the_end_symbol(byte_run, capsys):
+    for seed in (1, 2, 3):                  # printed 1,018 / 398 / 156 characters before
+        code, out, err = run_cli(capsys, "sample", byte_run, "-n", 3000, "--temperature", 3,
+                                 "--seed", seed)
+        assert code == 0, err
+        assert len(out) == 3001 and out.endswith("\n")
+    import charwise
+    model = charwise.load(byte_run)
+    assert model.end_id is None
+    for logits, ids in model.steps("", 2000, temperature=5, seed=4, num_samples=4):
+        assert (ids != 256).all() and np.isneginf(logits[:, 256]).all()
+
+
+def test_serve_never_sends_end_for_a_byte_model_outside_line_mode(byte_run):
+    import charwise
+    from charwise.serve import Generator, Limits, parse_request
+    gen = Generator(charwise.load(byte_run), threads=1)
+    for seed in (1, 2, 3):
+        req = parse_request({"n": 2000, "temperature": 5, "seed": seed}, Limits())
+        run = gen.start(req)
+        events = [gen.next(run, req, i + 1 == req["n"]) for i in range(req["n"])]
+        assert not any("end" in ev for ev in events)
+
+
+def test_beam_never_chooses_a_banned_symbol_and_keeps_the_models_scores():
+    from charwise.beam import beam_search, log_softmax
+    logits = np.array([[0.0, 1.0, 3.0]])                # symbol 2 (the "end") is the likeliest
+
+    def step(ids, state):
+        return np.repeat(logits, len(ids), axis=0), state
+    state = (np.zeros((1, 1, 1)),)
+    for width in (1, 3):
+        beams = beam_search(step, logits, state, width, 4, end_id=None, banned=2)
+        assert all(2 not in b.ids for b in beams)
+        assert beams[0].ids.tolist() == [1, 1, 1, 1]
+        assert beams[0].logprob == pytest.approx(4 * log_softmax(logits)[0, 1])

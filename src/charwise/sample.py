@@ -424,6 +424,18 @@ class CharModel:
         return bool(self.info.get("line_mode", False))
 
     @property
+    def end_id(self) -> int | None:
+        """The end-of-item symbol a sample may draw: line mode's. Outside line mode none: a
+        byte vocabulary has one all the same, which no text holds, so it is masked (_no_end)."""
+        return self.vocab.end_id if self.line_mode else None
+
+    def _no_end(self, logits: np.ndarray) -> np.ndarray:
+        """(S, V) logits, the end symbol's set to -inf (in place) outside line mode."""
+        if self.vocab.end_id is not None and not self.line_mode:
+            logits[:, self.vocab.end_id] = -np.inf
+        return logits
+
+    @property
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
@@ -482,6 +494,7 @@ class CharModel:
         # between yields; each step function enters it for its own torch work.
         try:
             for i in range(n):
+                logits = self._no_end(logits)
                 ids = draw(logits, rng, temperature, top_k, top_p)   # (S,)
                 yield logits, ids
                 if i + 1 < n:
@@ -518,8 +531,8 @@ class CharModel:
         # No inference_mode around the loop: a generator would leak it into the caller's code
         # between yields; each step function enters it for its own torch work.
         try:
-            yield from run(step, logits, step.begin(state), n, pick, decoders, stops, keep_stop,
-                           self.vocab.end_id, result=result)
+            yield from run(step, logits, step.begin(state), n, lambda lg: pick(self._no_end(lg)),
+                           decoders, stops, keep_stop, self.end_id, result=result)
         finally:
             if isinstance(step, TimedStep):
                 step.close()
@@ -544,7 +557,8 @@ class CharModel:
         check_sampling_args(n, 0.0, None, None)
         logits, state = self.prime(prime, 1, oov)
         step = make_step(self.net, width + 1)
-        beams = beam_search(step, logits, step.begin(state), width, n, end_id=self.vocab.end_id)
+        beams = beam_search(step, logits, step.begin(state), width, n, end_id=self.end_id,
+                            banned=None if self.line_mode else self.vocab.end_id)
         return [(prime + self.vocab.decode(b.ids), b.logprob) for b in beams]
 
     def items(self, n: int = 20, prime: str = "", temperature: float = 1.0,

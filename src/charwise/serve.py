@@ -139,7 +139,7 @@ class Generator:
     def __init__(self, model, threads: int | None = None):
         self.model = model
         self.chars = model.vocab.labels
-        self.end_id = model.vocab.end_id
+        self.end_id = model.end_id              # line mode's end of an item (else never drawn)
         self.threads = threads
 
     @torch.inference_mode()
