@@ -330,3 +330,39 @@ def test_beam_never_chooses_a_banned_symbol_and_keeps_the_models_scores():
         assert all(2 not in b.ids for b in beams)
         assert beams[0].ids.tolist() == [1, 1, 1, 1]
         assert beams[0].logprob == pytest.approx(4 * log_softmax(logits)[0, 1])
+
+
+def test_a_temperature_below_the_floor_is_greedy_in_every_sampling_path(tiny, capsys):
+    import warnings
+
+    import charwise
+    from charwise.options import GREEDY_BELOW
+    from charwise.sample import draw, filter_probs
+    from charwise.serve import Generator, Limits, parse_request
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no RuntimeWarning on the way
+        code, greedy, err = run_cli(capsys, "sample", tiny, "-n", 40, "--temperature", 0)
+        assert code == 0, err
+        for t in ("5e-324", "1e-300", GREEDY_BELOW / 2):
+            code, out, err = run_cli(capsys, "sample", tiny, "-n", 40, "--temperature", t, "--seed", 1)
+            assert code == 0 and out == greedy and err == "", err
+        logits = np.array([[1.0, 3.0, 2.0], [-5.0, -6.0, -4.0]], dtype=np.float32)
+        p = filter_probs(logits, 5e-324, top_k=2, top_p=0.5)
+        assert p.tolist() == [[0, 1, 0], [0, 0, 1]]
+        assert draw(logits, np.random.default_rng(0), 5e-324).tolist() == [1, 2]
+        gen = Generator(charwise.load(tiny), threads=1)
+        req = parse_request({"n": 30, "temperature": 5e-324, "seed": 1}, Limits())
+        run = gen.start(req)
+        for i in range(req["n"]):
+            ev = gen.next(run, req, i + 1 == req["n"])
+            json.dumps(ev, allow_nan=False)                  # "q": NaN is not JSON
+            assert ev["q"] == 1.0
+
+
+def test_the_web_page_gets_the_same_temperature_floor(tiny):
+    import charwise
+    from charwise.options import GREEDY_BELOW
+    from charwise.webexport import build_html
+    html, _ = build_html(charwise.load(tiny))
+    assert f'"greedy_below":{GREEDY_BELOW}' in html
+    assert "opts.temperature < (model.desc.greedy_below || 0) ? 0" in html

@@ -160,6 +160,10 @@ T = TypeVar("T", bound="Options")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_SEED = 2 ** 63 - 1                     # every seed (train, sample, analyze, serve): an int64
+# A sampling temperature below this is greedy (argmax), in every sampling path (sample.draw and
+# filter_probs, so sample, analyze, serve and the web page): dividing float32 logits by less
+# can overflow to inf, and inf - inf is NaN (5e-324 gave NaN probabilities and always id 0).
+GREEDY_BELOW = 1e-4
 DEVICES = r"auto|cpu|cuda(:\d+)?"          # what --device accepts (a regular expression)
 MAX_BEAM = 64
 
@@ -253,7 +257,8 @@ class SampleOptions(Options):
     command: ClassVar[str] = "sample"
     prime: str = _f("", "text to start from")
     n: int = _f(500, "characters to generate; items for a --line-mode run", min=0, flag="-n")
-    temperature: float | None = _f(None, "softmax temperature; 0 = greedy", min=0.0, shown="1.0")
+    temperature: float | None = _f(None, f"softmax temperature; 0 (or below {GREEDY_BELOW:g}) = "
+                                   "greedy", min=0.0, shown="1.0")
     top_k: int | None = _f(None, "sample from the k likeliest only", min=1)
     top_p: float | None = _f(None, "nucleus sampling: the smallest set of likeliest characters "
                              "holding this much probability, in (0, 1]", min=0.0,

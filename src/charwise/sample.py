@@ -36,7 +36,7 @@ from .generate import Generation, run
 from .guards import check_finite
 from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
 from .model import CharRNN
-from .options import MAX_SEED
+from .options import GREEDY_BELOW, MAX_SEED
 from .prime import fit_prime
 from .quant import Int8Matrix
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
@@ -77,7 +77,12 @@ def check_sampling_args(n: int, temperature: float, top_k: int | None, top_p: fl
 
 def filter_probs(logits: np.ndarray, temperature: float, top_k: int | None = None,
                  top_p: float | None = None) -> np.ndarray:
-    """(S, V) logits -> (S, V) float64 probabilities after temperature, top-k and top-p."""
+    """(S, V) logits -> (S, V) float64 probabilities after temperature, top-k and top-p; a
+    temperature below GREEDY_BELOW is greedy: all the probability on the likeliest."""
+    if temperature < GREEDY_BELOW:
+        p = np.zeros(logits.shape, dtype=np.float64)
+        p[np.arange(len(p)), logits.argmax(axis=1)] = 1.0
+        return p
     z = logits.astype(np.float64) / temperature
     if top_k is not None and top_k < z.shape[1]:
         kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
@@ -99,8 +104,8 @@ def filter_probs(logits: np.ndarray, temperature: float, top_k: int | None = Non
 
 def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float,
          top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
-    """One id per row of (S, V) logits. temperature 0 is greedy (argmax)."""
-    if temperature == 0:
+    """One id per row of (S, V) logits. A temperature below GREEDY_BELOW (0 too) is greedy."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(axis=1)
     p = filter_probs(logits, temperature, top_k, top_p)
     cdf = np.cumsum(p, axis=1)

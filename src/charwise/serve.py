@@ -154,15 +154,10 @@ class Generator:
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> dict:
         logits, ids = run.pop("first", None) or next(run["steps"])
-        t = req["temperature"]
         z = logits[0].astype(np.float64)
         p = np.exp(z - z.max())
         p /= p.sum()
-        if t == 0:
-            q = np.zeros_like(p)
-            q[int(z.argmax())] = 1.0
-        else:
-            q = filter_probs(logits, t, req["top_k"], req["top_p"])[0]
+        q = filter_probs(logits, req["temperature"], req["top_k"], req["top_p"])[0]   # as drawn
         j = int(ids[0])
         top = np.argsort(-p, kind="stable")[:TOP]
         ev = {"i": run["i"], "c": "", "p": _r(p[j]), "q": _r(q[j]),
