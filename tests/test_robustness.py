@@ -366,3 +366,69 @@ def test_the_web_page_gets_the_same_temperature_floor(tiny):
     html, _ = build_html(charwise.load(tiny))
     assert f'"greedy_below":{GREEDY_BELOW}' in html
     assert "opts.temperature < (model.desc.greedy_below || 0) ? 0" in html
+
+
+# ----------------------------------------------------------------------------- serve, info, lock
+
+def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line_before_anything_is_printed(tiny, capsys):
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        for flags, needles in ((["--port", port], [f"port {port}", "in use"]),
+                               (["--host", "no-such-host.invalid"], ["--host", "no-such-host.invalid"]),
+                               (["--host", ""], ["--host", "not empty"]),
+                               (["--host", "  "], ["--host", "not empty"])):
+            with bounded(60):
+                code, out, err = run_cli(capsys, "serve", tiny, *flags)
+            one_line_error(code, err, *needles)
+            assert out == ""
+    finally:
+        busy.close()
+
+
+def test_serve_stop_must_be_a_string_or_a_list_of_strings():
+    from charwise.serve import BadRequest, Limits, parse_request
+    for stop in ({"a": 1}, {}, 5, True):
+        with pytest.raises(BadRequest, match="^stop must be a string or a list of strings") as e:
+            parse_request({"stop": stop}, Limits())
+        assert e.value.status == 400
+    assert parse_request({"stop": ["\n", "."]}, Limits())["stop"] == ("\n", ".")
+    assert parse_request({"stop": "."}, Limits())["stop"] == (".",)
+
+
+def test_info_json_and_serve_info_give_null_for_nan_and_infinity(run, capsys):
+    import urllib.request
+
+    from charwise.serve import background_server, create_app
+    text = (run / "run.json").read_text()
+    info = json.loads(text)
+    info["best"] = {"step": 3, "val_loss": float("nan")}
+    info["history"] = [{"step": 3, "val_loss": float("inf"), "train_loss": float("-inf")}]
+    info["train_seconds"] = float("nan")
+    (run / "run.json").write_text(json.dumps(info))           # NaN, Infinity, -Infinity
+
+    def strict(s):
+        return json.loads(s, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    code, out, err = run_cli(capsys, "info", run, "--json")
+    assert code == 0, err
+    d = strict(out)
+    assert d["best_val_loss"] is None and d["train_seconds"] is None and d["last_train_loss"] is None
+    code, out, err = run_cli(capsys, "info", run)
+    assert code == 0 and "none yet" in out, err
+    with background_server(create_app(run, threads=1)) as url:
+        with urllib.request.urlopen(url + "/api/info", timeout=30) as r:
+            assert r.status == 200 and strict(r.read())["best_val_loss"] is None
+
+
+def test_a_fifo_lock_file_is_named(run, capsys):
+    (run / ".lock").unlink(missing_ok=True)
+    os.mkfifo(run / ".lock")
+    before = snapshot(run)
+    with bounded(60):
+        code, out, err = run_cli(capsys, "train", "--resume", "--out", run, "--max-steps", "5",
+                                 "--quiet")
+    one_line_error(code, err, str(run / ".lock"), "not a regular file")
+    assert snapshot(run) == before

@@ -346,7 +346,8 @@ class ExportOptions(Options):
 @dataclass(frozen=True)
 class ServeOptions(Options):
     command: ClassVar[str] = "serve"
-    host: str = _f("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
+    host: str = _f("127.0.0.1", "address to listen on (127.0.0.1: this machine only)",
+                   pattern=r"\S+", pattern_text="a host name or address, not empty")
     port: int = _f(8000, "TCP port", min=0, max=65535)
     which: str = which_opt()
     max_chars: int = _f(2000, "most characters one request may generate", min=1)

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from .config import CharwiseError
@@ -46,9 +47,14 @@ class RunLock:
             self.fd = _HELD[self.key][0]
             return self
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+                         | os.O_NONBLOCK, 0o644)
         except OSError as e:
             raise CharwiseError(f"{self.path}: cannot open the run lock ({e.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):      # a FIFO: "Invalid argument", unnamed
+            os.close(fd)
+            raise CharwiseError(f"{self.path}: is not a regular file (a FIFO, a device or a "
+                                "socket); the run lock is kept there: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

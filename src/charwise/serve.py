@@ -347,17 +347,37 @@ def serve(run_dir, options: ServeOptions | None = None, *, log=print, **kw) -> N
     o = ServeOptions.make(options, **kw)
     _require()
     import uvicorn
-    host, port = o.host, o.port
+    host = o.host
     limits = Limits(max_chars=o.max_chars, max_concurrent=o.max_concurrent)
     app = create_app(run_dir, o.which, limits, host, check_threads(o.threads), o.device)
+    sock = listen_socket(host, o.port)          # a port in use or a bad host: refused here
+    port = sock.getsockname()[1]
     if not _is_loopback(host):
         log(f"warning: serving on {host}: anyone who can reach this address can use the model")
     shown = f"[{host}]" if ":" in host else host
     log(f"charwise playground for {run_dir}: http://{shown}:{port}/  (Ctrl-C to stop)")
+    with sock:
+        uvicorn.Server(_config(app, host, port)).run(sockets=[sock])
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), or a one-line error naming them.
+    Bound here, before anything is printed, and handed to uvicorn: its own bind reports a port
+    in use or an unknown host in its log and exits with its own code."""
     try:
-        uvicorn.Server(_config(app, host, port)).run()
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as e:
+        raise CharwiseError(f"--host {host!r}: not an address this machine can listen on "
+                            f"({getattr(e, 'strerror', None) or e})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
     except OSError as e:
-        raise CharwiseError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+        sock.close()
+        raise CharwiseError(f"cannot listen on {host} port {port} ({e.strerror or e})") from None
+    return sock
 
 
 @contextlib.contextmanager
@@ -365,9 +385,7 @@ def background_server(app, host: str = "127.0.0.1", timeout: float = 20.0):
     """Serve `app` on a free loopback port in a thread; yields its base URL. For tests and
     notebooks. The server stops when the block ends."""
     import uvicorn
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock = listen_socket(host, 0)
     server = uvicorn.Server(_config(app, host, 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
