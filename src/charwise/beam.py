@@ -72,14 +72,23 @@ def _ended_rows(logp: np.ndarray, ended: np.ndarray, end_id: int | None) -> np.n
     return logp
 
 
+def _ban(logp: np.ndarray, banned: int | None) -> np.ndarray:
+    """Log-probabilities with the symbol `banned` made impossible (the others' unchanged)."""
+    if banned is not None:
+        logp[:, banned] = -np.inf
+    return logp
+
+
 def beam_search(step: Callable[[np.ndarray, Any], tuple[np.ndarray, Any]], logits: np.ndarray,
-                state: Any, width: int, n: int, end_id: int | None = None) -> list[Beam]:
+                state: Any, width: int, n: int, end_id: int | None = None,
+                banned: int | None = None) -> list[Beam]:
     """The `width` likeliest continuations of n symbols after a primed (1, V) `logits` and its
-    batch-1 `state`, best first."""
+    batch-1 `state`, best first. `banned`: a symbol never chosen (a byte model's end symbol
+    outside line mode); the scores stay the model's log-probabilities."""
     width = check_beam(width)
     if n < 1:
         return [Beam(np.zeros(0, np.int64), 0.0)]
-    lp0 = log_softmax(np.asarray(logits)[:1])                        # (1, V)
+    lp0 = _ban(log_softmax(np.asarray(logits)[:1]), banned)          # (1, V)
     _, syms, scores = _expand(np.zeros(1), lp0, width)
     seqs = syms[:, None]
     with_greedy = width > 1
@@ -90,7 +99,7 @@ def beam_search(step: Callable[[np.ndarray, Any], tuple[np.ndarray, Any]], logit
     cur = np.concatenate([syms, [g_sym]]) if with_greedy else syms
     for _ in range(n - 1):
         logits, state = step(cur, state)
-        lp = log_softmax(logits)
+        lp = _ban(log_softmax(logits), banned)
         k = len(seqs)
         ended = np.array([end_id is not None and end_id in s for s in seqs], dtype=bool)
         parents, syms, scores = _expand(scores, _ended_rows(lp[:k], ended, end_id), width)

@@ -142,6 +142,39 @@ def check_inference(cfg: ModelConfig, where: str = "", available: int | None = N
         check_fits(inference_bytes(cfg), what, available, device)
 
 
+# `charwise gradcheck` (the NumPy engine, float64) evaluates the loss twice per checked entry.
+# An evaluation costs T x L interpreted layer steps (~25-60 us each, measured: like
+# GRADCHECK_STEP multiply-adds) plus T x B x P multiply-adds; GRADCHECK_WORK of those is
+# minutes, where the sizes below it were refused only by the memory they need or ran on for days.
+GRADCHECK_STEP = 100_000
+GRADCHECK_WORK = 10 ** 12
+
+
+def gradcheck_entries(cfg: ModelConfig, batch_size: int, max_entries: int | None) -> int:
+    """Entries a gradcheck perturbs: every entry of every parameter array and initial-state
+    array, or at most `max_entries` of each; counted from the shapes, nothing built."""
+    V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, GATES[cfg.cell]
+    m = max_entries if max_entries is not None else max(V * E, V * H, G * H * max(E, H), L * batch_size * H)
+    first = min(G * H * E, m) + min(G * H * H, m) + 2 * min(G * H, m)
+    later = (L - 1) * (min(G * H * H, m) * 2 + 2 * min(G * H, m))
+    states = (2 if cfg.cell == "lstm" else 1) * min(L * batch_size * H, m)
+    return min(V * E, m) + first + later + min(V * H, m) + min(V, m) + states
+
+
+def check_gradcheck(cfg: ModelConfig, batch_size: int, seq_len: int, max_entries: int | None,
+                    available: int | None = None) -> None:
+    """Refuse a gradcheck that cannot fit in memory (train's estimate, in float64) or would run
+    far longer than minutes, before anything is built."""
+    what = f"gradcheck of {describe(cfg)} on {batch_size} x {seq_len}"
+    check_fits(2 * (training_bytes(cfg, batch_size, seq_len) - SLACK) + SLACK, what, available)
+    evaluations = 2 * gradcheck_entries(cfg, batch_size, max_entries)
+    work = evaluations * seq_len * (cfg.layers * GRADCHECK_STEP + batch_size * parameter_count(cfg))
+    if work > GRADCHECK_WORK:
+        raise CharwiseError(f"{what} would run too long: {evaluations:,} loss evaluations, "
+                            f"~{work:.1e} units of work where {GRADCHECK_WORK:.0e} take minutes "
+                            "(check fewer entries with --max-entries N, or a smaller model)")
+
+
 def cpu_count() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))

@@ -9,7 +9,8 @@ weights' SHA-256 recorded when the package was built; the weights are checked ag
 first use in a process, so a damaged install is named as
 such instead of producing garbage.
 
-This module imports nothing of charwise but CharwiseError, so the run-directory code can call it.
+This module imports nothing of charwise but CharwiseError and the file reader (files.py), so the
+run-directory code can call it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from .config import CharwiseError
+from .files import MAX_WEIGHTS_BYTES, open_regular, read_utf8
 
 NAMES = ("base",)
 WEIGHTS = "model.safetensors"           # the run-directory file names (kept literal: no imports)
@@ -45,12 +47,13 @@ def is_bundled(spec) -> bool:
     return isinstance(spec, str) and spec in NAMES
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, limit: int | None = None, what: str = "file") -> str:
     """A file's SHA-256 (hex), read in 4 MiB blocks. The package's one file hash: corpora,
     prepared tokens and shipped weights all use it; it lives here, the lowest module that reads
-    files, so data and rundir can import it without a cycle."""
+    files, so data and rundir can import it without a cycle. Only a regular file is read (a FIFO
+    or /dev/zero would never end), and with `limit` at most that many bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, limit, what) as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
@@ -59,8 +62,8 @@ def sha256_file(path: Path) -> str:
 def recorded_sha256(run: Path) -> str:
     """The weights' SHA-256 recorded in the package (`sha256sum` format: HEX  model.safetensors)."""
     try:
-        words = (run / SHA_FILE).read_text(encoding="ascii").split()
-    except (OSError, UnicodeDecodeError):
+        words = read_utf8(run / SHA_FILE, 1 << 10, "checksum file").split()     # one line
+    except CharwiseError:
         words = []
     if not words or len(words[0]) != 64:
         raise CharwiseError(f"the bundled model in {run} is damaged: {SHA_FILE} is missing or "
@@ -79,7 +82,11 @@ def verify(run: Path) -> str:
     key = (str(weights), st.st_size, st.st_mtime_ns)
     if key in _verified:
         return _verified[key]
-    expected, actual = recorded_sha256(run), sha256_file(weights)
+    expected = recorded_sha256(run)
+    try:
+        actual = sha256_file(weights, MAX_WEIGHTS_BYTES, "weights file")
+    except CharwiseError as e:
+        raise CharwiseError(f"the bundled model is damaged: {e}; reinstall charwise") from None
     if actual != expected:
         raise CharwiseError(f"the bundled model is damaged: {weights} has sha256 {actual[:16]}..., "
                             f"the package records {expected[:16]}...; reinstall charwise")

@@ -357,8 +357,13 @@ def cmd_plot(a) -> int:
 
 
 def cmd_gradcheck(a) -> int:
+    from .bounds import check_gradcheck
     from .reference import format_table, passed, run_gradcheck
     o = GradcheckOptions.from_args(a)
+    # train's size checks (memory, in float64), and a bound on the time, before anything is built
+    cfg = ModelConfig(cell=o.cell, embed_dim=o.embed, hidden_size=o.hidden, layers=o.layers,
+                      vocab_size=o.vocab)
+    check_gradcheck(cfg, o.batch, o.seq, o.max_entries)
     rows = run_gradcheck(cell=o.cell, layers=o.layers, V=o.vocab, E=o.embed, H=o.hidden,
                          B=o.batch, T=o.seq, seed=o.seed, max_entries=o.max_entries)
     print(format_table(rows))

@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .files import read_utf8
+
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
-from .options import CharwiseError, _f, build, check_value, config_fields
+from .options import CharwiseError, _f, build, check_value, config_fields, encoding_opt, seed_opt
 
 
 @dataclass(frozen=True)
@@ -74,15 +76,15 @@ class TrainConfig:
     keep: int = _f(0, "also keep the N most recent older checkpoints (ckpt-STEP.safetensors)", min=0)
     patience: int | None = _f(None, "stop early after N evaluations without a better validation loss", min=1)
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
-    seed: int = _f(1337, "random seed (a CPU fp32 run with a step budget and a fixed --threads is "
-                   "repeatable)", min=0)
+    seed: int = seed_opt(1337, "random seed (a CPU fp32 run with a step budget and a fixed "
+                         "--threads is repeatable)")
     device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))
     threads: int | None = _f(None, "CPU threads (default: measured as the run goes: one, or all this "
                              "process may use, whichever trains faster; see README); a fixed count "
                              "makes a run repeatable bit for bit; capped at the CPUs available", min=1)
-    encoding: str = _f("utf-8", "text encoding of the corpus")
+    encoding: str = encoding_opt("the corpus")
     vocab: str = _f("chars", "symbols the model reads: chars (the corpus's code points) or bytes "
                     "(UTF-8 bytes, 256 + an end symbol: any text and any prime work)",
                     choices=("chars", "bytes"))
@@ -213,18 +215,9 @@ def _load_toml(path: Path) -> dict:
         import tomllib
     except ModuleNotFoundError:             # Python 3.10
         import tomli as tomllib
+    text = read_utf8(path, MAX_CONFIG_BYTES, "config file")     # a FIFO or a device: refused
     try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise CharwiseError(f"{path}: no such config file") from None
-    if path.is_dir():
-        raise CharwiseError(f"{path}: is a directory, expected a .toml config file")
-    if size > MAX_CONFIG_BYTES:
-        raise CharwiseError(f"{path}: {size} bytes is too large for a config file")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise CharwiseError(f"{path}: not UTF-8 text") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CharwiseError(f"{path}: not valid TOML ({e})") from None
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import json
 import os
 import stat
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from .bundled import corpus_path as bundled_corpus_path  # noqa: F401  (its old 
 from .bundled import sha256_file
 from .bytevocab import ByteVocab, CharDecoder
 from .config import CharwiseError
+from .options import check_encoding
 from .rundir import atomic_write_json, atomic_writer, read_json
 
 CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded memory
@@ -175,10 +175,7 @@ def iter_text_chunks(path: Path, encoding: str = "utf-8", chunk_bytes: int | Non
     """Decoded text of `path` in chunks; BOM stripped; bad bytes reported with their offset.
     `hasher` (a hashlib object) is fed the bytes as they are read."""
     chunk_bytes = chunk_bytes or CHUNK_BYTES     # looked up now, not at import: tests shrink it
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)("strict")
-    except LookupError:
-        raise CharwiseError(f"unknown text encoding {encoding!r}") from None
+    decoder = codecs.getincrementaldecoder(check_encoding(encoding))("strict")
     offset, first = 0, True
     with open(path, "rb") as f:
         while True:
@@ -275,13 +272,13 @@ def prepare_corpus(path: str | os.PathLike | None, cache_dir: str | os.PathLike 
         meta_path, tok_path = cache / f"{digest}.json", cache / f"{digest}.tokens"
         if meta_path.exists() and tok_path.exists():
             try:
-                meta = json.loads(meta_path.read_text())
+                meta = read_json(meta_path)            # bounded, a regular file only
                 if meta.get("encoding") == encoding:
                     vocab = Vocab(tuple(meta["chars"]))
                     tokens = np.memmap(tok_path, dtype=vocab.dtype, mode="r")
                     if len(tokens) == meta["length"]:
                         return Corpus(vocab, tokens, str(p), digest)
-            except (ValueError, KeyError, CharwiseError):
+            except (ValueError, KeyError, TypeError, AttributeError, CharwiseError):
                 pass                                    # a damaged cache is rebuilt below
     # Pass 1: vocabulary from the code points of every chunk; pass 2: encode chunk by chunk,
     # straight to the output (a file when caching). Each pass hashes the bytes it reads, and

@@ -178,6 +178,23 @@ def check_history(path, history) -> None:
                                 f"step and numeric losses), got {_brief(rec)}")
 
 
+MAX_COUNT = 2 ** 63                 # a symbol's count in a training text (int64)
+
+
+def check_char_counts(path, counts, size) -> None:
+    """`char_counts` (each symbol's count in the training text; a sample without a prime draws
+    its first character from them): absent, or one count in 0..2**63 per symbol of the `size`
+    symbols (the model's vocab_size, when that is an integer)."""
+    if counts is None:
+        return
+    if not isinstance(counts, list) or not all(_is_num(c) and 0 <= c <= MAX_COUNT for c in counts):
+        raise CharwiseError(f"{path}: damaged 'char_counts' (expected a list of counts >= 0), "
+                            f"got {_brief(counts)}")
+    if _is_int(size) and len(counts) != size:
+        raise CharwiseError(f"{path}: damaged 'char_counts': {len(counts)} counts for a "
+                            f"vocabulary of {size} symbols")
+
+
 def check_metric_record(path, lineno: int, rec) -> None:
     """One line of metrics.jsonl: a step record {"step", "loss", ...} or an event record."""
     ok = isinstance(rec, dict) and _is_int(rec.get("step"))

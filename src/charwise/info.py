@@ -8,7 +8,22 @@ from .rundir import BEST, LAST, check_run_dir, read_run
 
 
 def describe(run_dir) -> dict:
-    """The facts `charwise info` prints, as a JSON-able dict."""
+    """The facts `charwise info` prints, as a JSON-able dict: a number that is not finite
+    (run.json may hold NaN or Infinity, which JSON has not) is None, JSON's null."""
+    return _finite(_describe(run_dir))
+
+
+def _finite(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
+    return v
+
+
+def _describe(run_dir) -> dict:
     run = check_run_dir(run_dir)
     info = read_run(run)
     best = info.get("best") or None

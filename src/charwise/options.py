@@ -14,6 +14,7 @@ charwise, and no torch: `charwise --help` stays fast.
 """
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import re
@@ -28,7 +29,8 @@ class CharwiseError(Exception):
 # ----------------------------------------------------------------------------- declaring settings
 
 def _f(default, help: str, **meta):
-    """A setting: default, documentation and checks (choices, min, exclusive_min, max, pattern).
+    """A setting: default, documentation and checks (choices, min, exclusive_min, max, pattern,
+    text_encoding).
     Presentation: flag (its name when not --the-name), shown (the default as --help says it),
     metavar, append (a repeatable flag), positional (an argument's nargs)."""
     return field(default=default, metadata={"help": help, **meta})
@@ -109,6 +111,8 @@ def _check_one(f: dataclasses.Field, base: type, value: Any, label: str) -> Any:
 def _check_bounds(m, value: Any, label: str, base: type) -> None:
     if "choices" in m and value not in m["choices"]:
         raise CharwiseError(f"{label} must be one of {', '.join(m['choices'])}; got {value!r}")
+    if m.get("text_encoding"):
+        check_encoding(value, label)
     if "pattern" in m and not re.fullmatch(m["pattern"], value):
         raise CharwiseError(f"{label} must be {m['pattern_text']}, got {value!r}")
     if base is int and "min" in m and "max" in m and not m["min"] <= value <= m["max"]:
@@ -118,6 +122,20 @@ def _check_bounds(m, value: Any, label: str, base: type) -> None:
         raise CharwiseError(f"{label} must be {op} {m['min']}, got {value}")
     if "max" in m and value > m["max"]:
         raise CharwiseError(f"{label} must be <= {m['max']}, got {value}")
+
+
+def check_encoding(name: str, label: str = "--encoding") -> str:
+    """`name` if it is a text encoding (bytes <-> text) Python knows, else a one-line error.
+    codecs also holds bytes-to-bytes and text-to-text codecs (base64, hex, zlib_codec, rot13):
+    decoding a file with one is a TypeError deep inside, so they are refused here."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        raise CharwiseError(f"{label}: unknown text encoding {name!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise CharwiseError(f"{label}: {name!r} is not a text encoding (it converts bytes to "
+                            "bytes or text to text); give one such as utf-8, latin-1 or cp1252")
+    return name
 
 
 def config_fields(cls) -> list[dataclasses.Field]:
@@ -141,6 +159,11 @@ def build(cls, values: dict[str, Any]):
 T = TypeVar("T", bound="Options")
 
 PRECISIONS = ("auto", "fp32", "bf16")
+MAX_SEED = 2 ** 63 - 1                     # every seed (train, sample, analyze, serve): an int64
+# A sampling temperature below this is greedy (argmax), in every sampling path (sample.draw and
+# filter_probs, so sample, analyze, serve and the web page): dividing float32 logits by less
+# can overflow to inf, and inf - inf is NaN (5e-324 gave NaN probabilities and always id 0).
+GREEDY_BELOW = 1e-4
 DEVICES = r"auto|cpu|cuda(:\d+)?"          # what --device accepts (a regular expression)
 MAX_BEAM = 64
 
@@ -190,7 +213,11 @@ def oov_opt(what: str = "characters"):
 
 
 def encoding_opt(what: str):
-    return _f("utf-8", f"text encoding of {what}")
+    return _f("utf-8", f"text encoding of {what}", text_encoding=True)
+
+
+def seed_opt(default: int | None, help: str = "random seed (repeatable output)"):
+    return _f(default, help, min=0, max=MAX_SEED)
 
 
 def threads_opt():
@@ -230,12 +257,13 @@ class SampleOptions(Options):
     command: ClassVar[str] = "sample"
     prime: str = _f("", "text to start from")
     n: int = _f(500, "characters to generate; items for a --line-mode run", min=0, flag="-n")
-    temperature: float | None = _f(None, "softmax temperature; 0 = greedy", min=0.0, shown="1.0")
+    temperature: float | None = _f(None, f"softmax temperature; 0 (or below {GREEDY_BELOW:g}) = "
+                                   "greedy", min=0.0, shown="1.0")
     top_k: int | None = _f(None, "sample from the k likeliest only", min=1)
     top_p: float | None = _f(None, "nucleus sampling: the smallest set of likeliest characters "
                              "holding this much probability, in (0, 1]", min=0.0,
                              exclusive_min=True, max=1.0)
-    seed: int | None = _f(None, "random seed (repeatable output)", min=0)
+    seed: int | None = seed_opt(None)
     num_samples: int = _f(1, "independent samples", min=1, max=4096)
     oov: str = oov_opt("prime characters")
     which: str = which_opt()
@@ -291,7 +319,7 @@ class AnalyzeOptions(Options):
     temperatures: tuple[float, ...] = _f((0.5, 1.0, 1.5), "sampling temperatures", min=0.0)
     prime: str | None = _f(None, "prime for the samples", shown='"Mr Bennet" if possible')
     n: int = _f(200, "characters per sample", min=1, flag="-n")
-    seed: int = _f(1, "sampling seed", min=0)
+    seed: int = seed_opt(1, "sampling seed")
     which: str = which_opt()
     precision: str = precision_opt()
     threads: int | None = threads_opt()
@@ -327,7 +355,8 @@ class ExportOptions(Options):
 @dataclass(frozen=True)
 class ServeOptions(Options):
     command: ClassVar[str] = "serve"
-    host: str = _f("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
+    host: str = _f("127.0.0.1", "address to listen on (127.0.0.1: this machine only)",
+                   pattern=r"\S+", pattern_text="a host name or address, not empty")
     port: int = _f(8000, "TCP port", min=0, max=65535)
     which: str = which_opt()
     max_chars: int = _f(2000, "most characters one request may generate", min=1)
@@ -355,7 +384,7 @@ class GradcheckOptions(Options):
     seq: int = _f(4, "window T", min=1)
     max_entries: int | None = _f(None, "check a random sample of this many entries per array",
                                  min=1, shown="all")
-    seed: int = _f(0, "random seed of the model and data", min=0)
+    seed: int = seed_opt(0, "random seed of the model and data")
 
 
 ALL: tuple[type[Options], ...] = (PrepareOptions, SampleOptions, EvalOptions, AnalyzeOptions,

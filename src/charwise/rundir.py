@@ -28,8 +28,10 @@ from typing import Any, Iterator
 
 from . import bundled
 from .config import CharwiseError, config_text
+from .files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, read_utf8
 from .guards import (
     check_best,
+    check_char_counts,
     check_history,
     check_json_depth,
     check_metric_record,
@@ -43,8 +45,6 @@ RUN_JSON, BEST, LAST, METRICS = "run.json", "model.safetensors", "last.safetenso
 CONFIG_TOML, CURVE, CACHE, TB_DIR = "config.toml", "curve.png", "cache", "tensorboard"
 # what `charwise train --force` may delete in a run directory (plus ckpt-*.safetensors)
 RUN_FILES = (RUN_JSON, BEST, LAST, METRICS, CURVE, CACHE, CONFIG_TOML, TB_DIR)
-MAX_JSON_BYTES = 64 << 20          # a run.json larger than this is not ours
-MAX_WEIGHTS_BYTES = 16 << 30
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
 
@@ -80,17 +80,12 @@ def atomic_write_json(path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    text = read_utf8(path, MAX_JSON_BYTES, "charwise JSON file")
+    check_json_depth(path, text)                 # json.loads would recurse into a RecursionError
     try:
-        size = path.stat().st_size
-        if size > MAX_JSON_BYTES:
-            raise CharwiseError(f"{path}: {size} bytes is too large for a charwise JSON file")
-        text = path.read_text(encoding="utf-8")
-        check_json_depth(path, text)             # json.loads would recurse into a RecursionError
         return json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
         raise CharwiseError(f"{path}: damaged JSON ({e.__class__.__name__}: {e})") from None
-    except OSError as e:
-        raise CharwiseError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def save_tensors(path, tensors: dict, meta: dict | None = None) -> None:
@@ -106,11 +101,9 @@ def save_tensors(path, tensors: dict, meta: dict | None = None) -> None:
 def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
     """safetensors file -> (tensors, meta). Damaged or foreign files give a CharwiseError."""
     from safetensors import SafetensorError, safe_open  # lazy: see save_tensors
-    path = Path(path)
-    if not path.is_file():
-        raise CharwiseError(f"{path}: no such weights file")
-    if path.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise CharwiseError(f"{path}: larger than {MAX_WEIGHTS_BYTES >> 30} GiB, refusing to load")
+    # readable, regular and bounded first: safetensors reports any failure to open as "No such
+    # file or directory", and would map /dev/zero
+    path = check_regular(path, MAX_WEIGHTS_BYTES, "weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -131,9 +124,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
 def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape from a safetensors header alone (nothing is loaded)."""
     from safetensors import SafetensorError, safe_open  # lazy: see save_tensors
-    path = Path(path)
-    if not path.is_file():
-        raise CharwiseError(f"{path}: no such weights file")
+    path = check_regular(path, MAX_WEIGHTS_BYTES, "weights file")     # as in load_tensors
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -206,6 +197,7 @@ def read_run(run_dir) -> dict:
         raise CharwiseError(f"{p / RUN_JSON}: 'vocab' must be a list of characters")
     check_best(p / RUN_JSON, info.get("best"))
     check_history(p / RUN_JSON, info.get("history", []))
+    check_char_counts(p / RUN_JSON, info.get("char_counts"), info["model"].get("vocab_size"))
     return info
 
 
@@ -301,19 +293,29 @@ def _py_rng_from_json(st):
     return (st[0], tuple(st[1]), st[2])
 
 
-def truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines written after the checkpoint we resume from (they will be redone)."""
-    if not path.exists():
-        return
-    keep = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+def metric_lines(path: Path) -> list[tuple[int, str]] | None:
+    """(step, line) of every record of metrics.jsonl, each checked; None when there is no file.
+    A resume reads it when it opens the run, so a damaged file is refused before any write."""
+    if not os.path.lexists(path):
+        return None
+    lines = []
+    for lineno, line in enumerate(read_utf8(path, MAX_METRICS_BYTES, "metrics file").splitlines(), 1):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue                               # a line cut by a kill
         check_metric_record(path, lineno, rec)
-        if rec["step"] <= step:
-            keep.append(line)
+        lines.append((rec["step"], line))
+    return lines
+
+
+def truncate_metrics(path: Path, step: int, lines: list[tuple[int, str]] | None = None) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be redone);
+    `lines`: metric_lines(path) if already read."""
+    lines = metric_lines(path) if lines is None else lines
+    if lines is None:
+        return
+    keep = [line for s, line in lines if s <= step]
     atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
 

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from .config import CharwiseError
@@ -46,6 +47,10 @@ class RunLock:
             self.fd = _HELD[self.key][0]
             return self
         fd, made = _open_lock(self.path)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):      # a FIFO: "Invalid argument", unnamed
+            os.close(fd)
+            raise CharwiseError(f"{self.path}: is not a regular file (a FIFO, a device or a "
+                                "socket); the run lock is kept there: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -97,7 +102,8 @@ class RunLock:
 
 def _open_lock(path: Path) -> tuple[int, bool]:
     """(a descriptor of the lock file, whether this call created it)."""
-    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
+    # O_NONBLOCK: opening a FIFO put where the lock belongs must not wait for a writer
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
     for _ in range(3):          # the file may vanish between the two opens (a release removed it)
         try:
             try:

@@ -14,6 +14,7 @@ the exact one rather than equal (benchmarks/sampling.py measures both).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import weakref
@@ -36,6 +37,7 @@ from .generate import Generation, run
 from .guards import check_finite
 from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
 from .model import CharRNN
+from .options import GREEDY_BELOW, MAX_SEED
 from .prime import fit_prime
 from .quant import Int8Matrix
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
@@ -57,8 +59,8 @@ def check_sampling_args(n: int, temperature: float, top_k: int | None, top_p: fl
                         num_samples: int = 1, seed: int | None = None) -> None:
     """One-line errors for arguments no sampler can honour."""
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or not 0 <= seed < 2 ** 128):
-        raise CharwiseError(f"--seed must be an integer in [0, 2**128), got {seed!r}")
+                             or not 0 <= seed <= MAX_SEED):
+        raise CharwiseError(f"--seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise CharwiseError(f"-n must be a whole number >= 0, got {n!r}")
     if n > MAX_CHARS:
@@ -76,7 +78,12 @@ def check_sampling_args(n: int, temperature: float, top_k: int | None, top_p: fl
 
 def filter_probs(logits: np.ndarray, temperature: float, top_k: int | None = None,
                  top_p: float | None = None) -> np.ndarray:
-    """(S, V) logits -> (S, V) float64 probabilities after temperature, top-k and top-p."""
+    """(S, V) logits -> (S, V) float64 probabilities after temperature, top-k and top-p; a
+    temperature below GREEDY_BELOW is greedy: all the probability on the likeliest."""
+    if temperature < GREEDY_BELOW:
+        p = np.zeros(logits.shape, dtype=np.float64)
+        p[np.arange(len(p)), logits.argmax(axis=1)] = 1.0
+        return p
     z = logits.astype(np.float64) / temperature
     if top_k is not None and top_k < z.shape[1]:
         kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
@@ -98,8 +105,8 @@ def filter_probs(logits: np.ndarray, temperature: float, top_k: int | None = Non
 
 def draw(logits: np.ndarray, rng: np.random.Generator, temperature: float,
          top_k: int | None = None, top_p: float | None = None) -> np.ndarray:
-    """One id per row of (S, V) logits. temperature 0 is greedy (argmax)."""
-    if temperature == 0:
+    """One id per row of (S, V) logits. A temperature below GREEDY_BELOW (0 too) is greedy."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(axis=1)
     p = filter_probs(logits, temperature, top_k, top_p)
     cdf = np.cumsum(p, axis=1)
@@ -387,7 +394,8 @@ def load_model(run_dir: str | Path, which: str = "best",
         raise CharwiseError(f"{p / RUN_JSON}: vocabulary has {len(vocab)} characters but the "
                             f"model expects {cfg.vocab_size}")
     files = {"best": [BEST, LAST], "last": [LAST, BEST]}[which]
-    path = next((p / f for f in files if (p / f).is_file()), None)
+    # the first that is there, whatever it is: a FIFO or a device in its place is refused
+    path = next((p / f for f in files if os.path.lexists(p / f)), None)
     if path is None:
         raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
     # sizes before any allocation: what the config asks for must fit, and the file's shapes
@@ -422,6 +430,18 @@ class CharModel:
     def line_mode(self) -> bool:
         """Trained with --line-mode: every sample is one item, started after the end symbol."""
         return bool(self.info.get("line_mode", False))
+
+    @property
+    def end_id(self) -> int | None:
+        """The end-of-item symbol a sample may draw: line mode's. Outside line mode none: a
+        byte vocabulary has one all the same, which no text holds, so it is masked (_no_end)."""
+        return self.vocab.end_id if self.line_mode else None
+
+    def _no_end(self, logits: np.ndarray) -> np.ndarray:
+        """(S, V) logits, the end symbol's set to -inf (in place) outside line mode."""
+        if self.vocab.end_id is not None and not self.line_mode:
+            logits[:, self.vocab.end_id] = -np.inf
+        return logits
 
     @property
     def device(self) -> torch.device:
@@ -482,6 +502,7 @@ class CharModel:
         # between yields; each step function enters it for its own torch work.
         try:
             for i in range(n):
+                logits = self._no_end(logits)
                 ids = draw(logits, rng, temperature, top_k, top_p)   # (S,)
                 yield logits, ids
                 if i + 1 < n:
@@ -500,7 +521,7 @@ class CharModel:
         while a sample holds text back or has ended). Each sample ends at n characters, at the
         first of the `stop` strings (excluded unless keep_stop) or at the end-of-item symbol;
         `result` receives how each ended. `threads` and `precision` as in `steps`."""
-        check_sampling_args(n, temperature, top_k, top_p, num_samples)
+        check_sampling_args(n, temperature, top_k, top_p, num_samples, seed)
         check_threads(threads)
         check_precision(precision, self.net, fast)
         stops = parse_stops(stop, escapes=False)
@@ -518,8 +539,8 @@ class CharModel:
         # No inference_mode around the loop: a generator would leak it into the caller's code
         # between yields; each step function enters it for its own torch work.
         try:
-            yield from run(step, logits, step.begin(state), n, pick, decoders, stops, keep_stop,
-                           self.vocab.end_id, result=result)
+            yield from run(step, logits, step.begin(state), n, lambda lg: pick(self._no_end(lg)),
+                           decoders, stops, keep_stop, self.end_id, result=result)
         finally:
             if isinstance(step, TimedStep):
                 step.close()
@@ -544,7 +565,8 @@ class CharModel:
         check_sampling_args(n, 0.0, None, None)
         logits, state = self.prime(prime, 1, oov)
         step = make_step(self.net, width + 1)
-        beams = beam_search(step, logits, step.begin(state), width, n, end_id=self.vocab.end_id)
+        beams = beam_search(step, logits, step.begin(state), width, n, end_id=self.end_id,
+                            banned=None if self.line_mode else self.vocab.end_id)
         return [(prime + self.vocab.decode(b.ids), b.logprob) for b in beams]
 
     def items(self, n: int = 20, prime: str = "", temperature: float = 1.0,
@@ -557,7 +579,7 @@ class CharModel:
         if not self.line_mode:
             raise CharwiseError("this run was not trained with --line-mode: it has no items "
                                 "(sample text with -n instead)")
-        check_sampling_args(n, temperature, top_k, top_p, max(1, min(n, 4096)))
+        check_sampling_args(n, temperature, top_k, top_p, max(1, min(n, 4096)), seed)
         check_precision(precision, self.net)
         limit = max_chars or 2 * int(self.info.get("items", {}).get("longest", 200)) + 10
         novelty = NoveltyFilter(known if known is not None else self.training_items()) if new_only else None

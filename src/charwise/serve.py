@@ -43,7 +43,7 @@ import torch
 from .config import CharwiseError
 from .guards import json_depth_ok
 from .info import describe
-from .options import ServeOptions
+from .options import MAX_SEED, ServeOptions
 from .sample import filter_probs, load
 from .stops import parse_stops
 from .threads import check_threads
@@ -113,7 +113,7 @@ def parse_request(body, limits: Limits) -> dict:
            "temperature": _number(body, "temperature", 0.8, 0, 5),
            "top_p": _number(body, "top_p", 1.0, 1e-6, 1),
            "top_k": _number(body, "top_k", None, 1, 1 << 20, integer=True),
-           "seed": _number(body, "seed", None, 0, 2 ** 63 - 1, integer=True),
+           "seed": _number(body, "seed", None, 0, MAX_SEED, integer=True),
            "delay_ms": _number(body, "delay_ms", 0, 0, limits.max_delay_ms)}
     req["oov"] = body.get("oov", "error")
     if req["oov"] not in ("error", "skip"):
@@ -139,7 +139,7 @@ class Generator:
     def __init__(self, model, threads: int | None = None):
         self.model = model
         self.chars = model.vocab.labels
-        self.end_id = model.vocab.end_id
+        self.end_id = model.end_id              # line mode's end of an item (else never drawn)
         self.threads = threads
 
     @torch.inference_mode()
@@ -154,15 +154,10 @@ class Generator:
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> dict:
         logits, ids = run.pop("first", None) or next(run["steps"])
-        t = req["temperature"]
         z = logits[0].astype(np.float64)
         p = np.exp(z - z.max())
         p /= p.sum()
-        if t == 0:
-            q = np.zeros_like(p)
-            q[int(z.argmax())] = 1.0
-        else:
-            q = filter_probs(logits, t, req["top_k"], req["top_p"])[0]
+        q = filter_probs(logits, req["temperature"], req["top_k"], req["top_p"])[0]   # as drawn
         j = int(ids[0])
         top = np.argsort(-p, kind="stable")[:TOP]
         ev = {"i": run["i"], "c": "", "p": _r(p[j]), "q": _r(q[j]),
@@ -352,17 +347,37 @@ def serve(run_dir, options: ServeOptions | None = None, *, log=print, **kw) -> N
     o = ServeOptions.make(options, **kw)
     _require()
     import uvicorn
-    host, port = o.host, o.port
+    host = o.host
     limits = Limits(max_chars=o.max_chars, max_concurrent=o.max_concurrent)
     app = create_app(run_dir, o.which, limits, host, check_threads(o.threads), o.device)
+    sock = listen_socket(host, o.port)          # a port in use or a bad host: refused here
+    port = sock.getsockname()[1]
     if not _is_loopback(host):
         log(f"warning: serving on {host}: anyone who can reach this address can use the model")
     shown = f"[{host}]" if ":" in host else host
     log(f"charwise playground for {run_dir}: http://{shown}:{port}/  (Ctrl-C to stop)")
+    with sock:
+        uvicorn.Server(_config(app, host, port)).run(sockets=[sock])
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), or a one-line error naming them.
+    Bound here, before anything is printed, and handed to uvicorn: its own bind reports a port
+    in use or an unknown host in its log and exits with its own code."""
     try:
-        uvicorn.Server(_config(app, host, port)).run()
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                          flags=socket.AI_PASSIVE)[0]
+    except (OSError, UnicodeError) as e:
+        raise CharwiseError(f"--host {host!r}: not an address this machine can listen on "
+                            f"({getattr(e, 'strerror', None) or e})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
     except OSError as e:
-        raise CharwiseError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+        sock.close()
+        raise CharwiseError(f"cannot listen on {host} port {port} ({e.strerror or e})") from None
+    return sock
 
 
 @contextlib.contextmanager
@@ -370,9 +385,7 @@ def background_server(app, host: str = "127.0.0.1", timeout: float = 20.0):
     """Serve `app` on a free loopback port in a thread; yields its base URL. For tests and
     notebooks. The server stops when the block ends."""
     import uvicorn
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock = listen_socket(host, 0)
     server = uvicorn.Server(_config(app, host, 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -9,7 +9,7 @@ has its own matcher, so each ends on its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from .config import CharwiseError
 
@@ -46,6 +46,10 @@ def parse_stops(stops: str | Iterable[str] | None, escapes: bool = True) -> tupl
         return ()
     if isinstance(stops, str):
         stops = [stops]
+    if isinstance(stops, (Mapping, bytes, bytearray)) or not isinstance(stops, Iterable):
+        # a JSON object (its keys are not stop strings), a number, bytes
+        raise CharwiseError(f"--stop must be a string or a list of strings, got "
+                            f"{type(stops).__name__}")
     out: list[str] = []
     for raw in stops:
         if not isinstance(raw, str):

@@ -32,6 +32,7 @@ from . import __version__, bundled
 from .config import CharwiseError
 from .guards import check_out_path
 from .inspect.analysis import analysis_text
+from .options import GREEDY_BELOW
 from .quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
 from .rundir import atomic_write_bytes, check_run_dir
 from .sample import CharModel, load
@@ -244,6 +245,7 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
         "vocab": list(vocab.chars), "quantize": quantize, "tensors": table,
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "char_counts": info.get("char_counts"),
+        "greedy_below": GREEDY_BELOW,           # the sampler's temperature floor, as sample.py's
         "best_val_loss": best.get("val_loss") if isinstance(best, dict) else None,
         "eval_split": hist[-1].get("eval_split") if hist and isinstance(hist[-1], dict) else None,
         "loss_check": loss,

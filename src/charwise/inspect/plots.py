@@ -4,12 +4,14 @@ notebook the *_figure functions return Figures that draw inline (the others writ
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..config import CharwiseError
 from ..evaluate import LN2
+from ..files import MAX_METRICS_BYTES, read_utf8
 from ..guards import check_metric_record, check_out_path
 from ..options import PlotOptions
 from ..rundir import CURVE, METRICS, atomic_writer, check_run_dir
@@ -37,11 +39,12 @@ def _save(fig, path) -> Path:
 def read_metrics(run_dir) -> tuple[list[dict], list[dict]]:
     """(per-step records, evaluation records) from RUN/metrics.jsonl; tolerates a cut last line,
     so it works while a run is still writing."""
-    steps, evals = [], []
+    steps: list[dict] = []
+    evals: list[dict] = []
     path = Path(run_dir) / METRICS
-    if not path.exists():
+    if not os.path.lexists(path):
         return steps, evals
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_utf8(path, MAX_METRICS_BYTES, "metrics file").splitlines(), 1):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:

@@ -272,6 +272,7 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     prime = o.prime if o.prime is not None else _default(vocab, A.SPEC_PRIME, "")
     if prime:
         vocab.encode_text(prime, "error", "--prime")
+    has_steps = bool(read_metrics(run)[0])     # a damaged metrics.jsonl: refused before writing
     txt = A.analysis_text(run, info, vocab, textfile, o.oov, o.encoding)
     first_line = next((ln for ln in vocab.decode(txt.ids[:500]).split("\n") if ln.strip()), "")
     sentence = o.text if o.text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
@@ -286,7 +287,7 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     atomic_write_bytes(out / PER_CHAR_CSV, tab.csv().encode())
     images = {"per_char": per_char_chart(tab, out / PER_CHAR_PNG,
                                          title=f"Per-character average loss (hardest to predict): {txt.source}")}
-    if read_metrics(run)[0]:
+    if has_steps:
         images["curve"] = training_curve(run, out / CURVE)
     plat = A.plateau(info)
     images["heatmap"] = heatmap_chart(hm, out / HEATMAP)

@@ -195,6 +195,8 @@ class Trainer:
         if init_from is not None and resume:
             raise CharwiseError(INIT_FROM_AND_RESUME)
         self.prev = read_run(self.out) if resume else None
+        # metrics.jsonl too is checked before anything is written (truncated in _restore)
+        self.prev_metrics = rundir.metric_lines(self.out / METRICS) if resume else None
         self.corpus = corpus
         self.given = {k: v for k, v in overrides.items() if v is not None}
         # preset auto: the text decides first (recipe.py): fine-tune base, or which scratch recipe
@@ -489,7 +491,8 @@ class Trainer:
         self.loss = meta.get("loss", float("nan"))
         self.faults = meta.get("faults", 0)
         if self.dist.main:
-            rundir.truncate_metrics(self.out / METRICS, self.step)
+            rundir.truncate_metrics(self.out / METRICS, self.step, self.prev_metrics)
+        self.prev_metrics = None
         by_epochs = (self.tcfg.max_epochs is not None
                      and self.max_steps == max(1, int(self.tcfg.max_epochs * self.windows)))
         note, _ = resume_note(self.step, self.spent, self.max_steps, self.tcfg.max_time,

@@ -1,7 +1,8 @@
 // charwise web export: the model's step and sampler in plain JavaScript (typed arrays), run in
 // this page. The maths is PyTorch's (nn.LSTM gates i, f, g, o; nn.GRU r, z, n with
 // n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); nn.RNN tanh), the sampler is charwise's
-// (sample.py: temperature, top-k, then top-p, inverse-CDF draw; temperature 0 = argmax).
+// (sample.py: temperature, top-k, then top-p, inverse-CDF draw; temperature 0, or below the
+// floor desc.greedy_below, = argmax).
 // Products run in WebAssembly SIMD (float32 sums, as torch's) where the browser has it, else in
 // plain JavaScript (float64 sums); either way the page agrees with torch's float32 to ~1e-6.
 "use strict";
@@ -279,7 +280,9 @@
   // sampling settings), top: [[char, p], ...] }.
   function* run(model, prime, opts) {
     const vocab = model.desc.vocab, idOf = new Map(vocab.map((c, i) => [c, i]));
-    const temperature = opts.temperature, rand = rng(opts.seed);
+    // below the model's temperature floor (sample.py's GREEDY_BELOW) sampling is greedy
+    const temperature = opts.temperature < (model.desc.greedy_below || 0) ? 0 : opts.temperature;
+    const rand = rng(opts.seed);
     const s = model.zeroState();
     let logits;
     const chars = [...prime];

@@ -1,0 +1,434 @@
+"""Round 3 of bad input: odd encodings, damaged run files, extreme numbers, serve messages.
+
+Each refusal is one line on stderr, exit 2, never a traceback, with nothing written first;
+the serve checks answer JSON 4xx naming the field (issue 26)."""
+import contextlib
+import json
+import os
+import shutil
+import signal
+
+import numpy as np
+import pytest
+
+from charwise.cli import main
+
+QUIET = dict(progress=False, log=lambda *a: None)
+TINY = dict(hidden_size=8, embed_dim=4, seq_len=8, batch_size=2, eval_every=0, max_steps=3,
+            threads=1, precision="fp32", device="cpu")
+TINY_FLAGS = ["--hidden-size", "8", "--embed-dim", "4", "--seq-len", "8", "--batch-size", "2",
+              "--eval-every", "0", "--max-steps", "2", "--threads", "1", "--precision", "fp32",
+              "--quiet"]
+TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
+
+
+def run_cli(capsys, *args):
+    """(exit code, stdout, stderr) of `charwise ARGS` in this process."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *needles):
+    assert code == 2, err
+    assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@contextlib.contextmanager
+def bounded(seconds, extra_bytes=2 << 30):
+    """Fail, instead of hanging the suite or filling the machine's memory, when the block runs
+    longer than `seconds` or allocates more than `extra_bytes` of address space."""
+    import resource
+
+    def timeout(*_):
+        raise AssertionError(f"still running after {seconds} s (a hang)")
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, limits[1]))
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    p = tmp_path_factory.mktemp("corpus") / "c.txt"
+    p.write_text(TEXT)
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, corpus):
+    """A 1x8 LSTM trained 3 steps (code points): a run directory to copy and damage."""
+    from charwise.training import train
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    train(str(corpus), out=out, **TINY, **QUIET)
+    return out
+
+
+@pytest.fixture
+def run(tiny, tmp_path):
+    """A private copy of the tiny run (its corpus cache too: a resume finds it)."""
+    return shutil.copytree(tiny, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+
+
+def snapshot(path):
+    """What is in a directory (names, sizes, times), its run lock and special files aside."""
+    return sorted((p.relative_to(path), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in path.rglob("*") if p.name != ".lock" and p.is_file()
+                  and not p.is_symlink())
+
+
+# ----------------------------------------------------------------------------- run files
+
+@pytest.mark.parametrize("damage", ["latin1", "fifo", "zero_link"])
+def test_metrics_file_not_utf8_fifo_or_dev_zero_is_one_line(run, tmp_path, capsys, damage):
+    metrics = run / "metrics.jsonl"
+    metrics.unlink()
+    if damage == "latin1":
+        metrics.write_bytes(b'{"step": 1, "loss": 2.0}\n{"note": "caf\xe9"}\n')
+    elif damage == "fifo":
+        os.mkfifo(metrics)
+    else:
+        metrics.symlink_to("/dev/zero")
+    before = snapshot(run)
+    out = tmp_path / "analysis"
+    for cmd in (["plot", run], ["analyze", run, "--out", out, "--threads", "1", "-n", "5"],
+                ["train", "--resume", "--out", run, "--max-steps", "5", "--quiet"]):
+        with bounded(60):
+            code, _, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, "metrics.jsonl")
+        assert snapshot(run) == before and not out.exists()
+
+
+def test_config_file_that_is_a_fifo_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    os.mkfifo(cfg)
+    with bounded(30):
+        code, _, err = run_cli(capsys, "train", "--config", cfg, "--out", tmp_path / "r")
+    one_line_error(code, err, "c.toml", "not a regular file")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["fifo", "zero_link"])
+def test_bundled_weights_replaced_by_fifo_or_dev_zero_are_one_line(tmp_path, capsys, monkeypatch,
+                                                                   damage):
+    from charwise import bundled
+    root = tmp_path / "models"
+    shutil.copytree(bundled.models_root() / "base", root / "base")
+    weights = root / "base" / "model.safetensors"
+    weights.unlink()
+    os.mkfifo(weights) if damage == "fifo" else weights.symlink_to("/dev/zero")
+    monkeypatch.setattr(bundled, "models_root", lambda: root)
+    monkeypatch.setattr(bundled, "_verified", {})
+    with bounded(30):
+        code, _, err = run_cli(capsys, "info", "base")
+    one_line_error(code, err, "bundled model is damaged", "model.safetensors", "not a regular file")
+
+
+def test_unreadable_weights_are_called_unreadable(run, capsys, monkeypatch):
+    """As root nothing is unreadable: opening the weights fails here as it does for a user
+    without read permission (the OS says EACCES; safetensors calls every failure to open
+    "No such file or directory")."""
+    import errno
+
+    import safetensors
+    weights = str(run / "model.safetensors")
+    real_open, real_safe_open = os.open, safetensors.safe_open
+
+    def os_open(path, *a, **k):
+        if os.fspath(path) == weights:
+            raise PermissionError(errno.EACCES, "Permission denied", weights)
+        return real_open(path, *a, **k)
+
+    def safe_open(path, *a, **k):
+        if os.fspath(path) == weights:
+            raise FileNotFoundError(f"No such file or directory: {weights!r}")
+        return real_safe_open(path, *a, **k)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(safetensors, "safe_open", safe_open)
+    code, _, err = run_cli(capsys, "sample", run, "-n", "5")
+    one_line_error(code, err, "model.safetensors", "unreadable")
+    assert "No such file" not in err
+
+
+# ----------------------------------------------------------------------------- odd encodings
+
+@pytest.mark.parametrize("encoding", ["rot13", "base64", "hex", "zlib_codec"])
+def test_non_text_encodings_are_refused_by_every_command(tiny, corpus, tmp_path, capsys, encoding):
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text(f'encoding = "{encoding}"\n')
+    for cmd in (["train", corpus, "--out", out, "--encoding", encoding, *TINY_FLAGS],
+                ["train", "--config", config, corpus, "--out", out, *TINY_FLAGS],
+                ["eval", tiny, corpus, "--encoding", encoding],
+                ["prepare", corpus, "--out", out, "--encoding", encoding],
+                ["analyze", tiny, corpus, "--out", out, "--encoding", encoding]):
+        code, _, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, "encoding", encoding, "not a text encoding")
+        assert not out.exists()
+
+
+def test_non_text_encoding_is_refused_by_the_api_and_the_reader(tiny, corpus):
+    import charwise
+    from charwise.config import CharwiseError
+    from charwise.data import read_text
+    with pytest.raises(CharwiseError, match="not a text encoding"):
+        charwise.evaluate(tiny, corpus, encoding="rot13")
+    with pytest.raises(CharwiseError, match="not a text encoding"):
+        read_text(corpus, "base64")
+    assert read_text(corpus, "latin-1") == TEXT
+
+
+# ----------------------------------------------------------------------------- run.json char_counts
+
+def _set_counts(run, counts):
+    info = json.loads((run / "run.json").read_text())
+    info["char_counts"] = counts(info["char_counts"]) if callable(counts) else counts
+    (run / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("counts,needle", [
+    (lambda c: c[:2], "2 counts for a vocabulary of"),                 # short: skewed the first char
+    (lambda c: c + [1] * 50, "counts for a vocabulary of"),            # long
+    ("many", "expected a list of counts"),
+    (lambda c: ["x"] * len(c), "expected a list of counts"),
+    (lambda c: [-1] + c[1:], "expected a list of counts"),
+    (lambda c: [10 ** 400] + c[1:], "expected a list of counts")])
+def test_damaged_char_counts_are_one_line_in_sample_analyze_and_serve(run, tmp_path, capsys,
+                                                                      counts, needle):
+    _set_counts(run, counts)
+    out = tmp_path / "analysis"
+    for cmd in (["sample", run, "-n", "5", "--seed", "1"], ["analyze", run, "--out", out, "-n", "5"],
+                ["serve", run, "--port", "0"], ["info", run]):
+        code, _, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, "run.json", "char_counts", needle)
+    assert not out.exists()
+
+
+def test_valid_or_absent_char_counts_still_sample(run, capsys):
+    size = json.loads((run / "run.json").read_text())["model"]["vocab_size"]
+    for counts in ([0] * size, None):
+        _set_counts(run, counts)
+        code, out, err = run_cli(capsys, "sample", run, "-n", "5", "--seed", "1")
+        assert code == 0 and len(out.rstrip("\n")) == 5, err
+
+
+# ----------------------------------------------------------------------------- extreme numbers
+
+HUGE_SEED = 99999999999999999999999
+
+
+def test_seed_beyond_int64_is_one_line_everywhere(tiny, corpus, tmp_path, capsys):
+    from charwise.options import MAX_SEED
+    out = tmp_path / "out"
+    config = tmp_path / "c.toml"
+    config.write_text(f"seed = {2 ** 63}\n")
+    for cmd, needle in ((["train", corpus, "--out", out, "--seed", HUGE_SEED, *TINY_FLAGS], "--seed"),
+                        (["train", "--config", config, corpus, "--out", out, *TINY_FLAGS], "seed"),
+                        (["sample", tiny, "-n", "5", "--seed", HUGE_SEED], "--seed"),
+                        (["sample", tiny, "-n", "5", "--seed", MAX_SEED + 1], "--seed"),
+                        (["analyze", tiny, "--out", out, "--seed", HUGE_SEED], "--seed")):
+        code, stdout, err = run_cli(capsys, *cmd)
+        one_line_error(code, err, needle, str(MAX_SEED))
+        assert stdout == "" and not out.exists()
+    code, stdout, err = run_cli(capsys, "sample", tiny, "-n", "5", "--seed", MAX_SEED)
+    assert code == 0 and len(stdout.rstrip("\n")) == 5, err
+
+
+def test_seed_bound_is_the_same_in_the_api_and_serve(tiny):
+    import charwise
+    from charwise.config import CharwiseError
+    from charwise.options import MAX_SEED
+    from charwise.serve import BadRequest, Limits, parse_request
+    with pytest.raises(CharwiseError, match=str(MAX_SEED)):
+        charwise.sample(tiny, n=5, seed=MAX_SEED + 1)
+    with pytest.raises(CharwiseError, match=str(MAX_SEED)):
+        charwise.load(tiny).generate("", 5, seed=2 ** 64)
+    assert parse_request({"seed": MAX_SEED}, Limits())["seed"] == MAX_SEED
+    with pytest.raises(BadRequest, match="seed"):
+        parse_request({"seed": MAX_SEED + 1}, Limits())
+
+
+@pytest.mark.parametrize("flags,needle", [(["--hidden", "100000", "--vocab", "100000"], "GB of memory"),
+                                          (["--hidden", "100000000"], "GB of memory"),
+                                          (["--layers", "1000000"], "would run too long"),
+                                          (["--layers", "1000", "--max-entries", "1"], "--max-entries")])
+def test_gradcheck_sizes_are_checked_like_train(capsys, flags, needle):
+    import time
+    t = time.perf_counter()
+    with bounded(30):
+        code, out, err = run_cli(capsys, "gradcheck", *flags)
+    one_line_error(code, err, "gradcheck of", needle)
+    assert out == "" and time.perf_counter() - t < 5
+
+
+def test_gradcheck_work_estimate_counts_the_entries_checked():
+    from charwise.bounds import check_gradcheck, gradcheck_entries
+    from charwise.config import ModelConfig
+    from charwise.reference import run_gradcheck
+    for cell, layers, m in (("lstm", 1, None), ("gru", 3, 3), ("rnn", 2, None)):
+        cfg = ModelConfig(cell=cell, embed_dim=5, hidden_size=6, layers=layers, vocab_size=7)
+        rows = run_gradcheck(cell=cell, layers=layers, V=7, E=5, H=6, B=2, T=2, max_entries=m)
+        assert gradcheck_entries(cfg, 2, m) == sum(r.n_checked for r in rows)
+        check_gradcheck(cfg, 2, 2, m)                        # the defaults' sizes pass
+
+
+# ----------------------------------------------------------------------------- the end symbol
+
+@pytest.fixture(scope="module")
+def byte_run(tmp_path_factory, corpus):
+    """A byte-vocabulary run, not in line mode: its end symbol (id 256) is in no text."""
+    from charwise.training import train
+    out = tmp_path_factory.mktemp("bytes") / "run"
+    train(str(corpus), out=out, vocab="bytes", **TINY, **QUIET)
+    return out
+
+
+def test_byte_model_outside_line_mode_never_draws_the_end_symbol(byte_run, capsys):
+    for seed in (1, 2, 3):                  # printed 1,018 / 398 / 156 characters before
+        code, out, err = run_cli(capsys, "sample", byte_run, "-n", 3000, "--temperature", 3,
+                                 "--seed", seed)
+        assert code == 0, err
+        assert len(out) == 3001 and out.endswith("\n")
+    import charwise
+    model = charwise.load(byte_run)
+    assert model.end_id is None
+    for logits, ids in model.steps("", 2000, temperature=5, seed=4, num_samples=4):
+        assert (ids != 256).all() and np.isneginf(logits[:, 256]).all()
+
+
+def test_serve_never_sends_end_for_a_byte_model_outside_line_mode(byte_run):
+    import charwise
+    from charwise.serve import Generator, Limits, parse_request
+    gen = Generator(charwise.load(byte_run), threads=1)
+    for seed in (1, 2, 3):
+        req = parse_request({"n": 2000, "temperature": 5, "seed": seed}, Limits())
+        run = gen.start(req)
+        events = [gen.next(run, req, i + 1 == req["n"]) for i in range(req["n"])]
+        assert not any("end" in ev for ev in events)
+
+
+def test_beam_never_chooses_a_banned_symbol_and_keeps_the_models_scores():
+    from charwise.beam import beam_search, log_softmax
+    logits = np.array([[0.0, 1.0, 3.0]])                # symbol 2 (the "end") is the likeliest
+
+    def step(ids, state):
+        return np.repeat(logits, len(ids), axis=0), state
+    state = (np.zeros((1, 1, 1)),)
+    for width in (1, 3):
+        beams = beam_search(step, logits, state, width, 4, end_id=None, banned=2)
+        assert all(2 not in b.ids for b in beams)
+        assert beams[0].ids.tolist() == [1, 1, 1, 1]
+        assert beams[0].logprob == pytest.approx(4 * log_softmax(logits)[0, 1])
+
+
+def test_a_temperature_below_the_floor_is_greedy_in_every_sampling_path(tiny, capsys):
+    import warnings
+
+    import charwise
+    from charwise.options import GREEDY_BELOW
+    from charwise.sample import draw, filter_probs
+    from charwise.serve import Generator, Limits, parse_request
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # no RuntimeWarning on the way
+        code, greedy, err = run_cli(capsys, "sample", tiny, "-n", 40, "--temperature", 0)
+        assert code == 0, err
+        for t in ("5e-324", "1e-300", GREEDY_BELOW / 2):
+            code, out, err = run_cli(capsys, "sample", tiny, "-n", 40, "--temperature", t, "--seed", 1)
+            assert code == 0 and out == greedy and err == "", err
+        logits = np.array([[1.0, 3.0, 2.0], [-5.0, -6.0, -4.0]], dtype=np.float32)
+        p = filter_probs(logits, 5e-324, top_k=2, top_p=0.5)
+        assert p.tolist() == [[0, 1, 0], [0, 0, 1]]
+        assert draw(logits, np.random.default_rng(0), 5e-324).tolist() == [1, 2]
+        gen = Generator(charwise.load(tiny), threads=1)
+        req = parse_request({"n": 30, "temperature": 5e-324, "seed": 1}, Limits())
+        run = gen.start(req)
+        for i in range(req["n"]):
+            ev = gen.next(run, req, i + 1 == req["n"])
+            json.dumps(ev, allow_nan=False)                  # "q": NaN is not JSON
+            assert ev["q"] == 1.0
+
+
+def test_the_web_page_gets_the_same_temperature_floor(tiny):
+    import charwise
+    from charwise.options import GREEDY_BELOW
+    from charwise.webexport import build_html
+    html, _ = build_html(charwise.load(tiny))
+    assert f'"greedy_below":{GREEDY_BELOW}' in html
+    assert "opts.temperature < (model.desc.greedy_below || 0) ? 0" in html
+
+
+# ----------------------------------------------------------------------------- serve, info, lock
+
+def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line_before_anything_is_printed(tiny, capsys):
+    import socket
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        for flags, needles in ((["--port", port], [f"port {port}", "in use"]),
+                               (["--host", "no-such-host.invalid"], ["--host", "no-such-host.invalid"]),
+                               (["--host", ""], ["--host", "not empty"]),
+                               (["--host", "  "], ["--host", "not empty"])):
+            with bounded(60):
+                code, out, err = run_cli(capsys, "serve", tiny, *flags)
+            one_line_error(code, err, *needles)
+            assert out == ""
+    finally:
+        busy.close()
+
+
+def test_serve_stop_must_be_a_string_or_a_list_of_strings():
+    from charwise.serve import BadRequest, Limits, parse_request
+    for stop in ({"a": 1}, {}, 5, True):
+        with pytest.raises(BadRequest, match="^stop must be a string or a list of strings") as e:
+            parse_request({"stop": stop}, Limits())
+        assert e.value.status == 400
+    assert parse_request({"stop": ["\n", "."]}, Limits())["stop"] == ("\n", ".")
+    assert parse_request({"stop": "."}, Limits())["stop"] == (".",)
+
+
+def test_info_json_and_serve_info_give_null_for_nan_and_infinity(run, capsys):
+    import urllib.request
+
+    from charwise.serve import background_server, create_app
+    text = (run / "run.json").read_text()
+    info = json.loads(text)
+    info["best"] = {"step": 3, "val_loss": float("nan")}
+    info["history"] = [{"step": 3, "val_loss": float("inf"), "train_loss": float("-inf")}]
+    info["train_seconds"] = float("nan")
+    (run / "run.json").write_text(json.dumps(info))           # NaN, Infinity, -Infinity
+
+    def strict(s):
+        return json.loads(s, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    code, out, err = run_cli(capsys, "info", run, "--json")
+    assert code == 0, err
+    d = strict(out)
+    assert d["best_val_loss"] is None and d["train_seconds"] is None and d["last_train_loss"] is None
+    code, out, err = run_cli(capsys, "info", run)
+    assert code == 0 and "none yet" in out, err
+    with background_server(create_app(run, threads=1)) as url:
+        with urllib.request.urlopen(url + "/api/info", timeout=30) as r:
+            assert r.status == 200 and strict(r.read())["best_val_loss"] is None
+
+
+def test_a_fifo_lock_file_is_named(run, capsys):
+    (run / ".lock").unlink(missing_ok=True)
+    os.mkfifo(run / ".lock")
+    before = snapshot(run)
+    with bounded(60):
+        code, out, err = run_cli(capsys, "train", "--resume", "--out", run, "--max-steps", "5",
+                                 "--quiet")
+    one_line_error(code, err, str(run / ".lock"), "not a regular file")
+    assert snapshot(run) == before
