@@ -53,7 +53,7 @@ def test_help_shows_defaults_and_choices(capsys):
             assert squeezed(part) in text, part
     shows("analyze", "sampling temperatures (default: 0.5 1.0 1.5)", "(default: 128)",
           "--sort {cluster,variance,none}")
-    shows("sample", "softmax temperature; 0 = greedy (default: 1.0)", "--beam K",
+    shows("sample", "softmax temperature; 0 (or below 0.0001) = greedy (default: 1.0)", "--beam K",
           "--which {best,last}", "(default: measured as it runs")
     shows("train", "presets: spec 128, small 640, medium 512, large 1024", "presets: small 180",
           "{auto,scratch,spec,small,medium,large,finetune,none}", "(default: runs/latest)")
