@@ -144,3 +144,12 @@ def test_preset_scratch_never_starts_from_base(tmp_path, capsys):
                  "--init-from", "base"]) == 2
     assert "--preset scratch trains from scratch" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_a_resume_keeps_what_auto_chose(tmp_path):
+    corpus = tmp_path / "el.txt"
+    corpus.write_text(GREEK * 20)
+    train(corpus, out=tmp_path / "r", max_steps=2, threads=1, **QUIET)
+    first = json.loads((tmp_path / "r" / "run.json").read_text())["auto"]
+    train(corpus, out=tmp_path / "r", resume=True, max_steps=3, threads=1, **QUIET)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["auto"] == first

@@ -476,6 +476,8 @@ class Trainer:
             self.info["items"] = self.items_meta
         if self.auto is not None:
             self.info["auto"] = self.auto.record()
+        elif self.prev is not None and self.prev.get("auto"):
+            self.info["auto"] = self.prev["auto"]             # a resume keeps what auto chose
         # auto's speed probes ran inside the budget
         self.spent = self.auto.probe_seconds if self.auto is not None else 0.0
 
