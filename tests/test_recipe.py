@@ -2,6 +2,7 @@
 budget. The decisions are tested with made-up speeds (no timing in a test); two short runs
 check that a run records and announces what auto chose."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +154,18 @@ def test_a_resume_keeps_what_auto_chose(tmp_path):
     first = json.loads((tmp_path / "r" / "run.json").read_text())["auto"]
     train(corpus, out=tmp_path / "r", resume=True, max_steps=3, threads=1, **QUIET)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["auto"] == first
+
+
+def test_line_mode_defaults_do_not_memorise_a_short_list(tmp_path):
+    """A list of a few hundred items: auto holds out a tenth and keeps the best weights, so
+    most sampled items are new (without a validation split the defaults memorised the list)."""
+    import charwise
+    names = (Path(__file__).parent / "data" / "first_names.txt").read_text().splitlines()[:212]
+    corpus = tmp_path / "names.txt"
+    corpus.write_text("\n".join(names) + "\n")
+    train(corpus, out=tmp_path / "r", line_mode=True, threads=1, **QUIET)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["auto"]["kind"] == "small-text" and info["corpus"]["val_chars"] > 0
+    items = [x for x in charwise.sample(tmp_path / "r", n=100, seed=1).split("\n") if x]
+    new = sum(x not in set(names) for x in items) / len(items)
+    assert len(items) >= 90 and new >= 0.5, new
