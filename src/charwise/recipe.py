@@ -6,7 +6,7 @@ The text first (`plan`, before anything is read into memory but a sample of the 
   chapter does (`spec`, the whole text, no validation split);
 - most of the text's characters in the bundled `base` model's vocabulary: fine-tune `base`.
   A pretrained model's head start wins at every size and budget measured (benchmarks/README.md,
-  "The auto recipe"), from 20 kB to the whole 1.1 MB of tiny-shakespeare and on prose the base
+  section 9, "The auto recipe"), from 20 kB to the whole 1.1 MB of tiny-shakespeare and on prose the base
   never saw;
 - otherwise from scratch: under AUTO_SMALL_BYTES the chapter's small model with a validation
   split (a loss on text the model trained on says nothing about a new text); from
@@ -14,7 +14,7 @@ The text first (`plan`, before anything is read into memory but a sample of the 
 
 The width (`size_to_machine`, once the vocabulary is known): a wider LSTM learns more per step
 but takes fewer steps in the budget, and on a 2-core CPU the steps are what run out. The search
-(benchmarks/README.md) found the best width at each budget and machine speed getting about
+(benchmarks/README.md, section 9) found the best width at each budget and machine speed getting about
 TARGET_STEPS optimizer steps in the budget, with a learning rate that grows as the width
 shrinks (`lr_for`). So the candidate widths, narrowest first, each train a few steps on random
 windows (real size, precision and threads) until one is too slow to take TARGET_STEPS; the
