@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make demo   creates .venv, installs charwise, trains the spec's model and prints samples
 #   make test   creates .venv if needed and runs the test suite
+#   make docs   serves the documentation site (docs/, mkdocs.yml) on http://127.0.0.1:8000/
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test test-laptop bench clean screenshot
+.PHONY: install demo test test-laptop docs bench clean screenshot
 
 install: $(VENV)/.installed
 
@@ -37,21 +38,27 @@ LAPTOP_TESTS = tests/test_hardware.py tests/test_evaluate.py tests/test_sample_i
 	tests/test_gpu_paths.py tests/test_beam.py tests/test_model.py tests/test_sample.py \
 	tests/test_api.py tests/test_cli.py
 
-# lint and import order (ruff), types of the core modules (mypy), the tests, then the tests
-# that depend on the CPU again under the AVX2 caps
+# lint and import order (ruff), types of the core modules (mypy), the documentation site (built
+# with --strict into site/, git-ignored; offline), the tests, then the tests that depend on the
+# CPU again under the AVX2 caps
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 	$(PY) -m pytest
 	$(MAKE) --no-print-directory test-laptop
 
 test-laptop: install
 	$(LAPTOP) $(PY) -m pytest $(LAPTOP_TESTS)
 
-# Refresh the README's picture of `charwise serve` (docs/playground.png) through the browser
+# The documentation site, served locally with live reload (mkdocs serve; Ctrl-C to stop)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
+# Refresh the docs' picture of `charwise serve` (docs/playground.png) through the browser
 # test; needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver).
 screenshot: install
 	CHARWISE_SCREENSHOT=docs/playground.png $(PY) -m pytest tests/test_browser.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

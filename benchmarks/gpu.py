@@ -349,13 +349,13 @@ def check_resume(a, tmp: Path) -> None:
     tensor. Both have the same --max-steps, so the same schedule, and the interruption falls
     past the warm-up (a run stopped inside it tested only the warm-up's learning rates).
     Expected bit-identical, except with dropout between the layers of a multi-layer model on a
-    GPU: cuDNN draws that dropout from its own state, which no API saves (README)."""
+    GPU: cuDNN draws that dropout from its own state, which no API saves (docs/how-it-works.md)."""
     n, warm = (20, 5) if a.quick else (60, 10)
     for layers, dropout in ((2, 0.0), (1, 0.1), (2, 0.1)):
         kw = dict(device=a.device, max_time=None, eval_every=0, checkpoint_every=0, progress=False,
                   log=quiet, max_steps=n,
                   # on the CPU the measured thread count can change the last bits of a step's
-                  # sums (README: bit-identical resumes need a fixed --threads)
+                  # sums (docs/reliability.md: bit-identical resumes need a fixed --threads)
                   threads=1 if a.device == "cpu" else None)
         shape = dict(preset="small", precision="fp32", hidden_size=128, layers=layers, dropout=dropout,
                      warmup_steps=warm, val_fraction=0.05)

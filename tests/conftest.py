@@ -16,6 +16,7 @@
     reference/ -> test_reference.py                 api.py -> test_api.py, options.py -> test_options.py
     runlock.py, bounds.py, guards.py -> test_safety.py (issue 13's guarantees, which span them)
     the GPU decisions (evaluate, model, sample, training, rundir) -> test_gpu_paths.py (issue 20)
+    README.md, docs/, mkdocs.yml -> test_docs.py (README's commands run, the site builds)
     across modules: test_generation.py (generation control end to end), test_notebooks.py (the
     notebooks run), test_structure.py (import graph, function lengths)
 """

@@ -1,5 +1,5 @@
 """The base model shipped inside the package: it loads, samples and scores unseen text well.
-Nothing here trains it (its recipe is configs/base.toml and the README's model card)."""
+Nothing here trains it (its recipe is configs/base.toml and docs/base-model-card.md)."""
 import fnmatch
 import json
 import math

@@ -2,7 +2,7 @@
 in, hover a character and read the top-5 panel.
 
 The browser is conftest's `browser` fixture (skipped, saying why, without Chromium and its
-driver). Set CHARWISE_SCREENSHOT=docs/playground.png to refresh the README's screenshot (`make screenshot`).
+driver). Set CHARWISE_SCREENSHOT=docs/playground.png to refresh the docs' screenshot (`make screenshot`).
 """
 import os
 from pathlib import Path

@@ -104,7 +104,7 @@ def _ieee_now() -> tuple[str, ...]:
 def test_fp32_on_a_gpu_means_ieee_for_cudnn_rnns_and_matmuls(tf32_defaults):
     rnn, matmul = torch.backends.cudnn.rnn, torch.backends.cuda.matmul
     before = rnn.fp32_precision, matmul.fp32_precision
-    assert before[0] == "tf32"          # torch's default for cuDNN RNNs (README says so)
+    assert before[0] == "tf32"          # torch's default for cuDNN RNNs (docs/how-it-works.md says so)
     with ev.fp32_flags(CUDA, "fp32"):
         assert _ieee_now() == ("ieee",) * 3
         with ev.fp32_flags(CUDA, "fp32"):                  # nested: the inner exit keeps it

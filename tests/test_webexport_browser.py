@@ -168,7 +168,7 @@ def test_seeded_sample_repeats(small_run, browser, tmp_path):
     rows = d.find_elements("css selector", "#panel-body .alt")
     assert 5 <= len(rows) <= 6
 
-    # The README's screenshot: a 400-character sample, one character hovered.
+    # The docs' screenshot (docs/web-export.png): a 400-character sample, one character hovered.
     d.execute_script("""
         const set = (id, v) => { const e = document.getElementById(id); e.value = v;
                                  e.dispatchEvent(new Event('input')); };

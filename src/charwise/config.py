@@ -82,7 +82,7 @@ class TrainConfig:
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))
     threads: int | None = _f(None, "CPU threads (default: measured as the run goes: one, or all this "
-                             "process may use, whichever trains faster; see README); a fixed count "
+                             "process may use, whichever trains faster; see docs/reliability.md); a fixed count "
                              "makes a run repeatable bit for bit; capped at the CPUs available", min=1)
     encoding: str = encoding_opt("the corpus")
     vocab: str = _f("chars", "symbols the model reads: chars (the corpus's code points) or bytes "

@@ -211,7 +211,7 @@ def save_last(out: Path, model: Any, opt: Any, state: Any, rng_states: Any, np_r
               seconds: float, extra: dict, cuda_rng: Any = None) -> None:
     """last.safetensors: weights, AdamW moments, the carried state of all B streams, and the
     RNG states (torch's CPU generator, and on a GPU its CUDA generator: one row per rank) --
-    everything the next step depends on, except cuDNN's own RNN-dropout state (README)."""
+    everything the next step depends on, except cuDNN's own RNN-dropout state (docs/how-it-works.md)."""
     import torch  # lazy: see save_tensors
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
     for i, st in opt.state_dict()["state"].items():

@@ -11,7 +11,7 @@ p is the model's probability of the character (softmax of the logits); q the pro
 was drawn with (after temperature and top-p/top-k); top the model's five likeliest characters
 as [char, p, q]. The last event gives the prime as the model read it (quotes matched to the
 corpus's forms; with "oov": "skip", unknown characters dropped) and a note saying what changed.
-Sampling is the same as `charwise sample`: a seed gives the same text. README.md documents the
+Sampling is the same as `charwise sample`: a seed gives the same text. docs/http-api.md documents the
 HTTP API.
 "c" is the text the step completed: one character, or for a byte model "" while a multi-byte
 character is incomplete. `stop` (a list of strings, optional) ends the text at the first of
