@@ -101,7 +101,7 @@ def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     paths and numbers. A run already in `out` is replaced only with `force`."""
     t0 = time.perf_counter()
     out = check_run_start(out, force=force, hint="use --force to replace it")
-    result = train(None, out=out, preset="spec", force=force, progress=False, log=log)
+    result = train(None, out=out, preset="spec", force=force, quiet=True)
     model = load(out)
     cfg = model.net.cfg
     emb = model.net.embed.weight.numel()
