@@ -366,6 +366,13 @@ class ServeOptions(Options):
 
 
 @dataclass(frozen=True)
+class PackOptions(Options):
+    command: ClassVar[str] = "pack"
+    which: str = which_opt()
+    force: bool = force_out_opt()
+
+
+@dataclass(frozen=True)
 class PlotOptions(Options):
     command: ClassVar[str] = "plot"
     window: int = _f(10, "moving-average window in steps (10, as in the chapter)", min=1)
@@ -388,4 +395,5 @@ class GradcheckOptions(Options):
 
 
 ALL: tuple[type[Options], ...] = (PrepareOptions, SampleOptions, EvalOptions, AnalyzeOptions,
-                                  ExportOptions, ServeOptions, PlotOptions, GradcheckOptions)
+                                  ExportOptions, ServeOptions, PackOptions, PlotOptions,
+                                  GradcheckOptions)
