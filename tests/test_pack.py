@@ -93,3 +93,17 @@ def test_a_damaged_packed_file_is_a_one_line_error(capsys, packed, tmp_path):
             assert str(bad) in msg, (name, argv, msg)
     assert "charwise pack" in one_line_error(capsys, "sample", str(tmp_path / "foreign.charwise"))
     assert "--which last" in one_line_error(capsys, "sample", str(packed), "--which", "last")
+
+
+def test_serve_and_export_take_a_packed_file(packed, trained_run, tmp_path):
+    pytest.importorskip("starlette")
+    from charwise.serve import background_server, create_app
+    from test_serve import events, request
+    with background_server(create_app(packed)) as url:
+        conn, r = request(url, "POST", "/api/generate", {"prime": "Mr", "n": 30, "temperature": 0})
+        text = "".join(e["c"] for e in events(r) if "c" in e)
+    assert "Mr" + text == charwise.load(trained_run).generate("Mr", 30, 0)
+    copy = tmp_path / "m.charwise"
+    copy.write_bytes(packed.read_bytes())
+    res = charwise.export(copy, "web")               # default: beside the file, named after it
+    assert res["path"] == str(tmp_path / "m.html")
