@@ -14,10 +14,19 @@ import json
 import math
 import os
 import sys
+import warnings
 from typing import Any
 
 from . import __version__
-from .config import CharwiseError, ModelConfig, TrainConfig, TrainRun, config_fields, preset_values
+from .config import (
+    CharwiseError,
+    CharwiseWarning,
+    ModelConfig,
+    TrainConfig,
+    TrainRun,
+    config_fields,
+    preset_values,
+)
 from .options import (
     AnalyzeOptions,
     EvalOptions,
@@ -440,7 +449,23 @@ COMMANDS = {"prepare": cmd_prepare, "info": cmd_info, "export": cmd_export, "ser
             "demo": cmd_demo, "plot": cmd_plot, "analyze": cmd_analyze, "pack": cmd_pack}
 
 
+def _one_line_warnings() -> None:
+    """A CharwiseWarning (a font to install, say) as one line, like the errors:
+    charwise: warning: ...; other warnings as Python shows them."""
+    plain = warnings.formatwarning
+    if getattr(plain, "charwise", False):
+        return
+
+    def fmt(message, category, filename, lineno, line=None):
+        if issubclass(category, CharwiseWarning):
+            return f"charwise: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+    fmt.charwise = True                                 # type: ignore[attr-defined]
+    warnings.formatwarning = fmt
+
+
 def main(argv: list[str] | None = None) -> int:
+    _one_line_warnings()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:                 # --help, --version, usage errors: argparse's codes

@@ -26,6 +26,11 @@ class CharwiseError(Exception):
     """A problem the user can fix (bad input, missing file...). The CLI prints it on one line."""
 
 
+class CharwiseWarning(UserWarning):
+    """Something the user may want to fix that does not stop the command (a font to install).
+    The CLI prints it on one line: charwise: warning: ..."""
+
+
 # ----------------------------------------------------------------------------- declaring settings
 
 def _f(default, help: str, **meta):
