@@ -99,7 +99,7 @@ def budget_run(tmp: Path, budget: float, settings: dict) -> dict:
 
     t = time.perf_counter()
     try:
-        res = train(CORPUS, out=out, preset="small", max_time=budget, progress=False, log=log,
+        res = train(CORPUS, out=out, preset="small", max_time=budget, log=log,
                     **settings)
     except CharwiseError as e:                   # a budget too short for the final evaluation
         return {"refused": str(e)}

@@ -64,7 +64,7 @@ def one_run(a, seed: int, overrides: dict) -> dict:
         run = Path(a.keep) / f"seed{seed}" if a.keep else Path(tmp) / "run"
         t = time.perf_counter()
         res = train(a.corpus, out=run, preset=a.preset, max_time=a.budget, force=bool(a.keep),
-                    progress=False, log=lambda *x: print(*x, file=sys.stderr), seed=seed, **overrides)
+                    log=lambda *x: print(*x, file=sys.stderr), seed=seed, **overrides)
         wall = time.perf_counter() - t
         info = json.loads((run / "run.json").read_text())
         # The run scores itself in its training precision; the same final weights in fp32,

@@ -12,7 +12,8 @@
     serve.py -> test_serve.py, test_serve_stop.py, test_browser.py (the page in Chromium)
     webexport.py in Chromium -> test_webexport_browser.py
     training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py
-    inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report)
+    inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report),
+    test_fonts.py (fonts)                           pack.py -> test_pack.py
     reference/ -> test_reference.py                 api.py -> test_api.py, options.py -> test_options.py
     runlock.py, bounds.py, guards.py -> test_safety.py (issue 13's guarantees, which span them)
     the GPU decisions (evaluate, model, sample, training, rundir) -> test_gpu_paths.py (issue 20)

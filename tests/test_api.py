@@ -56,6 +56,7 @@ SAME = [
     (["serve", "base"], ["--port", "70000"], lambda: charwise.serve("base", port=70000)),
     (["serve", "base"], ["--max-chars", "0"], lambda: charwise.serve("base", max_chars=0)),
     (["plot", "base"], ["--window", "0"], lambda: charwise.plot("base", window=0)),
+    (["pack", "base"], ["--which", "worst"], lambda: charwise.pack("base", which="worst")),
     (["prepare"], [], lambda: charwise.prepare([], None)),
 ]
 
@@ -70,8 +71,8 @@ def test_api_and_cli_give_the_same_error(capsys, command, flags, call):
 def test_exported_commands_are_callable_and_their_modules_still_import(trained_run):
     import charwise.export as export_module  # the module, whatever was imported first
     import charwise.sample  # noqa: F401
-    from charwise import analyze, evaluate, export, info, prepare, sample, serve, train
-    for f in (analyze, evaluate, export, info, prepare, sample, serve, train):
+    from charwise import analyze, evaluate, export, info, pack, prepare, sample, serve, train
+    for f in (analyze, evaluate, export, info, pack, prepare, sample, serve, train):
         assert callable(f), f
     assert export is export_module and export.export_onnx and sample.CharModel and EVALUATE.pick_device
     assert charwise.info(trained_run) == info(trained_run) and info(trained_run)["run_dir"] == str(trained_run)

@@ -139,14 +139,14 @@ def test_line_mode_huge_lines_warned(tmp_path):
     corpus.write_text("\n".join(["short line"] * 30 + ["x" * 3000]), encoding="utf-8")
     said = []
     charwise.train(corpus, out=tmp_path / "run", preset="spec", line_mode=True, max_steps=1,
-                   hidden_size=8, eval_every=0, progress=False, log=said.append)
+                   hidden_size=8, eval_every=0, log=said.append)
     assert any("3,000 characters" in s for s in said)
 
 
 def test_list_corpus_gets_a_line_mode_hint(tmp_path):
     said = []
     charwise.train(NAMES, out=tmp_path / "run", preset="spec", max_steps=1, hidden_size=8,
-                   eval_every=0, seq_len=16, progress=False, log=said.append)
+                   eval_every=0, seq_len=16, log=said.append)
     assert any("--line-mode" in s for s in said)
 
 

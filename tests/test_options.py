@@ -11,6 +11,7 @@ from charwise.options import (
     CharwiseError,
     ExportOptions,
     GradcheckOptions,
+    PackOptions,
     SampleOptions,
     ServeOptions,
     check_value,
@@ -61,6 +62,7 @@ def test_help_shows_defaults_and_choices(capsys):
 
 @pytest.mark.parametrize("cls, argv", [(SampleOptions, ["sample", "R"]), (AnalyzeOptions, ["analyze", "R"]),
                                        (ExportOptions, ["export", "R"]), (ServeOptions, ["serve", "R"]),
+                                       (PackOptions, ["pack", "R"]),
                                        (GradcheckOptions, ["gradcheck"])])
 def test_flag_defaults_are_the_dataclass_defaults(cls, argv):
     assert cls.from_args(build_parser().parse_args(argv)) == cls()

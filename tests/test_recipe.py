@@ -109,7 +109,7 @@ def test_a_sized_run_records_and_announces_the_choice(tmp_path, monkeypatch):
     fake_speeds(monkeypatch, {w: chars_for(recipe.TARGET_STEPS, 3) * (2 if w <= 192 else 0.5)
                               for w in recipe.WIDTHS})
     lines = []
-    res = train(corpus, out=tmp_path / "r", max_time=3, threads=1, progress=False, log=lines.append)
+    res = train(corpus, out=tmp_path / "r", max_time=3, threads=1, log=lines.append)
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["auto"]["kind"] == "sized" and info["auto"]["hidden_size"] == 192
     assert info["model"]["hidden_size"] == 192 and info["train"]["lr"] == recipe.lr_for(192)
@@ -121,7 +121,7 @@ def test_auto_fine_tunes_base_on_a_text_it_can_read(tmp_path):
     corpus = tmp_path / "en.txt"
     corpus.write_text(ENGLISH * 50)
     lines = []
-    train(corpus, out=tmp_path / "r", max_steps=2, threads=1, progress=False, log=lines.append)
+    train(corpus, out=tmp_path / "r", max_steps=2, threads=1, log=lines.append)
     info = json.loads((tmp_path / "r" / "run.json").read_text())
     assert info["auto"]["kind"] == "finetune" and info["init_from"]["name"] == "base"
     assert lines[0].startswith("auto: 100.0% of the text's characters are in base's vocabulary")

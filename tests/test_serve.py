@@ -98,6 +98,7 @@ def test_oov_skip_is_accepted_and_the_prime_used_is_reported(server):
     ({"prime": 5}, 400, "prime must be a string"),
     ({"prime": "x" * 3000}, 400, "prime is 3000 characters"),
     ({"prime": "Zq@"}, 400, "not in the model's vocabulary"),
+    ({"prime": "Zq@"}, 400, 'send "oov": "skip" to drop them'),       # a field, not a flag
     ({"nn": 5}, 400, "unknown field(s) nn"),
     ({"oov": "drop"}, 400, "oov must be"),
     ([1, 2], 400, "must be a JSON object"),

@@ -1,11 +1,11 @@
 """charwise: character-level language models you can train, sample and look inside.
 
-The API (train, sample, evaluate, analyze, export, info, prepare, plot, serve, load, demo,
-open_run) is imported on first use, so that `charwise.reference` (the pure-NumPy engine) and
+The API (train, sample, evaluate, analyze, export, info, prepare, plot, serve, pack, load,
+demo, open_run) is imported on first use, so that `charwise.reference` (the pure-NumPy engine) and
 `charwise.options` can be imported without loading torch.
 
-Six commands share their name with the module that implements them: sample, evaluate, export,
-info, prepare, serve. `charwise.sample` is that module, made callable: calling it runs
+Seven commands share their name with the module that implements them: sample, evaluate, export,
+info, prepare, serve, pack. `charwise.sample` is that module, made callable: calling it runs
 `charwise.api.sample`. So `charwise.sample(RUN, n=100)`, `import charwise.sample as S` and
 `from charwise.sample import CharModel` all work, in any order (a plain function there would be
 replaced by the module as soon as something imported it, and `import charwise.evaluate as ev`
@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 from .config import CharwiseError  # noqa: E402  (torch-free)
 
 _API = ("train", "load", "analyze", "plot", "demo", "open_run")
-_COMMANDS = ("sample", "evaluate", "export", "info", "prepare", "serve")
+_COMMANDS = ("sample", "evaluate", "export", "info", "prepare", "serve", "pack")
 __all__ = [*_API, *_COMMANDS, "CharwiseError", "__version__"]
 
 

@@ -6,6 +6,7 @@
     charwise.evaluate("runs/x", "held_out.txt")              # {'loss': ..., 'bits_per_char': ...}
     charwise.analyze("runs/x", out="runs/x/analysis")        # report.html and the numbers
     charwise.export("runs/x", "web", quantize="int8")        # one HTML page
+    charwise.pack("runs/x", "x.charwise")                     # one file to share; load() takes it
     model = charwise.load("runs/x")                          # generate / stream / evaluate
 
 Each command's options are a dataclass in options.py (SampleOptions, EvalOptions, ...): pass one
@@ -30,6 +31,7 @@ from .inspect.neurons import heatmap
 from .inspect.plots import heatmap_chart, per_char_chart, plot, training_curve  # noqa: F401
 from .inspect.report import analyze  # noqa: F401  (re-exported: charwise.analyze)
 from .options import EvalOptions, SampleOptions
+from .pack import pack  # noqa: F401  (re-exported: charwise.pack)
 from .prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
 from .rundir import CURVE, check_run_start
 from .sample import check_sampling_args, load
@@ -101,7 +103,7 @@ def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     paths and numbers. A run already in `out` is replaced only with `force`."""
     t0 = time.perf_counter()
     out = check_run_start(out, force=force, hint="use --force to replace it")
-    result = train(None, out=out, preset="spec", force=force, progress=False, log=log)
+    result = train(None, out=out, preset="spec", force=force, quiet=True)
     model = load(out)
     cfg = model.net.cfg
     emb = model.net.embed.weight.numel()

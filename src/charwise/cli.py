@@ -14,16 +14,26 @@ import json
 import math
 import os
 import sys
+import warnings
 from typing import Any
 
 from . import __version__
-from .config import CharwiseError, ModelConfig, TrainConfig, TrainRun, config_fields, preset_values
+from .config import (
+    CharwiseError,
+    CharwiseWarning,
+    ModelConfig,
+    TrainConfig,
+    TrainRun,
+    config_fields,
+    preset_values,
+)
 from .options import (
     AnalyzeOptions,
     EvalOptions,
     ExportOptions,
     GradcheckOptions,
     Options,
+    PackOptions,
     PlotOptions,
     PrepareOptions,
     SampleOptions,
@@ -46,6 +56,7 @@ EXAMPLES = """examples:
   charwise export runs/shk --format onnx          # runs/shk/model.onnx for onnxruntime
   charwise export runs/shk --format web --quantize int8   # one HTML page, runs in any browser
   charwise serve runs/shk                         # playground page on http://127.0.0.1:8000/
+  charwise pack runs/shk -o shk.charwise          # one file to share; sample/eval/serve take it
 """
 
 TRAIN_EXAMPLES = """examples:
@@ -151,13 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in (_train_parser, _prepare_parser, _sample_parser, _eval_parser, _demo_parser,
                 _gradcheck_parser, _plot_parser, _analyze_parser, _info_parser, _export_parser,
-                _serve_parser):
+                _serve_parser, _pack_parser):
         add(sub)
     return p
 
 
 # Arguments that are paths or output formats, not options of the function a command calls.
-RUN_DIR_HELP = "a run directory, or base (the model bundled with charwise)"
+RUN_DIR_HELP = ("a run directory, a model packed by charwise pack (FILE.charwise), or base (the "
+                "model bundled with charwise)")
 
 
 def _run_dir(p: argparse.ArgumentParser) -> None:
@@ -285,6 +297,24 @@ def _serve_parser(sub) -> None:
     add_option_flags(p, ServeOptions)
 
 
+def _pack_parser(sub) -> None:
+    p = sub.add_parser("pack", help="a run as one file to share (weights, run.json and a model card)",
+                       description="Write a run's best weights as one safetensors file whose header "
+                                   "holds run.json and a model card (the text it learned, how long it "
+                                   "trained, its held-out loss). sample, eval, serve, export, info, "
+                                   "analyze and train --init-from take the file wherever they take a "
+                                   "run directory. Nothing in it is code.",
+                       epilog="examples:\n  charwise pack runs/shk -o shk.charwise\n"
+                              "  charwise sample shk.charwise --prime ROMEO: -n 200\n"
+                              "  charwise train more.txt --init-from shk.charwise --out runs/more",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run directory, or base (the model bundled with charwise)")
+    p.add_argument("-o", "--out", default=None,
+                   help="the file to write (default: the run directory's name + .charwise, beside "
+                        "it; NAME.charwise here for a bundled model)")
+    add_option_flags(p, PackOptions)
+
+
 def cmd_train(a) -> int:
     from .config import merge_cli
     from .rundir import check_run_dir, check_run_start
@@ -383,6 +413,12 @@ def cmd_export(a) -> int:
     return 0
 
 
+def cmd_pack(a) -> int:
+    from .pack import pack, summary_line
+    print(summary_line(pack(a.run_dir, a.out, PackOptions.from_args(a))))
+    return 0
+
+
 def cmd_serve(a) -> int:
     from .serve import serve
     serve(a.run_dir, ServeOptions.from_args(a))
@@ -410,10 +446,26 @@ def cmd_analyze(a) -> int:
 
 COMMANDS = {"prepare": cmd_prepare, "info": cmd_info, "export": cmd_export, "serve": cmd_serve,
             "gradcheck": cmd_gradcheck, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval,
-            "demo": cmd_demo, "plot": cmd_plot, "analyze": cmd_analyze}
+            "demo": cmd_demo, "plot": cmd_plot, "analyze": cmd_analyze, "pack": cmd_pack}
+
+
+def _one_line_warnings() -> None:
+    """A CharwiseWarning (a font to install, say) as one line, like the errors:
+    charwise: warning: ...; other warnings as Python shows them."""
+    plain = warnings.formatwarning
+    if getattr(plain, "charwise", False):
+        return
+
+    def fmt(message, category, filename, lineno, line=None):
+        if issubclass(category, CharwiseWarning):
+            return f"charwise: warning: {message}\n"
+        return plain(message, category, filename, lineno, line)
+    fmt.charwise = True                                 # type: ignore[attr-defined]
+    warnings.formatwarning = fmt
 
 
 def main(argv: list[str] | None = None) -> int:
+    _one_line_warnings()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:                 # --help, --version, usage errors: argparse's codes

@@ -27,7 +27,16 @@ from typing import Any
 from .files import read_utf8
 
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
-from .options import CharwiseError, _f, build, check_value, config_fields, encoding_opt, seed_opt
+from .options import (
+    CharwiseError,
+    CharwiseWarning,  # noqa: F401  (imported from here too)
+    _f,
+    build,
+    check_value,
+    config_fields,
+    encoding_opt,
+    seed_opt,
+)
 
 
 @dataclass(frozen=True)
@@ -163,7 +172,8 @@ class TrainRun:
                                "preset auto means finetune. Not --resume, which continues the run "
                                "in --out", metavar="SOURCE", shown="none")
     force: bool = _f(False, "replace an existing run in --out")
-    quiet: bool = _f(False, "no progress bar")
+    quiet: bool = _f(False, "print nothing but the final summary line (no progress bar, no "
+                     "evaluation lines, no notes)")
 
 
 def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig, TrainConfig]:
@@ -226,7 +236,7 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     """A config file as train() keyword arguments (Python names), validated.
 
     Usable from Python as `charwise.train(**read_config("run.toml"))`: corpus and out come
-    back resolved against the file's directory, quiet becomes progress=False, and
+    back resolved against the file's directory, quiet stays quiet (train's own name), and
     preset = "none" becomes preset=None (no preset: the dataclass defaults)."""
     path = Path(path)
     raw = _load_toml(path)
@@ -276,8 +286,6 @@ def _as_train_kwargs(path: Path, values: dict) -> dict:
             kw[k] = os.path.normpath(path.parent / Path(kw[k]).expanduser())
     if "preset" in kw and kw["preset"] == NO_PRESET:
         kw["preset"] = None
-    if kw.pop("quiet", False):
-        kw["progress"] = False
     return kw
 
 
@@ -301,7 +309,7 @@ def merge_cli(args) -> dict[str, Any]:
         kw["preset"] = None if args.resume else "auto"
     kw["force"] = bool(args.force)          # typed here only: a config file cannot carry it
     if args.quiet:
-        kw["progress"] = False
+        kw["quiet"] = True
     return kw
 
 

@@ -30,6 +30,21 @@ CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded m
 
 # ----------------------------------------------------------------------------- vocabulary
 
+class UnknownChars(CharwiseError):
+    """Characters outside the vocabulary, with oov="error". The message names the CLI's flag
+    (--oov skip); a caller that speaks another language (serve's HTTP fields) words the same
+    facts with `message(hint)`."""
+
+    def __init__(self, chars: list[str]):
+        self.chars = chars
+        super().__init__(self.message("use --oov skip to drop them"))
+
+    def message(self, hint: str) -> str:
+        bad = self.chars
+        shown = ", ".join(repr(c) for c in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        return f"{len(bad)} character(s) not in the model's vocabulary: {shown} ({hint})"
+
+
 @dataclass(frozen=True)
 class Vocab:
     """chars[i] is the character with id i; ids follow sorted code points, as `sorted(set(text))`.
@@ -88,10 +103,7 @@ class Vocab:
         if (ids < 0).any():
             if oov == "skip":
                 return ids[ids >= 0]
-            bad = self.unknown(text)
-            shown = ", ".join(repr(c) for c in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            raise CharwiseError(f"{len(bad)} character(s) not in the model's vocabulary: {shown} "
-                                "(use --oov skip to drop them)")
+            raise UnknownChars(self.unknown(text))
         return ids
 
     def encode_text(self, text: str, oov: str = "error", what: str = "text") -> tuple[np.ndarray, int]:

@@ -26,12 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, bundled
+from . import __version__
 from .config import CharwiseError
 from .guards import check_out_path
 from .onnxquant import quantize_proto
 from .options import ExportOptions
-from .rundir import atomic_write_bytes, check_run_dir, read_run
+from .rundir import atomic_write_bytes, check_run_dir, default_out, read_run
 from .sample import load
 from .webexport import (
     DEFAULT_MAX_LOSS_INCREASE,
@@ -85,9 +85,8 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
     check_quantize(quantize)
     run = check_run_dir(run_dir)
     if out is None:
-        # a bundled model's default goes to the working directory, never into the package
-        out = Path(f"{run_dir}.onnx") if bundled.is_bundled(run_dir) else run / "model.onnx"
-    out = check_out_path(out, force, protect=run)
+        out = default_out(run_dir, run, "model.onnx", ".onnx")
+    out = check_out_path(out, force, protect=run.parent if run.is_file() else run)
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
     model = load(run_dir, which=which)

@@ -47,7 +47,9 @@ def _describe(run_dir) -> dict:
         "best_step": best["step"] if best else None,
         "eval_split": hist[-1].get("eval_split") if hist else None,
         "last_train_loss": hist[-1].get("train_loss") if hist else None,
-        "weights": [f for f in (BEST, LAST) if (run / f).is_file()],
+        "weights": ([f"{run.name} (packed)"] if run.is_file()
+                    else [f for f in (BEST, LAST) if (run / f).is_file()]),
+        "model_card": info.get("model_card"),
     }
 
 

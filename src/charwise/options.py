@@ -26,6 +26,11 @@ class CharwiseError(Exception):
     """A problem the user can fix (bad input, missing file...). The CLI prints it on one line."""
 
 
+class CharwiseWarning(UserWarning):
+    """Something the user may want to fix that does not stop the command (a font to install).
+    The CLI prints it on one line: charwise: warning: ..."""
+
+
 # ----------------------------------------------------------------------------- declaring settings
 
 def _f(default, help: str, **meta):
@@ -366,6 +371,13 @@ class ServeOptions(Options):
 
 
 @dataclass(frozen=True)
+class PackOptions(Options):
+    command: ClassVar[str] = "pack"
+    which: str = which_opt()
+    force: bool = force_out_opt()
+
+
+@dataclass(frozen=True)
 class PlotOptions(Options):
     command: ClassVar[str] = "plot"
     window: int = _f(10, "moving-average window in steps (10, as in the chapter)", min=1)
@@ -388,4 +400,5 @@ class GradcheckOptions(Options):
 
 
 ALL: tuple[type[Options], ...] = (PrepareOptions, SampleOptions, EvalOptions, AnalyzeOptions,
-                                  ExportOptions, ServeOptions, PlotOptions, GradcheckOptions)
+                                  ExportOptions, ServeOptions, PackOptions, PlotOptions,
+                                  GradcheckOptions)

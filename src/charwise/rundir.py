@@ -11,6 +11,11 @@ every write atomic, and the format of the state an exact resume needs.
     RUN/curve.png          the training curve; RUN/cache/ the encoded corpus;
     RUN/tensorboard/       TensorBoard event files (--tensorboard)
 
+A run may also be one file, `charwise pack`'s (pack.py): a safetensors file of the best weights
+whose header metadata holds run.json and a model card. Wherever a run directory is read, such
+a file is too: check_run_dir accepts it, read_run reads its run.json from the header, and
+sample.load_model its weights from the file itself.
+
 Nothing here unpickles: safetensors holds raw tensors and a JSON header, and JSON holds the rest.
 A write goes to a temporary file in the same directory, is fsync'ed, then renamed over the old
 one, so a crash mid-write leaves the previous file whole.
@@ -28,7 +33,7 @@ from typing import Any, Iterator
 
 from . import bundled
 from .config import CharwiseError, config_text
-from .files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, read_utf8
+from .files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, open_regular, read_utf8
 from .guards import (
     check_best,
     check_char_counts,
@@ -37,6 +42,7 @@ from .guards import (
     check_metric_record,
     check_resume_state,
     check_utf8_path,
+    json_depth_ok,
 )
 from .runlock import LOCK
 
@@ -46,6 +52,9 @@ CONFIG_TOML, CURVE, CACHE, TB_DIR = "config.toml", "curve.png", "cache", "tensor
 # what `charwise train --force` may delete in a run directory (plus ckpt-*.safetensors)
 RUN_FILES = (RUN_JSON, BEST, LAST, METRICS, CURVE, CACHE, CONFIG_TOML, TB_DIR)
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+# A packed model (`charwise pack`): the header metadata key that marks it, and its version
+PACK_KEY, PACK_VERSION, PACK_SUFFIX = "charwise_pack", "1", ".charwise"
+PACK_RUN, PACK_CARD = "run.json", "model_card"          # the metadata keys of run.json and the card
 
 
 @contextlib.contextmanager
@@ -141,7 +150,8 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
             raise CharwiseError(f"{p}: pickle-style checkpoints ({p.suffix}) are never loaded "
                                 "(they can run code); charwise reads run directories of "
                                 "safetensors + JSON")
-        raise CharwiseError(f"{p}: is a file; expected a run directory made by `charwise train`")
+        read_pack_header(p)                 # a packed model, or a one-line reason it is not
+        return p
     if not p.is_dir():
         raise CharwiseError(f"{p}: no such run directory")
     if not (p / RUN_JSON).is_file():
@@ -178,26 +188,84 @@ def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = 
     return out
 
 
+def _not_packed(path: Path, why: str) -> CharwiseError:
+    return CharwiseError(f"{path}: is a file; expected a run directory made by `charwise train` "
+                         f"or a model packed by `charwise pack` (this file: {why})")
+
+
+def read_pack_header(path: Path) -> dict[str, str]:
+    """The header metadata of a file made by `charwise pack`, or a one-line error saying what
+    the file is instead. Only the safetensors header is read: its length (8 bytes, little
+    endian), then that much JSON."""
+    with open_regular(path, MAX_WEIGHTS_BYTES, "packed model") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        if not 2 <= n <= MAX_JSON_BYTES:
+            raise _not_packed(path, "no safetensors header")
+        raw = f.read(n)
+    try:
+        text = raw.decode("utf-8")
+        header = json.loads(text) if len(raw) == n and json_depth_ok(text) else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise _not_packed(path, "a damaged or cut safetensors header")
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or PACK_KEY not in meta:
+        raise _not_packed(path, "safetensors, but not written by charwise pack")
+    if meta[PACK_KEY] != PACK_VERSION:
+        raise CharwiseError(f"{path}: packed in format {meta[PACK_KEY]!r}; this charwise reads "
+                            f"packed models of format {PACK_VERSION}")
+    return meta
+
+
+def default_out(run_dir, run: Path, inside: str, beside: str) -> Path:
+    """Where a command writes by default: RUN/`inside` for a run directory; for a bundled
+    model NAME`beside` in the working directory (never into the package); for a packed model
+    beside its file (model.charwise -> model`beside`)."""
+    if bundled.is_bundled(run_dir):
+        return Path(f"{run_dir}{beside}")
+    return run.with_name(run.stem + beside) if run.is_file() else run / inside
+
+
+def run_json_path(p: Path) -> Path:
+    """Where a run's run.json is, for messages: RUN/run.json, or a packed model's file."""
+    return p if p.is_file() else p / RUN_JSON
+
+
+def _packed_info(p: Path) -> Any:
+    meta = read_pack_header(p)
+    try:
+        info = json.loads(meta.get(PACK_RUN, ""))
+        card = json.loads(meta.get(PACK_CARD, "null"))
+    except (TypeError, json.JSONDecodeError):
+        raise CharwiseError(f"{p}: damaged packed model (its run.json does not parse)") from None
+    if isinstance(info, dict) and card is not None:
+        info[PACK_CARD] = card
+    return info
+
+
 def read_run(run_dir) -> dict:
     p = check_run_dir(run_dir)
-    info = read_json(p / RUN_JSON)
+    info = _packed_info(p) if p.is_file() else read_json(p / RUN_JSON)
+    where = run_json_path(p)
     if not isinstance(info, dict):
-        raise CharwiseError(f"{p / RUN_JSON}: expected a JSON object")
+        raise CharwiseError(f"{where}: expected a JSON object")
     if info.get("format_version") != FORMAT_VERSION:
-        raise CharwiseError(f"{p / RUN_JSON}: unsupported format_version "
+        raise CharwiseError(f"{where}: unsupported format_version "
                             f"{info.get('format_version')!r} (this charwise reads {FORMAT_VERSION})")
     for key in ("model", "vocab", "train"):
         if key not in info:
-            raise CharwiseError(f"{p / RUN_JSON}: missing {key!r}")
+            raise CharwiseError(f"{where}: missing {key!r}")
     for key, kind in (("model", dict), ("train", dict), ("vocab", list), ("corpus", dict)):
         if key in info and not isinstance(info[key], kind):
-            raise CharwiseError(f"{p / RUN_JSON}: {key!r} must be a JSON "
+            raise CharwiseError(f"{where}: {key!r} must be a JSON "
                                 f"{'object' if kind is dict else 'array'}")
     if not all(isinstance(c, str) for c in info["vocab"]):
-        raise CharwiseError(f"{p / RUN_JSON}: 'vocab' must be a list of characters")
-    check_best(p / RUN_JSON, info.get("best"))
-    check_history(p / RUN_JSON, info.get("history", []))
-    check_char_counts(p / RUN_JSON, info.get("char_counts"), info["model"].get("vocab_size"))
+        raise CharwiseError(f"{where}: 'vocab' must be a list of characters")
+    check_best(where, info.get("best"))
+    check_history(where, info.get("history", []))
+    check_char_counts(where, info.get("char_counts"), info["model"].get("vocab_size"))
     return info
 
 

@@ -40,7 +40,7 @@ from .model import CharRNN
 from .options import GREEDY_BELOW, MAX_SEED
 from .prime import fit_prime
 from .quant import Int8Matrix
-from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, tensor_shapes
+from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, run_json_path, tensor_shapes
 from .stops import parse_stops
 from .threads import (
     ThreadPolicy,
@@ -385,22 +385,19 @@ def load_model(run_dir: str | Path, which: str = "best",
     """(CharRNN in eval mode, Vocab, run info) from a run directory; no code is executed."""
     p = check_run_dir(run_dir)
     info = read_run(p)
+    where = run_json_path(p)
     try:
         vocab = vocab_from_info(info)
         cfg = build(ModelConfig, info["model"])
     except (CharwiseError, TypeError) as e:
-        raise CharwiseError(f"{p / RUN_JSON}: invalid model description ({e})") from None
+        raise CharwiseError(f"{where}: invalid model description ({e})") from None
     if cfg.vocab_size != len(vocab):
-        raise CharwiseError(f"{p / RUN_JSON}: vocabulary has {len(vocab)} characters but the "
+        raise CharwiseError(f"{where}: vocabulary has {len(vocab)} characters but the "
                             f"model expects {cfg.vocab_size}")
-    files = {"best": [BEST, LAST], "last": [LAST, BEST]}[which]
-    # the first that is there, whatever it is: a FIFO or a device in its place is refused
-    path = next((p / f for f in files if os.path.lexists(p / f)), None)
-    if path is None:
-        raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
+    path = _weights_file(p, which)
     # sizes before any allocation: what the config asks for must fit, and the file's shapes
     # (read from its header) must be the config's
-    check_inference(cfg, str(p / RUN_JSON), device=torch.device(device))
+    check_inference(cfg, str(where), device=torch.device(device))
     expected = expected_shapes(cfg)
     stored = tensor_shapes(path)
     prefix = "model/" if any(k.startswith("model/") for k in stored) else ""
@@ -417,6 +414,22 @@ def load_model(run_dir: str | Path, which: str = "best",
     model = CharRNN(replace(cfg))
     model.load_state_dict({k: weights[k].float() for k in expected})
     return model.to(device).eval(), vocab, info
+
+
+def _weights_file(p: Path, which: str) -> Path:
+    """The weights `which` asks for: a packed model's own file (it holds one set), or in a run
+    directory the first of best/last (last/best) that is there, whatever it is (a FIFO or a
+    device in its place is then refused)."""
+    if p.is_file():
+        if which != "best":
+            raise CharwiseError(f"{p}: a packed model holds one set of weights (the run's best); "
+                                f"--which {which} needs the run directory")
+        return p
+    files = {"best": [BEST, LAST], "last": [LAST, BEST]}[which]
+    path = next((p / f for f in files if os.path.lexists(p / f)), None)
+    if path is None:
+        raise CharwiseError(f"{p}: run directory holds no weights yet ({BEST} / {LAST})")
+    return path
 
 
 @dataclass

@@ -5,7 +5,8 @@ request to /api/generate and reads the answer as server-sent events, one per cha
 
     data: {"i": 0, "c": "e", "p": 0.41, "q": 0.52, "top": [["e", 0.41, 0.52], ...]}
     ...
-    data: {"done": true, "n": 300, "seconds": 1.93, "prime": "ROMEO:", "note": ""}
+    data: {"done": true, "n": 300, "stop": null, "end": false, "cut": 0, "seconds": 1.93,
+           "prime": "ROMEO:", "note": ""}
 
 p is the model's probability of the character (softmax of the logits); q the probability it
 was drawn with (after temperature and top-p/top-k); top the model's five likeliest characters
@@ -15,9 +16,13 @@ Sampling is the same as `charwise sample`: a seed gives the same text. docs/http
 HTTP API.
 "c" is the text the step completed: one character, or for a byte model "" while a multi-byte
 character is incomplete. `stop` (a list of strings, optional) ends the text at the first of
-them: that step's event carries "stop" (the string met) and "cut" (how many characters shown so
-far to remove: the stop string itself, unless "keep_stop" is true). A line-mode model's item
-ends at its end symbol: that event has "end": true.
+them, as `charwise sample --stop` does: the server trims it, so the events' text never holds
+the stop string (with "keep_stop": true it ends with it), and characters that could still be
+the start of a stop string are sent once that is decided. The done event says why the text
+ended: "stop" (the string met, or null), "end" (a line-mode model's end symbol; that step's
+event has "end": true too), "n" (the steps taken) and "cut", the characters a client must
+remove, always 0 since the server trims (clients of the earlier protocol removed the stop
+string themselves by it).
 
 Bad requests get a 4xx JSON {"error": "..."}; at most `max_concurrent` generations run at once
 (429 beyond); bodies over 16 KiB get 413; and the page only answers to loopback Host names
@@ -30,6 +35,7 @@ import contextlib
 import ipaddress
 import json
 import math
+import re
 import socket
 import threading
 import time
@@ -41,11 +47,12 @@ import numpy as np
 import torch
 
 from .config import CharwiseError
+from .data import UnknownChars
 from .guards import json_depth_ok
 from .info import describe
 from .options import MAX_SEED, ServeOptions
 from .sample import filter_probs, load
-from .stops import parse_stops
+from .stops import StopMatcher, parse_stops
 from .threads import check_threads
 
 MAX_BODY = 16 << 10
@@ -123,13 +130,25 @@ def parse_request(body, limits: Limits) -> dict:
     try:
         req["stop"] = parse_stops(body.get("stop"), escapes=False)
     except CharwiseError as e:
-        raise BadRequest(400, str(e).replace("--stop", "stop")) from None
+        raise BadRequest(400, http_message(e)) from None
     req["keep_stop"] = body.get("keep_stop", False)
     if not isinstance(req["keep_stop"], bool):
         raise BadRequest(400, f"keep_stop must be true or false, got {req['keep_stop']!r}")
     if req["top_p"] is not None and req["top_p"] >= 1:
         req["top_p"] = None                     # 1 keeps everything: same as no filter
     return req
+
+
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+
+
+def http_message(e: CharwiseError) -> str:
+    """An error for an HTTP client: it names the request's JSON fields, where the CLI's
+    message names flags (characters outside the vocabulary: "oov": "skip", not --oov skip)."""
+    if isinstance(e, UnknownChars):
+        return e.message('send "oov": "skip" to drop them')
+    return _FLAG.sub(lambda m: m[1].replace("-", "_") if m[1].replace("-", "_") in FIELDS
+                     else m[0], str(e))
 
 
 class Generator:
@@ -149,10 +168,14 @@ class Generator:
         steps = self.model.steps(prime, req["n"], req["temperature"], req["top_k"],
                                  req["top_p"], req["seed"], oov="error", threads=self.threads)
         return {"steps": steps, "first": next(steps), "i": 0, "prime": prime, "note": note,
-                "text": "", "decoder": self.model.vocab.decoder()}
+                "decoder": self.model.vocab.decoder(), "held": [], "free": 0,
+                "matcher": StopMatcher(req["stop"], req["keep_stop"]), "ended": None}
 
     @torch.inference_mode()
-    def next(self, run: dict, req: dict, last: bool) -> dict:
+    def next(self, run: dict, req: dict, last: bool) -> list[dict]:
+        """One step: the events it lets out (none while its text may still turn out to be part
+        of a stop string; several once that is decided). run["ended"] is set when a stop
+        string or the end symbol ended the text."""
         logits, ids = run.pop("first", None) or next(run["steps"])
         z = logits[0].astype(np.float64)
         p = np.exp(z - z.max())
@@ -164,41 +187,53 @@ class Generator:
               "top": [[self.chars[k], _r(p[k]), _r(q[k])] for k in top]}
         run["i"] += 1
         if j == self.end_id:
-            ev["end"] = True
-            return ev
+            run["ended"] = {"end": True}
+            return self._release(run, run["matcher"].finish()) + [{**ev, "end": True}]
         ev["c"] = run["decoder"].feed(j) + (run["decoder"].flush() if last else "")
-        self._check_stops(run, req, ev)
-        return ev
+        run["held"].append([ev, len(ev["c"])])
+        out = self._release(run, run["matcher"].feed(ev["c"]))
+        if run["matcher"].done:                  # a stop string: what follows it is dropped
+            run["ended"] = {"stop": run["matcher"].matched}
+            return out + self._cut(run)
+        return out + (self._release(run, run["matcher"].finish()) if last else [])
 
     @staticmethod
-    def _check_stops(run: dict, req: dict, ev: dict) -> None:
-        """Mark the event whose text completes a stop string (the earliest to end)."""
-        if not req["stop"] or not ev["c"]:
-            return
-        text = run["text"] = run["text"] + ev["c"]
-        hits = []
-        for s in req["stop"]:
-            i = text.find(s, max(0, len(text) - len(ev["c"]) - len(s) + 1))
-            if i >= 0:
-                hits.append((i + len(s), i, s))
-        if hits:
-            end, start, s = min(hits)
-            ev["stop"] = s
-            ev["cut"] = len(text) - (end if req["keep_stop"] else start)
+    def _release(run: dict, text: str) -> list[dict]:
+        """The held events whose whole text `text` (what the stop matcher let out) completes."""
+        run["free"] += len(text)
+        out = []
+        while run["held"] and run["held"][0][1] <= run["free"]:
+            ev, n = run["held"].pop(0)
+            run["free"] -= n
+            out.append(ev)
+        return out
+
+    @staticmethod
+    def _cut(run: dict) -> list[dict]:
+        """After a stop string: the text let out but not yet sent (the part of an event's text
+        before the stop, or through it with keep_stop); the rest is dropped."""
+        out = []
+        if run["held"] and run["free"] > 0:
+            ev, _ = run["held"][0]
+            out.append({**ev, "c": ev["c"][:run["free"]]})
+        run["held"], run["free"] = [], 0
+        return out
 
 
 async def _events(gen: Generator, run: dict, req: dict):
-    """The answer's server-sent events: one per step, until n steps, a stop string or the end
-    of an item, then the "done" event."""
+    """The answer's server-sent events: one per step (text that may be the start of a stop
+    string waits until that is decided; a stop string itself is never sent unless keep_stop),
+    until n steps, a stop string or the end of an item, then the "done" event."""
     from anyio import to_thread  # lazy: anyio comes with starlette, an optional extra
     t0 = time.perf_counter()
     n, delay = req["n"], req["delay_ms"] / 1000
-    done = {"done": True, "n": n}
+    done = {"done": True, "n": n, "stop": None, "end": False, "cut": 0}
     for i in range(n):
-        ev = await to_thread.run_sync(gen.next, run, req, i + 1 == n)
-        yield _sse(ev)
-        if "stop" in ev or "end" in ev:
-            done.update(n=i + 1, stop=ev.get("stop"), end=ev.get("end", False))
+        evs = await to_thread.run_sync(gen.next, run, req, i + 1 == n)
+        for ev in evs:
+            yield _sse(ev)
+        if run["ended"]:
+            done.update(n=i + 1, **run["ended"])
             break
         if delay:
             await asyncio.sleep(delay)
@@ -281,7 +316,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
             run = await to_thread.run_sync(gen.start, req)
         except CharwiseError as e:
             release()
-            return error(400, str(e))
+            return error(400, http_message(e))
         except BaseException:
             release()
             raise

@@ -1,8 +1,9 @@
 """Start a run from another run's weights: `charwise train TEXT --init-from SOURCE`.
 
-SOURCE is a run directory or a bundled model's name (`base`). The new run takes SOURCE's model
-shape (cell, embedding, hidden size, layers) and its weights; its training settings come from
-the flags and the preset as usual (`finetune` unless another is named).
+SOURCE is a run directory, a model packed by `charwise pack`, or a bundled model's name
+(`base`). The new run takes SOURCE's model shape (cell, embedding, hidden size, layers) and its
+weights; its training settings come from the flags and the preset as usual (`finetune` unless
+another is named).
 
 The vocabularies are merged. A vocabulary in charwise is always sorted by code point (ids
 follow `sorted(set(text))`, which `Vocab` enforces), and the merged one is too: it is the sorted
@@ -74,8 +75,11 @@ def read_source(spec: str | os.PathLike) -> Source:
     if info.get("vocab_kind", "chars") != "chars" or info.get("line_mode"):
         raise CharwiseError(f"--init-from {name}: a byte-level or line-mode run cannot start a "
                             "code-point model")
-    weights = BEST if (path / BEST).is_file() else LAST
-    sha = bundled.verify(path) if bundled.is_bundled(spec) else bundled.sha256_file(path / weights)
+    if path.is_file():                       # a packed model (charwise pack): the file itself
+        weights, sha = path.name, bundled.sha256_file(path)
+    else:
+        weights = BEST if (path / BEST).is_file() else LAST
+        sha = bundled.verify(path) if bundled.is_bundled(spec) else bundled.sha256_file(path / weights)
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     return Source(name, path, net.cfg, vocab, state, weights, sha, info)
 

@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, bundled
+from . import __version__
 from .config import CharwiseError
 from .guards import check_out_path
 from .inspect.analysis import analysis_text
 from .options import GREEDY_BELOW
 from .quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
-from .rundir import atomic_write_bytes, check_run_dir
+from .rundir import atomic_write_bytes, check_run_dir, default_out
 from .sample import CharModel, load
 
 QUANTIZE = ("none", "fp16", "int8")
@@ -279,10 +279,10 @@ def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", f
     """Write RUN_DIR's model as one HTML page (default RUN_DIR/model.html)."""
     check_quantize(quantize)
     run = check_run_dir(run_dir)
-    if out is None:                         # a bundled model's default goes to the working directory
-        out = Path(f"{run_dir}.html") if bundled.is_bundled(run_dir) else run / "model.html"
+    if out is None:
+        out = default_out(run_dir, run, "model.html", ".html")
     out = Path(out)
-    check_out(out, force, run)                  # before the (slow) work: fail fast
+    check_out(out, force, run.parent if run.is_file() else run)                  # before the (slow) work: fail fast
     model = load(run_dir, which=which)
     model.net.float().eval()
     loss = None

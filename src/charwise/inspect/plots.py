@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,11 @@ from ..files import MAX_METRICS_BYTES, read_utf8
 from ..guards import check_metric_record, check_out_path
 from ..options import PlotOptions
 from ..rundir import CURVE, METRICS, atomic_writer, check_run_dir
+from . import fonts
 from .analysis import visible
 
 BLUE, RED, GREEN, GREY = "#3498db", "#e74c3c", "#27ae60", "#7f8c8d"
+CAPTION_CHARS = 110        # a 9-point caption line that fits a 10-inch figure with its margins
 
 
 def _figure(figsize):
@@ -31,9 +34,15 @@ def _figure(figsize):
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_writer(path) as f:
+    with atomic_writer(path) as f, fonts.quiet_glyphs():
         fig.savefig(f, format="png", dpi=120)
     return path
+
+
+def _layout(fig):
+    with fonts.quiet_glyphs():          # a glyph no font has: fonts.for_labels said so once
+        fig.tight_layout()
+    return fig
 
 
 def read_metrics(run_dir) -> tuple[list[dict], list[dict]]:
@@ -112,8 +121,7 @@ def curve_figure(run_dir, window: int = 10, title: str | None = None):
     ax.grid(alpha=0.25)
     ax.legend(loc="upper right")
     _bits_axis(ax)
-    fig.tight_layout()
-    return fig
+    return _layout(fig)
 
 
 def _bits_axis(ax):
@@ -136,7 +144,7 @@ def per_char_figure(table, k: int = 15, title: str | None = None):
     fig, ax = _figure((10, 4.2))
     x = np.arange(len(labels))
     bars = ax.bar(x, top.mean_nats, color=BLUE, alpha=0.85)
-    ax.set_xticks(x, labels, fontsize=13, family="DejaVu Sans Mono")
+    ax.set_xticks(x, labels, fontsize=13, family=fonts.for_labels(labels))
     for b, n, acc in zip(bars, top.count, top.accuracy):
         ax.annotate(f"n={n:,}\n{acc:.0%}", (b.get_x() + b.get_width() / 2, b.get_height()),
                     textcoords="offset points", xytext=(0, 2), ha="center", va="bottom",
@@ -146,14 +154,14 @@ def per_char_figure(table, k: int = 15, title: str | None = None):
     ax.set_ylim(0, max(float(top.mean_nats.max()), table.overall_nats) * 1.22 or 1)
     ax.set_title(title or "Per-character average loss (hardest to predict)")
     left_out = f"; {rare} character(s) seen fewer than {min_count} times left out" if rare else ""
-    ax.set_xlabel(f"Character (\u2423 space, \u21b5 newline), ranked among those seen \u2265 {min_count} "
-                  f"times{left_out}; above each bar: count, top-1 accuracy", fontsize=9)
+    caption = (f"Character (\u2423 space, \u21b5 newline), ranked among those seen \u2265 {min_count} "
+               f"times{left_out}; above each bar: count, top-1 accuracy")
+    ax.set_xlabel("\n".join(textwrap.wrap(caption, CAPTION_CHARS)), fontsize=9)
     ax.set_ylabel("Cross-entropy (nats/char)")
     ax.grid(axis="y", alpha=0.25)
     ax.legend(loc="upper right", fontsize=9)
     _bits_axis(ax)
-    fig.tight_layout()
-    return fig
+    return _layout(fig)
 
 
 def heatmap_chart(hm, out_path, title: str | None = None) -> Path:
@@ -169,7 +177,8 @@ def heatmap_figure(hm, title: str | None = None):
     lim = 1.0 if hm.kind == "h" else float(np.abs(hm.data).max()) or 1.0
     im = ax.imshow(hm.data, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
                    interpolation="nearest")
-    ax.set_xticks(np.arange(T), [visible(c) for c in hm.chars], fontsize=10, family="DejaVu Sans Mono")
+    labels = [visible(c) for c in hm.chars]
+    ax.set_xticks(np.arange(T), labels, fontsize=10, family=fonts.for_labels(labels))
     ax.tick_params(axis="x", length=0)
     stride = max(1, int(np.ceil(U / 32)))              # at most ~32 unit labels stay legible
     ax.set_yticks(np.arange(0, U, stride), [str(u) for u in hm.units[::stride]], fontsize=7)
@@ -179,5 +188,4 @@ def heatmap_figure(hm, title: str | None = None):
     shown = f"{U} units" + (f" ({hm.note})" if hm.note else "")
     ax.set_title(title or f"{name}, layer {hm.layer}: {shown} \u00d7 {T} characters")
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01).set_label(f"{hm.kind} (layer {hm.layer})")
-    fig.tight_layout()
-    return fig
+    return _layout(fig)

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import bundled
 from ..config import CharwiseError
 from ..evaluate import eval_precision
 from ..guards import check_out_path, check_own_run, check_utf8_path
 from ..options import AnalyzeOptions
-from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, read_run
+from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, default_out, read_run
 from ..sample import load
 from ..threads import check_threads
 from . import analysis as A
@@ -255,8 +254,8 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     t0 = time.perf_counter()
     run = check_run_dir(run_dir)
     info = read_run(run)
-    if out is None:                         # a bundled model's default goes to the working directory
-        out = Path(f"{run_dir}-analysis") if bundled.is_bundled(run_dir) else run / "analysis"
+    if out is None:                         # a bundled or packed model's: beside it, named after it
+        out = default_out(run_dir, run, "analysis", "-analysis")
     out = check_outputs(Path(out), run, o.force)        # before the long pass: fail fast
     if textfile is not None:
         check_utf8_path(textfile)                       # analysis.json records its name

@@ -86,18 +86,6 @@ function esc(t) {
 const ESC = { n: "\n", t: "\t", r: "\r", "\\": "\\" };
 const unescape = (t) => t.replace(/\\([ntr\\])/g, (_, c) => ESC[c]);
 
-// Remove the last `k` characters shown (a stop string that is not part of the output).
-function cutChars(k) {
-  while (k > 0 && spans.length) {
-    const el = spans[spans.length - 1];
-    const chars = [...el.textContent];
-    const drop = Math.min(k, chars.length);
-    el.textContent = chars.slice(0, chars.length - drop).join("");
-    k -= drop;
-    if (el.textContent === "" && k > 0) { el.remove(); spans.pop(); steps.pop(); }
-  }
-}
-
 function addChar(ev) {
   steps.push(ev);
   const el = document.createElement("span");
@@ -162,8 +150,7 @@ async function generate() {
               (ev.note || why ? ` (${[ev.note, why.slice(2)].filter(Boolean).join("; ")})` : ""));
             continue;
           }
-          addChar(ev);
-          if (ev.cut) cutChars(ev.cut);
+          addChar(ev);   // the server trims a stop string itself (its done event's cut is 0)
           const secs = (performance.now() - t0) / 1000;
           setStatus(`generating… ${steps.length} / ${body.n} · ${(steps.length / secs).toFixed(0)} chars/s`);
           out.scrollTop = out.scrollHeight;

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import progress as show
+from ..config import CharwiseError
 
 Trainer = Any        # the training.loop.Trainer (not imported: the loop imports this module)
 
@@ -90,36 +91,64 @@ class TensorBoard(Hook):
         self.logger.close()
 
 
+# The sample shown with each evaluation's line: as char-rnn and nanoGPT show one
+SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED = 80, 0.8, 0
+
+
+def sample_line(trainer: Trainer) -> str:
+    """SAMPLE_CHARS characters of the model's text at SAMPLE_TEMPERATURE from SAMPLE_SEED (the
+    same draws at every evaluation, so the lines show the model change, not the dice), on one
+    line. Sampling has its own random generator: the run's are untouched."""
+    from ..sample import CharModel
+    net = trainer.model
+    was = net.training
+    net.eval()
+    try:
+        model = CharModel(net, trainer.data.vocab, trainer.info)
+        text = model.generate("", SAMPLE_CHARS, SAMPLE_TEMPERATURE, seed=SAMPLE_SEED, threads=1)
+    except (CharwiseError, RuntimeError, ValueError):
+        return ""                          # a sample is a courtesy: never a reason to stop
+    finally:
+        net.train(was)
+    return show.one_line(text)
+
+
+def eval_line(step: int, train_loss: float, rec: dict, sample: str) -> str:
+    """An evaluation's one line: step, training loss, the evaluation's loss, and a sample."""
+    label = "val" if rec["eval_split"] == "val" else "whole text"
+    line = (f"step {step:,}  train {train_loss:.4f}  {label} {rec['val_loss']:.4f} nats/char "
+            f"({rec['val_bits_per_char']:.3f} bits)")
+    return line + (f'  "{sample}"' if sample else "")
+
+
 class Progress(Hook):
-    """What the user sees (progress.py): on a terminal a bar through the run's budget (step,
-    loss, chars/s, time left) and one per evaluation ("final evaluation" at the end); elsewhere
-    a plain line every ~15 s. enabled False: nothing; None: a bar only on a terminal."""
+    """What the user sees (progress.py): on a terminal one bar through the whole run (step,
+    loss, chars/s, time left), the final evaluation included; elsewhere a plain line now and
+    then. At most one line per evaluation, about one every tenth of the run, each with a short
+    sample. enabled False: nothing; None: a bar only on a terminal."""
 
     def __init__(self, enabled: bool | None, max_steps: int | None, max_time: float | None,
                  chars_per_step: int, log: Any, every: float = 15.0):
         self.view = show.Progress(show.Progress.choose(enabled), chars_per_step, max_steps, max_time,
                                   say=log, every=every)
-        self.log = log
+        self.final = False
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        self.view.step(trainer.step, trainer.loss, trainer.step_end, trainer.progress())
+        self.view.step(trainer.step, trainer.loss, trainer.step_end, trainer.progress(),
+                       trainer.budget.eval_seconds)
 
     def on_eval_start(self, trainer: Trainer, chars: int, final: bool) -> None:
+        self.final = final
         self.view.eval_start(chars, final)
 
     def on_eval_chunk(self, trainer: Trainer, done: int, total: int) -> None:
-        self.view.eval_progress(done, total)
+        self.view.eval_progress(done, total, trainer.elapsed())
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
         self.view.eval_end()
-        score = rec["val_loss"]
-        label = "val" if rec["eval_split"] == "val" else "whole text"
-        msg = (f"step {trainer.step:6d}  train {trainer.loss:.4f}  {label} {score:.4f} nats "
-               f"({rec['val_bits_per_char']:.3f} bits/char)")
-        if self.view.mode == "off":
-            self.log(msg)
-        else:
-            self.view.write(msg)
+        last = trainer.max_steps is not None and trainer.step >= trainer.max_steps
+        if self.view.eval_due(self.final or last):
+            self.view.write(eval_line(trainer.step, trainer.loss, rec, sample_line(trainer)))
 
     def close(self) -> None:
         self.view.close()

@@ -179,7 +179,9 @@ class Trainer:
 
     `overrides` are any ModelConfig/TrainConfig fields (e.g. hidden_size=256, max_time=60).
     With resume=True the run in `out` continues from its last checkpoint exactly where it
-    stopped; only budget fields may then be changed. Under torchrun each process trains its
+    stopped; only budget fields may then be changed. quiet=True: nothing is shown or logged
+    (`progress=False`, its older name, means the same; progress=True forces the bar off a
+    terminal). Under torchrun each process trains its
     share of the streams (DDP). With init_from (a run directory or "base", the bundled model) a
     NEW run starts from that model's weights and shape, its vocabulary merged with the corpus's
     (transfer.py); preset "auto" then means "finetune".
@@ -189,9 +191,11 @@ class Trainer:
                  out: str | os.PathLike = "runs/latest", preset: str | None = "auto",
                  resume: bool = False, force: bool = False, progress: bool | None = None,
                  log: Callable[..., Any] = print, init_from: str | os.PathLike | None = None,
-                 **overrides: Any):
-        self.out, self.resume, self.force, self.show_progress = Path(out), resume, force, progress
-        self.log = log
+                 quiet: bool = False, **overrides: Any):
+        quiet = quiet_setting(quiet, progress)
+        self.out, self.resume, self.force = Path(out), resume, force
+        self.show_progress = False if quiet else progress
+        self.log = (lambda *a: None) if quiet else log
         if init_from is not None and resume:
             raise CharwiseError(INIT_FROM_AND_RESUME)
         self.prev = read_run(self.out) if resume else None
@@ -906,10 +910,12 @@ class Trainer:
 def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "runs/latest",
           preset: str | None = "auto", resume: bool = False, force: bool = False,
           progress: bool | None = None, log: Callable[..., Any] = print,
-          init_from: str | os.PathLike | None = None, **overrides: Any) -> TrainResult:
+          init_from: str | os.PathLike | None = None, quiet: bool = False,
+          **overrides: Any) -> TrainResult:
     """Train a character model on `corpus` (the bundled spec corpus when None) into `out`:
     `Trainer(...).fit()`, holding the run directory's lock (one writer per run: a second
-    process gets a one-line error naming the holder's PID). See Trainer for the arguments."""
+    process gets a one-line error naming the holder's PID). quiet=True (`--quiet`, the config
+    key `quiet`): nothing is shown or logged. See Trainer for the other arguments."""
     if init_from is not None and resume:
         raise CharwiseError(INIT_FROM_AND_RESUME)
     if resume:
@@ -921,11 +927,25 @@ def train(corpus: str | os.PathLike | None = None, out: str | os.PathLike = "run
             # temp files of writes cut by a kill: with the lock held, no live writer owns one
             for d in (Path(out), Path(out) / CACHE):
                 clean_orphans(d)
-        return Trainer(corpus, out, preset, resume, force, progress, log, init_from,
+        return Trainer(corpus, out, preset, resume, force, progress, log, init_from, quiet,
                        **overrides).fit()
     finally:
         if lock is not None:
             lock.release()
+
+
+def quiet_setting(quiet: bool, progress: bool | None) -> bool:
+    """The one setting `quiet` (--quiet, the config key quiet, train(quiet=True)); progress=False
+    is its older name in the API, kept so that existing calls work. Both given and
+    contradicting each other: a one-line error."""
+    if not isinstance(quiet, bool):
+        raise CharwiseError(f"quiet must be true or false, got {quiet!r}")
+    if progress is False:
+        return True
+    if quiet and progress:
+        raise CharwiseError("quiet=True and progress=True contradict each other (progress=False "
+                            "is quiet's older name)")
+    return quiet
 
 
 def _check_resume_settings(out: Path, mcfg: ModelConfig, tcfg: TrainConfig, overrides: dict) -> None:
