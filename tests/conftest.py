@@ -140,3 +140,20 @@ def wait_for(predicate, timeout=30.0, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.05)
+
+
+def run_cli(capsys, *args):
+    """(exit code, stdout, stderr) of `charwise ARGS` in this process."""
+    from charwise.cli import main
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *needles):
+    """A refusal as charwise makes it: exit 2, one line on stderr, no traceback, naming needles."""
+    assert code == 2, err
+    assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, (n, err)

@@ -199,7 +199,7 @@ def test_warmup_is_a_fraction_of_a_time_budget():
 
 
 def test_resume_says_what_budget_is_left_and_how_to_extend_it(tmp_path):
-    quiet = dict(progress=False, eval_every=0, threads=1)
+    quiet = dict(eval_every=0, threads=1)             # not progress=False: that silences the notes
     train(None, out=tmp_path / "r", max_steps=20, log=lambda *a: None, **quiet)
     said = []
     res = train(None, out=tmp_path / "r", resume=True, max_steps=20, log=said.append, **quiet)

@@ -11,7 +11,7 @@ import signal
 import numpy as np
 import pytest
 
-from charwise.cli import main
+from conftest import one_line_error, run_cli
 
 QUIET = dict(progress=False, log=lambda *a: None)
 TINY = dict(hidden_size=8, embed_dim=4, seq_len=8, batch_size=2, eval_every=0, max_steps=3,
@@ -22,19 +22,6 @@ TINY_FLAGS = ["--hidden-size", "8", "--embed-dim", "4", "--seq-len", "8", "--bat
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 40
 
 
-def run_cli(capsys, *args):
-    """(exit code, stdout, stderr) of `charwise ARGS` in this process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 @contextlib.contextmanager
@@ -314,8 +301,8 @@ def test_serve_never_sends_end_for_a_byte_model_outside_line_mode(byte_run):
     for seed in (1, 2, 3):
         req = parse_request({"n": 2000, "temperature": 5, "seed": seed}, Limits())
         run = gen.start(req)
-        events = [gen.next(run, req, i + 1 == req["n"]) for i in range(req["n"])]
-        assert not any("end" in ev for ev in events)
+        events = [ev for i in range(req["n"]) for ev in gen.next(run, req, i + 1 == req["n"])]
+        assert len(events) == req["n"] and not any("end" in ev for ev in events)
 
 
 def test_beam_never_chooses_a_banned_symbol_and_keeps_the_models_scores():
@@ -353,8 +340,9 @@ def test_a_temperature_below_the_floor_is_greedy_in_every_sampling_path(tiny, ca
         gen = Generator(charwise.load(tiny), threads=1)
         req = parse_request({"n": 30, "temperature": 5e-324, "seed": 1}, Limits())
         run = gen.start(req)
-        for i in range(req["n"]):
-            ev = gen.next(run, req, i + 1 == req["n"])
+        events = [ev for i in range(req["n"]) for ev in gen.next(run, req, i + 1 == req["n"])]
+        assert len(events) == req["n"]
+        for ev in events:
             json.dumps(ev, allow_nan=False)                  # "q": NaN is not JSON
             assert ev["q"] == 1.0
 

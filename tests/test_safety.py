@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from charwise.cli import main
+from conftest import one_line_error, run_cli
 
 QUIET = dict(progress=False, log=lambda *a: None)
 FAST = ["--precision", "fp32", "--threads", "1", "--quiet"]
@@ -22,19 +22,6 @@ def cli(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def run_cli(capsys, *args):
-    """(exit code, stdout, stderr) of `charwise ARGS` in this process."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *needles):
-    assert code == 2, err
-    assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in err, (n, err)
 
 
 def wait_until(cond, proc, timeout=90):
