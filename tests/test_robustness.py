@@ -420,3 +420,18 @@ def test_a_fifo_lock_file_is_named(run, capsys):
                                  "--quiet")
     one_line_error(code, err, str(run / ".lock"), "not a regular file")
     assert snapshot(run) == before
+
+
+# ----------------------------------------------------------------------------- round 4 (red team)
+
+def test_preset_auto_on_a_fifo_is_refused_not_a_hang(tmp_path, capsys):
+    """preset auto measured base's coverage of the text before the corpus check, opening a FIFO
+    (blocking for a writer forever) where every other preset refuses it at once."""
+    fifo = tmp_path / "fifo.txt"
+    os.mkfifo(fifo)
+    for preset in ("auto", "scratch"):
+        with bounded(60):
+            code, out, err = run_cli(capsys, "train", fifo, "--preset", preset,
+                                     "--out", tmp_path / "out", "--max-steps", "2", "--quiet")
+        one_line_error(code, err, "fifo.txt", "not a regular file")
+        assert not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ widest that was fast enough is chosen.
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -78,9 +79,13 @@ def plan(corpus, overrides: dict, encoding: str = "utf-8", from_base: bool = Tru
     if os.path.isdir(corpus):
         return AutoChoice("sized", "a prepared corpus: from scratch, sized to this machine")
     try:
-        size = os.path.getsize(corpus)
+        st = os.stat(corpus)
     except OSError:
-        return AutoChoice("small-text", "")       # the corpus check reports the real problem
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
+        # the corpus check reports the real problem (reading a FIFO here would wait forever)
+        return AutoChoice("small-text", "")
+    size = st.st_size
     scratch = _scratch_only(overrides) or ("" if from_base else "preset scratch")
     coverage = None if scratch else base_coverage(corpus, encoding)
     if coverage is not None and coverage >= BASE_COVERAGE:
