@@ -435,3 +435,15 @@ def test_preset_auto_on_a_fifo_is_refused_not_a_hang(tmp_path, capsys):
                                      "--out", tmp_path / "out", "--max-steps", "2", "--quiet")
         one_line_error(code, err, "fifo.txt", "not a regular file")
         assert not (tmp_path / "out").exists()
+
+
+def test_a_new_run_refused_after_its_corpus_is_read_leaves_nothing(tmp_path, capsys):
+    """"text too short" is found after the corpus is cached in RUN/cache: the cache and the
+    run's lock (and so the directory) stayed behind."""
+    short = tmp_path / "short.txt"
+    short.write_text("\ufeffhello world\r\nfoo bar\r\n")
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, "train", short, "--out", out, "--preset", "spec",
+                           "--max-steps", "2", "--threads", "1", "--quiet")
+    one_line_error(code, err, "text too short")
+    assert not out.exists(), sorted(os.listdir(out))

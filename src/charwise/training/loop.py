@@ -223,6 +223,7 @@ class Trainer:
         self.best: dict | None = None
         self.since_best, self.faults, self.last_eval_step = 0, 0, -1
         self.eval_seconds, self.score_seconds, self.hooks = 0.0, 0.0, []
+        self.made_cache = False              # setup made RUN/cache (removed if it is refused)
         self.eval_group: Any = None          # torchrun: where ranks wait for rank 0's evaluation
         self.eval_items: list[np.ndarray] | None = None      # line mode: the items scored
         # steps taken but not read yet: (step, lr, its (loss, grad norm) on the device)
@@ -265,23 +266,28 @@ class Trainer:
             self.log = lambda *a: None                           # rank 0 speaks
         # the precision before any file is written: a CPU without bf16 refuses here
         self.precision = pick_precision(self.tcfg.precision, self.device, self.mcfg)
-        self._load_data()
-        self._size_to_machine()
-        self._check_memory(self.mcfg)
-        self._build_model()
-        self._thread_policies()
-        self.read_every = read_interval(self.device, dist.enabled)
-        if self.prev is not None:
-            self._restore()
-        # DDP averages the gradients of the ranks' equal shares: the same update as one process.
-        self.net = self.model
-        if dist.enabled:
-            self.net = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        # --max-time counts from here (corpus read, model built) to the last save (budget.py)
-        self.t0 = time.perf_counter() - self.spent
-        self._announce()
-        self._start_budget()
+        try:
+            self._load_data()
+            self._size_to_machine()
+            self._check_memory(self.mcfg)
+            self._build_model()
+            self._thread_policies()
+            self.read_every = read_interval(self.device, dist.enabled)
+            if self.prev is not None:
+                self._restore()
+            # DDP averages the gradients of the ranks' equal shares: the same update as one process
+            self.net = self.model
+            if dist.enabled:
+                self.net = DistributedDataParallel(
+                    self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            # --max-time counts from here (corpus read, model built) to the last save (budget.py)
+            self.t0 = time.perf_counter() - self.spent
+            self._announce()
+            self._start_budget()
+        except BaseException:
+            if self.made_cache:             # a refused new run leaves nothing behind (its lock
+                shutil.rmtree(self.out / CACHE, ignore_errors=True)    # goes on release)
+            raise
         tb = open_logger(self.tcfg.tensorboard and dist.main, self.out, self.data.vocab, self.info,
                          self.chars_per_step, self.step)
         if dist.main:
@@ -328,9 +334,7 @@ class Trainer:
             self.dist, [self.budget.eval_s_per_char], self.device)
         refused = self.budget.too_short(self.spent)
         if refused:
-            if self.prev is None and self.dist.main:     # a refused new run leaves nothing behind
-                shutil.rmtree(self.out / CACHE, ignore_errors=True)
-            raise CharwiseError(refused)
+            raise CharwiseError(refused)                 # setup removes the new run's cache
         left, need = self.tcfg.max_time - self.spent, self.budget.reserve
         if left > 0 and need > 0.5 * left:
             self.log(f"note: at the speed measured now, the final evaluation of "
@@ -352,13 +356,10 @@ class Trainer:
             _corpus_bytes(self.corpus) * distributed.ENCODE_SECONDS_PER_BYTE))
         if dist.main:
             _prepare_out(out, self.resume, self.force)
-            try:
-                self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE,
-                                           encoding=tcfg.encoding, vocab_kind=tcfg.vocab)
-            except BaseException:
-                if self.prev is None:            # a refused new run leaves nothing behind
-                    shutil.rmtree(out / CACHE, ignore_errors=True)
-                raise
+            # the cache this new run makes goes again if the run is refused before it starts
+            self.made_cache = self.prev is None and not (out / CACHE).exists()
+            self.data = prepare_corpus(self.corpus, cache_dir=out / CACHE,
+                                       encoding=tcfg.encoding, vocab_kind=tcfg.vocab)
             hint = line_mode_hint(self.corpus, tcfg.encoding) if self.prev is None else None
             if hint:
                 self.log(hint)
