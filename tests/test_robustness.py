@@ -447,3 +447,24 @@ def test_a_new_run_refused_after_its_corpus_is_read_leaves_nothing(tmp_path, cap
                            "--max-steps", "2", "--threads", "1", "--quiet")
     one_line_error(code, err, "text too short")
     assert not out.exists(), sorted(os.listdir(out))
+
+
+@pytest.mark.parametrize("content, needles", [
+    ("a = " + "[" * 100000 + "]" * 100000 + "\n", ["nested too deeply"]),      # RecursionError
+    ("a = " + "{b = " * 100000 + "1" + "}" * 100000 + "\n", ["nested too deeply"]),
+])
+def test_a_deeply_nested_config_file_is_one_line(tmp_path, capsys, content, needles):
+    cfg = tmp_path / "deep.toml"
+    cfg.write_text(content)
+    code, _, err = run_cli(capsys, "train", "--config", cfg, "--out", tmp_path / "out")
+    one_line_error(code, err, "deep.toml", *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows editors save UTF-8 with a BOM; tomllib said "Invalid statement (at line 1,
+    column 1)", naming nothing."""
+    from charwise.config import read_config
+    cfg = tmp_path / "bom.toml"
+    cfg.write_bytes(b"\xef\xbb\xbfhidden-size = 16\n")
+    assert read_config(cfg)["hidden_size"] == 16

@@ -226,10 +226,14 @@ def _load_toml(path: Path) -> dict:
     except ModuleNotFoundError:             # Python 3.10
         import tomli as tomllib
     text = read_utf8(path, MAX_CONFIG_BYTES, "config file")     # a FIFO or a device: refused
+    text = text.removeprefix("\ufeff")          # a BOM (Windows editors): TOML has none
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise CharwiseError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:                      # tomllib parses nested arrays recursively
+        raise CharwiseError(f"{path}: nested too deeply; a charwise config is flat `key = value` "
+                            "lines, one per train flag") from None
 
 
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
