@@ -468,3 +468,18 @@ def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     cfg = tmp_path / "bom.toml"
     cfg.write_bytes(b"\xef\xbb\xbfhidden-size = 16\n")
     assert read_config(cfg)["hidden_size"] == 16
+
+
+@pytest.mark.parametrize("damage", [
+    {"parameters": "lots"}, {"step": "x"}, {"train_seconds": "x"}, {"train_seconds": [1]},
+    {"model": {"cell": 5}}, {"corpus": {"source": "c.txt", "chars": "x", "train_chars": None}},
+])
+def test_info_prints_odd_run_json_values_as_they_are(run, capsys, damage):
+    """info formatted run.json's numbers with `:,` and the cell with .upper(): a string or a
+    number in the wrong place was a traceback (ValueError, TypeError, AttributeError)."""
+    info = json.loads((run / "run.json").read_text())
+    for k, v in damage.items():
+        info[k] = {**info[k], **v} if isinstance(v, dict) else v
+    (run / "run.json").write_text(json.dumps(info))
+    code, out, err = run_cli(capsys, "info", run)
+    assert code == 0 and err == "" and out.startswith("run "), err

@@ -53,9 +53,16 @@ def _describe(run_dir) -> dict:
     }
 
 
-def _duration(seconds) -> str:
-    if seconds is None:
+def _n(v) -> str:
+    """A count as info prints it (1,234); whatever else run.json holds there, as it is."""
+    if v is None:
         return "?"
+    return f"{v:,}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _duration(seconds) -> str:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "?" if seconds is None else str(seconds)
     s = float(seconds)
     if s < 60:
         return f"{s:.1f} s"
@@ -73,9 +80,9 @@ def format_info(d: dict) -> str:
     m, t = d["model"], d["train"]
     lines = [f"run          {d['run_dir']}  ({d['status'] or '?'}"
              + (f", stopped: {d['stopped_because']}" if d.get("stopped_because") else "") + ")"]
-    lines.append(f"model        {m.get('cell', '?').upper()} {m.get('layers')} layer(s) x "
+    lines.append(f"model        {str(m.get('cell', '?')).upper()} {m.get('layers')} layer(s) x "
                  f"{m.get('hidden_size')} hidden, embedding {m.get('embed_dim')}, dropout "
-                 f"{m.get('dropout')}: {d['parameters']:,} parameters" if d["parameters"] is not None
+                 f"{m.get('dropout')}: {_n(d['parameters'])} parameters" if d["parameters"] is not None
                  else "model        ?")
     if t.get("vocab") == "bytes":
         lines.append("vocabulary   UTF-8 bytes: 256 symbols + the end-of-item symbol (--vocab bytes)")
@@ -85,9 +92,9 @@ def format_info(d: dict) -> str:
         lines.append("line mode    each line one item, ended by an end-of-item symbol (--line-mode)")
     c = d["corpus"]
     if c.get("source"):
-        lines.append(f"corpus       {c['source']}  ({c['chars'] or 0:,} chars: {c['train_chars'] or 0:,} "
-                     f"train / {c['val_chars'] or 0:,} validation; sha256 {str(c['sha256'])[:12]}…)")
-    lines.append(f"training     {d['steps'] or 0:,} steps in {_duration(d['train_seconds'])} on "
+        lines.append(f"corpus       {c['source']}  ({_n(c['chars'] or 0)} chars: {_n(c['train_chars'] or 0)} "
+                     f"train / {_n(c['val_chars'] or 0)} validation; sha256 {str(c['sha256'])[:12]}…)")
+    lines.append(f"training     {_n(d['steps'] or 0)} steps in {_duration(d['train_seconds'])} on "
                  f"{d['device'] or '?'} ({d['precision'] or '?'})")
     if d["best_val_loss"] is not None:
         v = d["best_val_loss"]
