@@ -194,3 +194,20 @@ def test_peak_memory_does_not_grow_with_corpus_size(tmp_path):
     n_small, n_big = (len(load_prepared(tmp_path / d).tokens) for d in ("ps", "pb"))
     assert n_big == 20 * n_small
     assert grown - base < 10 * 1024, (base, grown)      # 20 MB of text adds < 10 MB of memory
+
+
+@pytest.mark.parametrize("where", [".", "cache", "cache/deeper"])
+def test_prepare_never_writes_into_a_run_directory(tree, tmp_path, capsys, where):
+    """--force let prepare write tokens.bin and prepared.json into a run's directory (or one
+    inside it, e.g. its cache/), like export and plot refuse to, --force or not."""
+    run = tmp_path / "run"
+    (run / "cache").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    out = run / where
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for force in ([], ["--force"]):
+        assert main(["prepare", str(tree), "--out", str(out), *force]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
+        assert f"lies in the run directory {run}" in err
+        assert sorted(p.relative_to(run) for p in run.rglob("*")) == before

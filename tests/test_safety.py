@@ -521,7 +521,8 @@ def test_init_from_the_run_it_would_replace_is_refused(tiny_run, tmp_path, capsy
 
 
 def test_prepare_waits_for_no_one_writing_the_run(tiny_run, tmp_path, capsys):
-    run, corpus = tiny_run
+    _, corpus = tiny_run
+    run = tmp_path / "starting"         # a run that has just begun: no run.json yet, only its lock
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from charwise.runlock import lock_run; "
          "lock_run(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", str(run)],

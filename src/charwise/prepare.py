@@ -33,7 +33,7 @@ from .bundled import sha256_file
 from .config import CharwiseError
 from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
 from .data import PREPARED_VERSION as FORMAT_VERSION
-from .guards import check_utf8_path
+from .guards import check_own_run, check_utf8_path
 from .options import PrepareOptions
 from .rundir import atomic_write_json, atomic_writer, check_run_start, read_json
 from .runlock import RunLock
@@ -122,6 +122,7 @@ def _check_out(inputs, out, force: bool) -> Path:
     if not inputs or not out:
         raise CharwiseError("prepare needs input files or directories and --out DIR "
                             "(or --verify DIR)")
+    check_own_run(check_utf8_path(out) / META, None)    # a run's directory, or one inside it
     return check_run_start(out, force=force, hint="use --force to replace a prepared corpus there")
 
 
