@@ -483,3 +483,13 @@ def test_info_prints_odd_run_json_values_as_they_are(run, capsys, damage):
     (run / "run.json").write_text(json.dumps(info))
     code, out, err = run_cli(capsys, "info", run)
     assert code == 0 and err == "" and out.startswith("run "), err
+
+
+def test_a_run_directory_whose_name_is_not_utf8_is_named_so(run, tmp_path, capsys):
+    """sample read run.json, then blamed the weights: "not a valid safetensors file (Path
+    run\\ufffd/model.safetensors is not valid UTF-8)"."""
+    odd = os.fsencode(tmp_path) + b"/run\xff"
+    os.rename(run, odd)
+    code, _, err = run_cli(capsys, "sample", os.fsdecode(odd), "-n", "3", "--threads", "1")
+    one_line_error(code, err, "run\\xff", "not valid UTF-8", "rename it")
+    assert "not a valid safetensors file" not in err

@@ -111,8 +111,8 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
     """safetensors file -> (tensors, meta). Damaged or foreign files give a CharwiseError."""
     from safetensors import SafetensorError, safe_open  # lazy: see save_tensors
     # readable, regular and bounded first: safetensors reports any failure to open as "No such
-    # file or directory", and would map /dev/zero
-    path = check_regular(path, MAX_WEIGHTS_BYTES, "weights file")
+    # file or directory", and would map /dev/zero; and a path it can take (text only)
+    path = check_regular(check_utf8_path(path), MAX_WEIGHTS_BYTES, "weights file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -133,7 +133,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict, dict]:
 def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape from a safetensors header alone (nothing is loaded)."""
     from safetensors import SafetensorError, safe_open  # lazy: see save_tensors
-    path = check_regular(path, MAX_WEIGHTS_BYTES, "weights file")     # as in load_tensors
+    path = check_regular(check_utf8_path(path), MAX_WEIGHTS_BYTES, "weights file")  # as load_tensors
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
