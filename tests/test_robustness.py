@@ -493,3 +493,62 @@ def test_a_run_directory_whose_name_is_not_utf8_is_named_so(run, tmp_path, capsy
     code, _, err = run_cli(capsys, "sample", os.fsdecode(odd), "-n", "3", "--threads", "1")
     one_line_error(code, err, "run\\xff", "not valid UTF-8", "rename it")
     assert "not a valid safetensors file" not in err
+
+
+def _post(url, body):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url + "/api/generate", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers.get("content-type"), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("content-type"), e.read().decode()
+
+
+def test_serve_names_the_field_and_its_own_words_in_every_400(tiny):
+    """A prime outside the vocabulary said "(use --oov skip ...)", a flag the HTTP API has not,
+    without naming prime; a stop list holding a number did not name stop; integer bounds were
+    shown as 9.22337e+18."""
+    from charwise.serve import background_server, create_app
+    with background_server(create_app(tiny, threads=1)) as url:
+        for body, needles in (
+                ({"prime": "\u2603", "n": 3}, ["prime", '"oov": "skip"']),
+                ({"stop": [None], "n": 3}, ["stop"]),
+                ({"stop": [5], "n": 3}, ["stop"]),
+                ({"seed": 2**63, "n": 3}, ["seed", "9223372036854775807"]),
+                ({"top_k": 0, "n": 3}, ["top_k", "1048576"])):
+            code, ctype, text = _post(url, body)
+            assert code == 400 and ctype == "application/json", (body, code, text)
+            msg = json.loads(text)["error"]
+            assert "--" not in msg and "e+" not in msg, msg
+            for n in needles:
+                assert n in msg, (n, msg)
+
+
+def test_a_stop_string_with_a_lone_surrogate_is_refused(tiny, capsys):
+    """It can never match text the model makes (the prime's is refused): accepted silently in
+    the CLI (a byte \\xff in argv) and in serve (a JSON "\\udc00")."""
+    from charwise.serve import BadRequest, Limits, parse_request
+    with pytest.raises(BadRequest, match="^stop: .*lone surrogate"):
+        parse_request({"stop": ["a\udc00"]}, Limits())
+    code, _, err = run_cli(capsys, "sample", tiny, "-n", "3", "--stop", "x\udcff")
+    one_line_error(code, err, "--stop", "lone surrogate")
+
+
+def test_serve_answers_unknown_paths_and_methods_in_json(tiny):
+    import urllib.error
+    import urllib.request
+
+    from charwise.serve import background_server, create_app
+    with background_server(create_app(tiny, threads=1)) as url:
+        for path, method, status in (("/nope", "GET", 404), ("/api/generate", "GET", 405),
+                                     ("/api/info", "POST", 405)):
+            req = urllib.request.Request(url + path, method=method,
+                                         data=b"{}" if method == "POST" else None)
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=30)
+            assert e.value.code == status
+            assert e.value.headers.get("content-type") == "application/json"
+            assert path in json.loads(e.value.read())["error"]

@@ -92,7 +92,8 @@ def _number(body: dict, key: str, default, lo: float, hi: float, integer: bool =
     # compared before any conversion: int vs float comparisons are exact in Python, so a
     # 4000-digit integer is out of range here instead of an OverflowError in float()
     if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:
-        raise BadRequest(400, f"{key} must be between {lo:g} and {hi:g}, got {_short(v)}")
+        shown = (f"{lo} and {hi}" if integer else f"{lo:g} and {hi:g}")     # 2**63-1 exactly
+        raise BadRequest(400, f"{key} must be between {shown}, got {_short(v)}")
     if integer and isinstance(v, float) and not v.is_integer():
         raise BadRequest(400, f"{key} must be {kind}, got {_short(v)}")
     return int(v) if integer else float(v)
@@ -145,8 +146,8 @@ _FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 def http_message(e: CharwiseError) -> str:
     """An error for an HTTP client: it names the request's JSON fields, where the CLI's
     message names flags (characters outside the vocabulary: "oov": "skip", not --oov skip)."""
-    if isinstance(e, UnknownChars):
-        return e.message('send "oov": "skip" to drop them')
+    if isinstance(e, UnknownChars):                 # only the prime is encoded from a request
+        return "prime: " + e.message('send "oov": "skip" to drop them')
     return _FLAG.sub(lambda m: m[1].replace("-", "_") if m[1].replace("-", "_") in FIELDS
                      else m[0], str(e))
 
@@ -265,6 +266,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
     # lazy: starlette (and anyio with it) is the optional `serve` extra
     from anyio import to_thread
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse, StreamingResponse
     from starlette.routing import Mount, Route
@@ -324,10 +326,15 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
         return Stream(_events(gen, run, req), media_type="text/event-stream",
                       headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    async def not_here(request: Request, exc: HTTPException):     # 404, 405: JSON like the rest
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"},
+                            status_code=exc.status_code, headers=exc.headers)
+
     routes = [Route("/", index), Route("/api/info", info),
               Route("/api/generate", generate, methods=["POST"]),
               Mount("/static", StaticFiles(directory=static), name="static")]
-    return Starlette(routes=routes, middleware=_middleware(host))
+    return Starlette(routes=routes, middleware=_middleware(host),
+                     exception_handlers={HTTPException: not_here})
 
 
 def _middleware(host: str) -> list:

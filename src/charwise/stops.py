@@ -53,10 +53,13 @@ def parse_stops(stops: str | Iterable[str] | None, escapes: bool = True) -> tupl
     out: list[str] = []
     for raw in stops:
         if not isinstance(raw, str):
-            raise CharwiseError(f"a stop string must be text, got {raw!r}")
+            raise CharwiseError(f"--stop: a stop string must be text, got {raw!r}")
         s = parse_escapes(raw) if escapes else raw
         if s == "":
             raise CharwiseError("--stop: a stop string cannot be empty")
+        if any("\ud800" <= c <= "\udfff" for c in s):      # never in text a model makes
+            raise CharwiseError("--stop: a stop string holds a lone surrogate (not valid "
+                                "Unicode text; a byte that is not UTF-8, in a command line)")
         if len(s) > MAX_STOP_CHARS:
             raise CharwiseError(f"--stop: a stop string is at most {MAX_STOP_CHARS} characters, "
                                 f"got {len(s)}")
