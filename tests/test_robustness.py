@@ -552,3 +552,17 @@ def test_serve_answers_unknown_paths_and_methods_in_json(tiny):
             assert e.value.code == status
             assert e.value.headers.get("content-type") == "application/json"
             assert path in json.loads(e.value.read())["error"]
+
+
+@pytest.mark.parametrize("damage, needles", [
+    ({"model": {"vocab_size": "38"}}, ["vocab_size", "'38'"]),   # was "38 ... but expects 38"
+    ({"line_mode": "yes"}, ["line_mode", "'yes'"]),                # was read as line mode
+    ({"vocab_kind": "words"}, ["vocab_kind", "'words'"]),          # was read as chars
+])
+def test_odd_vocabulary_fields_in_run_json_are_named(run, capsys, damage, needles):
+    info = json.loads((run / "run.json").read_text())
+    for k, v in damage.items():
+        info[k] = {**info[k], **v} if isinstance(v, dict) else v
+    (run / "run.json").write_text(json.dumps(info))
+    code, _, err = run_cli(capsys, "sample", run, "-n", "3", "--threads", "1")
+    one_line_error(code, err, "run.json", *needles)

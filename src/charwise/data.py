@@ -135,9 +135,14 @@ AnyVocab = Vocab | ByteVocab
 
 def vocab_from_info(info: dict) -> AnyVocab:
     """The vocabulary a run.json describes: its kind ("chars" or "bytes") and line mode."""
-    if info.get("vocab_kind", "chars") == "bytes":
+    kind, line_mode = info.get("vocab_kind", "chars"), info.get("line_mode", False)
+    if kind not in ("chars", "bytes"):
+        raise CharwiseError(f"vocab_kind must be \"chars\" or \"bytes\", got {kind!r}")
+    if not isinstance(line_mode, bool):
+        raise CharwiseError(f"line_mode must be true or false, got {line_mode!r}")
+    if kind == "bytes":
         return ByteVocab()
-    return Vocab(tuple(info["vocab"]), end_of_item=bool(info.get("line_mode", False)))
+    return Vocab(tuple(info["vocab"]), end_of_item=line_mode)
 
 
 def vocab_record(vocab: AnyVocab, line_mode: bool) -> dict:

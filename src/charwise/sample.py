@@ -391,6 +391,9 @@ def load_model(run_dir: str | Path, which: str = "best",
         cfg = build(ModelConfig, info["model"])
     except (CharwiseError, TypeError) as e:
         raise CharwiseError(f"{where}: invalid model description ({e})") from None
+    if isinstance(cfg.vocab_size, bool) or not isinstance(cfg.vocab_size, int):
+        raise CharwiseError(f"{where}: the model's vocab_size must be an integer, got "
+                            f"{cfg.vocab_size!r}")
     if cfg.vocab_size != len(vocab):
         raise CharwiseError(f"{where}: vocabulary has {len(vocab)} characters but the "
                             f"model expects {cfg.vocab_size}")
