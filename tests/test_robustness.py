@@ -566,3 +566,30 @@ def test_odd_vocabulary_fields_in_run_json_are_named(run, capsys, damage, needle
     (run / "run.json").write_text(json.dumps(info))
     code, _, err = run_cli(capsys, "sample", run, "-n", "3", "--threads", "1")
     one_line_error(code, err, "run.json", *needles)
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "{corpus}", "--out", "", *TINY_FLAGS],          # was runs/latest, the default
+    ["analyze", "{run}", "--out", "", "--threads", "1"],      # wrote its files into the cwd
+    ["plot", "{run}", "--out", ""],                           # wrote curve.png into the cwd
+    ["eval", "{run}", ""],
+    ["sample", "", "-n", "3"],
+])
+def test_an_empty_path_is_refused_not_read_as_the_default_or_the_cwd(run, corpus, tmp_path,
+                                                                     monkeypatch, capsys, args):
+    """`--out "$OUT"` with OUT unset: an empty path was the default directory or ".", the
+    current directory, where analyze and plot wrote their files."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, _, err = run_cli(capsys, *[a.format(run=run, corpus=corpus) for a in args])
+    one_line_error(code, err, "empty path")
+    assert os.listdir(cwd) == []
+
+
+@pytest.mark.parametrize("command", ["export", "plot"])
+def test_an_output_path_ending_in_a_slash_is_not_written_as_a_file(run, tmp_path, capsys, command):
+    """export --out new/ wrote a file named new: the user meant a directory."""
+    code, _, err = run_cli(capsys, command, run, "--out", f"{tmp_path}/new/")
+    one_line_error(code, err, "new/", "file name")
+    assert not (tmp_path / "new").exists()

@@ -464,6 +464,22 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = fmt
 
 
+# The arguments that are paths, as the user names them (export's --text is a file; analyze's a
+# sentence).
+PATH_ARGS = {"out": "--out", "run_dir": "RUN_DIR", "corpus": "CORPUS", "textfile": "TEXTFILE",
+             "config": "--config", "init_from": "--init-from", "verify": "--verify"}
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """An empty path (`--out "$OUT"` with OUT unset) is refused: read as a path it is ".", the
+    current directory, and an empty --out would be the default."""
+    names = {**PATH_ARGS, **({"text": "--text"} if args.command == "export" else {})}
+    for attr, name in names.items():
+        v = getattr(args, attr, None)
+        if v == "" or (isinstance(v, list) and "" in v):
+            raise CharwiseError(f"{name}: an empty path (an unset shell variable?); give a path")
+
+
 def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
     try:
@@ -471,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:                 # --help, --version, usage errors: argparse's codes
         return e.code if isinstance(e.code, int) else 2
     try:
+        check_paths(args)
         return COMMANDS[args.command](args)
     except CharwiseError as e:
         print(f"charwise: error: {e}", file=sys.stderr)

@@ -108,6 +108,8 @@ def check_out_path(path: str | os.PathLike, force: bool = False,
     run being read), never one of `protect`'s own files, and never anything that is not a
     regular file (device, FIFO, socket, symbolic link, directory), --force or not. Writers then
     go through a temp file + rename."""
+    if os.fsdecode(os.fspath(path)).endswith(os.sep):
+        raise CharwiseError(f"{os.fsdecode(os.fspath(path))}: names a directory; give a file name")
     p = check_utf8_path(path)
     try:
         st = os.lstat(p)
