@@ -593,3 +593,25 @@ def test_an_output_path_ending_in_a_slash_is_not_written_as_a_file(run, tmp_path
     code, _, err = run_cli(capsys, command, run, "--out", f"{tmp_path}/new/")
     one_line_error(code, err, "new/", "file name")
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("odd", ["dir", "symlink", "fifo"])
+def test_demo_force_refuses_a_picture_path_that_is_not_a_regular_file_before_training(
+        tmp_path, capsys, odd):
+    """demo --force trained first, then failed on a directory named heatmap.png with a message
+    naming a temp file (".heatmap.png.x2kgbtvs.tmp: Is a directory"), or replaced a symbolic
+    link named per_char.png."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    target = out / "heatmap.png"
+    if odd == "dir":
+        target.mkdir()
+    elif odd == "symlink":
+        (tmp_path / "mine.png").write_text("mine")
+        target.symlink_to(tmp_path / "mine.png")
+    else:
+        os.mkfifo(target)
+    with bounded(60):
+        code, _, err = run_cli(capsys, "demo", "--out", out, "--force")
+    one_line_error(code, err, "heatmap.png", "--force or not")
+    assert os.listdir(out) == ["heatmap.png"]

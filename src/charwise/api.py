@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import stat
 import sys
 import time
 from typing import Any, TextIO
@@ -95,6 +97,9 @@ def evaluate(run_dir, textfile, options: EvalOptions | None = None, **kw: Any) -
     return res
 
 
+DEMO_PICTURES = (CURVE, "per_char.png", "heatmap.png")      # what demo draws into its run
+
+
 def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     """The chapter's pipeline on the bundled corpus: train the spec model, print its parameter
     count and samples primed with "Mr Bennet" at temperatures 0.5, 1.0 and 1.5, and save the
@@ -103,6 +108,11 @@ def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     paths and numbers. A run already in `out` is replaced only with `force`."""
     t0 = time.perf_counter()
     out = check_run_start(out, force=force, hint="use --force to replace it")
+    for name in DEMO_PICTURES:                  # before training: --force replaces files only
+        p = out / name
+        if os.path.lexists(p) and not stat.S_ISREG(os.lstat(p).st_mode):
+            raise CharwiseError(f"{p}: is not a regular file (a directory, a symbolic link, a "
+                                "FIFO); refusing to replace it (--force or not)")
     result = train(None, out=out, preset="spec", force=force, quiet=True)
     model = load(out)
     cfg = model.net.cfg
@@ -123,13 +133,13 @@ def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     log(f"training curve: {curve}")
     text = A.analysis_text(out, model.info, model.vocab)        # the spec has no validation split
     table = A.char_table(model.vocab, text.ids, *A.position_losses(model.net, text.ids))
-    per_char = per_char_chart(table, out / "per_char.png",
+    per_char = per_char_chart(table, out / DEMO_PICTURES[1],
                               title="Per-character average loss (hardest to predict), whole text")
     hard, min_count, _ = table.hardest(5)
     log(f"Hardest characters (mean loss, nats; among those seen >= {min_count} times): " + ", ".join(
         f"{A.visible(c)} {m:.3f}" for c, m in zip(hard.chars, hard.mean_nats)))
     log(f"per-character loss: {per_char}")
-    heat = heatmap_chart(heatmap(model.net, model.vocab, A.SPEC_SENTENCE), out / "heatmap.png")
+    heat = heatmap_chart(heatmap(model.net, model.vocab, A.SPEC_SENTENCE), out / DEMO_PICTURES[2])
     log(f"hidden-state heatmap of {A.SPEC_SENTENCE!r}: {heat}")
     log(f"demo took {time.perf_counter() - t0:.1f}s")
     return {"run_dir": out, "result": result, "samples": samples, "curve": curve,
