@@ -615,3 +615,22 @@ def test_demo_force_refuses_a_picture_path_that_is_not_a_regular_file_before_tra
         code, _, err = run_cli(capsys, "demo", "--out", out, "--force")
     one_line_error(code, err, "heatmap.png", "--force or not")
     assert os.listdir(out) == ["heatmap.png"]
+
+
+@pytest.mark.parametrize("name", ["cache", "model.safetensors", "metrics.jsonl"])
+def test_train_force_refuses_a_run_file_that_is_a_link_before_removing_anything(
+        run, corpus, tmp_path, capsys, name):
+    """--force removed run.json, the weights and metrics.jsonl, then failed on a cache/ that is
+    a symbolic link ("Cannot call rmtree on a symbolic link", no path): the old run half gone,
+    no new one. A link or a FIFO is not a file charwise wrote: refused before anything goes."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("keep")
+    target = run / name
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.symlink_to(other if name == "cache" else other / "keep.txt")
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train", corpus, "--out", run, "--force", *TINY_FLAGS)
+    one_line_error(code, err, str(target), "symbolic link")
+    assert snapshot(run) == before and target.is_symlink()
+    assert (other / "keep.txt").read_text() == "keep"

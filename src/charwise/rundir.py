@@ -185,6 +185,12 @@ def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = 
         raise CharwiseError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not force:
         raise CharwiseError(f"{out}: directory exists and is not empty ({hint})")
+    if force and out.is_dir():                   # what --force removes, checked before any goes
+        for p in [out / name for name in RUN_FILES] + sorted(out.glob("ckpt-*.safetensors")):
+            if p.is_symlink() or (os.path.lexists(p) and not (p.is_file() or p.is_dir())):
+                raise CharwiseError(f"{p}: is a symbolic link or not a regular file, so not one "
+                                    "charwise wrote; --force replaces only those (remove it "
+                                    "yourself)")
     return out
 
 
