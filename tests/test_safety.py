@@ -531,7 +531,8 @@ def test_prepare_waits_for_no_one_writing_the_run(tiny_run, tmp_path, capsys):
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(run)
         code, _, err = run_cli(capsys, "prepare", corpus, "--out", run, "--force")
-        one_line_error(code, err, f"in use by process {holder.pid}")
+        # the holder may be a prepare as well as a train (it said "another charwise train")
+        one_line_error(code, err, f"in use by process {holder.pid}", "charwise train or prepare")
         assert snapshot(run) == before
     finally:
         holder.stdin.close()

@@ -58,8 +58,8 @@ class RunLock:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 who = f"process {holder}" if holder else "another process"
-                raise CharwiseError(f"{self.run_dir}: in use by {who} (another charwise train "
-                                    "writes this run directory); wait for it to finish or stop it, "
+                raise CharwiseError(f"{self.run_dir}: in use by {who} (a charwise train or prepare "
+                                    "is writing this directory); wait for it to finish or stop it, "
                                     "or choose another --out") from None
             raise CharwiseError(f"{self.path}: cannot lock ({e.strerror})") from None
         os.ftruncate(fd, 0)                         # held now: the PID is ours to record
