@@ -22,6 +22,9 @@ def test_the_text_decides_first(tmp_path):
     greek.write_text(GREEK * 20)
     big_greek.write_text(GREEK * 2000)                           # >= 100 kB
     assert recipe.plan(None, {}).kind == "chapter"
+    crlf = tmp_path / "crlf.txt"
+    crlf.write_bytes((ENGLISH * 20).replace("\n", "\r\n").encode())
+    assert recipe.plan(crlf, {}).kind == "finetune"               # CR is a line end, not a script
     fine = recipe.plan(english, {})
     assert fine.kind == "finetune" and fine.coverage == 1.0 and "--preset scratch" in fine.why
     small = recipe.plan(greek, {})

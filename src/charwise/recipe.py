@@ -132,6 +132,7 @@ def base_coverage(path, encoding: str = "utf-8") -> float | None:
         known = set(read_run(bundled.models_root() / "base")["vocab"])
         seen = covered = 0
         for chunk in iter_text_chunks(path, encoding):
+            chunk = chunk.replace("\r", "")     # Windows line ends: one more symbol, not a script
             seen += len(chunk)
             covered += sum(1 for c in chunk if c in known)
             if seen >= COVERAGE_SAMPLE:
