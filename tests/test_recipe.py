@@ -172,3 +172,12 @@ def test_line_mode_defaults_do_not_memorise_a_short_list(tmp_path):
     items = [x for x in charwise.sample(tmp_path / "r", n=100, seed=1).split("\n") if x]
     new = sum(x not in set(names) for x in items) / len(items)
     assert len(items) >= 90 and new >= 0.5, new
+
+
+def test_the_speed_probe_really_trains_and_leaves_the_runs_random_draws_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    speed = recipe.train_speed(ModelConfig(vocab_size=11, embed_dim=4, hidden_size=8), 2, 8, "fp32",
+                               torch.device("cpu"))
+    assert speed > 0 and torch.equal(torch.rand(3), expected)

@@ -204,7 +204,7 @@ def train_speed(cfg: ModelConfig, batch: int, seq: int, precision: str, device: 
             times.append(time.perf_counter() - t)
     finally:
         torch.random.set_rng_state(rng_state)
-    return batch * seq / sorted(times[1:])[len(times[1:]) // 2]
+    return batch * seq / statistics.median(times[1:])
 
 
 def header(choice: AutoChoice, budget: float | None) -> str:
