@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
