@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charwise.data import bundled_corpus_path
+from charwise.runs.bundled import corpus_path as bundled_corpus_path
 from charwise.training import train
 
 

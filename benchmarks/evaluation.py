@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from charwise.config import ModelConfig
-from charwise.data import prepare_corpus
-from charwise.evaluate import eval_precision, evaluate_tokens
+from charwise.data.corpus import prepare_corpus
 from charwise.inspect.analysis import char_table, position_losses
 from charwise.model import CharRNN
+from charwise.scoring import eval_precision, evaluate_tokens
+from charwise.settings.train import ModelConfig
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 

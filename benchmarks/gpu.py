@@ -19,7 +19,7 @@ Prints, each section bounded in time so the whole script ends in under 8 minutes
      records, is --precision fp32 IEEE fp32, and is a run interrupted past its warm-up and
      resumed bit-identical to an uninterrupted one (cuDNN's own RNN-dropout state, used
      between the layers of a multi-layer model with dropout, is not saved: the documented limit)
-It uses the public API (charwise.train, charwise.load), charwise.evaluate.autocast (the
+It uses the public API (charwise.train, charwise.load), charwise.scoring.autocast (the
 arithmetic training and scoring run under), the Trainer (to time evaluations and interrupt a
 run) and charwise.sample's steps. `--device cpu --quick` runs every section on the CPU in a few
 minutes (it checks the script itself; its numbers mean nothing for a GPU).
@@ -46,13 +46,13 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 import charwise  # noqa: E402
-from charwise.config import ModelConfig  # noqa: E402
-from charwise.evaluate import autocast  # noqa: E402
+from charwise.generation.charmodel import CPU_STEP_MAX_WORK, FusedLSTMStep, NumpyLSTMStep, step_kind, step_weights  # noqa: E402
 from charwise.model import CharRNN  # noqa: E402
-from charwise.sample import CPU_STEP_MAX_WORK, FusedLSTMStep, NumpyLSTMStep, step_kind, step_weights  # noqa: E402
+from charwise.scoring import autocast  # noqa: E402
+from charwise.settings.train import ModelConfig  # noqa: E402
 from charwise.threads import set_blas_threads, usable_cpus  # noqa: E402
 from charwise.training import hooks  # noqa: E402
-from charwise.training.loop import READ_EVERY, Trainer, TrainingInterrupted  # noqa: E402
+from charwise.training.trainer import READ_EVERY, Trainer, TrainingInterrupted  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 TARGET = 1.47                       # nanoGPT's shakespeare_char on an A100 (its README)

@@ -50,8 +50,8 @@ def fp32_val_loss(run: Path, corpus: str, info: dict) -> float:
     """The run's last weights over the last val_fraction of the text, in fp32, encoded with the
     run's own vocabulary (a fine-tuned run's is base's merged with the text's)."""
     from charwise.api import load
-    from charwise.data import read_text
-    from charwise.evaluate import evaluate_tokens
+    from charwise.data.corpus import read_text
+    from charwise.scoring import evaluate_tokens
     text = read_text(corpus)
     model = load(run, which="last")
     n_val = int(len(text) * info["train"]["val_fraction"])
@@ -92,7 +92,7 @@ def plain_loop(corpus: str, budget: float, hidden: int, seed: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from charwise.data import prepare_corpus
+    from charwise.data.corpus import prepare_corpus
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         train_tok, val = prepare_corpus(corpus, cache_dir=tmp).split(0.1)

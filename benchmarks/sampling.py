@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 import charwise
-from charwise.config import ModelConfig
-from charwise.data import Vocab
-from charwise.generate import run
+from charwise.data.corpus import Vocab
+from charwise.generation.charmodel import CharModel, Int8LSTMStep, NumpyLSTMStep, draw
+from charwise.generation.check import exact_log_probs, greedy_agreement, sample_loss_gap
+from charwise.generation.loop import run
+from charwise.generation.quant import Int8Matrix
 from charwise.model import CharRNN
-from charwise.quant import Int8Matrix
-from charwise.sample import CharModel, Int8LSTMStep, NumpyLSTMStep, draw
-from charwise.samplecheck import exact_log_probs, greedy_agreement, sample_loss_gap
+from charwise.settings.train import ModelConfig
 from charwise.threads import set_blas_threads, set_torch_threads, usable_cpus
 
 TARGET_NAIVE, TARGET_ONE, TARGET_PEAK, MAX_GAP, MIN_GREEDY = 10_000, 20_000, 0.40, 0.005, 200

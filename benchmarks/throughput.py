@@ -15,10 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charwise.config import ModelConfig
-from charwise.data import StreamBatches, prepare_corpus
-from charwise.evaluate import autocast
+from charwise.data.corpus import StreamBatches, prepare_corpus
 from charwise.model import CharRNN, detach_state
+from charwise.scoring import autocast
+from charwise.settings.train import ModelConfig
 from charwise.training import train
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"

@@ -123,7 +123,7 @@ def main() -> int:
             if a.json:
                 with open(a.json, "a") as f:
                     f.write(json.dumps(row) + "\n")
-    from charwise import bundled
+    from charwise.runs import bundled
     src = bundled.resolve(a.source)
     sha = bundled.verify(src) if bundled.is_bundled(a.source) else bundled.sha256_file(src / "model.safetensors")
     print(f"\nSOURCE {a.source}: weights sha256 {sha[:16]}...")

@@ -26,7 +26,7 @@ def main() -> int:
     ap.add_argument("--name", default="base")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    from charwise.bundled import SHA_FILE, sha256_file
+    from charwise.runs.bundled import SHA_FILE, sha256_file
     src, dst = a.run_dir, REPO / "src" / "charwise" / "models" / a.name
     info = json.loads((src / "run.json").read_text(encoding="utf-8"))
     if info.get("status") != "done":

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import charwise
-import charwise.evaluate as EVALUATE  # the module; calling charwise.evaluate runs the command
-from charwise import bundled
+import charwise.scoring as EVALUATE  # the module; calling charwise.evaluate runs the command
 from charwise.cli import main
-from charwise.config import CharwiseError
-from charwise.options import AnalyzeOptions, SampleOptions
+from charwise.runs import bundled
+from charwise.settings.options import AnalyzeOptions, SampleOptions
+from charwise.settings.train import CharwiseError
 from conftest import needs_bf16
 
 
@@ -68,19 +68,33 @@ def test_api_and_cli_give_the_same_error(capsys, command, flags, call):
     assert (flags[0] if flags else "--out") in shown
 
 
-def test_exported_commands_are_callable_and_their_modules_still_import(trained_run):
-    import charwise.export as export_module  # the module, whatever was imported first
-    import charwise.sample  # noqa: F401
-    from charwise import analyze, evaluate, export, info, pack, prepare, sample, serve, train
-    for f in (analyze, evaluate, export, info, pack, prepare, sample, serve, train):
-        assert callable(f), f
-    assert export is export_module and export.export_onnx and sample.CharModel and EVALUATE.pick_device
+def test_api_functions_are_plain_functions_with_their_real_signatures(trained_run):
+    """The API is plain functions (no callable modules): importlib, inspect and monkeypatch see
+    what a user calls, in any import order."""
+    import importlib
+    import inspect as pyinspect
+    import types
+
+    import charwise.api as api
+    import charwise.exporting.onnx  # noqa: F401  (importing a module must not change the API)
+    import charwise.generation.charmodel  # noqa: F401
+    from charwise import info
+    for name in ("analyze", "evaluate", "export", "info", "pack", "prepare", "sample", "serve", "train"):
+        f = getattr(charwise, name)
+        assert isinstance(f, types.FunctionType) and getattr(api, name) is f, name
+    assert "run_dir" in pyinspect.signature(charwise.sample).parameters
+    assert importlib.import_module("charwise").sample is api.sample
     assert charwise.info(trained_run) == info(trained_run) and info(trained_run)["run_dir"] == str(trained_run)
-    assert charwise.sample is sys.modules["charwise.sample"]
+    assert sorted(charwise.__all__) == sorted(set(charwise.__all__)) and "open_run" in dir(charwise)
+
+
+def test_monkeypatching_an_api_function_is_seen(monkeypatch):
+    monkeypatch.setattr(charwise, "sample", lambda *a, **k: "patched")
+    assert charwise.sample("anything") == "patched"
 
 
 def test_import_of_reference_and_options_stays_torch_free():
-    code = ("import sys, charwise, charwise.reference, charwise.options, charwise.cli; "
+    code = ("import sys, charwise, charwise.reference, charwise.settings.options, charwise.cli; "
             "charwise.cli.build_parser(); assert 'torch' not in sys.modules, 'torch loaded'")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from charwise import bundled
 from charwise.cli import main
-from charwise.data import bundled_corpus_path
+from charwise.runs import bundled
+from charwise.runs.bundled import corpus_path as bundled_corpus_path
 
 BASE = bundled.models_root() / "base"
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from charwise.beam import MAX_BEAM, beam_search, check_beam, log_softmax
-from charwise.config import CharwiseError, ModelConfig
+from charwise.generation.beam import MAX_BEAM, beam_search, check_beam, log_softmax
+from charwise.generation.charmodel import ModuleStep, NumpyLSTMStep, draw
 from charwise.model import CharRNN
-from charwise.sample import ModuleStep, NumpyLSTMStep, draw
+from charwise.settings.train import CharwiseError, ModelConfig
 
 
 class Markov:

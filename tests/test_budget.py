@@ -188,8 +188,8 @@ def test_a_time_budget_run_ends_at_its_budget_with_the_evaluation_inside(tmp_pat
 
 
 def test_warmup_is_a_fraction_of_a_time_budget():
-    from charwise.config import resolve
-    from charwise.training.loop import learning_rate
+    from charwise.settings.train import resolve
+    from charwise.training.trainer import learning_rate
     _, t = resolve("spec", lr=1.0, warmup_steps=100, max_time=100.0, warmup_fraction=0.04)
     assert learning_rate(t, 0, 0.02) == 0.5                  # time passes faster than steps
     assert learning_rate(t, 0, 0.05) > 0.99                  # warm after 4 % of the budget
@@ -218,8 +218,8 @@ import types  # noqa: E402
 
 import pytest  # noqa: E402
 
-from charwise.config import CharwiseError  # noqa: E402
-from charwise.training import loop  # noqa: E402
+from charwise.settings.train import CharwiseError  # noqa: E402
+from charwise.training import trainer as loop  # noqa: E402
 
 
 class FakeClock:

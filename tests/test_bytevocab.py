@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charwise.bytevocab import END, ByteVocab, CharDecoder, Utf8Decoder, per_char_losses
-from charwise.config import CharwiseError
+from charwise.data.bytevocab import END, ByteVocab, CharDecoder, Utf8Decoder, per_char_losses
+from charwise.settings.train import CharwiseError
 
 
 def feed_all(data: bytes):

@@ -3,8 +3,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charwise.config import CharwiseError
-from charwise.data import Corpus, StreamBatches, Vocab, bundled_corpus_path, prepare_corpus, read_text, token_dtype
+from charwise.data.corpus import (
+    Corpus,
+    StreamBatches,
+    Vocab,
+    bundled_corpus_path,
+    prepare_corpus,
+    read_text,
+    token_dtype,
+)
+from charwise.settings.train import CharwiseError
 
 
 def test_vocab_is_sorted_set_as_in_spec():
@@ -60,7 +68,7 @@ def test_prepare_caches_by_content_hash(tmp_path, text_file):
 
 
 def test_chunked_preparation_equals_whole_text(tmp_path, text_file, monkeypatch):
-    import charwise.data as data
+    import charwise.data.corpus as data
     text = "".join(chr(0x61 + (i * 7) % 26) + ("é" if i % 13 == 0 else "") for i in range(5000))
     p = text_file(text)
     monkeypatch.setattr(data, "CHUNK_BYTES", 97)    # split multi-byte characters across chunks

@@ -116,7 +116,7 @@ RANK_SCRIPT = r"""
 import os, sys
 import torch
 from safetensors.torch import save_file
-from charwise.training.loop import Trainer
+from charwise.training.trainer import Trainer
 
 masks = []
 
@@ -160,7 +160,7 @@ def test_ranks_draw_their_own_dropout_masks_and_keep_the_same_weights(tmp_path):
 RANK_REPORT = """
 import json, os, sys
 from safetensors.torch import save_file
-from charwise.training.loop import Trainer
+from charwise.training.trainer import Trainer
 out = sys.argv[1]
 t = Trainer(None, out=out, preset="spec", max_time=float(sys.argv[2]), max_steps=10**6,
             device="cpu", batch_size=8, precision="fp32", threads=1, eval_every=0, progress=False,
@@ -193,7 +193,7 @@ def test_a_time_budget_is_decided_by_rank_0_for_every_rank(tmp_path):
 RANK_OOM = """
 import os, sys
 import torch
-from charwise.training.loop import Trainer
+from charwise.training.trainer import Trainer
 out = sys.argv[1]
 real = Trainer.train_step
 
@@ -226,7 +226,7 @@ def test_a_ranks_own_error_is_reported_as_it_is(tmp_path):
 RANK_SYNCS = """
 import json, os, sys
 import torch.distributed as dist
-from charwise.training import loop
+from charwise.training import trainer as loop
 out = sys.argv[1]
 reads, reduces = [], []
 real_reduce = dist.all_reduce

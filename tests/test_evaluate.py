@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charwise.bytevocab import ByteVocab, per_char_losses
-from charwise.config import CharwiseError, ModelConfig
-from charwise.evaluate import (
+from charwise.data.bytevocab import ByteVocab, per_char_losses
+from charwise.model import CharRNN
+from charwise.scoring import (
     autocast,
     cpu_has_fast_bf16,
     eval_precision,
@@ -22,12 +22,11 @@ from charwise.evaluate import (
     recurrence_threads,
     token_losses,
 )
-from charwise.model import CharRNN
+from charwise.settings.train import CharwiseError, ModelConfig
 from conftest import needs_bf16
 
-# The module itself: `charwise.evaluate` is also the API's function, which shadows it as an
-# attribute of the package (`from charwise import evaluate` gives the function).
-E = importlib.import_module("charwise.evaluate")
+# The exact-scoring module (charwise.evaluate is the API function that uses it).
+E = importlib.import_module("charwise.scoring")
 
 
 def small_net(cell="lstm", V=6, H=8, layers=1, seed=1):
@@ -200,7 +199,7 @@ def test_no_thread_policy_off_the_cpu_even_one_given():
     policy was returned before the device was looked at): probes on small chunks and thread
     changes for nothing. Off the CPU there is none; the trainer's is a fixed count there."""
     from charwise.threads import policy_for
-    from charwise.training.loop import thread_policy
+    from charwise.training.trainer import thread_policy
     given = policy_for(None)
     assert E.eval_policy(torch.device("cuda", 0), given) is None
     assert E.eval_policy(torch.device("cuda", 0), None) is None

@@ -10,7 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 
 import charwise  # noqa: E402
 from charwise.cli import main  # noqa: E402
-from charwise.export import export_onnx, onnx_session  # noqa: E402
+from charwise.exporting.onnx import export_onnx, onnx_session  # noqa: E402
 
 
 def test_cli_export_onnx_matches_torch(trained_run, tmp_path, capsys):

@@ -3,8 +3,8 @@ finished rows leave the batch, and nothing runs once all are done."""
 import numpy as np
 import torch
 
-from charwise.bytevocab import CharDecoder, Utf8Decoder
-from charwise.generate import Generation, run, take_rows
+from charwise.data.bytevocab import CharDecoder, Utf8Decoder
+from charwise.generation.loop import Generation, run, take_rows
 
 
 class Script:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import charwise
-from charwise.config import CharwiseError
-from charwise.generate import Generation
+from charwise.generation.loop import Generation
+from charwise.settings.train import CharwiseError
 
 HERE = Path(__file__).parent
 NAMES = HERE / "data" / "first_names.txt"
@@ -197,7 +197,7 @@ def test_analyze_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path)
 
 
 def test_web_export_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path):
-    from charwise.export import export
+    from charwise.exporting.onnx import export
     with pytest.raises(CharwiseError, match="byte-level run"):
         export(bytes_run, "web", out=tmp_path / "a.html")
     with pytest.raises(CharwiseError, match="line-mode run"):
@@ -205,7 +205,7 @@ def test_web_export_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_pa
 
 
 def test_info_names_the_vocabulary_kind_and_line_mode(bytes_run, names_run):
-    from charwise.info import describe, format_info
+    from charwise.runs.runinfo import describe, format_info
     assert "UTF-8 bytes" in format_info(describe(bytes_run))
     text = format_info(describe(names_run))
     assert "line mode" in text and "50 characters" in text

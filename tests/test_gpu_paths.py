@@ -8,13 +8,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import charwise.evaluate as ev
-from charwise import rundir
-from charwise.config import CharwiseError, ModelConfig, resolve
+import charwise.scoring as ev
+from charwise.generation.charmodel import NumpyLSTMStep, make_step, step_kind
 from charwise.model import CharRNN
-from charwise.sample import NumpyLSTMStep, make_step, step_kind
+from charwise.runs import rundir
+from charwise.settings.train import CharwiseError, ModelConfig, resolve
 from charwise.training import distributed, train
-from charwise.training.loop import dropout_seed
+from charwise.training.trainer import dropout_seed
 from conftest import needs_bf16
 
 QUIET = dict(progress=False, log=lambda *a: None)
@@ -263,7 +263,7 @@ def test_line_mode_scoring_and_layer_states_run_the_recurrence_in_ieee_fp32(monk
     patched), and every recurrence must run with cuDNN's RNN flag at "ieee"."""
     import numpy as np
 
-    from charwise import lines
+    from charwise.data import lines
     from charwise.inspect import neurons
 
     real = ev.fp32_flags
@@ -339,7 +339,7 @@ def test_each_step_read_in_a_batch_gets_its_own_time(monkeypatch, tmp_path):
     clock: every step takes exactly 1 s, the rest of the loop none."""
     import types
 
-    from charwise.training import loop
+    from charwise.training import trainer as loop
     clock = types.SimpleNamespace(t=100.0)
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: clock.t))
     real_step = loop.Trainer.train_step

@@ -8,11 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charwise.bytevocab import CharDecoder
-from charwise.config import CharwiseError, ModelConfig
-from charwise.data import Vocab
-from charwise.generate import Generation, run
-from charwise.lines import (
+from charwise.data.bytevocab import CharDecoder
+from charwise.data.corpus import Vocab
+from charwise.data.lines import (
     IGNORE,
     ItemBatches,
     LineStats,
@@ -25,8 +23,10 @@ from charwise.lines import (
     split_train_val,
     suggest_line_mode,
 )
+from charwise.generation.charmodel import draw, make_step
+from charwise.generation.loop import Generation, run
 from charwise.model import CharRNN
-from charwise.sample import draw, make_step
+from charwise.settings.train import CharwiseError, ModelConfig
 
 HERE = Path(__file__).parent
 NAMES = (HERE / "data" / "first_names.txt").read_text(encoding="utf-8")

@@ -4,8 +4,8 @@ tested there; the NumPy twin of this model is tested in test_reference.py.)"""
 import pytest
 import torch
 
-from charwise.config import ModelConfig, resolve
 from charwise.model import CharLSTM, CharRNN, detach_state
+from charwise.settings.train import ModelConfig, resolve
 
 CELLS = ["lstm", "gru", "rnn"]
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}

@@ -4,8 +4,7 @@ import dataclasses
 import pytest
 
 from charwise.cli import build_parser
-from charwise.config import ModelConfig, TrainConfig, TrainRun
-from charwise.options import (
+from charwise.settings.options import (
     ALL,
     AnalyzeOptions,
     CharwiseError,
@@ -18,6 +17,7 @@ from charwise.options import (
     flag_name,
     kind,
 )
+from charwise.settings.train import ModelConfig, TrainConfig, TrainRun
 
 # Each dataclass, with the subcommand whose --help must show its fields.
 DECLARED = [(cls.command, cls) for cls in ALL] + [("train", c) for c in (TrainRun, ModelConfig, TrainConfig)]

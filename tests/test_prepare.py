@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-import charwise.data as data
+import charwise.data.corpus as data
 from charwise.cli import main
-from charwise.config import CharwiseError
-from charwise.prepare import load_prepared, prepare, unescape
-from charwise.rundir import read_run
+from charwise.data.prepare import load_prepared, prepare, unescape
+from charwise.runs.rundir import read_run
+from charwise.settings.train import CharwiseError
 
 DOCS = {"b/2.txt": "second — café\n", "a.txt": "first document\n", "b/1.txt": "naïve 🙂 emoji",
         "c/3.txt": "third\r\nCRLF"}
@@ -165,7 +165,7 @@ def test_bad_inputs(tree, tmp_path, capsys):
 
 _CHILD = """
 import os, sys, resource
-import charwise.data as data
+import charwise.data.corpus as data
 data.CHUNK_BYTES = 1 << 20                  # the same chunk for both sizes: only the size differs
 from charwise.cli import main
 rc = main(["prepare", sys.argv[1], "--out", sys.argv[2]])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from charwise import recipe
-from charwise.config import ModelConfig
+from charwise.settings.train import ModelConfig
 from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)

@@ -14,7 +14,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charwise.config import ModelConfig
 from charwise.model import CharRNN as TorchCharLSTM
 from charwise.reference import (
     Adam,
@@ -29,6 +28,7 @@ from charwise.reference import (
     run_gradcheck,
     to_spec_layout,
 )
+from charwise.settings.train import ModelConfig
 
 CELLS_LAYERS = [("lstm", 1), ("lstm", 2), ("gru", 1), ("gru", 2), ("rnn", 1), ("rnn", 2)]
 REF_DIR = pathlib.Path(__file__).resolve().parents[1] / "src" / "charwise" / "reference"
@@ -392,7 +392,7 @@ def test_trainer_carries_the_state_between_windows():
 # ---- no torch in the reference engine ---------------------------------------------------------------
 
 def test_reference_code_never_imports_torch():
-    """The reference modules (and charwise.config, which they use) import no torch, even at run
+    """The reference modules (and charwise.settings.train, which they use) import no torch, even at run
     time. The parent package's __init__ is bypassed with a bare stand-in, so this checks our code
     alone, whatever charwise/__init__.py imports."""
     code = (
@@ -412,7 +412,7 @@ def test_reference_code_never_imports_torch():
         text = path.read_text()
         assert "import torch" not in text and "from torch" not in text, path
         # Every import statement, resolved: only NumPy, the standard library, our own modules
-        # and charwise.config (a torch-free dataclass module) are allowed.
+        # and charwise.settings.train (a torch-free dataclass module) are allowed.
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -426,7 +426,7 @@ def test_reference_code_never_imports_torch():
                 assert top in ("numpy", "math", "typing", "__future__", "contextlib", "ctypes",
                                "functools", "charwise"), (path, name)
                 if top == "charwise":
-                    assert name.startswith("charwise.reference") or name == "charwise.config", \
+                    assert name.startswith("charwise.reference") or name == "charwise.settings.train", \
                         (path, name)
 
 

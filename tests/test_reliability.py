@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from charwise.config import CharwiseError
-from charwise.sample import check_sampling_args, draw
+from charwise.generation.charmodel import check_sampling_args, draw
+from charwise.settings.train import CharwiseError
 from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)
@@ -79,7 +79,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference_run, kill_afte
 
 KILL_IN_WRITE = r"""
 import os, signal, sys
-import charwise.rundir as ck
+import charwise.runs.rundir as ck
 real = ck.atomic_write_bytes
 calls = {"n": 0}
 def dying_write(path, data):
@@ -102,7 +102,7 @@ def test_kill_during_checkpoint_write_keeps_previous(tmp_path, reference_run):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == -signal.SIGKILL
     # the previous checkpoint (step 40) is intact; a half-written temp file may be left over
-    from charwise.rundir import load_tensors
+    from charwise.runs.rundir import load_tensors
     _, meta = load_tensors(out / "last.safetensors")
     assert meta["step"] == 40
     r = subprocess.run([sys.executable, "-m", "charwise", "train", "--resume", "--out", str(out), "--quiet"],
@@ -129,7 +129,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, reference_run, si
 
 
 def test_nan_steps_are_skipped_and_repeated_faults_stop(tmp_path, monkeypatch):
-    T = sys.modules["charwise.training.loop"]
+    T = sys.modules["charwise.training.trainer"]
     real_ce = T.F.cross_entropy
     calls = {"n": 0}
 
@@ -159,7 +159,7 @@ def test_step_values_are_read_every_n_steps_and_a_fault_is_caught_before_a_save(
     # and the GPU idles while the host catches up. The loop keeps them on the device and reads
     # them every READ_EVERY steps (forced here on the CPU), and always before an evaluation or
     # save acts on them: a NaN step must be reported (and was never applied) by then.
-    T = sys.modules["charwise.training.loop"]
+    T = sys.modules["charwise.training.trainer"]
     real_ce, real_read, real_save = T.F.cross_entropy, T.read_host, T.Trainer.save
     calls, reads, saves = {"n": 0}, [], []
 

@@ -109,7 +109,7 @@ def test_config_file_that_is_a_fifo_is_one_line(tmp_path, capsys):
 @pytest.mark.parametrize("damage", ["fifo", "zero_link"])
 def test_bundled_weights_replaced_by_fifo_or_dev_zero_are_one_line(tmp_path, capsys, monkeypatch,
                                                                    damage):
-    from charwise import bundled
+    from charwise.runs import bundled
     root = tmp_path / "models"
     shutil.copytree(bundled.models_root() / "base", root / "base")
     weights = root / "base" / "model.safetensors"
@@ -167,8 +167,8 @@ def test_non_text_encodings_are_refused_by_every_command(tiny, corpus, tmp_path,
 
 def test_non_text_encoding_is_refused_by_the_api_and_the_reader(tiny, corpus):
     import charwise
-    from charwise.config import CharwiseError
-    from charwise.data import read_text
+    from charwise.data.corpus import read_text
+    from charwise.settings.train import CharwiseError
     with pytest.raises(CharwiseError, match="not a text encoding"):
         charwise.evaluate(tiny, corpus, encoding="rot13")
     with pytest.raises(CharwiseError, match="not a text encoding"):
@@ -216,7 +216,7 @@ HUGE_SEED = 99999999999999999999999
 
 
 def test_seed_beyond_int64_is_one_line_everywhere(tiny, corpus, tmp_path, capsys):
-    from charwise.options import MAX_SEED
+    from charwise.settings.options import MAX_SEED
     out = tmp_path / "out"
     config = tmp_path / "c.toml"
     config.write_text(f"seed = {2 ** 63}\n")
@@ -234,9 +234,9 @@ def test_seed_beyond_int64_is_one_line_everywhere(tiny, corpus, tmp_path, capsys
 
 def test_seed_bound_is_the_same_in_the_api_and_serve(tiny):
     import charwise
-    from charwise.config import CharwiseError
-    from charwise.options import MAX_SEED
-    from charwise.serve import BadRequest, Limits, parse_request
+    from charwise.server import BadRequest, Limits, parse_request
+    from charwise.settings.options import MAX_SEED
+    from charwise.settings.train import CharwiseError
     with pytest.raises(CharwiseError, match=str(MAX_SEED)):
         charwise.sample(tiny, n=5, seed=MAX_SEED + 1)
     with pytest.raises(CharwiseError, match=str(MAX_SEED)):
@@ -261,8 +261,8 @@ def test_gradcheck_sizes_are_checked_like_train(capsys, flags, needle):
 
 def test_gradcheck_work_estimate_counts_the_entries_checked():
     from charwise.bounds import check_gradcheck, gradcheck_entries
-    from charwise.config import ModelConfig
     from charwise.reference import run_gradcheck
+    from charwise.settings.train import ModelConfig
     for cell, layers, m in (("lstm", 1, None), ("gru", 3, 3), ("rnn", 2, None)):
         cfg = ModelConfig(cell=cell, embed_dim=5, hidden_size=6, layers=layers, vocab_size=7)
         rows = run_gradcheck(cell=cell, layers=layers, V=7, E=5, H=6, B=2, T=2, max_entries=m)
@@ -296,7 +296,7 @@ def test_byte_model_outside_line_mode_never_draws_the_end_symbol(byte_run, capsy
 
 def test_serve_never_sends_end_for_a_byte_model_outside_line_mode(byte_run):
     import charwise
-    from charwise.serve import Generator, Limits, parse_request
+    from charwise.server import Generator, Limits, parse_request
     gen = Generator(charwise.load(byte_run), threads=1)
     for seed in (1, 2, 3):
         req = parse_request({"n": 2000, "temperature": 5, "seed": seed}, Limits())
@@ -306,7 +306,7 @@ def test_serve_never_sends_end_for_a_byte_model_outside_line_mode(byte_run):
 
 
 def test_beam_never_chooses_a_banned_symbol_and_keeps_the_models_scores():
-    from charwise.beam import beam_search, log_softmax
+    from charwise.generation.beam import beam_search, log_softmax
     logits = np.array([[0.0, 1.0, 3.0]])                # symbol 2 (the "end") is the likeliest
 
     def step(ids, state):
@@ -323,9 +323,9 @@ def test_a_temperature_below_the_floor_is_greedy_in_every_sampling_path(tiny, ca
     import warnings
 
     import charwise
-    from charwise.options import GREEDY_BELOW
-    from charwise.sample import draw, filter_probs
-    from charwise.serve import Generator, Limits, parse_request
+    from charwise.generation.charmodel import draw, filter_probs
+    from charwise.server import Generator, Limits, parse_request
+    from charwise.settings.options import GREEDY_BELOW
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # no RuntimeWarning on the way
         code, greedy, err = run_cli(capsys, "sample", tiny, "-n", 40, "--temperature", 0)
@@ -349,8 +349,8 @@ def test_a_temperature_below_the_floor_is_greedy_in_every_sampling_path(tiny, ca
 
 def test_the_web_page_gets_the_same_temperature_floor(tiny):
     import charwise
-    from charwise.options import GREEDY_BELOW
-    from charwise.webexport import build_html
+    from charwise.exporting.web import build_html
+    from charwise.settings.options import GREEDY_BELOW
     html, _ = build_html(charwise.load(tiny))
     assert f'"greedy_below":{GREEDY_BELOW}' in html
     assert "opts.temperature < (model.desc.greedy_below || 0) ? 0" in html
@@ -378,7 +378,7 @@ def test_serve_on_a_port_in_use_or_a_bad_host_is_one_line_before_anything_is_pri
 
 
 def test_serve_stop_must_be_a_string_or_a_list_of_strings():
-    from charwise.serve import BadRequest, Limits, parse_request
+    from charwise.server import BadRequest, Limits, parse_request
     for stop in ({"a": 1}, {}, 5, True):
         with pytest.raises(BadRequest, match="^stop must be a string or a list of strings") as e:
             parse_request({"stop": stop}, Limits())
@@ -390,7 +390,7 @@ def test_serve_stop_must_be_a_string_or_a_list_of_strings():
 def test_info_json_and_serve_info_give_null_for_nan_and_infinity(run, capsys):
     import urllib.request
 
-    from charwise.serve import background_server, create_app
+    from charwise.server import background_server, create_app
     text = (run / "run.json").read_text()
     info = json.loads(text)
     info["best"] = {"step": 3, "val_loss": float("nan")}
@@ -464,7 +464,7 @@ def test_a_deeply_nested_config_file_is_one_line(tmp_path, capsys, content, need
 def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     """Windows editors save UTF-8 with a BOM; tomllib said "Invalid statement (at line 1,
     column 1)", naming nothing."""
-    from charwise.config import read_config
+    from charwise.settings.train import read_config
     cfg = tmp_path / "bom.toml"
     cfg.write_bytes(b"\xef\xbb\xbfhidden-size = 16\n")
     assert read_config(cfg)["hidden_size"] == 16
@@ -511,7 +511,7 @@ def test_serve_names_the_field_and_its_own_words_in_every_400(tiny):
     """A prime outside the vocabulary said "(use --oov skip ...)", a flag the HTTP API has not,
     without naming prime; a stop list holding a number did not name stop; integer bounds were
     shown as 9.22337e+18."""
-    from charwise.serve import background_server, create_app
+    from charwise.server import background_server, create_app
     with background_server(create_app(tiny, threads=1)) as url:
         for body, needles in (
                 ({"prime": "\u2603", "n": 3}, ["prime", '"oov": "skip"']),
@@ -530,7 +530,7 @@ def test_serve_names_the_field_and_its_own_words_in_every_400(tiny):
 def test_a_stop_string_with_a_lone_surrogate_is_refused(tiny, capsys):
     """It can never match text the model makes (the prime's is refused): accepted silently in
     the CLI (a byte \\xff in argv) and in serve (a JSON "\\udc00")."""
-    from charwise.serve import BadRequest, Limits, parse_request
+    from charwise.server import BadRequest, Limits, parse_request
     with pytest.raises(BadRequest, match="^stop: .*lone surrogate"):
         parse_request({"stop": ["a\udc00"]}, Limits())
     code, _, err = run_cli(capsys, "sample", tiny, "-n", "3", "--stop", "x\udcff")
@@ -541,7 +541,7 @@ def test_serve_answers_unknown_paths_and_methods_in_json(tiny):
     import urllib.error
     import urllib.request
 
-    from charwise.serve import background_server, create_app
+    from charwise.server import background_server, create_app
     with background_server(create_app(tiny, threads=1)) as url:
         for path, method, status in (("/nope", "GET", 404), ("/api/generate", "GET", 405),
                                      ("/api/info", "POST", 405)):

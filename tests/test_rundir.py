@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import charwise
-from charwise.config import CharwiseError
-from charwise.rundir import atomic_write_bytes, read_run
-from charwise.sample import load_model
+from charwise.generation.charmodel import load_model
+from charwise.runs.rundir import atomic_write_bytes, read_run
+from charwise.settings.train import CharwiseError
 
 
 def test_round_trip_same_logits(trained_run):

@@ -62,13 +62,13 @@ def test_second_writer_exits_2_naming_holder_and_kill_releases_lock(tmp_path):
 
 
 def test_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
-    from charwise.runlock import lock_run
+    from charwise.runs.runlock import lock_run
     run = tmp_path / "r"
     outer = lock_run(run)
     inner = lock_run(run)                    # the CLI's lock, then train()'s: same process
     inner.release()
-    code = ("import sys; from charwise.runlock import lock_run\n"
-            "from charwise.config import CharwiseError\n"
+    code = ("import sys; from charwise.runs.runlock import lock_run\n"
+            "from charwise.settings.train import CharwiseError\n"
             "try:\n    lock_run(sys.argv[1])\nexcept CharwiseError as e:\n    print(e); sys.exit(2)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
     r = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, env=env)
@@ -216,7 +216,7 @@ def test_threads_are_capped_at_the_cpu_count(tmp_path):
 
 def test_memory_estimate_against_available(monkeypatch):
     from charwise import bounds
-    from charwise.config import CharwiseError, ModelConfig
+    from charwise.settings.train import CharwiseError, ModelConfig
     cfg = ModelConfig(hidden_size=512, vocab_size=100)
     assert bounds.parameter_count(cfg) == sum(
         int(__import__("math").prod(s)) for s in bounds.expected_shapes(cfg).values())
@@ -326,7 +326,7 @@ def test_serve_deep_json_and_huge_integers_are_400(trained_run):
     import http.client
     from urllib.parse import urlparse
 
-    from charwise.serve import background_server, create_app
+    from charwise.server import background_server, create_app
     with background_server(create_app(trained_run)) as url:
         u = urlparse(url)
         for raw in ('{"prime": ' + "[" * 8000 + "]" * 8000 + "}",
@@ -365,8 +365,8 @@ def test_orphaned_temp_files_are_cleaned_when_a_run_opens(tiny_run, capsys):
 def test_run_json_never_names_unwritten_best_weights(tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from charwise import rundir
-    from charwise.config import CharwiseError
+    from charwise.runs import rundir
+    from charwise.settings.train import CharwiseError
     from charwise.training import train
 
     def disk_full(out, *a, **k):
@@ -405,11 +405,11 @@ def test_prepare_verify_checks_the_recorded_sha256(tmp_path, capsys):
 def test_large_vocabulary_logits_are_computed_in_bounded_pieces():
     import numpy as np
 
-    from charwise.config import ModelConfig
-    from charwise.data import Vocab
-    from charwise.evaluate import evaluate_tokens
+    from charwise.data.corpus import Vocab
+    from charwise.generation.charmodel import CharModel
     from charwise.model import CharRNN
-    from charwise.sample import CharModel
+    from charwise.scoring import evaluate_tokens
+    from charwise.settings.train import ModelConfig
     V, budget = 20000, 1 << 22
     net = CharRNN(ModelConfig(hidden_size=4, embed_dim=4, vocab_size=V))
     seen = []
@@ -472,7 +472,7 @@ def test_onnx_export_to_an_existing_default_is_refused_like_web(tiny_run, tmp_pa
 
 def test_demo_replaces_an_existing_run_only_with_force(tiny_run, capsys):
     from charwise.api import demo
-    from charwise.config import CharwiseError
+    from charwise.settings.train import CharwiseError
     run, _ = tiny_run
     before = snapshot(run)
     code, _, err = run_cli(capsys, "demo", "--out", run)
@@ -524,7 +524,7 @@ def test_prepare_waits_for_no_one_writing_the_run(tiny_run, tmp_path, capsys):
     _, corpus = tiny_run
     run = tmp_path / "starting"         # a run that has just begun: no run.json yet, only its lock
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from charwise.runlock import lock_run; "
+        [sys.executable, "-c", "import sys; from charwise.runs.runlock import lock_run; "
          "lock_run(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", str(run)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -575,7 +575,7 @@ def test_paths_that_are_not_utf8_are_refused_before_anything_is_written(tmp_path
 
 
 def test_a_corpus_changed_while_it_is_read_is_refused_and_never_cached(tmp_path, capsys, monkeypatch):
-    from charwise import data
+    from charwise.data import corpus as data
     corpus = tmp_path / "a.txt"
     corpus.write_text(TEXT_A)
     monkeypatch.setattr(data, "CHUNK_BYTES", 64)

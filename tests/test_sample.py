@@ -3,10 +3,18 @@ import pytest
 import torch
 
 import charwise
-from charwise.config import CharwiseError, ModelConfig
-from charwise.data import Vocab
+from charwise.data.corpus import Vocab
+from charwise.generation.charmodel import (
+    CharModel,
+    FusedLSTMStep,
+    ModuleStep,
+    NumpyLSTMStep,
+    draw,
+    filter_probs,
+    make_step,
+)
 from charwise.model import CharRNN
-from charwise.sample import CharModel, FusedLSTMStep, ModuleStep, NumpyLSTMStep, draw, filter_probs, make_step
+from charwise.settings.train import CharwiseError, ModelConfig
 
 
 def test_same_seed_same_text_different_seed_differs(trained_run):
@@ -32,7 +40,7 @@ def test_greedy_is_argmax(trained_run):
 def test_low_temperature_sample_is_corpus_english(trained_run):
     m = charwise.load(trained_run)
     text = m.generate("Mr Bennet", 60, temperature=0.5, seed=1)
-    corpus = charwise.data.bundled_corpus_path().read_text()
+    corpus = charwise.runs.bundled.corpus_path().read_text()
     words = text.split()
     known = set(corpus.replace(".", " ").split())
     assert sum(w.strip(".") in known for w in words) >= 0.8 * len(words)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from charwise.config import CharwiseError, resolve
+from charwise.settings.train import CharwiseError, resolve
 from charwise.training import learning_rate, train
 from conftest import needs_bf16
 

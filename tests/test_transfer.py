@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from charwise import bundled, transfer
 from charwise.cli import main
-from charwise.config import CharwiseError, ModelConfig
-from charwise.data import Vocab
+from charwise.data.corpus import Vocab
+from charwise.generation.charmodel import load_model
 from charwise.model import CharRNN
-from charwise.sample import load_model
+from charwise.runs import bundled, transfer
+from charwise.settings.train import CharwiseError, ModelConfig
 from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)
@@ -201,7 +201,7 @@ def test_a_local_directory_is_used_with_a_path(source_run, fake_base, tmp_path, 
 
 
 def test_eval_every_epochs_counts_passes_over_the_text(tmp_path):
-    from charwise.config import resolve
+    from charwise.settings.train import resolve
     # 1,153 characters in 4 streams of windows of 8: 36 windows a pass
     res = train(None, out=tmp_path / "r", preset="spec", max_steps=80, eval_every_epochs=1.0,
                 seq_len=8, batch_size=4, **QUIET)

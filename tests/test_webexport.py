@@ -9,17 +9,17 @@ import pytest
 import torch
 
 from charwise.cli import main
-from charwise.config import ModelConfig
-from charwise.data import Vocab
-from charwise.model import CharLSTM
-from charwise.sample import CharModel
-from charwise.webexport import (
+from charwise.data.corpus import Vocab
+from charwise.exporting.web import (
     build_html,
     dequantize_rows,
     encode_weights,
     quantize_rows,
     quantized_net,
 )
+from charwise.generation.charmodel import CharModel
+from charwise.model import CharLSTM
+from charwise.settings.train import ModelConfig
 
 
 def page_parts(html: str):

@@ -14,7 +14,7 @@ import torch
 
 import charwise
 from charwise.cli import main
-from charwise.webexport import quantized_net
+from charwise.exporting.web import quantized_net
 from conftest import wait_for
 
 SHAKESPEARE = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"

@@ -1,49 +1,36 @@
 """charwise: character-level language models you can train, sample and look inside.
 
-The API (train, sample, evaluate, analyze, export, info, prepare, plot, serve, pack, load,
-demo, open_run) is imported on first use, so that `charwise.reference` (the pure-NumPy engine) and
-`charwise.options` can be imported without loading torch.
-
-Seven commands share their name with the module that implements them: sample, evaluate, export,
-info, prepare, serve, pack. `charwise.sample` is that module, made callable: calling it runs
-`charwise.api.sample`. So `charwise.sample(RUN, n=100)`, `import charwise.sample as S` and
-`from charwise.sample import CharModel` all work, in any order (a plain function there would be
-replaced by the module as soon as something imported it, and `import charwise.evaluate as ev`
-would get the function instead of the module).
+The API is plain functions: train, sample, evaluate, analyze, export, info, prepare, plot, serve,
+pack, load, demo and open_run (charwise.api, and charwise.notebook for open_run). They are
+imported on first use (PEP 562 `__getattr__`), so that `import charwise`,
+`charwise.reference` (the pure-NumPy engine) and `charwise.settings` do not load torch. Type
+checkers see the real functions through the TYPE_CHECKING imports below.
 """
+from __future__ import annotations
+
 import importlib
-import sys
-import types
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .errors import CharwiseError
 
-from .config import CharwiseError  # noqa: E402  (torch-free)
+if TYPE_CHECKING:
+    from .api import analyze, demo, evaluate, export, info, load, pack, plot, prepare, sample, serve, train
+    from .notebook import open_run
 
-_API = ("train", "load", "analyze", "plot", "demo", "open_run")
-_COMMANDS = ("sample", "evaluate", "export", "info", "prepare", "serve", "pack")
-__all__ = [*_API, *_COMMANDS, "CharwiseError", "__version__"]
-
-
-class _Command(types.ModuleType):
-    """A module that is also its command: calling it calls charwise.api's function of its name."""
-
-    def __call__(self, *args, **kw):
-        api = importlib.import_module("charwise.api")
-        return getattr(api, self.__name__.rpartition(".")[2])(*args, **kw)
+__all__ = ["train", "sample", "evaluate", "analyze", "export", "info", "prepare", "plot", "serve",
+           "pack", "load", "demo", "open_run", "CharwiseError", "__version__"]
+# name -> the module that defines it: open_run is the notebook's, the rest charwise.api's
+_LAZY = {name: "charwise.notebook" if name == "open_run" else "charwise.api" for name in __all__[:13]}
 
 
-class _Package(types.ModuleType):
-    def __getattribute__(self, name: str):
-        if name in _COMMANDS:
-            module = importlib.import_module(f"charwise.{name}")
-            if type(module) is types.ModuleType:
-                module.__class__ = _Command
-            return module
-        if name in _API:
-            if name == "open_run":                  # a run for notebooks (charwise.notebook)
-                return importlib.import_module("charwise.notebook").open_run
-            return getattr(importlib.import_module("charwise.api"), name)
-        return super().__getattribute__(name)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value                 # later look-ups are plain attribute reads
+        return value
+    raise AttributeError(f"module 'charwise' has no attribute {name!r}")
 
 
-sys.modules[__name__].__class__ = _Package
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -23,22 +23,22 @@ import sys
 import time
 from typing import Any, TextIO
 
-from .config import CharwiseError
-from .data import read_text
-from .evaluate import pick_device  # noqa: F401  (re-exported)
-from .export import export  # noqa: F401  (re-exported: charwise.export)
-from .info import describe as info  # noqa: F401  (re-exported: charwise.info)
+from .data.corpus import read_text
+from .data.prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
+from .errors import CharwiseError
+from .exporting.onnx import export  # noqa: F401  (re-exported: charwise.export)
+from .generation.charmodel import check_sampling_args, load
+from .generation.command import sample_command
 from .inspect import analysis as A
 from .inspect.neurons import heatmap
 from .inspect.plots import heatmap_chart, per_char_chart, plot, training_curve  # noqa: F401
 from .inspect.report import analyze  # noqa: F401  (re-exported: charwise.analyze)
-from .options import EvalOptions, SampleOptions
-from .pack import pack  # noqa: F401  (re-exported: charwise.pack)
-from .prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
-from .rundir import CURVE, check_run_start
-from .sample import check_sampling_args, load
-from .samplecmd import sample_command
-from .serve import serve  # noqa: F401  (re-exported: charwise.serve)
+from .packing import pack  # noqa: F401  (re-exported: charwise.pack)
+from .runs.rundir import CURVE, check_run_start
+from .runs.runinfo import describe as info  # noqa: F401  (re-exported: charwise.info)
+from .scoring import pick_device  # noqa: F401  (re-exported)
+from .server import serve  # noqa: F401  (re-exported: charwise.serve)
+from .settings.options import EvalOptions, SampleOptions
 from .threads import check_threads
 from .training import train
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import CharwiseError, ModelConfig
+from .errors import CharwiseError
+from .settings.train import ModelConfig
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 FLOAT = 4

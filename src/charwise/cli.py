@@ -17,17 +17,9 @@ import sys
 import warnings
 from typing import Any
 
-from . import __version__
-from .config import (
-    CharwiseError,
-    CharwiseWarning,
-    ModelConfig,
-    TrainConfig,
-    TrainRun,
-    config_fields,
-    preset_values,
-)
-from .options import (
+from ._version import __version__
+from .errors import CharwiseError, CharwiseWarning
+from .settings.options import (
     AnalyzeOptions,
     EvalOptions,
     ExportOptions,
@@ -41,6 +33,7 @@ from .options import (
     flag_name,
     kind,
 )
+from .settings.train import ModelConfig, TrainConfig, TrainRun, config_fields, preset_values
 
 EXAMPLES = """examples:
   charwise demo                                   # the chapter's whole pipeline in < 1 minute
@@ -316,9 +309,9 @@ def _pack_parser(sub) -> None:
 
 
 def cmd_train(a) -> int:
-    from .config import merge_cli
-    from .rundir import check_run_dir, check_run_start
-    from .runlock import lock_run
+    from .runs.rundir import check_run_dir, check_run_start
+    from .runs.runlock import lock_run
+    from .settings.train import merge_cli
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
         from .training.tblog import require_tensorboard
@@ -344,7 +337,7 @@ def cmd_train(a) -> int:
 
 
 def cmd_prepare(a) -> int:
-    from .prepare import prepare, summary_line, unescape, verify
+    from .data.prepare import prepare, summary_line, unescape, verify
     if a.verify is not None:
         if a.corpus or a.out:
             raise CharwiseError("prepare --verify DIR takes no inputs and no --out")
@@ -368,7 +361,7 @@ def cmd_sample(a) -> int:
 
 def cmd_eval(a) -> int:
     from .api import evaluate
-    from .samplecmd import eval_summary
+    from .generation.command import eval_summary
     res = evaluate(a.run_dir, a.textfile, EvalOptions.from_args(a))
     print(json.dumps(res) if a.json else eval_summary(res))
     return 0
@@ -401,26 +394,26 @@ def cmd_gradcheck(a) -> int:
 
 
 def cmd_info(a) -> int:
-    from .info import describe, format_info
+    from .runs.runinfo import describe, format_info
     d = describe(a.run_dir)
     print(json.dumps(d, ensure_ascii=False) if a.json else format_info(d))
     return 0
 
 
 def cmd_export(a) -> int:
-    from .export import export, summary_line
+    from .exporting.onnx import export, summary_line
     print(summary_line(export(a.run_dir, out=a.out, options=ExportOptions.from_args(a))))
     return 0
 
 
 def cmd_pack(a) -> int:
-    from .pack import pack, summary_line
+    from .packing import pack, summary_line
     print(summary_line(pack(a.run_dir, a.out, PackOptions.from_args(a))))
     return 0
 
 
 def cmd_serve(a) -> int:
-    from .serve import serve
+    from .server import serve
     serve(a.run_dir, ServeOptions.from_args(a))
     return 0
 

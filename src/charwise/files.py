@@ -19,7 +19,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .options import CharwiseError
+from .errors import CharwiseError
 
 # What the files a run keeps may hold, declared here for every reader (rundir, bundled, plots).
 MAX_JSON_BYTES = 64 << 20          # a run.json or prepared.json larger than this is not ours

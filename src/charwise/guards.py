@@ -19,8 +19,8 @@ import stat
 import time
 from pathlib import Path
 
-from .bundled import RUN_JSON
-from .config import CharwiseError
+from .errors import CharwiseError
+from .runs.bundled import RUN_JSON
 
 MAX_JSON_DEPTH = 64                 # run.json is 4 deep; this is for foreign or tampered files
 RUN_FILES = ("run.json", "model.safetensors", "last.safetensors", "metrics.jsonl", "config.toml",

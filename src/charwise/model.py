@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .settings.train import ModelConfig
 
 State = tuple[torch.Tensor, ...]
 

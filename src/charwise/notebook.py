@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 # The core modules this view is drawn from (one place to change if they move).
-from .config import CharwiseError
-from .evaluate import LN2
+from .errors import CharwiseError
 from .inspect import analysis as A
 from .inspect import neurons as N
 from .inspect.plots import curve_figure, heatmap_figure, moving_average, per_char_figure, read_metrics
+from .scoring import LN2
 
 __all__ = ["Run", "open_run", "compare_curves", "Samples", "Neurons", "HTML"]
 

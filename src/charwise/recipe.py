@@ -31,8 +31,9 @@ from typing import Any, Callable
 
 import torch
 
-from .config import AUTO_SMALL_BYTES, PRESETS, CharwiseError, ModelConfig, TrainConfig
+from .errors import CharwiseError
 from .hardware import cpu_class
+from .settings.train import AUTO_SMALL_BYTES, PRESETS, ModelConfig, TrainConfig
 from .threads import usable_cpus
 
 BASE_COVERAGE = 0.99          # share of the text's characters base must know to fine-tune it
@@ -126,9 +127,9 @@ def _scratch_only(overrides: dict) -> str:
 def base_coverage(path, encoding: str = "utf-8") -> float | None:
     """The share of the text's characters (its first COVERAGE_SAMPLE) that base's vocabulary
     has; None where the text cannot be read (the corpus check then says why)."""
-    from . import bundled
-    from .data import iter_text_chunks
-    from .rundir import read_run
+    from .data.corpus import iter_text_chunks
+    from .runs import bundled
+    from .runs.rundir import read_run
     try:
         known = set(read_run(bundled.models_root() / "base")["vocab"])
         seen = covered = 0
@@ -184,8 +185,8 @@ def _steps(chars_per_s: float, budget: float, batch: int, seq: int) -> int:
 def train_speed(cfg: ModelConfig, batch: int, seq: int, precision: str, device: torch.device) -> float:
     """Characters per second of this shape's training step here (forward, backward, AdamW), on
     random windows: PROBE_STEPS timed after one untimed warm-up."""
-    from .evaluate import autocast
     from .model import CharRNN
+    from .scoring import autocast
     rng_state = torch.random.get_rng_state()          # the run's seeded draws stay as they were
     try:
         net = CharRNN(cfg).to(device)

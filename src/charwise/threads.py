@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .config import CharwiseError
+from .errors import CharwiseError
 from .reference._blas import _openblas_controls
 
 

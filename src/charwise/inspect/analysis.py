@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import transfer
-from ..config import CharwiseError
-from ..data import Vocab, prepare_corpus, read_text
-from ..evaluate import LN2, token_losses
-from ..rundir import CACHE
+from ..data.corpus import Vocab, prepare_corpus, read_text
+from ..errors import CharwiseError
+from ..runs import transfer
+from ..runs.rundir import CACHE
+from ..scoring import LN2, token_losses
 
 SPEC_SENTENCE = "Mr Bennet replied that he had not."      # the chapter's heatmap sentence
 SPEC_PRIME = "Mr Bennet"                                    # the chapter's sampling prime

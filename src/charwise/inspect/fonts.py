@@ -19,7 +19,7 @@ import os
 import warnings
 from typing import Iterable, Iterator
 
-from ..config import CharwiseWarning
+from ..errors import CharwiseWarning
 
 # Tried first, in this order; every other installed font comes after them.
 PREFERRED = ("DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC",

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import CharwiseError
-from ..data import Vocab, _codepoints
-from ..evaluate import fp32_flags, recurrence_threads
-from ..sample import FusedLSTMStep
+from ..data.corpus import Vocab, _codepoints
+from ..errors import CharwiseError
+from ..generation.charmodel import FusedLSTMStep
+from ..scoring import fp32_flags, recurrence_threads
 
 
 @torch.inference_mode()

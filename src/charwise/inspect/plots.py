@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import CharwiseError
-from ..evaluate import LN2
+from ..errors import CharwiseError
 from ..files import MAX_METRICS_BYTES, read_utf8
 from ..guards import check_metric_record, check_out_path
-from ..options import PlotOptions
-from ..rundir import CURVE, METRICS, atomic_writer, check_run_dir
+from ..runs.rundir import CURVE, METRICS, atomic_writer, check_run_dir
+from ..scoring import LN2
+from ..settings.options import PlotOptions
 from . import fonts
 from .analysis import visible
 

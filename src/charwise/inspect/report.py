@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import CharwiseError
-from ..evaluate import eval_precision
+from ..errors import CharwiseError
+from ..generation.charmodel import load
 from ..guards import check_out_path, check_own_run, check_utf8_path
-from ..options import AnalyzeOptions
-from ..rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, default_out, read_run
-from ..sample import load
+from ..runs.rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, default_out, read_run
+from ..scoring import eval_precision
+from ..settings.options import AnalyzeOptions
 from ..threads import check_threads
 from . import analysis as A
 from . import neurons as N

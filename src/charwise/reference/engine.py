@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import ModelConfig   # plain dataclasses, no torch dependency
+from ..settings.train import ModelConfig  # plain dataclasses, no torch dependency
 from ._blas import one_blas_thread
 from .cells import CELLS
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..config import CharwiseError
+from ..errors import CharwiseError
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import progress as show
-from ..config import CharwiseError
+from ..errors import CharwiseError
 
 Trainer = Any        # the training.loop.Trainer (not imported: the loop imports this module)
 
@@ -99,7 +99,7 @@ def sample_line(trainer: Trainer) -> str:
     """SAMPLE_CHARS characters of the model's text at SAMPLE_TEMPERATURE from SAMPLE_SEED (the
     same draws at every evaluation, so the lines show the model change, not the dice), on one
     line. Sampling has its own random generator: the run's are untouched."""
-    from ..sample import CharModel
+    from ..generation.charmodel import CharModel
     net = trainer.model
     was = net.training
     net.eval()

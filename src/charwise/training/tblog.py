@@ -15,10 +15,10 @@ import importlib.util
 import time
 from pathlib import Path
 
-from ..config import CharwiseError
-from ..evaluate import LN2
-from ..rundir import TB_DIR
-from ..sample import CharModel
+from ..errors import CharwiseError
+from ..generation.charmodel import CharModel
+from ..runs.rundir import TB_DIR
+from ..scoring import LN2
 
 SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED = 240, 0.8, 0
 _RATE_EVERY = 10

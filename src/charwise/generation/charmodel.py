@@ -25,24 +25,20 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from . import hardware
-from .beam import beam_search, check_beam
-from .bounds import check_inference, expected_shapes
-from .bundled import sha256_file
-from .bytevocab import ByteVocab
-from .config import CharwiseError, ModelConfig, build
-from .data import AnyVocab, vocab_from_info
-from .evaluate import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device
-from .generate import Generation, run
-from .guards import check_finite
-from .lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
-from .model import CharRNN
-from .options import GREEDY_BELOW, MAX_SEED
-from .prime import fit_prime
-from .quant import Int8Matrix
-from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, run_json_path, tensor_shapes
-from .stops import parse_stops
-from .threads import (
+from .. import hardware
+from ..bounds import check_inference, expected_shapes
+from ..data.bytevocab import ByteVocab
+from ..data.corpus import AnyVocab, vocab_from_info
+from ..data.lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
+from ..errors import CharwiseError
+from ..guards import check_finite
+from ..model import CharRNN
+from ..runs.bundled import sha256_file
+from ..runs.rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, run_json_path, tensor_shapes
+from ..scoring import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device
+from ..settings.options import GREEDY_BELOW, MAX_SEED
+from ..settings.train import ModelConfig, build
+from ..threads import (
     ThreadPolicy,
     check_threads,
     get_blas_threads,
@@ -50,6 +46,11 @@ from .threads import (
     set_blas_threads,
     set_torch_threads,
 )
+from .beam import beam_search, check_beam
+from .loop import Generation, run
+from .prime import fit_prime
+from .quant import Int8Matrix
+from .stops import parse_stops
 
 MAX_CHARS = 10_000_000
 PRIME_LOGITS_BUDGET = 1 << 22      # logit values per priming call (16 MB in fp32)

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .bundled import corpus_path as bundled_corpus_path  # noqa: F401  (its old home)
-from .bundled import sha256_file
+from ..errors import CharwiseError
+from ..runs.bundled import corpus_path as bundled_corpus_path
+from ..runs.bundled import sha256_file
+from ..runs.rundir import atomic_write_json, atomic_writer, read_json
+from ..settings.options import check_encoding
 from .bytevocab import ByteVocab, CharDecoder
-from .config import CharwiseError
-from .options import check_encoding
-from .rundir import atomic_write_json, atomic_writer, read_json
 
 CHUNK_BYTES = 1 << 24            # 16 MiB of text per chunk: fast, and bounded memory
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .config import CharwiseError
-from .generate import take_rows
+from ..errors import CharwiseError
+from .loop import take_rows
 
 MAX_BEAM = 64
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .config import ModelConfig, TrainConfig, config_fields
+from ..settings.train import ModelConfig, TrainConfig, config_fields
 from .rundir import BEST, LAST, check_run_dir, read_run
 
 

@@ -46,13 +46,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import CharwiseError
-from .data import UnknownChars
+from .data.corpus import UnknownChars
+from .errors import CharwiseError
+from .generation.charmodel import filter_probs, load
+from .generation.stops import StopMatcher, parse_stops
 from .guards import json_depth_ok
-from .info import describe
-from .options import MAX_SEED, ServeOptions
-from .sample import filter_probs, load
-from .stops import StopMatcher, parse_stops
+from .runs.runinfo import describe
+from .settings.options import MAX_SEED, ServeOptions
 from .threads import check_threads
 
 MAX_BODY = 16 << 10

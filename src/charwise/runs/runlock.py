@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from .config import CharwiseError
+from ..errors import CharwiseError
 
 LOCK = ".lock"
 

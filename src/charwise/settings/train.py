@@ -24,19 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import read_utf8
-
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
-from .options import (
-    CharwiseError,
-    CharwiseWarning,  # noqa: F401  (imported from here too)
-    _f,
-    build,
-    check_value,
-    config_fields,
-    encoding_opt,
-    seed_opt,
-)
+from ..errors import CharwiseError
+from ..files import read_utf8
+from .options import _f, build, check_value, config_fields, encoding_opt, seed_opt
 
 
 @dataclass(frozen=True)

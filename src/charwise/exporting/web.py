@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .config import CharwiseError
-from .guards import check_out_path
-from .inspect.analysis import analysis_text
-from .options import GREEDY_BELOW
-from .quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
-from .rundir import atomic_write_bytes, check_run_dir, default_out
-from .sample import CharModel, load
+from .._version import __version__
+from ..errors import CharwiseError
+from ..generation.charmodel import CharModel, load
+from ..generation.quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
+from ..guards import check_out_path
+from ..inspect.analysis import analysis_text
+from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out
+from ..settings.options import GREEDY_BELOW
 
 QUANTIZE = ("none", "fp16", "int8")
 # Default refusal threshold (nats/char) for a quantized export: the int8 target. fp16

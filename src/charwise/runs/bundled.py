@@ -19,8 +19,8 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from .config import CharwiseError
-from .files import MAX_WEIGHTS_BYTES, open_regular, read_utf8
+from ..errors import CharwiseError
+from ..files import MAX_WEIGHTS_BYTES, open_regular, read_utf8
 
 NAMES = ("base",)
 WEIGHTS = "model.safetensors"           # the run-directory file names (kept literal: no imports)

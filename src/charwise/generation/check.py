@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .config import CharwiseError
-from .sample import CharModel
+from ..errors import CharwiseError
+from .charmodel import CharModel
 
 
 def greedy_agreement(model: CharModel, prime: str, n: int, precision: str = "int8") -> int:

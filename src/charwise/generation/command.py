@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import TextIO
 
+from ..errors import CharwiseError
 from .beam import check_beam
-from .config import CharwiseError
-from .generate import Generation
-from .sample import CharModel, check_precision, check_sampling_args, make_step
+from .charmodel import CharModel, check_precision, check_sampling_args, make_step
+from .loop import Generation
 from .stops import parse_stops
 
 LN2 = math.log(2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import CharwiseError
+from ..errors import CharwiseError
 
 END = 256                      # the end-of-item symbol's id
 SIZE = 257                     # 256 bytes + END

@@ -16,11 +16,11 @@ import json
 import math
 from pathlib import Path
 
-from . import bundled
-from .config import CharwiseError
+from .errors import CharwiseError
+from .generation.charmodel import load_model
 from .guards import check_out_path
-from .options import PackOptions
-from .rundir import (
+from .runs import bundled
+from .runs.rundir import (
     FORMAT_VERSION,
     PACK_CARD,
     PACK_KEY,
@@ -31,7 +31,7 @@ from .rundir import (
     check_run_dir,
     read_run,
 )
-from .sample import load_model
+from .settings.options import PackOptions
 
 
 def model_card(info: dict, name: str, which: str) -> dict:

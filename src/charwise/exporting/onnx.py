@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .config import CharwiseError
-from .guards import check_out_path
+from .._version import __version__
+from ..errors import CharwiseError
+from ..generation.charmodel import load
+from ..guards import check_out_path
+from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out, read_run
+from ..settings.options import ExportOptions
 from .onnxquant import quantize_proto
-from .options import ExportOptions
-from .rundir import atomic_write_bytes, check_run_dir, default_out, read_run
-from .sample import load
-from .webexport import (
+from .web import (
     DEFAULT_MAX_LOSS_INCREASE,
     check_quantize,
     check_text,
@@ -43,7 +43,7 @@ from .webexport import (
     refuse_if_worse,
     torch_loss,
 )
-from .webexport import summary_line as web_summary_line
+from .web import summary_line as web_summary_line
 
 MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
 

@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .config import CharwiseError
+from ..errors import CharwiseError
 
 
 def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

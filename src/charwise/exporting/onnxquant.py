@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CharwiseError
+from ..errors import CharwiseError
 
 
 def to_fp16_storage(proto) -> None:

@@ -11,7 +11,7 @@ as the prime is what was used.
 """
 from __future__ import annotations
 
-from .config import CharwiseError
+from ..errors import CharwiseError
 
 # straight -> (opening, closing) curly forms
 CURLY = {'"': ("\u201c", "\u201d"), "'": ("\u2018", "\u2019")}

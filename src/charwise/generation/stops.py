@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
-from .config import CharwiseError
+from ..errors import CharwiseError
 
 MAX_STOPS = 16
 MAX_STOP_CHARS = 256

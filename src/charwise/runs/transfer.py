@@ -32,10 +32,11 @@ import numpy as np
 import torch
 
 from . import bundled
-from .config import CharwiseError, ModelConfig
-from .data import Corpus, Vocab
+from ..errors import CharwiseError
+from ..settings.train import ModelConfig
+from ..data.corpus import Corpus, Vocab
 from .rundir import BEST, LAST
-from .sample import load_model
+from ..generation.charmodel import load_model
 
 # Settings that fix the weights' shapes: SOURCE decides them, a flag may only repeat them.
 SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers")

@@ -22,11 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bundled import sha256_file
+from ..errors import CharwiseError
+from ..runs.bundled import corpus_path as bundled_corpus_path
+from ..runs.bundled import sha256_file
+from ..scoring import LN2, fp32_flags
 from .bytevocab import ByteVocab
-from .config import CharwiseError
-from .data import AnyVocab, Vocab, bundled_corpus_path, check_text_file, read_text
-from .evaluate import LN2, fp32_flags
+from .corpus import AnyVocab, Vocab, check_text_file, read_text
 
 IGNORE = -100                  # target id of padding: F.cross_entropy skips it by default
 HINT_MAX_BYTES = 50 << 20     # look for a list (to suggest line mode) only in texts up to this

@@ -14,11 +14,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .bytevocab import per_char_losses
-from .config import CharwiseError, ModelConfig
+from .data.bytevocab import per_char_losses
+from .errors import CharwiseError
 from .hardware import cpu_has_fast_bf16, why_no_bf16
 from .model import CharRNN
-from .options import DEVICES
+from .settings.options import DEVICES
+from .settings.train import ModelConfig
 from .threads import ThreadPolicy, check_threads, policy_for
 
 LN2 = math.log(2)

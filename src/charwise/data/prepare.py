@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data
-from .bundled import sha256_file
-from .config import CharwiseError
-from .data import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
-from .data import PREPARED_VERSION as FORMAT_VERSION
-from .guards import check_own_run, check_utf8_path
-from .options import PrepareOptions
-from .rundir import atomic_write_json, atomic_writer, check_run_start, read_json
-from .runlock import RunLock
+from ..errors import CharwiseError
+from ..guards import check_own_run, check_utf8_path
+from ..runs.bundled import sha256_file
+from ..runs.rundir import atomic_write_json, atomic_writer, check_run_start, read_json
+from ..runs.runlock import RunLock
+from ..settings.options import PrepareOptions
+from . import corpus as data
+from .corpus import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
+from .corpus import PREPARED_VERSION as FORMAT_VERSION
 
 _MAX_CP = 0x110000              # every code point (and surrogate) is below this
 

@@ -24,35 +24,33 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import __version__, bounds, recipe, rundir, transfer
+from .. import bounds, recipe
+from .._version import __version__
 from ..budget import TimeBudget, resume_note, time_sample
 from ..budget import progress as budget_progress
-from ..bundled import sha256_file
-from ..bytevocab import ByteVocab
-from ..config import (
-    BUDGETS,
-    INIT_FROM_AND_RESUME,
-    PRESETS,
-    SCRATCH,
-    CharwiseError,
-    ModelConfig,
-    TrainConfig,
-    build,
-    check_value,
-    resolve,
-)
-from ..data import (
+from ..data.bytevocab import ByteVocab
+from ..data.corpus import (
     Corpus,
     StreamBatches,
     Vocab,
-    bundled_corpus_path,
     check_text_file,
     load_prepared,
     prepare_corpus,
     token_counts,
     vocab_record,
 )
-from ..evaluate import (
+from ..data.lines import ItemBatches, evaluate_items, line_mode_hint, prepare_items
+from ..errors import CharwiseError
+from ..guards import clean_orphans
+from ..model import CharRNN, detach_state
+from ..reference import CharLSTM as NumpyCharLSTM
+from ..reference import ReferenceTrainer
+from ..runs import rundir, transfer
+from ..runs.bundled import corpus_path as bundled_corpus_path
+from ..runs.bundled import sha256_file
+from ..runs.rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
+from ..runs.runlock import lock_run
+from ..scoring import (
     LN2,
     autocast,
     evaluate_bytes,
@@ -62,13 +60,17 @@ from ..evaluate import (
     pick_precision,
     recurrence_precision,
 )
-from ..guards import clean_orphans
-from ..lines import ItemBatches, evaluate_items, line_mode_hint, prepare_items
-from ..model import CharRNN, detach_state
-from ..reference import CharLSTM as NumpyCharLSTM
-from ..reference import ReferenceTrainer
-from ..rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
-from ..runlock import lock_run
+from ..settings.train import (
+    BUDGETS,
+    INIT_FROM_AND_RESUME,
+    PRESETS,
+    SCRATCH,
+    ModelConfig,
+    TrainConfig,
+    build,
+    check_value,
+    resolve,
+)
 from ..threads import ThreadPolicy, policy_for, usable_cpus
 from . import distributed, hooks
 from .tblog import open_logger

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import bundled
-from .config import CharwiseError, config_text
-from .files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, open_regular, read_utf8
-from .guards import (
+from ..errors import CharwiseError
+from ..settings.train import config_text
+from ..files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, open_regular, read_utf8
+from ..guards import (
     check_best,
     check_char_counts,
     check_history,

@@ -1,0 +1,1 @@
+"""Text in, tokens out: vocabularies (characters, bytes), corpora, line mode, prepare."""

@@ -1,0 +1,1 @@
+"""Text out: sampling parameters, step engines, the sampling loop, beam search, stops, primes."""
