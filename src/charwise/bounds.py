@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .cells import CELLS
 from .errors import CharwiseError
 from .settings.train import ModelConfig
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 FLOAT = 4
 SLACK = 256 << 20              # the interpreter, torch and NumPy themselves
 EVAL_LOGITS = 1 << 22          # logit values scored at once in evaluation (evaluate.LOGITS_BUDGET)
@@ -28,7 +28,7 @@ EVAL_LOGITS = 1 << 22          # logit values scored at once in evaluation (eval
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Parameter name -> shape of the torch model `cfg` builds, computed without building it."""
-    V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, GATES[cfg.cell]
+    V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, CELLS[cfg.cell].gates
     shapes: dict[str, tuple[int, ...]] = {"embed.weight": (V, E)}
     for k in range(L):
         shapes[f"rnn.weight_ih_l{k}"] = (G * H, E if k == 0 else H)
@@ -43,7 +43,7 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 def parameter_count(cfg: ModelConfig) -> int:
     """Exact, in Python integers (no overflow however large the config)."""
     V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
-                     GATES[cfg.cell])
+                     CELLS[cfg.cell].gates)
     rnn = G * H * (E + H + 2) + (L - 1) * G * H * (2 * H + 2)
     return V * E + rnn + H * V + V
 
@@ -53,7 +53,7 @@ def training_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     their log-softmax and gradient (3 x B x T x V), and per layer the gates and states kept for
     the backward pass."""
     V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
-                     GATES[cfg.cell])
+                     CELLS[cfg.cell].gates)
     n = batch_size * seq_len
     acts = n * (3 * V + E + L * (G + 3) * H)
     return FLOAT * (4 * parameter_count(cfg) + acts) + SLACK
@@ -154,11 +154,11 @@ GRADCHECK_WORK = 10 ** 12
 def gradcheck_entries(cfg: ModelConfig, batch_size: int, max_entries: int | None) -> int:
     """Entries a gradcheck perturbs: every entry of every parameter array and initial-state
     array, or at most `max_entries` of each; counted from the shapes, nothing built."""
-    V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, GATES[cfg.cell]
+    V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, CELLS[cfg.cell].gates
     m = max_entries if max_entries is not None else max(V * E, V * H, G * H * max(E, H), L * batch_size * H)
     first = min(G * H * E, m) + min(G * H * H, m) + 2 * min(G * H, m)
     later = (L - 1) * (min(G * H * H, m) * 2 + 2 * min(G * H, m))
-    states = (2 if cfg.cell == "lstm" else 1) * min(L * batch_size * H, m)
+    states = CELLS[cfg.cell].state_arity * min(L * batch_size * H, m)
     return min(V * E, m) + first + later + min(V * H, m) + min(V, m) + states
 
 

@@ -19,12 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cells import cell
 from .settings.train import ModelConfig
 
 State = tuple[torch.Tensor, ...]
-
-_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
 
 class CharRNN(nn.Module):
     """Character language model: an LSTM, GRU or vanilla-RNN core (`cfg.cell`)."""
@@ -37,7 +35,7 @@ class CharRNN(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)
         # nn.LSTM applies dropout between layers only; we add it on the embedding output and
         # before the head as well, which is where a 1-layer model needs it.
-        self.rnn = _CELLS[cfg.cell](
+        self.rnn = getattr(nn, cell(cfg.cell).torch)(
             cfg.embed_dim, cfg.hidden_size, num_layers=cfg.layers, batch_first=True,
             dropout=cfg.dropout if cfg.layers > 1 else 0.0,
         )
@@ -69,7 +67,7 @@ class CharRNN(nn.Module):
 
     def zero_state(self, batch_size: int, device=None, dtype=torch.float32) -> State:
         shape = (self.cfg.layers, batch_size, self.cfg.hidden_size)
-        n = 2 if self.cfg.cell == "lstm" else 1
+        n = cell(self.cfg.cell).state_arity
         return tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in range(n))
 
     def forward(self, x: torch.Tensor, state: State | None = None,

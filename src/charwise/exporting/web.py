@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..cells import CELLS
 from ..errors import CharwiseError
 from ..generation.charmodel import CharModel, load
 from ..generation.quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
@@ -232,7 +233,7 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
     """(the page's HTML, bytes of quantized weights in it)."""
     net, vocab, info = model.net, model.vocab, model.info
     cfg = net.cfg
-    if cfg.cell not in ("lstm", "gru", "rnn"):
+    if cfg.cell not in CELLS:
         raise CharwiseError(f"the web export does not know the cell {cfg.cell!r}")
     if getattr(net.rnn, "nonlinearity", "tanh") != "tanh":
         raise CharwiseError("the web export runs tanh RNNs only")
@@ -241,7 +242,7 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
     best = info.get("best") or {}
     desc = {
         "format": 1, "charwise": __version__, "run": run_name, "cell": cfg.cell,
-        "layers": cfg.layers, "hidden": cfg.hidden_size, "embed": cfg.embed_dim,
+        "gates": CELLS[cfg.cell].gates, "layers": cfg.layers, "hidden": cfg.hidden_size, "embed": cfg.embed_dim,
         "vocab": list(vocab.chars), "quantize": quantize, "tensors": table,
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "char_counts": info.get("char_counts"),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cells import CELLS
 from ..data.corpus import Vocab, _codepoints
 from ..errors import CharwiseError
 from ..generation.charmodel import FusedLSTMStep
@@ -31,7 +32,7 @@ def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
     layer = layer + cfg.layers if layer < 0 else layer
     if kind not in ("h", "c"):
         raise CharwiseError(f"--state must be h or c, got {kind!r}")
-    if kind == "c" and cfg.cell != "lstm":
+    if kind not in CELLS[cfg.cell].state:
         raise CharwiseError(f"--state c: a {cfg.cell.upper()} has no cell state (use h)")
     dev = next(net.parameters()).device
     if kind == "c":

@@ -199,9 +199,9 @@ def rnn_backward(dhs, dsT, cache, p):
     return dX, (dh_next,), dp
 
 
-# name -> (gates per unit G, number of state arrays, forward, backward)
+# name -> (forward, backward); each cell's gate count and state arity are charwise.cells's
 CELLS = {
-    "lstm": (4, 2, lstm_forward, lstm_backward),
-    "gru": (3, 1, gru_forward, gru_backward),
-    "rnn": (1, 1, rnn_forward, rnn_backward),
+    "lstm": (lstm_forward, lstm_backward),
+    "gru": (gru_forward, gru_backward),
+    "rnn": (rnn_forward, rnn_backward),
 }

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..settings.train import ModelConfig  # plain dataclasses, no torch dependency
 from ._blas import one_blas_thread
+from ..cells import CELLS as REGISTRY
 from .cells import CELLS
 
 State = tuple  # tuple of (L, B, H) arrays: (h, c) for an LSTM, (h,) for a GRU / RNN
@@ -43,7 +44,8 @@ class CharLSTM:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, not {self.dtype}")
-        self.G, self.n_state, self._fwd, self._bwd = CELLS[cfg.cell]
+        self.G, self.n_state = REGISTRY[cfg.cell].gates, REGISTRY[cfg.cell].state_arity
+        self._fwd, self._bwd = CELLS[cfg.cell]
         self.params: dict[str, np.ndarray] = {}
         self.init_params(seed)
 
@@ -103,7 +105,7 @@ class CharLSTM:
         """Build a model whose sizes and cell are read off a state dict, then load it."""
         V, E = np.shape(sd["embed.weight"])
         GH, H = np.shape(sd["rnn.weight_hh_l0"])
-        cell = {4: "lstm", 3: "gru", 1: "rnn"}[GH // H]
+        cell = next(c.name for c in REGISTRY.values() if c.gates == GH // H)
         layers = sum(1 for k in sd if k.startswith("rnn.weight_hh_l"))
         model = cls(ModelConfig(cell=cell, embed_dim=E, hidden_size=H, layers=layers,
                                 vocab_size=V), dtype=dtype)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import bundled
+from ..cells import CELLS
 from ..errors import CharwiseError
 from ..settings.train import config_text
 from ..files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, open_regular, read_utf8
@@ -320,7 +321,7 @@ def restore(out: Path, model, opt, np_rng, device, rank: int = 0, rows: slice | 
                        [tuple(p.shape) for g in opt.param_groups for p in g["params"]],
                        {k: tuple(v.shape) for k, v in model.state_dict().items()},
                        (cfg.layers, batch_size or saved_b, cfg.hidden_size),
-                       2 if cfg.cell == "lstm" else 1, torch.get_rng_state().numel())
+                       CELLS[cfg.cell].state_arity, torch.get_rng_state().numel())
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model/")})
     osd = opt.state_dict()
     osd["state"] = {}

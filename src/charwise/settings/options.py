@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from ..cells import NAMES as CELL_NAMES
 from ..errors import CharwiseError
 
 # ----------------------------------------------------------------------------- declaring settings
@@ -379,7 +380,7 @@ class PlotOptions(Options):
 @dataclass(frozen=True)
 class GradcheckOptions(Options):
     command: ClassVar[str] = "gradcheck"
-    cell: str = _f("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    cell: str = _f("lstm", "recurrent cell", choices=CELL_NAMES)
     layers: int = _f(1, "stacked layers", min=1)
     vocab: int = _f(7, "vocabulary size V", min=1)
     embed: int = _f(5, "embedding size E", min=1)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# CharwiseError is imported from here everywhere (its usual home); options.py defines it.
+from ..cells import NAMES as CELL_NAMES
 from ..errors import CharwiseError
 from ..files import read_utf8
 from .options import _f, build, check_value, config_fields, encoding_opt, seed_opt
@@ -32,7 +32,7 @@ from .options import _f, build, check_value, config_fields, encoding_opt, seed_o
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = _f("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    cell: str = _f("lstm", "recurrent cell", choices=CELL_NAMES)
     embed_dim: int = _f(32, "character embedding size", min=1)
     hidden_size: int = _f(128, "hidden units per layer", min=1)
     layers: int = _f(1, "number of stacked recurrent layers", min=1)

@@ -122,11 +122,35 @@
     return { engine: "WebAssembly SIMD", fns };
   }
 
+  // One layer's state update per cell (charwise.cells lists these names): gi = W_ih x + b_ih and
+  // gh = W_hh h + b_hh, each G*H long in torch's gate order; h (and c) updated in place.
+  const CELL_UPDATES = {
+    lstm(gi, gh, H, h, c) {
+      for (let j = 0; j < H; j++) {
+        const i = sigmoid(gi[j] + gh[j]), f = sigmoid(gi[H + j] + gh[H + j]);
+        const g = Math.tanh(gi[2 * H + j] + gh[2 * H + j]), o = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
+        c[j] = f * c[j] + i * g;
+        h[j] = o * Math.tanh(c[j]);
+      }
+    },
+    gru(gi, gh, H, h) {
+      for (let j = 0; j < H; j++) {
+        const r = sigmoid(gi[j] + gh[j]), z = sigmoid(gi[H + j] + gh[H + j]);
+        const n = Math.tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+        h[j] = (1 - z) * n + z * h[j];
+      }
+    },
+    rnn(gi, gh, H, h) {
+      for (let j = 0; j < H; j++) h[j] = Math.tanh(gi[j] + gh[j]);
+    },
+  };
+
   class Model {
     constructor(desc, T) {
       this.desc = desc;
       const cell = desc.cell, L = desc.layers, H = desc.hidden, E = desc.embed;
-      const V = desc.vocab.length, G = { lstm: 4, gru: 3, rnn: 1 }[cell];
+      const V = desc.vocab.length, G = desc.gates;          // charwise.cells's gate count
+      if (!CELL_UPDATES[cell]) throw new Error("this page cannot step a " + cell);
       Object.assign(this, { cell, L, H, E, V, G });
       this.wih = []; this.whh = []; this.bih = []; this.bhh = [];
       for (let k = 0; k < L; k++) {
@@ -161,7 +185,7 @@
       const s = { h: [], c: [] };
       for (let k = 0; k < this.L; k++) {
         s.h.push(new Float64Array(this.H));
-        if (this.cell === "lstm") s.c.push(new Float64Array(this.H));
+        if (this.cell === "lstm") s.c.push(new Float64Array(this.H));   // the cell state
       }
       return s;
     }
@@ -175,23 +199,7 @@
         gh.set(this.bhh[k]);
         const h = s.h[k];
         this.mvHH[k](h, gh);
-        if (cell === "lstm") {
-          const c = s.c[k];
-          for (let j = 0; j < H; j++) {
-            const i = sigmoid(gi[j] + gh[j]), f = sigmoid(gi[H + j] + gh[H + j]);
-            const g = Math.tanh(gi[2 * H + j] + gh[2 * H + j]), o = sigmoid(gi[3 * H + j] + gh[3 * H + j]);
-            c[j] = f * c[j] + i * g;
-            h[j] = o * Math.tanh(c[j]);
-          }
-        } else if (cell === "gru") {
-          for (let j = 0; j < H; j++) {
-            const r = sigmoid(gi[j] + gh[j]), z = sigmoid(gi[H + j] + gh[H + j]);
-            const n = Math.tanh(gi[2 * H + j] + r * gh[2 * H + j]);
-            h[j] = (1 - z) * n + z * h[j];
-          }
-        } else {
-          for (let j = 0; j < H; j++) h[j] = Math.tanh(gi[j] + gh[j]);
-        }
+        CELL_UPDATES[cell](gi, gh, H, h, s.c[k]);
         inp = h;
       }
       this.logits.set(this.headB);

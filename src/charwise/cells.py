@@ -1,0 +1,50 @@
+"""The cell registry: every recurrent cell charwise knows, declared once (torch-free).
+
+A cell's facts (its gate count, the names of its state tensors) live here and nowhere else:
+`--cell`'s choices, the torch model, the memory and shape checks (bounds.py), checkpoints'
+state arity (runs/rundir.py), the ONNX and web exports and the NumPy reference read them from
+this table.
+
+Adding a cell type touches this table plus one implementation per engine, each named below:
+
+    torch       model.py builds `torch.nn.<torch>` (a module with nn.LSTM's interface)
+    reference   reference/cells.py: `<name>_forward` and `<name>_backward` in float64 NumPy
+    fast_step   generation/steps.py: the class that steps it one character at a time when sampling
+                ("ModuleStep" = the torch module itself, a step at a time; no fused kernel)
+    js          static/web/page.js: the entry `<name>` of CELL_UPDATES (the web page's step)
+
+tests/test_cells.py fails when a registered cell lacks one of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str                   # the value of --cell
+    gates: int                  # G: rows of weight_ih / weight_hh per hidden unit
+    gate_names: tuple[str, ...]  # the G blocks of those rows, in torch's order
+    state: tuple[str, ...]      # the recurrent state tensors, each (L, B, H), in this order
+    torch: str                  # the torch.nn class of its recurrent core
+    fast_step: str              # the sampling step class in generation/steps.py
+
+    @property
+    def state_arity(self) -> int:
+        return len(self.state)
+
+
+CELLS: dict[str, Cell] = {c.name: c for c in (
+    Cell("lstm", 4, ("i", "f", "g", "o"), ("h", "c"), "LSTM", "FusedLSTMStep"),
+    Cell("gru", 3, ("r", "z", "n"), ("h",), "GRU", "ModuleStep"),
+    Cell("rnn", 1, ("a",), ("h",), "RNN", "ModuleStep"),
+)}
+NAMES = tuple(CELLS)            # --cell's choices, in the order the help lists them
+
+
+def cell(name: str) -> Cell:
+    """The registered cell `name` (KeyError names the choices)."""
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise KeyError(f"unknown cell {name!r} (choices: {', '.join(NAMES)})") from None
