@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 import charwise.scoring as ev
 from charwise.generation.charmodel import NumpyLSTMStep, make_step, step_kind
 from charwise.model import CharRNN
-from charwise.runs import rundir
+from charwise.runs import resume
 from charwise.settings.train import CharwiseError, ModelConfig, resolve
 from charwise.training import distributed, train
 from charwise.training.trainer import dropout_seed
@@ -161,13 +161,13 @@ def test_cuda_rng_state_is_restored_per_rank_and_only_on_a_gpu():
     cuda_rows = torch.arange(32, dtype=torch.uint8).reshape(2, 16)
     tensors = {"rng/torch": cpu_rows, "rng/cuda": cuda_rows}
     fake = FakeCuda()
-    rundir.restore_torch_rng(tensors, 1, torch.device("cuda", 1), cuda=fake)
+    resume.restore_torch_rng(tensors, 1, torch.device("cuda", 1), cuda=fake)
     assert torch.equal(torch.get_rng_state(), cpu_rows[1])
     assert len(fake.calls) == 1 and torch.equal(fake.calls[0][0], cuda_rows[1])
     assert fake.calls[0][1] == torch.device("cuda", 1)
     # a GPU run resumed on the CPU: its CUDA state is not used; a CPU checkpoint on a GPU: none
-    rundir.restore_torch_rng(tensors, 0, torch.device("cpu"), cuda=fake)
-    rundir.restore_torch_rng({"rng/torch": cpu_rows}, 0, CUDA, cuda=fake)
+    resume.restore_torch_rng(tensors, 0, torch.device("cpu"), cuda=fake)
+    resume.restore_torch_rng({"rng/torch": cpu_rows}, 0, CUDA, cuda=fake)
     assert len(fake.calls) == 1
     assert torch.equal(torch.get_rng_state(), cpu_rows[0])
 

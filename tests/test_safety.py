@@ -365,13 +365,13 @@ def test_orphaned_temp_files_are_cleaned_when_a_run_opens(tiny_run, capsys):
 def test_run_json_never_names_unwritten_best_weights(tmp_path, monkeypatch):
     from safetensors import safe_open
 
-    from charwise.runs import rundir
+    from charwise.runs import resume
     from charwise.settings.train import CharwiseError
     from charwise.training import train
 
     def disk_full(out, *a, **k):
         raise CharwiseError(f"{out / 'last.safetensors'}: disk full while writing; the previous file is intact")
-    monkeypatch.setattr(rundir, "save_last", disk_full)
+    monkeypatch.setattr(resume, "save_last", disk_full)
     run = tmp_path / "run"
     corpus = tmp_path / "a.txt"
     corpus.write_text(TEXT_A)

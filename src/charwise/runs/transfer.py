@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import bundled
-from ..errors import CharwiseError
-from ..settings.train import ModelConfig
 from ..data.corpus import Corpus, Vocab
-from .rundir import BEST, LAST
+from ..errors import CharwiseError
 from ..generation.charmodel import load_model
+from ..settings.train import ModelConfig
+from . import bundled
+from .rundir import BEST, LAST
 
 # Settings that fix the weights' shapes: SOURCE decides them, a flag may only repeat them.
 SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers")

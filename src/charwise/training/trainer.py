@@ -45,7 +45,7 @@ from ..guards import clean_orphans
 from ..model import CharRNN, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
-from ..runs import rundir, transfer
+from ..runs import resume, rundir, transfer
 from ..runs.bundled import corpus_path as bundled_corpus_path
 from ..runs.bundled import sha256_file
 from ..runs.rundir import BEST, CACHE, METRICS, RUN_FILES, read_run, save_tensors, write_run, write_run_config
@@ -490,7 +490,7 @@ class Trainer:
 
     def _restore(self) -> None:
         # last.safetensors is the one source of truth for a resume: run.json may be a write behind.
-        self.step, self.state, self.spent, meta = rundir.restore(
+        self.step, self.state, self.spent, meta = resume.restore(
             self.out, self.model, self.opt, self.np_rng, self.device, self.dist.rank, self.rows,
             self.tcfg.batch_size)
         self.best = meta["best"]
@@ -902,10 +902,10 @@ class Trainer:
         extra = {"best": self.best, "history": self.info["history"], "since_best": self.since_best,
                  "loss": self.loss, "faults": self.faults, "last_eval_step": self.last_eval_step,
                  "world_size": dist.world}
-        rundir.save_last(self.out, self.model, self.opt, full_state, rng, self.np_rng, self.step,
+        resume.save_last(self.out, self.model, self.opt, full_state, rng, self.np_rng, self.step,
                          self.elapsed(), extra, cuda_rng)
         if self.tcfg.keep:
-            rundir.keep_older(self.out, self.step, self.tcfg.keep)
+            resume.keep_older(self.out, self.step, self.tcfg.keep)
         write_run(self.out, self.info)
         self.budget.measured_save(time.perf_counter() - ts)
 
