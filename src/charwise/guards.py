@@ -18,6 +18,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import NoReturn, TypeGuard
 
 from .errors import CharwiseError
 from .runs.bundled import RUN_JSON
@@ -152,11 +153,11 @@ def clean_orphans(run_dir: str | os.PathLike, older_than: float = 0.0) -> list[P
 
 # ----------------------------------------------------------------------------- run records
 
-def _is_num(v) -> bool:
+def _is_num(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -224,7 +225,7 @@ def check_resume_state(path, tensors: dict, meta: dict, param_shapes: list[tuple
     import numpy as np
     import torch
 
-    def bad(what: str):
+    def bad(what: str) -> NoReturn:
         raise CharwiseError(f"{path}: {what}; cannot resume from it")
 
     if not isinstance(meta, dict):

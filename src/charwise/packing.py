@@ -33,6 +33,8 @@ from .runs.rundir import (
 )
 from .settings.options import PackOptions
 
+SPLITS = {"val": "validation split", "train": "training text (no validation split)"}
+
 
 def model_card(info: dict, name: str, which: str) -> dict:
     """What a reader of the file needs to know: the model, the text, the training, the loss."""
@@ -55,8 +57,7 @@ def model_card(info: dict, name: str, which: str) -> dict:
                      "stopped_because": info.get("stopped_because"), "device": info.get("device"),
                      "precision": info.get("precision"), "started_from": start.get("name"),
                      "charwise_version": info.get("charwise_version")},
-        "held_out": {"split": {"val": "validation split", "train": "training text (no "
-                               "validation split)"}.get(split, split),
+        "held_out": {"split": SPLITS.get(split, split) if isinstance(split, str) else split,
                      "step": scored.get("step") if scored else None,
                      "loss_nats_per_char": loss,
                      "bits_per_char": loss / math.log(2) if loss is not None else None},

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.corpus import Vocab, prepare_corpus, read_text
+from ..data.corpus import AnyVocab, Vocab, prepare_corpus, read_text
 from ..errors import CharwiseError
 from ..runs import transfer
 from ..runs.rundir import CACHE
@@ -64,7 +64,7 @@ def run_split(run_dir, info: dict) -> tuple[np.ndarray, np.ndarray]:
     return run_corpus(run_dir, info).split(float(info["train"].get("val_fraction", 0.0)))
 
 
-def analysis_text(run_dir, info: dict, vocab: Vocab, textfile=None, oov: str = "error",
+def analysis_text(run_dir, info: dict, vocab: AnyVocab, textfile=None, oov: str = "error",
                   encoding: str = "utf-8") -> Text:
     """TEXTFILE if given, else the run's validation split, else (the spec preset has
     val_fraction 0) its training text, with a note saying so."""
@@ -160,7 +160,7 @@ class CharTable:
         return "\n".join(lines) + "\n"
 
 
-def char_table(vocab: Vocab, ids: np.ndarray, losses: np.ndarray, correct: np.ndarray) -> CharTable:
+def char_table(vocab: AnyVocab, ids: np.ndarray, losses: np.ndarray, correct: np.ndarray) -> CharTable:
     y = np.asarray(ids[1:], dtype=np.int64)                        # (n-1,) targets
     V = len(vocab)
     count = np.bincount(y, minlength=V)

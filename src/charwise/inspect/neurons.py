@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..cells import CELLS
-from ..data.corpus import Vocab, _codepoints
+from ..data.corpus import AnyVocab, _codepoints
 from ..errors import CharwiseError
 from ..generation.charmodel import FusedLSTMStep
 from ..scoring import fp32_flags, recurrence_threads
@@ -65,7 +65,7 @@ def cluster_order(acts: np.ndarray) -> np.ndarray:
     np.fill_diagonal(D, np.inf)
     members = {i: [i] for i in range(U)}
     for _ in range(U - 1):
-        i, j = np.unravel_index(np.argmin(D), D.shape)
+        i, j = (int(a) for a in np.unravel_index(np.argmin(D), D.shape))
         ni, nj = len(members[i]), len(members[j])
         D[i, :] = D[:, i] = (ni * D[i] + nj * D[j]) / (ni + nj)   # average linkage
         D[i, i] = np.inf
@@ -98,7 +98,7 @@ class Heatmap:
     note: str = ""
 
 
-def heatmap(net, vocab: Vocab, sentence: str, layer: int = -1, kind: str = "h",
+def heatmap(net, vocab: AnyVocab, sentence: str, layer: int = -1, kind: str = "h",
             sort: str = "cluster", max_units: int = 128, oov: str = "error") -> Heatmap:
     ids, skipped = vocab.encode_text(sentence, oov, what="--text")
     acts = layer_states(net, ids, layer, kind).T                    # (H, T)

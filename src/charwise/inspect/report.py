@@ -12,6 +12,7 @@ import html
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +140,8 @@ def selective_table(sel: list[dict]) -> str:
 
 def _run_section(info: dict, run: Path) -> str:
     m, t, c = info["model"], info["train"], info["corpus"]
-    rows = [["run directory", run], ["status", f"{info.get('status')} ({info.get('stopped_because') or '-'})"],
+    rows: list[list[Any]] = [
+            ["run directory", run], ["status", f"{info.get('status')} ({info.get('stopped_because') or '-'})"],
             ["model", f"{m['cell'].upper()} {m['layers']} x {m['hidden_size']}, embedding {m['embed_dim']}, "
                       f"dropout {m['dropout']}, vocabulary {m['vocab_size']}"],
             ["parameters", f"{info.get('parameters', 0):,}"],
@@ -294,7 +296,7 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
                           o.neuron_chars, threads=threads)
     samples = A.temperature_sweep(model, prime, list(o.temperatures), o.n, o.seed, threads)
     nov_note = _novelty(samples, run, info, prime, vocab, log)
-    res = {"run_dir": str(run), "which": o.which,
+    res: dict[str, Any] = {"run_dir": str(run), "which": o.which,
            "text": {"source": txt.source, "chars": int(len(txt.ids)), "note": txt.note, "skipped": txt.skipped},
            "overall": {"predictions": tab.total, "nats": tab.overall_nats, "bits": tab.overall_nats / A.LN2,
                        "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean()),

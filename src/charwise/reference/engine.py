@@ -55,7 +55,7 @@ class CharLSTM:
         """Every parameter's name and shape, in torch's naming and order."""
         c = self.cfg
         V, E, H, GH = c.vocab_size, c.embed_dim, c.hidden_size, self.G * c.hidden_size
-        out = {"embed.weight": (V, E)}
+        out: dict[str, tuple[int, ...]] = {"embed.weight": (V, E)}
         for k in range(c.layers):
             out[f"rnn.weight_ih_l{k}"] = (GH, E if k == 0 else H)
             out[f"rnn.weight_hh_l{k}"] = (GH, H)
@@ -197,7 +197,7 @@ class CharLSTM:
         if dstate is None:                                            # loss ignores final state
             dstate = tuple(np.zeros((self.cfg.layers, B, self.cfg.hidden_size), self.dtype)
                            for _ in range(self.n_state))
-        ds0 = [None] * self.cfg.layers
+        ds0: list = [None] * self.cfg.layers
         # Layers top to bottom: each backward turns d(its output) into d(its input),
         # which is the d(output) of the layer below (or of the embedding lookup).
         for k in reversed(range(self.cfg.layers)):

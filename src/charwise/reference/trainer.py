@@ -27,7 +27,7 @@ class ReferenceTrainer:
         # Weight decay on weight matrices only (not biases, not the embedding), as charwise.train does.
         self.opt = AdamW(model.params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
         self.grad_clip = grad_clip
-        self.state = None               # carried hidden state, tuple of (L, B, H), or None
+        self.state: tuple | None = None  # carried hidden state, tuple of (L, B, H), or None
         self.last_grad_norm = math.nan  # global gradient norm of the last step, before clipping
 
     def reset_state(self, batch_size: int | None = None) -> None:

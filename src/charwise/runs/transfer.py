@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.corpus import Corpus, Vocab
+from ..data.corpus import AnyVocab, Corpus, Vocab
 from ..errors import CharwiseError
 from ..generation.charmodel import load_model
 from ..settings.train import ModelConfig
@@ -49,7 +49,7 @@ class Source:
     name: str                       # as the user gave it: "base" or a path
     path: Path                      # the run directory it resolved to
     mcfg: ModelConfig
-    vocab: Vocab
+    vocab: AnyVocab
     state: dict[str, torch.Tensor]
     weights_file: str
     sha256: str
