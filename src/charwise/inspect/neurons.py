@@ -10,7 +10,7 @@ import torch
 
 from ..data.corpus import Vocab, _codepoints
 from ..errors import CharwiseError
-from ..generation.charmodel import FusedLSTMStep
+from ..generation.steps import FusedLSTMStep
 from ..scoring import fp32_flags, recurrence_threads
 
 

@@ -35,8 +35,8 @@ from . import bundled
 from ..errors import CharwiseError
 from ..settings.train import ModelConfig
 from ..data.corpus import Corpus, Vocab
+from .checkpoint import load_model
 from .rundir import BEST, LAST
-from ..generation.charmodel import load_model
 
 # Settings that fix the weights' shapes: SOURCE decides them, a flag may only repeat them.
 SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers")
