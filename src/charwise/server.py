@@ -57,9 +57,9 @@ SAMPLING = tuple(f for f in FIELDS if f in PARAMS and f != "n")
 
 @dataclass(frozen=True)
 class Limits:
-    max_chars: int = 2000          # characters per request
-    max_prime: int = 2000          # characters of prime
-    max_concurrent: int = 4        # generations running at once
+    max_chars: int = ServeOptions.max_chars              # characters per request (--max-chars)
+    max_prime: int = 2000                                # characters of prime
+    max_concurrent: int = ServeOptions.max_concurrent    # generations running at once
     max_delay_ms: int = 1000
 
 
