@@ -23,7 +23,7 @@ import os
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, TextIO, TypedDict
+from typing import Any, Callable, TextIO, TypedDict
 
 from .data.corpus import read_text
 from .data.prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
@@ -45,8 +45,10 @@ from .settings.options import EvalOptions, Options, SampleOptions
 from .threads import check_threads
 from .training import train
 
-if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing's from Python 3.11; annotations only here
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:                                   # typing_extensions comes with torch
+    from typing_extensions import Unpack
 
 
 class _Tee(io.StringIO):
