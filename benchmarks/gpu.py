@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 import charwise  # noqa: E402
-from charwise.generation.charmodel import CPU_STEP_MAX_WORK, FusedLSTMStep, NumpyLSTMStep, step_kind, step_weights  # noqa: E402
+from charwise.generation.steps import CPU_STEP_MAX_WORK, FusedLSTMStep, NumpyLSTMStep, step_kind, step_weights  # noqa: E402
 from charwise.model import CharRNN  # noqa: E402
 from charwise.scoring import autocast  # noqa: E402
 from charwise.settings.train import ModelConfig  # noqa: E402

@@ -30,10 +30,12 @@ import torch
 
 import charwise
 from charwise.data.corpus import Vocab
-from charwise.generation.charmodel import CharModel, Int8LSTMStep, NumpyLSTMStep, draw
+from charwise.generation.charmodel import CharModel
 from charwise.generation.check import exact_log_probs, greedy_agreement, sample_loss_gap
 from charwise.generation.loop import run
 from charwise.generation.quant import Int8Matrix
+from charwise.generation.sampler import draw
+from charwise.generation.steps import Int8LSTMStep, NumpyLSTMStep
 from charwise.model import CharRNN
 from charwise.settings.train import ModelConfig
 from charwise.threads import set_blas_threads, set_torch_threads, usable_cpus

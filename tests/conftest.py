@@ -10,6 +10,7 @@
     bundled.py + models/base -> test_base_model.py  onnxquant.py -> test_webexport.py (quantized ONNX)
     samplecmd.py -> test_cli_generation.py          cli.py -> test_cli.py
     serve.py -> test_serve.py, test_serve_stop.py, test_browser.py (the page in Chromium)
+    generation/params.py (SamplingParams, checked once; a temperature's path) -> test_params.py
     webexport.py in Chromium -> test_webexport_browser.py
     training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py
     inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report),

@@ -186,3 +186,43 @@ def test_analyze_takes_an_options_object(trained_run, tmp_path):
     res = charwise.analyze(trained_run, None, tmp_path / "a", opts, log=lambda *a: None)
     assert [s["temperature"] for s in res["samples"]] == [1.0] and (tmp_path / "a" / "report.html").is_file()
     assert len(res["heatmap"]["units"]) <= 16
+
+
+def test_sample_shows_and_types_the_options_as_keywords():
+    """charwise.sample's keyword parameters are SampleOptions's fields, with their types and
+    defaults (taken from the dataclass: declared once), for inspect/help and for type checkers
+    (SampleKeywords, the **kw's TypedDict)."""
+    import dataclasses
+    import inspect as pyinspect
+    import typing
+
+    from charwise.api import SampleKeywords
+    params = pyinspect.signature(charwise.sample).parameters
+    fields = dataclasses.fields(SampleOptions)
+    assert list(params) == ["run_dir", "options", "out", "err"] + [f.name for f in fields]
+    for f in fields:
+        p = params[f.name]
+        assert p.kind is p.KEYWORD_ONLY and p.default == f.default and p.annotation == f.type, f.name
+    hints = typing.get_type_hints(SampleKeywords)
+    assert list(hints) == [f.name for f in fields] and not SampleKeywords.__required_keys__
+    assert {k: str(v) for k, v in hints.items()} == {
+        f.name: str(typing.get_type_hints(SampleOptions)[f.name]) for f in fields}
+
+
+def test_a_users_mypy_checks_sample_keywords(tmp_path, monkeypatch):
+    """mypy accepts charwise.sample("runs/x", n=10) and rejects n="ten" and unknown keywords
+    (charwise is found through MYPYPATH, py.typed; no site-packages, so it takes seconds)."""
+    import os
+    from pathlib import Path
+    mypy_api = pytest.importorskip("mypy.api")
+    snippet = tmp_path / "user.py"
+    snippet.write_text('import charwise\n\ncharwise.sample("runs/x", n=10, temperature=0.8, stop=("\\n",))\n'
+                       'charwise.sample("runs/x", n="ten")\ncharwise.sample("runs/x", nucleus=0.9)\n')
+    monkeypatch.setenv("MYPYPATH", str(Path(charwise.__file__).resolve().parents[1]))
+    out, err, status = mypy_api.run([str(snippet), "--no-site-packages", "--ignore-missing-imports",
+                                     "--follow-imports=silent", "--no-incremental",
+                                     "--config-file", os.devnull, "--python-version", "3.10"])
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert status == 1 and len(errors) == 2, out + err
+    assert "user.py:4:" in errors[0] and '"n"' in errors[0] and '"str"' in errors[0], errors
+    assert "user.py:5:" in errors[1] and "nucleus" in errors[1], errors

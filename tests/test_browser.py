@@ -13,7 +13,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 import charwise  # noqa: E402
-from charwise.server import Limits, background_server, create_app  # noqa: E402
+from charwise.asgi import background_server  # noqa: E402
+from charwise.server import Limits, create_app  # noqa: E402
 from conftest import wait_for  # noqa: E402
 
 
@@ -28,6 +29,10 @@ def test_playground_streams_and_shows_alternatives(trained_run, browser, tmp_pat
         d.get(url + "/")
         wait_for(lambda: "parameters" in d.find_element(By.ID, "model-info").text, what="model info")
         assert "89,062 parameters" in d.find_element(By.ID, "model-info").text
+        # the controls start at `charwise sample`'s defaults (SamplingParams, from /api/info)
+        assert d.execute_script("return ['temperature', 'top-p', 'length'].map("
+                                "(id) => document.getElementById(id).value)") == ["1", "1", "500"]
+        assert d.find_element(By.ID, "temperature-value").text == "1.00"
 
         prime = d.find_element(By.ID, "prime")
         prime.send_keys(Keys.CONTROL, "a")

@@ -14,7 +14,7 @@ from charwise.model import CharRNN
 from charwise.settings.train import ModelConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "charwise"
-STEPS_MODULE = "charwise.generation.charmodel"        # where the sampling step classes live
+STEPS_MODULE = "charwise.generation.steps"             # where the sampling step classes live
 
 
 def js_cells() -> set[str]:

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import charwise.scoring as ev
-from charwise.generation.charmodel import NumpyLSTMStep, make_step, step_kind
+from charwise.generation.steps import NumpyLSTMStep, make_step, step_kind
 from charwise.model import CharRNN
 from charwise.runs import resume
 from charwise.settings.train import CharwiseError, ModelConfig, resolve

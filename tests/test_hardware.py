@@ -7,7 +7,7 @@ import torch
 import charwise
 from charwise import hardware
 from charwise.cli import main
-from charwise.generation.charmodel import check_precision
+from charwise.generation.steps import check_precision
 from charwise.scoring import pick_precision
 from charwise.settings.train import CharwiseError, ModelConfig
 

@@ -23,8 +23,9 @@ from charwise.data.lines import (
     split_train_val,
     suggest_line_mode,
 )
-from charwise.generation.charmodel import draw, make_step
 from charwise.generation.loop import Generation, run
+from charwise.generation.sampler import draw
+from charwise.generation.steps import make_step
 from charwise.model import CharRNN
 from charwise.settings.train import CharwiseError, ModelConfig
 

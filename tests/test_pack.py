@@ -97,7 +97,8 @@ def test_a_damaged_packed_file_is_a_one_line_error(capsys, packed, tmp_path):
 
 def test_serve_and_export_take_a_packed_file(packed, trained_run, tmp_path):
     pytest.importorskip("starlette")
-    from charwise.server import background_server, create_app
+    from charwise.asgi import background_server
+    from charwise.server import create_app
     from test_serve import events, request
     with background_server(create_app(packed)) as url:
         conn, r = request(url, "POST", "/api/generate", {"prime": "Mr", "n": 30, "temperature": 0})

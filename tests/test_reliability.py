@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from charwise.generation.charmodel import check_sampling_args, draw
+from charwise.generation.params import SamplingParams
+from charwise.generation.sampler import draw
 from charwise.settings.train import CharwiseError
 from charwise.training import train
 
@@ -216,9 +217,9 @@ def test_sampler_arguments_property(n, t, k, p):
     valid = n >= 0 and np.isfinite(t) and t >= 0 and (k is None or k >= 1) and (p is None or 0 < p <= 1)
     if not valid:
         with pytest.raises(CharwiseError):
-            check_sampling_args(n, t, k, p)
+            SamplingParams(n=n, temperature=t, top_k=k, top_p=p)
         return
-    check_sampling_args(n, t, k, p)
+    SamplingParams(n=n, temperature=t, top_k=k, top_p=p)
     logits = np.random.default_rng(0).normal(size=(3, 10)) * 3
     ids = draw(logits, np.random.default_rng(1), t, k, p)
     assert ids.shape == (3,) and ((0 <= ids) & (ids < 10)).all()

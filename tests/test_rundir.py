@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import charwise
-from charwise.generation.charmodel import load_model
+from charwise.runs.checkpoint import load_model
 from charwise.runs.rundir import atomic_write_bytes, read_run
 from charwise.settings.train import CharwiseError
 

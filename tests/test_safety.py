@@ -326,7 +326,8 @@ def test_serve_deep_json_and_huge_integers_are_400(trained_run):
     import http.client
     from urllib.parse import urlparse
 
-    from charwise.server import background_server, create_app
+    from charwise.asgi import background_server
+    from charwise.server import create_app
     with background_server(create_app(trained_run)) as url:
         u = urlparse(url)
         for raw in ('{"prime": ' + "[" * 8000 + "]" * 8000 + "}",

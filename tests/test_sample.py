@@ -4,15 +4,9 @@ import torch
 
 import charwise
 from charwise.data.corpus import Vocab
-from charwise.generation.charmodel import (
-    CharModel,
-    FusedLSTMStep,
-    ModuleStep,
-    NumpyLSTMStep,
-    draw,
-    filter_probs,
-    make_step,
-)
+from charwise.generation.charmodel import CharModel
+from charwise.generation.sampler import draw, filter_probs
+from charwise.generation.steps import FusedLSTMStep, ModuleStep, NumpyLSTMStep, make_step
 from charwise.model import CharRNN
 from charwise.settings.train import CharwiseError, ModelConfig
 

@@ -9,9 +9,10 @@ import torch
 import charwise
 from charwise.cli import main
 from charwise.data.corpus import Vocab
-from charwise.generation.charmodel import CharModel, Int8LSTMStep, ModuleStep, NumpyLSTMStep, make_step
+from charwise.generation.charmodel import CharModel
 from charwise.generation.check import greedy_agreement, sample_loss_gap
 from charwise.generation.quant import Int8Matrix, dequantize_rows, quantize_rows
+from charwise.generation.steps import Int8LSTMStep, ModuleStep, NumpyLSTMStep, make_step
 from charwise.model import CharRNN
 from charwise.settings.train import CharwiseError, ModelConfig
 from conftest import needs_vnni
@@ -146,7 +147,7 @@ def test_cli_bad_precision(capsys, extra, match):
 
 
 def test_cli_without_the_int8_kernel_prints_nothing(capsys, monkeypatch, vnni):
-    import charwise.generation.charmodel as sample_mod
+    import charwise.generation.steps as sample_mod
 
     def no_kernel(self, w):
         raise CharwiseError("int8 sampling needs PyTorch's fbgemm int8 kernels (x86 CPUs); use precision fp32 here")

@@ -7,7 +7,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
 import charwise  # noqa: E402
-from charwise.server import Limits, background_server, create_app  # noqa: E402
+from charwise.asgi import background_server  # noqa: E402
+from charwise.server import Limits, create_app  # noqa: E402
 from test_serve import events, request  # noqa: E402
 
 

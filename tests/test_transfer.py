@@ -9,9 +9,9 @@ from safetensors.torch import load_file
 
 from charwise.cli import main
 from charwise.data.corpus import Vocab
-from charwise.generation.charmodel import load_model
 from charwise.model import CharRNN
 from charwise.runs import bundled, transfer
+from charwise.runs.checkpoint import load_model
 from charwise.settings.train import CharwiseError, ModelConfig
 from charwise.training import train
 

@@ -87,6 +87,10 @@ def test_greedy_200_equals_charwise_sample(small_run, browser, tmp_path, capsys)
     assert d.execute_script("return charwise.engine") == "JavaScript"
     assert d.execute_script(f"return charwise.generate({PRIME!r}, 200, {{temperature: 0}}).text") == got
     open_page(d, page)
+    # the controls start at `charwise sample`'s defaults (SamplingParams, in the page's model)
+    assert d.execute_script("return ['temperature', 'top-p', 'length', 'top-k'].map("
+                            "(id) => document.getElementById(id).value)") == ["1", "1", "500", ""]
+    assert d.find_element("id", "temperature-value").text == "1.00"
 
     # The same through the page's own controls: text streams into #out, shaded spans.
     d.execute_script("""

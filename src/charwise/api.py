@@ -15,20 +15,23 @@ CLI prints for the same flag.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect as pyinspect
 import io
 import math
 import os
 import stat
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO, TypedDict
 
 from .data.corpus import read_text
 from .data.prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
 from .errors import CharwiseError
 from .exporting.onnx import export  # noqa: F401  (re-exported: charwise.export)
-from .generation.charmodel import check_sampling_args, load
+from .generation.charmodel import load
 from .generation.command import sample_command
+from .generation.params import SamplingParams
 from .inspect import analysis as A
 from .inspect.neurons import heatmap
 from .inspect.plots import heatmap_chart, per_char_chart, plot, training_curve  # noqa: F401
@@ -38,9 +41,14 @@ from .runs.rundir import CURVE, check_run_start
 from .runs.runinfo import describe as info  # noqa: F401  (re-exported: charwise.info)
 from .scoring import pick_device  # noqa: F401  (re-exported)
 from .server import serve  # noqa: F401  (re-exported: charwise.serve)
-from .settings.options import EvalOptions, SampleOptions
+from .settings.options import EvalOptions, Options, SampleOptions
 from .threads import check_threads
 from .training import train
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:                                   # typing_extensions comes with torch
+    from typing_extensions import Unpack
 
 
 class _Tee(io.StringIO):
@@ -60,14 +68,46 @@ class _Tee(io.StringIO):
             self.out.flush()
 
 
+class SampleKeywords(TypedDict, total=False):
+    """SampleOptions's fields as the keyword arguments of `sample`, for type checkers (a
+    TypedDict cannot be made from the dataclass where mypy sees it). Names and types only: the
+    defaults are the dataclass's; tests/test_api.py checks that the two agree."""
+    prime: str
+    n: int
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    seed: int | None
+    num_samples: int
+    oov: str
+    which: str
+    threads: int | None
+    stop: tuple[str, ...] | None
+    keep_stop: bool
+    beam: int | None
+    new_only: bool
+    precision: str
+    device: str
+
+
+def options_signature(func: Callable, cls: type[Options]) -> pyinspect.Signature:
+    """`func`'s signature with its **kw replaced by `cls`'s fields as keyword-only parameters,
+    with their declared types and defaults: what inspect.signature and help() show."""
+    sig = pyinspect.signature(func)
+    kept = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+    return sig.replace(parameters=kept + [
+        pyinspect.Parameter(f.name, pyinspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+        for f in dataclasses.fields(cls)])  # type: ignore[arg-type]
+
+
 def sample(run_dir, options: SampleOptions | None = None, *, out: TextIO | None = None,
-           err: TextIO | None = None, **kw: Any) -> str:
+           err: TextIO | None = None, **kw: Unpack[SampleKeywords]) -> str:
     """What `charwise sample` prints, as text; also written to `out` as it is generated when
     given. Options: SampleOptions (prime, n, temperature, top_k, top_p, seed, num_samples, stop,
-    beam, ...). Notes (a prime fitted to the vocabulary, ...) go to `err` (default: stderr)."""
+    beam, ...), or its fields as keyword arguments. Notes (a prime fitted to the vocabulary,
+    ...) go to `err` (default: stderr)."""
     o = SampleOptions.make(options, **kw)
-    check_sampling_args(o.n, 1.0 if o.temperature is None else o.temperature, o.top_k, o.top_p,
-                        o.num_samples, o.seed)
+    params = SamplingParams.from_options(o)
     threads = check_threads(o.threads)
     model = load(run_dir, which=o.which, device=o.device)
     prime, note = model.fit_prime(o.prime, o.oov)
@@ -76,11 +116,13 @@ def sample(run_dir, options: SampleOptions | None = None, *, out: TextIO | None 
     if note:
         print(f"note: {note}", file=err)
     text = _Tee(out)
-    sample_command(model, text, err, prime=prime, n=o.n, temperature=o.temperature, top_k=o.top_k,
-                   top_p=o.top_p, seed=o.seed, num_samples=o.num_samples, oov=o.oov,
-                   stop=None if o.stop is None else list(o.stop), keep_stop=o.keep_stop,
-                   beam=o.beam, new_only=o.new_only, threads=threads, precision=o.precision)
+    sample_command(model, params, text, err, prime=prime, oov=o.oov, threads=threads,
+                   precision=o.precision)
     return text.getvalue()
+
+
+# what inspect.signature and help() show: SampleOptions's fields, typed, with their defaults
+sample.__signature__ = options_signature(sample, SampleOptions)  # type: ignore[attr-defined]
 
 
 def evaluate(run_dir, textfile, options: EvalOptions | None = None, **kw: Any) -> dict:

@@ -48,13 +48,14 @@ class CharRNN(nn.Module):
         # remembers by default early in training). torch's LSTM has two bias vectors; their sum
         # is the spec's single b, so the 1 goes in bias_ih and bias_hh stays zero.
         nn.init.normal_(self.embed.weight, 0.0, 0.1)
-        H = self.cfg.hidden_size
+        H, gates = self.cfg.hidden_size, cell(self.cfg.cell).gate_names
         for name, p in self.rnn.named_parameters():
             if name.startswith("bias"):
                 nn.init.zeros_(p)
-                if self.cfg.cell == "lstm" and name.startswith("bias_ih"):
+                if "f" in gates and name.startswith("bias_ih"):       # a forget gate (LSTM)
+                    f = gates.index("f")
                     with torch.no_grad():
-                        p[H:2 * H] = 1.0
+                        p[f * H:(f + 1) * H] = 1.0
             else:
                 fan_in = p.shape[1]
                 nn.init.normal_(p, 0.0, fan_in ** -0.5)
@@ -93,8 +94,8 @@ class CharRNN(nn.Module):
     def _recurrence(self, emb: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         if state is None:
             out, new = self.rnn(emb)
-        elif self.cfg.cell == "lstm":
-            out, new = self.rnn(emb, (state[0], state[1]))
+        elif len(state) > 1:                       # (h, c): nn.LSTM takes the pair
+            out, new = self.rnn(emb, tuple(state))
         else:
             out, new = self.rnn(emb, state[0])
         return out, tuple(new) if isinstance(new, tuple) else (new,)

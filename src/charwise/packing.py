@@ -13,13 +13,12 @@ written, and the file is written to a temporary file beside `out`, then renamed 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from .errors import CharwiseError
-from .generation.charmodel import load_model
 from .guards import check_out_path
 from .runs import bundled
+from .runs.checkpoint import load_model
 from .runs.rundir import (
     FORMAT_VERSION,
     PACK_CARD,
@@ -31,7 +30,7 @@ from .runs.rundir import (
     check_run_dir,
     read_run,
 )
-from .settings.options import PackOptions
+from .settings.options import LN2, PackOptions
 
 SPLITS = {"val": "validation split", "train": "training text (no validation split)"}
 
@@ -60,7 +59,7 @@ def model_card(info: dict, name: str, which: str) -> dict:
         "held_out": {"split": SPLITS.get(split, split) if isinstance(split, str) else split,
                      "step": scored.get("step") if scored else None,
                      "loss_nats_per_char": loss,
-                     "bits_per_char": loss / math.log(2) if loss is not None else None},
+                     "bits_per_char": loss / LN2 if loss is not None else None},
         "weights": which,
     }
 

@@ -18,11 +18,10 @@ from .data.bytevocab import per_char_losses
 from .errors import CharwiseError
 from .hardware import cpu_has_fast_bf16, why_no_bf16
 from .model import CharRNN
-from .settings.options import DEVICES
+from .settings.options import DEVICES, LN2
 from .settings.train import ModelConfig
 from .threads import ThreadPolicy, check_threads, policy_for
 
-LN2 = math.log(2)
 LOGITS_BUDGET = 1 << 22        # logit values per evaluation chunk (16 MB in fp32)
 
 

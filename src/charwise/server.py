@@ -1,28 +1,19 @@
 """`charwise serve RUN_DIR`: a local playground page for a trained run.
 
 Starlette app served by uvicorn (pip install charwise[serve]). The page (static/) posts a JSON
-request to /api/generate and reads the answer as server-sent events, one per character:
+request to /api/generate and reads the answer as server-sent events, one per character, then a
+"done" event (docs/http-api.md documents the HTTP API):
 
     data: {"i": 0, "c": "e", "p": 0.41, "q": 0.52, "top": [["e", 0.41, 0.52], ...]}
-    ...
     data: {"done": true, "n": 300, "stop": null, "end": false, "cut": 0, "seconds": 1.93,
            "prime": "ROMEO:", "note": ""}
 
-p is the model's probability of the character (softmax of the logits); q the probability it
-was drawn with (after temperature and top-p/top-k); top the model's five likeliest characters
-as [char, p, q]. The last event gives the prime as the model read it (quotes matched to the
-corpus's forms; with "oov": "skip", unknown characters dropped) and a note saying what changed.
-Sampling is the same as `charwise sample`: a seed gives the same text. docs/http-api.md documents the
-HTTP API.
-"c" is the text the step completed: one character, or for a byte model "" while a multi-byte
-character is incomplete. `stop` (a list of strings, optional) ends the text at the first of
-them, as `charwise sample --stop` does: the server trims it, so the events' text never holds
-the stop string (with "keep_stop": true it ends with it), and characters that could still be
-the start of a stop string are sent once that is decided. The done event says why the text
-ended: "stop" (the string met, or null), "end" (a line-mode model's end symbol; that step's
-event has "end": true too), "n" (the steps taken) and "cut", the characters a client must
-remove, always 0 since the server trims (clients of the earlier protocol removed the stop
-string themselves by it).
+p is the model's probability of the character, q the probability it was drawn with, top the
+five likeliest as [char, p, q]; "c" the text the step completed ("" while a byte model's
+character is incomplete). The request's sampling fields make a SamplingParams, with the
+defaults and checks of `charwise sample`, and the draws are its: a seed gives the same text.
+Stop strings are trimmed here, so the events' text never holds one (unless keep_stop), and text
+that could still start one is sent once that is decided; "cut" is always 0.
 
 Bad requests get a 4xx JSON {"error": "..."}; at most `max_concurrent` generations run at once
 (429 beyond); bodies over 16 KiB get 413; and the page only answers to loopback Host names
@@ -31,13 +22,9 @@ unless served on another address, which keeps other web sites (DNS rebinding) ou
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ipaddress
 import json
 import math
 import re
-import socket
-import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -46,26 +33,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .asgi import is_loopback, listen_socket, loopback_only, uvicorn_config
 from .data.corpus import UnknownChars
 from .errors import CharwiseError
-from .generation.charmodel import filter_probs, load
-from .generation.stops import StopMatcher, parse_stops
+from .generation.charmodel import load
+from .generation.loop import SampleText
+from .generation.params import FIELDS as PARAMS
+from .generation.params import SamplingParams, page_defaults
+from .generation.sampler import Sampler
 from .guards import json_depth_ok
 from .runs.runinfo import describe
-from .settings.options import MAX_SEED, ServeOptions
+from .settings.options import ServeOptions, shown_value
 from .threads import check_threads
 
 MAX_BODY = 16 << 10
 MAX_DEPTH = 8                  # a request is a flat object; deeper nesting is refused unparsed
 TOP = 5
 FIELDS = ("prime", "n", "temperature", "top_p", "top_k", "seed", "delay_ms", "oov", "stop", "keep_stop")
+# the fields that make a SamplingParams, checked there as `charwise sample`'s flags (n, too,
+# once it is within the server's max_chars)
+SAMPLING = tuple(f for f in FIELDS if f in PARAMS and f != "n")
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_chars: int = 2000          # characters per request
-    max_prime: int = 2000          # characters of prime
-    max_concurrent: int = 4        # generations running at once
+    max_chars: int = ServeOptions.max_chars              # characters per request (--max-chars)
+    max_prime: int = 2000                                # characters of prime
+    max_concurrent: int = ServeOptions.max_concurrent    # generations running at once
     max_delay_ms: int = 1000
 
 
@@ -83,29 +77,28 @@ class BadRequest(Exception):
 
 
 def _number(body: dict, key: str, default, lo: float, hi: float, integer: bool = False):
+    """One of the server's own numeric fields (n within max_chars, delay_ms), in lo..hi."""
     v = body.get(key, default)
     if v is None:
-        return None
+        raise BadRequest(400, f"{key} must not be null")
     kind = "an integer" if integer else "a number"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise BadRequest(400, f"{key} must be {kind}, got {_short(v)}")
+        raise BadRequest(400, f"{key} must be {kind}, got {shown_value(v)}")
     # compared before any conversion: int vs float comparisons are exact in Python, so a
     # 4000-digit integer is out of range here instead of an OverflowError in float()
     if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:
-        shown = (f"{lo} and {hi}" if integer else f"{lo:g} and {hi:g}")     # 2**63-1 exactly
-        raise BadRequest(400, f"{key} must be between {shown}, got {_short(v)}")
+        shown = f"{lo} and {hi}" if integer else f"{lo:g} and {hi:g}"
+        raise BadRequest(400, f"{key} must be between {shown}, got {shown_value(v)}")
     if integer and isinstance(v, float) and not v.is_integer():
-        raise BadRequest(400, f"{key} must be {kind}, got {_short(v)}")
+        raise BadRequest(400, f"{key} must be {kind}, got {shown_value(v)}")
     return int(v) if integer else float(v)
 
 
-def _short(v) -> str:
-    text = repr(v) if not isinstance(v, int) or abs(v) < 10 ** 30 else f"an integer of {len(str(abs(v)))} digits"
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def parse_request(body, limits: Limits) -> dict:
-    """Validate a /api/generate body; raise BadRequest naming the field."""
+    """Validate a /api/generate body; raise BadRequest naming the field. The sampling fields
+    make a SamplingParams (its defaults and checks, as `charwise sample`'s); the others are the
+    server's own (prime and n within its limits, delay_ms, oov). The result holds them, the
+    SamplingParams as "params" and its fields as the JSON names them."""
     if not isinstance(body, dict):
         raise BadRequest(400, "the request body must be a JSON object")
     unknown = sorted(set(body) - set(FIELDS))
@@ -116,31 +109,18 @@ def parse_request(body, limits: Limits) -> dict:
         raise BadRequest(400, "prime must be a string")
     if len(prime) > limits.max_prime:
         raise BadRequest(400, f"prime is {len(prime)} characters; at most {limits.max_prime}")
-    req = {"prime": prime,
-           "n": _number(body, "n", 300, 1, limits.max_chars, integer=True),
-           "temperature": _number(body, "temperature", 0.8, 0, 5),
-           "top_p": _number(body, "top_p", 1.0, 1e-6, 1),
-           "top_k": _number(body, "top_k", None, 1, 1 << 20, integer=True),
-           "seed": _number(body, "seed", None, 0, MAX_SEED, integer=True),
-           "delay_ms": _number(body, "delay_ms", 0, 0, limits.max_delay_ms)}
-    req["oov"] = body.get("oov", "error")
-    if req["oov"] not in ("error", "skip"):
-        raise BadRequest(400, f"oov must be \"error\" or \"skip\", got {req['oov']!r}")
-    if req["n"] is None or req["temperature"] is None:
-        raise BadRequest(400, "n and temperature must not be null")
+    n = _number(body, "n", page_defaults(limits.max_chars)["n"], 1, limits.max_chars, integer=True)
+    delay_ms = _number(body, "delay_ms", 0, 0, limits.max_delay_ms)
+    oov = body.get("oov", "error")                   # checked with the prime (fit_prime)
     try:
-        req["stop"] = parse_stops(body.get("stop"), escapes=False)
+        params = SamplingParams(n=n, **{k: body[k] for k in SAMPLING if k in body})
     except CharwiseError as e:
         raise BadRequest(400, http_message(e)) from None
-    req["keep_stop"] = body.get("keep_stop", False)
-    if not isinstance(req["keep_stop"], bool):
-        raise BadRequest(400, f"keep_stop must be true or false, got {req['keep_stop']!r}")
-    if req["top_p"] is not None and req["top_p"] >= 1:
-        req["top_p"] = None                     # 1 keeps everything: same as no filter
-    return req
+    return {"prime": prime, "delay_ms": delay_ms, "oov": oov, "params": params,
+            **{f: getattr(params, f) for f in ("n",) + SAMPLING}}
 
 
-_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+_FLAG = re.compile(r"(?<![\w-])--?([a-z][a-z0-9-]*)")      # --top-p, -n
 
 
 def http_message(e: CharwiseError) -> str:
@@ -153,8 +133,9 @@ def http_message(e: CharwiseError) -> str:
 
 
 class Generator:
-    """CharModel.steps (the sampling loop of `charwise sample`), one step at a time, with each
-    step's top-5."""
+    """CharModel.sample_steps (the sampling loop of `charwise sample`), one step at a time, with
+    each step's top-5; the step's symbol goes through loop.SampleText (decoder, stop strings,
+    end symbol) as each sample of `charwise sample` does."""
 
     def __init__(self, model, threads: int | None = None):
         self.model = model
@@ -165,12 +146,13 @@ class Generator:
     @torch.inference_mode()
     def start(self, req: dict):
         """Prime the model (a bad prime fails here, before any event is sent)."""
+        params: SamplingParams = req["params"]
         prime, note = self.model.fit_prime(req["prime"], req.get("oov", "error"))
-        steps = self.model.steps(prime, req["n"], req["temperature"], req["top_k"],
-                                 req["top_p"], req["seed"], oov="error", threads=self.threads)
+        steps = self.model.sample_steps(prime, params, oov="error", threads=self.threads)
+        text = SampleText(self.model.vocab.decoder(), params.stops, params.keep_stop, params.n)
         return {"steps": steps, "first": next(steps), "i": 0, "prime": prime, "note": note,
-                "decoder": self.model.vocab.decoder(), "held": [], "free": 0,
-                "matcher": StopMatcher(req["stop"], req["keep_stop"]), "ended": None}
+                "drawn": Sampler(params, self.model.banned_id), "text": text, "held": [], "free": 0,
+                "ended": None}
 
     @torch.inference_mode()
     def next(self, run: dict, req: dict, last: bool) -> list[dict]:
@@ -181,22 +163,26 @@ class Generator:
         z = logits[0].astype(np.float64)
         p = np.exp(z - z.max())
         p /= p.sum()
-        q = filter_probs(logits, req["temperature"], req["top_k"], req["top_p"])[0]   # as drawn
+        q = run["drawn"].probs(logits)[0]                # what it was drawn with
         j = int(ids[0])
         top = np.argsort(-p, kind="stable")[:TOP]
         ev = {"i": run["i"], "c": "", "p": _r(p[j]), "q": _r(q[j]),
               "top": [[self.chars[k], _r(p[k]), _r(q[k])] for k in top]}
         run["i"] += 1
-        if j == self.end_id:
+        text: SampleText = run["text"]
+        final = text.feed(j, self.end_id)
+        if last and not text.done:
+            final += text.close("length")
+        ev["c"] = text.decoded
+        if text.end.reason == "end":
+            ev["end"] = True
             run["ended"] = {"end": True}
-            return self._release(run, run["matcher"].finish()) + [{**ev, "end": True}]
-        ev["c"] = run["decoder"].feed(j) + (run["decoder"].flush() if last else "")
         run["held"].append([ev, len(ev["c"])])
-        out = self._release(run, run["matcher"].feed(ev["c"]))
-        if run["matcher"].done:                  # a stop string: what follows it is dropped
-            run["ended"] = {"stop": run["matcher"].matched}
+        out = self._release(run, final)
+        if text.end.reason == "stop":            # a stop string: what follows it is dropped
+            run["ended"] = {"stop": text.end.stop}
             return out + self._cut(run)
-        return out + (self._release(run, run["matcher"].finish()) if last else [])
+        return out
 
     @staticmethod
     def _release(run: dict, text: str) -> list[dict]:
@@ -250,15 +236,6 @@ def _sse(obj: dict) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: str = "127.0.0.1",
                threads: int | None = None, device: str = "cpu"):
     """The playground as an ASGI app (Starlette)."""
@@ -302,7 +279,7 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
             "parameters": facts["parameters"], "vocab": list(model.vocab.chars),
             "vocab_kind": model.vocab.kind, "line_mode": model.line_mode,
             "best_val_loss": facts["best_val_loss"], "eval_split": facts["eval_split"],
-            "steps": facts["steps"],
+            "steps": facts["steps"], "defaults": page_defaults(limits.max_chars),
             "limits": limits.__dict__, "active": active["n"]})
 
     async def generate(request: Request):
@@ -333,17 +310,8 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
     routes = [Route("/", index), Route("/api/info", info),
               Route("/api/generate", generate, methods=["POST"]),
               Mount("/static", StaticFiles(directory=static), name="static")]
-    return Starlette(routes=routes, middleware=_middleware(host),
+    return Starlette(routes=routes, middleware=loopback_only(host),
                      exception_handlers={HTTPException: not_here})
-
-
-def _middleware(host: str) -> list:
-    """On a loopback address, answer only loopback Host names (no DNS rebinding)."""
-    from starlette.middleware import Middleware  # lazy: starlette is an optional extra
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
-    if not _is_loopback(host):
-        return []
-    return [Middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", "[::1]", "::1"])]
 
 
 async def _read_body(request) -> object:
@@ -374,14 +342,6 @@ async def _read_body(request) -> object:
         raise BadRequest(400, f"the request body is not valid JSON ({str(e)[:120]})") from None
 
 
-def _config(app, host: str, port: int):
-    import uvicorn
-    # limit_concurrency bounds open connections; request sizes are bounded in read_body.
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                          limit_concurrency=64, timeout_keep_alive=5,
-                          timeout_graceful_shutdown=2)   # Ctrl-C does not wait out open streams
-
-
 def serve(run_dir, options: ServeOptions | None = None, *, log=print, **kw) -> None:
     """Run the playground until Ctrl-C (what `charwise serve` does). Options: ServeOptions
     (host, port, which, max_chars, max_concurrent, threads, device), or its fields as keyword
@@ -394,51 +354,9 @@ def serve(run_dir, options: ServeOptions | None = None, *, log=print, **kw) -> N
     app = create_app(run_dir, o.which, limits, host, check_threads(o.threads), o.device)
     sock = listen_socket(host, o.port)          # a port in use or a bad host: refused here
     port = sock.getsockname()[1]
-    if not _is_loopback(host):
+    if not is_loopback(host):
         log(f"warning: serving on {host}: anyone who can reach this address can use the model")
     shown = f"[{host}]" if ":" in host else host
     log(f"charwise playground for {run_dir}: http://{shown}:{port}/  (Ctrl-C to stop)")
     with sock:
-        uvicorn.Server(_config(app, host, port)).run(sockets=[sock])
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (port 0: a free one), or a one-line error naming them.
-    Bound here, before anything is printed, and handed to uvicorn: its own bind reports a port
-    in use or an unknown host in its log and exits with its own code."""
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                          flags=socket.AI_PASSIVE)[0]
-    except (OSError, UnicodeError) as e:
-        raise CharwiseError(f"--host {host!r}: not an address this machine can listen on "
-                            f"({getattr(e, 'strerror', None) or e})") from None
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(addr)
-    except OSError as e:
-        sock.close()
-        raise CharwiseError(f"cannot listen on {host} port {port} ({e.strerror or e})") from None
-    return sock
-
-
-@contextlib.contextmanager
-def background_server(app, host: str = "127.0.0.1", timeout: float = 20.0):
-    """Serve `app` on a free loopback port in a thread; yields its base URL. For tests and
-    notebooks. The server stops when the block ends."""
-    import uvicorn
-    sock = listen_socket(host, 0)
-    server = uvicorn.Server(_config(app, host, 0))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the playground server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = server.force_exit = True
-        thread.join(timeout)
-        sock.close()
+        uvicorn.Server(uvicorn_config(app, host, port)).run(sockets=[sock])

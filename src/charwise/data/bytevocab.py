@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CharwiseError
+from ..settings.options import LN2
 
 END = 256                      # the end-of-item symbol's id
 SIZE = 257                     # 256 bytes + END
@@ -157,7 +158,6 @@ def per_char_losses(losses: np.ndarray, byte_ids: np.ndarray) -> dict:
     second = int(np.flatnonzero(starts)[1])                   # first byte of character 2
     per_char = float(losses[second - 1:].sum()) / (n_chars - 1)
     per_byte = float(losses.sum()) / len(losses)
-    ln2 = float(np.log(2))
-    return {"loss": per_char, "bits_per_char": per_char / ln2, "perplexity": float(np.exp(per_char)),
-            "chars": n_chars - 1, "loss_per_byte": per_byte, "bits_per_byte": per_byte / ln2,
+    return {"loss": per_char, "bits_per_char": per_char / LN2, "perplexity": float(np.exp(per_char)),
+            "chars": n_chars - 1, "loss_per_byte": per_byte, "bits_per_byte": per_byte / LN2,
             "bytes": len(losses), "bytes_per_char": (len(losses) + 1) / n_chars}

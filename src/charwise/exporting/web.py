@@ -32,6 +32,7 @@ from .._version import __version__
 from ..cells import CELLS
 from ..errors import CharwiseError
 from ..generation.charmodel import CharModel, load
+from ..generation.params import page_defaults
 from ..generation.quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
 from ..guards import check_out_path
 from ..inspect.analysis import analysis_text
@@ -246,7 +247,8 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
         "vocab": list(vocab.chars), "quantize": quantize, "tensors": table,
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "char_counts": info.get("char_counts"),
-        "greedy_below": GREEDY_BELOW,           # the sampler's temperature floor, as sample.py's
+        "greedy_below": GREEDY_BELOW,           # the sampler's temperature floor, as sampler.py's
+        "defaults": page_defaults(),            # where the page's controls start: SamplingParams's
         "best_val_loss": best.get("val_loss") if isinstance(best, dict) else None,
         "eval_split": hist[-1].get("eval_split") if hist and isinstance(hist[-1], dict) else None,
         "loss_check": loss,

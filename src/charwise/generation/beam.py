@@ -19,26 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CharwiseError
 from .loop import take_rows
-
-MAX_BEAM = 64
-
-
-def check_beam(width: Any, temperature: float | None = None, top_k: int | None = None,
-               top_p: float | None = None, temperature_given: bool = False) -> int:
-    """One-line errors for a beam that cannot run: width outside 1..64, or combined with
-    sampling settings (beam search picks the likeliest texts: it does not sample)."""
-    if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-        raise CharwiseError(f"--beam must be a whole number in 1..{MAX_BEAM}, got {width!r}")
-    if not 1 <= width <= MAX_BEAM:
-        raise CharwiseError(f"--beam must be in 1..{MAX_BEAM}, got {width}")
-    used = [name for name, on in (("--temperature", temperature_given), ("--top-k", top_k is not None),
-                                  ("--top-p", top_p is not None)) if on]
-    if used:
-        raise CharwiseError(f"--beam finds the most likely texts and does not sample: drop "
-                            f"{' and '.join(used)}")
-    return int(width)
 
 
 @dataclass
@@ -84,8 +65,8 @@ def beam_search(step: Callable[[np.ndarray, Any], tuple[np.ndarray, Any]], logit
                 banned: int | None = None) -> list[Beam]:
     """The `width` likeliest continuations of n symbols after a primed (1, V) `logits` and its
     batch-1 `state`, best first. `banned`: a symbol never chosen (a byte model's end symbol
-    outside line mode); the scores stay the model's log-probabilities."""
-    width = check_beam(width)
+    outside line mode); the scores stay the model's log-probabilities. `width` is a checked
+    SamplingParams.beam (1..MAX_BEAM)."""
     if n < 1:
         return [Beam(np.zeros(0, np.int64), 0.0)]
     lp0 = _ban(log_softmax(np.asarray(logits)[:1]), banned)          # (1, V)

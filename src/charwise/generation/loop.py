@@ -64,18 +64,25 @@ class Generation:
         return sum(e.invalid for e in self.ends)
 
 
-class _Sample:
+class SampleText:
+    """One sample's text pipeline: symbol id -> decoder -> stop matcher -> text. `feed` returns
+    the text that became final (a stop string's possible start is held back); `decoded` is
+    what the last feed (and a close after it) decoded, final or not; `end` how it ended."""
+
     def __init__(self, decoder: Decoder, stops: Sequence[str], keep_stop: bool, n: int):
         self.decoder = decoder
         self.matcher = StopMatcher(stops, keep_stop)
         self.left = n                                    # characters still allowed
         self.end = SampleEnd()
+        self.decoded = ""
 
     def feed(self, sym: int, end_id: int | None) -> str:
         self.end.steps += 1
+        self.decoded = ""
         if end_id is not None and sym == end_id:
             return self.close("end")
         text = self.decoder.feed(sym)[: self.left]
+        self.decoded = text
         self.left -= len(text)
         self.end.chars += len(text)
         out = self.matcher.feed(text)
@@ -91,6 +98,7 @@ class _Sample:
         if self.matcher.done:
             return ""
         tail = self.decoder.flush()[: max(self.left, 0)]
+        self.decoded += tail
         self.left -= len(tail)
         self.end.chars += len(tail)
         out = self.matcher.feed(tail)
@@ -117,7 +125,7 @@ def run(step: Callable[[np.ndarray, Any], tuple[np.ndarray, Any]], logits: np.nd
     characters, a stop string, or `end_id`; the loop also stops after `max_steps` steps
     (default: n, or n x 4 when a decoder assembles UTF-8 bytes). `result`, if given, receives
     how each sample ended."""
-    samples = [_Sample(d, stops, keep_stop, n) for d in decoders]
+    samples = [SampleText(d, stops, keep_stop, n) for d in decoders]
     if result is not None:
         result.ends = [s.end for s in samples]
     if max_steps is None:

@@ -11,7 +11,7 @@ import torch
 from ..cells import CELLS
 from ..data.corpus import AnyVocab, _codepoints
 from ..errors import CharwiseError
-from ..generation.charmodel import FusedLSTMStep
+from ..generation.steps import FusedLSTMStep
 from ..scoring import fp32_flags, recurrence_threads
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..settings.options import LN2
 from ..settings.train import ModelConfig, TrainConfig, config_fields
 from .rundir import BEST, LAST, check_run_dir, read_run
 
@@ -99,7 +100,7 @@ def format_info(d: dict) -> str:
     if d["best_val_loss"] is not None:
         v = d["best_val_loss"]
         split = "training text" if d["eval_split"] == "train" else "validation split"
-        lines.append(f"best loss    {v:.4f} nats/char = {v / math.log(2):.3f} bits/char "
+        lines.append(f"best loss    {v:.4f} nats/char = {v / LN2:.3f} bits/char "
                      f"(perplexity {math.exp(v):.2f}) on the {split}, step {d['best_step']}")
     else:
         lines.append("best loss    none yet (no evaluation finished)")

@@ -33,9 +33,9 @@ import torch
 
 from ..data.corpus import AnyVocab, Corpus, Vocab
 from ..errors import CharwiseError
-from ..generation.charmodel import load_model
 from ..settings.train import ModelConfig
 from . import bundled
+from .checkpoint import load_model
 from .rundir import BEST, LAST
 
 # Settings that fix the weights' shapes: SOURCE decides them, a flag may only repeat them.

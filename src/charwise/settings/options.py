@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -75,7 +76,7 @@ def check_value(f: dataclasses.Field, value: Any, label: str | None = None) -> A
     if not k.many:
         return _check_one(f, k.base, value, label)
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise CharwiseError(f"{label} must be a list of values, got {value!r}")
+        raise CharwiseError(f"{label} must be a list of values, got {shown_value(value)}")
     if not value:
         raise CharwiseError(f"{label} needs at least one value")
     return tuple(_check_one(f, k.base, v, label) for v in value)
@@ -84,42 +85,57 @@ def check_value(f: dataclasses.Field, value: Any, label: str | None = None) -> A
 def _check_one(f: dataclasses.Field, base: type, value: Any, label: str) -> Any:
     if base is bool:                    # on/off switches (e.g. --tensorboard)
         if not isinstance(value, bool):
-            raise CharwiseError(f"{label} must be true or false, got {value!r}")
+            raise CharwiseError(f"{label} must be true or false, got {shown_value(value)}")
         return value
     if isinstance(value, bool):         # bool is an int to Python, never a setting's number
         raise CharwiseError(f"{label} must be {'a string' if base is str else 'a number'}, "
-                            f"not {value!r}")
+                            f"not {shown_value(value)}")
     if base is int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
-            raise CharwiseError(f"{label} must be an integer, got {value!r}")
+            raise CharwiseError(f"{label} must be an integer, got {shown_value(value)}")
     elif base is float:
         if not isinstance(value, (int, float)):
-            raise CharwiseError(f"{label} must be a number, got {value!r}")
-        value = float(value)
+            raise CharwiseError(f"{label} must be a number, got {shown_value(value)}")
+        try:
+            value = float(value)
+        except OverflowError:           # an int beyond float's range: not a finite number
+            raise CharwiseError(f"{label} must be a finite number, got {shown_value(value)}") from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise CharwiseError(f"{label} must be a finite number, got {value}")
+            raise CharwiseError(f"{label} must be a finite number, got {shown_value(value)}")
     elif not isinstance(value, str):
-        raise CharwiseError(f"{label} must be a string, got {value!r}")
+        raise CharwiseError(f"{label} must be a string, got {shown_value(value)}")
     _check_bounds(f.metadata, value, label, base)
     return value
 
 
+def shown_value(value: Any) -> str:
+    """A value as an error message shows it: its repr, at most 60 characters, an integer of
+    30 digits or more by its length (a flag, a config file or an HTTP request may hold any)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 30:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:                      # beyond Python's int_max_str_digits
+            return "an integer of thousands of digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _check_bounds(m, value: Any, label: str, base: type) -> None:
     if "choices" in m and value not in m["choices"]:
-        raise CharwiseError(f"{label} must be one of {', '.join(m['choices'])}; got {value!r}")
+        raise CharwiseError(f"{label} must be one of {', '.join(m['choices'])}; got {shown_value(value)}")
     if m.get("text_encoding"):
         check_encoding(value, label)
     if "pattern" in m and not re.fullmatch(m["pattern"], value):
-        raise CharwiseError(f"{label} must be {m['pattern_text']}, got {value!r}")
+        raise CharwiseError(f"{label} must be {m['pattern_text']}, got {shown_value(value)}")
     if base is int and "min" in m and "max" in m and not m["min"] <= value <= m["max"]:
-        raise CharwiseError(f"{label} must be in {m['min']}..{m['max']}, got {value}")
+        raise CharwiseError(f"{label} must be in {m['min']}..{m['max']}, got {shown_value(value)}")
     if "min" in m and (value < m["min"] or (m.get("exclusive_min") and value == m["min"])):
         op = ">" if m.get("exclusive_min") else ">="
-        raise CharwiseError(f"{label} must be {op} {m['min']}, got {value}")
+        raise CharwiseError(f"{label} must be {op} {m['min']}, got {shown_value(value)}")
     if "max" in m and value > m["max"]:
-        raise CharwiseError(f"{label} must be <= {m['max']}, got {value}")
+        raise CharwiseError(f"{label} must be <= {m['max']}, got {shown_value(value)}")
 
 
 def check_encoding(name: str, label: str = "--encoding") -> str:
@@ -158,12 +174,18 @@ T = TypeVar("T", bound="Options")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 MAX_SEED = 2 ** 63 - 1                     # every seed (train, sample, analyze, serve): an int64
-# A sampling temperature below this is greedy (argmax), in every sampling path (sample.draw and
+# A sampling temperature below this is greedy (argmax), in every sampling path (sampler.draw and
 # filter_probs, so sample, analyze, serve and the web page): dividing float32 logits by less
 # can overflow to inf, and inf - inf is NaN (5e-324 gave NaN probabilities and always id 0).
 GREEDY_BELOW = 1e-4
 DEVICES = r"auto|cpu|cuda(:\d+)?"          # what --device accepts (a regular expression)
 MAX_BEAM = 64
+# More sampling limits, for every path (sample, serve, analyze, the API; SamplingParams checks)
+DEFAULT_TEMPERATURE = 1.0                  # when none is given (the CLI's, the API's, serve's)
+MAX_SAMPLES = 4096                         # streams of one call (--num-samples)
+MAX_CHARS = 10_000_000                     # characters (or line-mode items) of one call
+SAMPLE_PRECISIONS = ("fp32", "int8")       # the sampling step's arithmetic (generation.steps)
+LN2 = math.log(2)                          # nats per bit: every bits/char and bits/item
 
 
 class Options:
@@ -256,13 +278,13 @@ class SampleOptions(Options):
     prime: str = _f("", "text to start from")
     n: int = _f(500, "characters to generate; items for a --line-mode run", min=0, flag="-n")
     temperature: float | None = _f(None, f"softmax temperature; 0 (or below {GREEDY_BELOW:g}) = "
-                                   "greedy", min=0.0, shown="1.0")
+                                   "greedy", min=0.0, shown=str(DEFAULT_TEMPERATURE))
     top_k: int | None = _f(None, "sample from the k likeliest only", min=1)
     top_p: float | None = _f(None, "nucleus sampling: the smallest set of likeliest characters "
                              "holding this much probability, in (0, 1]", min=0.0,
                              exclusive_min=True, max=1.0)
     seed: int | None = seed_opt(None)
-    num_samples: int = _f(1, "independent samples", min=1, max=4096)
+    num_samples: int = _f(1, "independent samples", min=1, max=MAX_SAMPLES)
     oov: str = oov_opt("prime characters")
     which: str = which_opt()
     threads: int | None = threads_opt()
@@ -284,7 +306,7 @@ class SampleOptions(Options):
                         "and device (with a model on a GPU, one stream samples on the CPU and "
                         "several on the GPU: their last bits differ and can flip a draw); int8: "
                         "LSTMs on an x86 CPU with AVX-512 VNNI, int8 recurrent weights, faster, greedy text and "
-                        "sample loss close to fp32's but not identical", choices=("fp32", "int8"))
+                        "sample loss close to fp32's but not identical", choices=SAMPLE_PRECISIONS)
     device: str = device_opt()
 
 

@@ -34,8 +34,12 @@ async function loadInfo() {
   $("vocab").textContent = info.vocab.map(show).join(" ");
   const len = $("length");
   len.max = info.limits.max_chars;
-  if (Number(len.value) > info.limits.max_chars) len.value = info.limits.max_chars;
-  len.dispatchEvent(new Event("input"));
+  // the controls start at `charwise sample`'s defaults (SamplingParams, generation/params.py)
+  const d = info.defaults;
+  for (const [id, v] of [["temperature", d.temperature], ["top-p", d.top_p], ["length", d.n]]) {
+    $(id).value = String(v);
+    $(id).dispatchEvent(new Event("input"));
+  }
   checkPrime();
 }
 

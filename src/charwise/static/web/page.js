@@ -1,7 +1,7 @@
 // charwise web export: the model's step and sampler in plain JavaScript (typed arrays), run in
 // this page. The maths is PyTorch's (nn.LSTM gates i, f, g, o; nn.GRU r, z, n with
 // n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); nn.RNN tanh), the sampler is charwise's
-// (sample.py: temperature, top-k, then top-p, inverse-CDF draw; temperature 0, or below the
+// (generation/sampler.py: temperature, top-k, then top-p, inverse-CDF draw; temperature 0, or below the
 // floor desc.greedy_below, = argmax).
 // Products run in WebAssembly SIMD (float32 sums, as torch's) where the browser has it, else in
 // plain JavaScript (float64 sums); either way the page agrees with torch's float32 to ~1e-6.
@@ -232,7 +232,7 @@
     return p;
   }
 
-  // filter_probs in sample.py: temperature, top-k, then the smallest top-p prefix.
+  // filter_probs in generation/sampler.py: temperature, top-k, then the smallest top-p prefix.
   function filterProbs(logits, temperature, topK, topP) {
     const V = logits.length, z = new Float64Array(V);
     for (let i = 0; i < V; i++) z[i] = logits[i] / temperature;
@@ -288,7 +288,7 @@
   // sampling settings), top: [[char, p], ...] }.
   function* run(model, prime, opts) {
     const vocab = model.desc.vocab, idOf = new Map(vocab.map((c, i) => [c, i]));
-    // below the model's temperature floor (sample.py's GREEDY_BELOW) sampling is greedy
+    // below the model's temperature floor (settings/options.py's GREEDY_BELOW) sampling is greedy
     const temperature = opts.temperature < (model.desc.greedy_below || 0) ? 0 : opts.temperature;
     const rand = rng(opts.seed);
     const s = model.zeroState();
@@ -437,6 +437,11 @@
     if (!prime.value) {
       const guess = ["The ", "ROMEO:", "Mr Bennet", "the ", "a "].find((t) => [...t].every((c) => desc.vocab.includes(c)));
       prime.value = guess || desc.vocab[0];
+    }
+    // the controls start at `charwise sample`'s defaults (SamplingParams, generation/params.py)
+    const d = desc.defaults || {};
+    for (const [id, v] of [["temperature", d.temperature], ["top-p", d.top_p], ["length", d.n], ["top-k", d.top_k]]) {
+      if (v != null) $(id).value = String(v);
     }
     for (const [id, fmt] of [["temperature", (v) => v.toFixed(2)], ["top-p", (v) => v.toFixed(2)]]) {
       const input = $(id), upd = () => { $(id + "-value").textContent = fmt(Number(input.value)); };
