@@ -405,7 +405,7 @@ def test_prepare_verify_checks_the_recorded_sha256(tmp_path, capsys):
 def test_large_vocabulary_logits_are_computed_in_bounded_pieces():
     import numpy as np
 
-    from charwise.data.corpus import Vocab
+    from charwise.data.vocab import Vocab
     from charwise.generation.charmodel import CharModel
     from charwise.model import CharRNN
     from charwise.scoring import evaluate_tokens

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from charwise.cli import main
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.generation.charmodel import load_model
 from charwise.model import CharRNN
 from charwise.runs import bundled, transfer

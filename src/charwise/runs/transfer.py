@@ -34,7 +34,8 @@ import torch
 from . import bundled
 from ..errors import CharwiseError
 from ..settings.train import ModelConfig
-from ..data.corpus import Corpus, Vocab
+from ..data.corpus import Corpus
+from ..data.vocab import Vocab
 from .rundir import BEST, LAST
 from ..generation.charmodel import load_model
 
