@@ -311,7 +311,7 @@ def _pack_parser(sub) -> None:
 def cmd_train(a) -> int:
     from .runs.rundir import check_run_dir, check_run_start
     from .runs.runlock import lock_run
-    from .settings.train import merge_cli
+    from .settings.toml import merge_cli
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
         from .training.tblog import require_tensorboard
