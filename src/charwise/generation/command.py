@@ -3,16 +3,14 @@ sampling (streamed), several samples, stop strings, beam search, line-mode items
 --new-only, and the evaluation summary (per item for line mode, per byte for a byte model)."""
 from __future__ import annotations
 
-import math
 from typing import TextIO
 
 from ..errors import CharwiseError
+from ..scoring import LN2
 from .beam import check_beam
 from .charmodel import CharModel, check_precision, check_sampling_args, make_step
 from .loop import Generation
 from .stops import parse_stops
-
-LN2 = math.log(2)
 
 
 def sample_command(model: CharModel, out: TextIO, err: TextIO, *, prime: str = "", n: int = 200,
