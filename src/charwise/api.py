@@ -26,7 +26,7 @@ from typing import Any, TextIO
 from .data.corpus import read_text
 from .data.prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
 from .errors import CharwiseError
-from .exporting.onnx import export  # noqa: F401  (re-exported: charwise.export)
+from .exporting.command import export  # noqa: F401  (re-exported: charwise.export)
 from .generation.charmodel import check_sampling_args, load
 from .generation.command import sample_command
 from .inspect import analysis as A

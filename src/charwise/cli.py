@@ -401,7 +401,7 @@ def cmd_info(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .exporting.onnx import export, summary_line
+    from .exporting.command import export, summary_line
     print(summary_line(export(a.run_dir, out=a.out, options=ExportOptions.from_args(a))))
     return 0
 
