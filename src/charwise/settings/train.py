@@ -133,12 +133,12 @@ class TrainRun:
     """train's flags that say which run rather than how to train it (config-file keys too,
     except resume, force and config)."""
     corpus: str | None = _f(None, "UTF-8 text file, or a directory made by charwise prepare",
-                            shown="the bundled corpus", positional="?")
+                            shown="the bundled corpus", positional="?", path=True)
     config: str | None = _f(None, "read settings from a TOML file whose keys are these flags "
                             "(hidden-size = 256, corpus = \"in.txt\", ...); flags given here "
                             "override it. Every run saves RUN_DIR/config.toml, which trains the "
-                            "same run again", metavar="FILE.toml", shown="none")
-    out: str | None = _f(None, "run directory", shown="runs/latest")
+                            "same run again", metavar="FILE.toml", shown="none", path=True)
+    out: str | None = _f(None, "run directory", shown="runs/latest", path=True)
     preset: str | None = _f(None, "model size and training recipe; auto = chosen from the text, "
                             "this machine's speed and the budget (fine-tunes base where it reads "
                             "the text, else from scratch as 'scratch'); scratch = auto never "
@@ -150,7 +150,7 @@ class TrainRun:
                                "base (the model bundled with charwise). The model's shape comes "
                                "from SOURCE, the vocabulary is SOURCE's merged with the corpus's; "
                                "preset auto means finetune. Not --resume, which continues the run "
-                               "in --out", metavar="SOURCE", shown="none")
+                               "in --out", metavar="SOURCE", shown="none", path=True)
     force: bool = _f(False, "replace an existing run in --out")
     quiet: bool = _f(False, "print nothing but the final summary line (no progress bar, no "
                      "evaluation lines, no notes)")
