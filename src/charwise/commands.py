@@ -83,25 +83,20 @@ JSON = arg("--json", action="store_true", help="print JSON")
 # ----------------------------------------------------------------------------- each command's glue
 
 def _train(a, train) -> int:
-    from .runs.rundir import check_run_dir, check_run_start
-    from .runs.runlock import lock_run
+    from .runs.runlock import refuse_if_held
     from .settings.toml import merge_cli
     kw = merge_cli(a)                       # --config file, then the flags given here
     if kw.get("tensorboard"):
         from .training.tblog import require_tensorboard
         require_tensorboard()               # before anything is written
-    out = kw.get("out") or "runs/latest"
-    if a.resume:
-        check_run_dir(out)                  # a missing run is reported, not created
-    check_run_start(out, a.resume, kw["force"], kw.get("corpus"), kw.get("init_from"))
-    # the run directory's lock first, before torch is imported: a second writer learns at once
-    lock = lock_run(out) if int(os.environ.get("RANK", "0")) == 0 else None
-    try:
-        res = train(resume=a.resume, **kw)
-    finally:
-        if lock is not None:
-            lock.release()
-    if int(os.environ.get("RANK", "0")) != 0:
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        # train() checks --init-from/--resume and the run directory, then takes the run's lock;
+        # a lock held by another process is reported here already, so that a second writer
+        # learns at once, not after torch loads (drop this once train() locks before that)
+        refuse_if_held(kw["out"])
+    res = train(resume=a.resume, **kw)
+    if not rank0:
         return 0                                 # under torchrun, rank 0 reports
     best = f"{res.best_val_loss:.4f} nats/char at step {res.best_step}" if res.best_val_loss is not None else "n/a"
     print(f"done: {res.steps} steps in {res.train_seconds:.1f}s ({res.stopped_because}); "

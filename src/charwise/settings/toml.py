@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import CharwiseError
 from ..files import read_utf8
 from .options import check_value, config_fields
-from .train import INIT_FROM_AND_RESUME, NO_PRESET, PRESETS, ModelConfig, TrainConfig, TrainRun
+from .train import NO_PRESET, PRESETS, ModelConfig, TrainConfig, TrainRun
 
 MAX_CONFIG_BYTES = 1 << 20
 # TrainRun's keys a file may hold; the others make no sense in a file, with the reason.
@@ -110,13 +110,12 @@ def _as_train_kwargs(path: Path, values: dict) -> dict:
 
 def merge_cli(args) -> dict[str, Any]:
     """train() keyword arguments from parsed `charwise train` flags over an optional --config
-    file. A setting flag that was not given is None in `args`, so the file's value stands."""
+    file. A setting flag that was not given is None in `args`, so the file's value stands.
+    --init-from with --resume is train()'s to refuse (the API needs the check too)."""
     if args.config and args.resume:
         raise CharwiseError("--config and --resume do not mix: a resumed run keeps its own "
                             "settings (only budget flags such as --max-steps may change)")
     kw = read_config(args.config) if args.config else {}
-    if args.resume and (args.init_from or kw.get("init_from")):
-        raise CharwiseError(INIT_FROM_AND_RESUME)
     kw.update({name: getattr(args, name) for name in _settings() if getattr(args, name) is not None})
     for name in ("corpus", "init_from"):
         if getattr(args, name) is not None:
