@@ -1,0 +1,1 @@
+"""A run directory on disk: its files, its lock, checkpoints, the bundled base, transfer."""
