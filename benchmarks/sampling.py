@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import charwise
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.generation.charmodel import CharModel
 from charwise.generation.check import exact_log_probs, greedy_agreement, sample_loss_gap
 from charwise.generation.loop import run

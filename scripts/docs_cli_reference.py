@@ -1,8 +1,10 @@
 """MkDocs hook (mkdocs.yml: hooks): fills docs/cli.md in from charwise's own argparse parser, so
-the command-line reference lists every command and flag with the help text and default that
-`charwise COMMAND --help` shows, and cannot fall behind the code.
+the command-line reference lists every command (commands.COMMANDS, in its order, with its
+one-line help) and flag with the help text and default that `charwise COMMAND --help` shows,
+and cannot fall behind the code.
 
-charwise.cli imports no torch at module level, so this costs the build a fraction of a second.
+charwise.cli and charwise.commands import no torch at module level, so this costs the build a
+fraction of a second.
 """
 from __future__ import annotations
 
@@ -68,16 +70,15 @@ def cli_markdown() -> str:
     if str(SRC) not in sys.path:
         sys.path.insert(0, str(SRC))
     from charwise.cli import build_parser
+    from charwise.commands import COMMANDS
     parser = build_parser()
     subs = _subparsers(parser)
-    helps = {a.dest: a.help for a in next(a for a in parser._actions
-                                           if isinstance(a, argparse._SubParsersAction))._choices_actions}
     top = ["## charwise", "", "```", parser.format_usage().strip().removeprefix("usage: "), "```", "",
            "| argument | meaning |", "| --- | --- |"]
     top += [f"| {_forms(a)} | {_help(a)} |" for a in parser._actions
             if a.option_strings and a.help != argparse.SUPPRESS]
     parts = ["\n".join(top) + "\n"]
-    parts += [command_markdown(name, p, helps.get(name) or "") for name, p in subs.items()]
+    parts += [command_markdown(c.name, subs[c.name], c.help) for c in COMMANDS]
     return "\n".join(parts)
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from charwise.api import load
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.inspect import analysis as A
 from charwise.inspect import neurons as N
 from charwise.model import CharRNN

@@ -68,6 +68,14 @@ def test_api_and_cli_give_the_same_error(capsys, command, flags, call):
     assert (flags[0] if flags else "--out") in shown
 
 
+def test_every_command_with_options_and_an_api_function_is_in_the_table_above():
+    """commands.COMMANDS is where a command is declared; SAME must not fall behind it."""
+    from charwise.commands import COMMANDS
+    from charwise.settings.options import Options
+    checked = {c.name for c in COMMANDS if c.api and isinstance(c.options, type) and issubclass(c.options, Options)}
+    assert checked == {command[0] for command, _, _ in SAME}
+
+
 def test_api_functions_are_plain_functions_with_their_real_signatures(trained_run):
     """The API is plain functions (no callable modules): importlib, inspect and monkeypatch see
     what a user calls, in any import order."""

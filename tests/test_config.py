@@ -10,7 +10,8 @@ except ModuleNotFoundError:     # Python 3.10
 import pytest
 
 from charwise.cli import main
-from charwise.settings.train import CharwiseError, read_config
+from charwise.settings.toml import read_config
+from charwise.settings.train import CharwiseError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden-size": 16, "embed-dim": 8, "max-steps": 12, "eval-every": 6, "batch-size": 4,
@@ -50,7 +51,7 @@ def test_flags_override_the_file_and_underscores_work(tmp_path):
     cfg = write(tmp_path / "run.toml", "hidden_size = 16\nembed_dim = 8\nmax_steps = 4\n"
                                        "eval_every = 0\nlr = 0.5\ntensorboard = true\n")
     from charwise.cli import build_parser
-    from charwise.settings.train import merge_cli
+    from charwise.settings.toml import merge_cli
     a = build_parser().parse_args(["train", "--config", str(cfg), "--lr", "0.002", "--no-tensorboard",
                                    "--out", str(tmp_path / "o")])
     kw = merge_cli(a)

@@ -6,12 +6,11 @@ from hypothesis import strategies as st
 from charwise.data.corpus import (
     Corpus,
     StreamBatches,
-    Vocab,
     bundled_corpus_path,
     prepare_corpus,
     read_text,
-    token_dtype,
 )
+from charwise.data.vocab import Vocab, token_dtype
 from charwise.settings.train import CharwiseError
 
 

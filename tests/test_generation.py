@@ -197,7 +197,7 @@ def test_analyze_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path)
 
 
 def test_web_export_refuses_byte_and_line_mode_runs(bytes_run, names_run, tmp_path):
-    from charwise.exporting.onnx import export
+    from charwise.exporting.command import export
     with pytest.raises(CharwiseError, match="byte-level run"):
         export(bytes_run, "web", out=tmp_path / "a.html")
     with pytest.raises(CharwiseError, match="line-mode run"):

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from charwise.data.bytevocab import CharDecoder
-from charwise.data.corpus import Vocab
 from charwise.data.lines import (
     IGNORE,
     ItemBatches,
@@ -23,6 +22,7 @@ from charwise.data.lines import (
     split_train_val,
     suggest_line_mode,
 )
+from charwise.data.vocab import Vocab
 from charwise.generation.loop import Generation, run
 from charwise.generation.sampler import draw
 from charwise.generation.steps import make_step

@@ -1,4 +1,4 @@
-"""notebook.py: the Run object a notebook shows (card, figures, samples, neurons)."""
+"""notebook/: the Run object a notebook shows (card, figures, samples, neurons)."""
 import base64
 import io
 import re
@@ -103,9 +103,9 @@ def test_figures_display_in_ipython_without_pyplot(run):
     pytest.importorskip("IPython")
     from IPython.core.interactiveshell import InteractiveShell
 
-    from charwise import notebook
+    from charwise.notebook import views
     shell = InteractiveShell.instance()
-    notebook._show_figures_inline()
+    views.show_figures_inline()
     data, _ = shell.display_formatter.format(run.plot_curve())
     assert base64.b64decode(data["image/png"])[:8] == PNG if isinstance(data["image/png"], str) \
         else data["image/png"][:8] == PNG

@@ -9,7 +9,7 @@ import pytest
 
 from charwise.api import load
 from charwise.cli import main
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.inspect import analysis as A
 from charwise.inspect import neurons as N
 from charwise.inspect.plots import heatmap_chart, moving_average, per_char_chart, read_metrics, training_curve

@@ -10,6 +10,7 @@ import pytest
 import charwise.data.corpus as data
 from charwise.cli import main
 from charwise.data.prepare import load_prepared, prepare, unescape
+from charwise.data.vocab import token_dtype
 from charwise.runs.rundir import read_run
 from charwise.settings.train import CharwiseError
 
@@ -160,7 +161,7 @@ def test_bad_inputs(tree, tmp_path, capsys):
     assert main(["prepare", out, "--out", str(tmp_path / "q")]) == 2  # a prepared dir is not text
     assert "already a prepared corpus" in capsys.readouterr().err
     with pytest.raises(CharwiseError, match="must fit in uint32"):
-        data.token_dtype(2**32 + 1)
+        token_dtype(2**32 + 1)
 
 
 _CHILD = """

@@ -465,7 +465,7 @@ def test_a_deeply_nested_config_file_is_one_line(tmp_path, capsys, content, need
 def test_a_config_file_with_a_byte_order_mark_is_read(tmp_path):
     """Windows editors save UTF-8 with a BOM; tomllib said "Invalid statement (at line 1,
     column 1)", naming nothing."""
-    from charwise.settings.train import read_config
+    from charwise.settings.toml import read_config
     cfg = tmp_path / "bom.toml"
     cfg.write_bytes(b"\xef\xbb\xbfhidden-size = 16\n")
     assert read_config(cfg)["hidden_size"] == 16

@@ -61,12 +61,15 @@ def test_second_writer_exits_2_naming_holder_and_kill_releases_lock(tmp_path):
     assert c.returncode == 0, err
 
 
-def test_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
+def test_lock_is_taken_once_and_exclusive_in_this_process_and_across(tmp_path):
+    """train() takes the lock once (the CLI no longer takes it first): a second take is refused
+    in the holding process too, naming it; released, the lock is free for another process."""
+    from charwise.errors import CharwiseError
     from charwise.runs.runlock import lock_run
     run = tmp_path / "r"
     outer = lock_run(run)
-    inner = lock_run(run)                    # the CLI's lock, then train()'s: same process
-    inner.release()
+    with pytest.raises(CharwiseError, match=f"in use by process {os.getpid()}"):
+        lock_run(run)
     code = ("import sys; from charwise.runs.runlock import lock_run\n"
             "from charwise.settings.train import CharwiseError\n"
             "try:\n    lock_run(sys.argv[1])\nexcept CharwiseError as e:\n    print(e); sys.exit(2)\n")
@@ -76,6 +79,33 @@ def test_lock_is_reentrant_in_one_process_and_exclusive_across(tmp_path):
     outer.release()
     r = subprocess.run([sys.executable, "-c", code, str(run)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stdout
+
+
+def test_refuse_if_held_reports_a_holder_and_changes_nothing(tmp_path):
+    """The CLI's early check (before torch loads): the holder's error, or nothing at all."""
+    from charwise.errors import CharwiseError
+    from charwise.runs.runlock import LOCK, lock_run, refuse_if_held
+    run = tmp_path / "r"
+    refuse_if_held(run)                                     # no directory: nothing made
+    assert not run.exists()
+    run.mkdir()
+    (run / LOCK).write_text("12345\n")                      # a last holder, gone
+    refuse_if_held(run)
+    assert (run / LOCK).read_text() == "12345\n"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from charwise.runs.runlock import lock_run; "
+         "lock_run(sys.argv[1]); print('locked', flush=True); sys.stdin.read()", str(run)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CharwiseError, match=f"in use by process {holder.pid}"):
+            refuse_if_held(run)
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+    refuse_if_held(run)
+    lock_run(run).release()                                 # the probe left the lock free
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -406,7 +436,7 @@ def test_prepare_verify_checks_the_recorded_sha256(tmp_path, capsys):
 def test_large_vocabulary_logits_are_computed_in_bounded_pieces():
     import numpy as np
 
-    from charwise.data.corpus import Vocab
+    from charwise.data.vocab import Vocab
     from charwise.generation.charmodel import CharModel
     from charwise.model import CharRNN
     from charwise.scoring import evaluate_tokens

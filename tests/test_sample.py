@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import charwise
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.generation.charmodel import CharModel
 from charwise.generation.sampler import draw, filter_probs
 from charwise.generation.steps import FusedLSTMStep, ModuleStep, NumpyLSTMStep, make_step

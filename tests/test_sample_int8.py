@@ -8,7 +8,7 @@ import torch
 
 import charwise
 from charwise.cli import main
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.generation.charmodel import CharModel
 from charwise.generation.check import greedy_agreement, sample_loss_gap
 from charwise.generation.quant import Int8Matrix, dequantize_rows, quantize_rows

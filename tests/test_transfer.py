@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from charwise.cli import main
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.model import CharRNN
 from charwise.runs import bundled, transfer
 from charwise.runs.checkpoint import load_model

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from charwise.cli import main
-from charwise.data.corpus import Vocab
+from charwise.data.vocab import Vocab
 from charwise.exporting.web import (
     build_html,
     dequantize_rows,

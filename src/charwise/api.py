@@ -9,9 +9,11 @@
     charwise.pack("runs/x", "x.charwise")                     # one file to share; load() takes it
     model = charwise.load("runs/x")                          # generate / stream / evaluate
 
-Each command's options are a dataclass in options.py (SampleOptions, EvalOptions, ...): pass one
-as `options`, or its fields as keyword arguments. A bad value raises the CharwiseError that the
-CLI prints for the same flag.
+Each command's options are a dataclass in settings/options.py (SampleOptions, EvalOptions, ...):
+pass one as `options`, or its fields as keyword arguments. A bad value raises the CharwiseError
+that the CLI prints for the same flag. Which function each command calls, and so what is
+exported as charwise.<name>, is declared once in commands.py (COMMANDS, API); this module
+imports them all, for `from charwise.api import ...` and type checkers.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from typing import Any, Callable, TextIO, TypedDict
 from .data.corpus import read_text
 from .data.prepare import prepare  # noqa: F401  (re-exported: charwise.prepare)
 from .errors import CharwiseError
-from .exporting.onnx import export  # noqa: F401  (re-exported: charwise.export)
+from .exporting.command import export  # noqa: F401  (re-exported: charwise.export)
 from .generation.charmodel import load
 from .generation.command import sample_command
 from .generation.params import SamplingParams

@@ -27,7 +27,8 @@ from ..runs.bundled import corpus_path as bundled_corpus_path
 from ..runs.bundled import sha256_file
 from ..scoring import LN2, fp32_flags
 from .bytevocab import ByteVocab
-from .corpus import AnyVocab, Vocab, check_text_file, read_text
+from .corpus import check_text_file, read_text
+from .vocab import AnyVocab, Vocab
 
 IGNORE = -100                  # target id of padding: F.cross_entropy skips it by default
 HINT_MAX_BYTES = 50 << 20     # look for a list (to suggest line mode) only in texts up to this

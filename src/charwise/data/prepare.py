@@ -37,6 +37,7 @@ from ..settings.options import PrepareOptions
 from . import corpus as data
 from .corpus import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
 from .corpus import PREPARED_VERSION as FORMAT_VERSION
+from .vocab import Vocab, token_dtype
 
 _MAX_CP = 0x110000              # every code point (and surrogate) is below this
 
@@ -182,11 +183,11 @@ def _encode(out: Path, sources: list[Source], separator: str, encoding: str) -> 
     docs, cps = _vocabulary(sources, separator, encoding)
     sep = _cps(separator) if len(docs) > 1 else np.zeros(0, np.uint32)
     try:
-        dtype = data.token_dtype(len(cps))
+        dtype = token_dtype(len(cps))
     except CharwiseError:
         raise CharwiseError(f"the inputs use {len(cps):,} distinct characters, more than the "
                             f"largest token dtype (uint32) can number") from None
-    vocab = data.Vocab(tuple(chr(c) for c in cps))
+    vocab = Vocab(tuple(chr(c) for c in cps))
     # code point -> id, over all code points, so a lookup can never go out of range; a file
     # edited between the passes is caught by _unchanged instead.
     lut = np.zeros(_MAX_CP, dtype=dtype)
@@ -223,7 +224,7 @@ def _encode(out: Path, sources: list[Source], separator: str, encoding: str) -> 
 
 
 def _cps(text: str) -> np.ndarray:
-    # as data._codepoints, minus the int64 copy: uint32 indexes the tables just as well
+    # as vocab.codepoints, minus the int64 copy: uint32 indexes the tables just as well
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
 

@@ -30,20 +30,11 @@ from .._version import __version__
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..guards import check_out_path
-from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out, read_run
+from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out
 from ..settings.options import ExportOptions
+from .formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, check_quantize
+from .losscheck import check_text, loss_phrase, loss_report, refuse_if_worse, torch_loss
 from .onnxquant import quantize_proto
-from .web import (
-    DEFAULT_MAX_LOSS_INCREASE,
-    check_quantize,
-    check_text,
-    export_web,
-    loss_phrase,
-    loss_report,
-    refuse_if_worse,
-    torch_loss,
-)
-from .web import summary_line as web_summary_line
 
 MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
 
@@ -82,10 +73,11 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
     `check` is set, run 64 steps through both and report the largest logit gap. quantize
     fp16/int8 (onnxquant.py): the loss of the quantized graph on the run's validation split (or
     `textfile`) is compared with the original's; beyond max_loss_increase nothing is written."""
-    check_quantize(quantize)
+    check_quantize(quantize, "onnx")
     run = check_run_dir(run_dir)
     if out is None:
-        out = default_out(run_dir, run, "model.onnx", ".onnx")
+        suffix = FORMATS["onnx"].suffix
+        out = default_out(run_dir, run, "model" + suffix, suffix)
     out = check_out_path(out, force, protect=run.parent if run.is_file() else run)
     _require("onnx")
     _require("onnxscript")                 # torch's exporter translates through onnxscript
@@ -206,33 +198,13 @@ def check_against_torch(path, model, steps: int = 64, batch: int = 3, seed: int 
     return worst, steps
 
 
-def export(run_dir, format: str | None = None, out=None, options: ExportOptions | None = None,
-           **kw) -> dict:
-    """What `charwise export` writes: the ONNX step graph or (format "web") one HTML page, at
-    `out` (default: beside the run). Options: ExportOptions (format, which, quantize, text,
-    max_loss_increase, force, device), or its fields as keyword arguments."""
-    o = ExportOptions.make(options, **kw if format is None else {**kw, "format": format})
-    if o.format == "web":
-        _check_web_vocab(run_dir)
-        return export_web(run_dir, out, o.quantize, o.which, o.force, o.text,
-                          DEFAULT_MAX_LOSS_INCREASE if o.max_loss_increase is None else o.max_loss_increase)
+def write(run_dir, out, o: ExportOptions) -> dict:
+    """`charwise export --format onnx` (FORMATS)."""
     return export_onnx(run_dir, out, o.which, quantize=o.quantize, textfile=o.text,
                        max_loss_increase=o.max_loss_increase, force=o.force)
 
 
-def _check_web_vocab(run_dir) -> None:
-    """The web page's sampler prints code points one at a time: refuse byte and line-mode runs
-    in one line instead of exporting a page that shows <E4> or ends nowhere."""
-    info = read_run(check_run_dir(run_dir))
-    if info.get("vocab_kind", "chars") != "chars" or info.get("line_mode"):
-        kind = "a byte-level run" if info.get("vocab_kind") == "bytes" else "a line-mode run"
-        raise CharwiseError(f"--format web exports code-point runs trained as one text; {run_dir} "
-                            f"is {kind} (--format onnx works for it)")
-
-
 def summary_line(res: dict) -> str:
-    if res.get("format") == "web":
-        return web_summary_line(res)
     size = res["bytes"]
     human = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
     line = f"wrote {res['path']} ({human}; inputs {', '.join(res['inputs'])} -> " \

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -31,20 +30,15 @@ import torch
 from .._version import __version__
 from ..cells import CELLS
 from ..errors import CharwiseError
-from ..generation.charmodel import CharModel, load
+from ..generation.charmodel import load
 from ..generation.params import page_defaults
 from ..generation.quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
 from ..guards import check_out_path
-from ..inspect.analysis import analysis_text
-from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out
-from ..settings.options import GREEDY_BELOW
+from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out, read_run
+from ..settings.options import GREEDY_BELOW, ExportOptions
+from .formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, check_quantize
+from .losscheck import check_text, loss_phrase, loss_report, refuse_if_worse, torch_loss
 
-QUANTIZE = ("none", "fp16", "int8")
-# Default refusal threshold (nats/char) for a quantized export: the issue's int8 target. fp16
-# is ~100x inside it; an int8 export beyond it has lost something a user would notice.
-DEFAULT_MAX_LOSS_INCREASE = 0.01
-CHECK_CHARS = 120_000          # loss check on at most this many characters (tiny-shakespeare's
-                               # validation split is 111,540): seconds, even for 1x640 in ONNX
 _TEMPLATE_FILES = ("page.html", "page.css", "page.js")
 
 
@@ -66,12 +60,6 @@ def roundtrip(a: np.ndarray, quantize: str, matrix: bool = True) -> np.ndarray:
     if quantize == "fp16":
         return a.astype(np.float16).astype(np.float32)
     return dequantize_rows(*quantize_rows(a))
-
-
-def check_quantize(quantize: str) -> str:
-    if quantize not in QUANTIZE:
-        raise CharwiseError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE)}")
-    return quantize
 
 
 def encode_weights(net, quantize: str) -> tuple[list[dict], bytes, int]:
@@ -115,39 +103,6 @@ def quantized_net(net, quantize: str):
              for k, a in model_tensors(net)}
     q.load_state_dict(state)
     return q.eval()
-
-
-# ----------------------------------------------------------------------------- loss check
-
-def check_text(run_dir, model, textfile=None) -> tuple[str, str]:
-    """(text, where it came from): TEXTFILE, else the run's validation split (else its
-    training text), at most CHECK_CHARS characters."""
-    t = analysis_text(run_dir, model.info, model.vocab, textfile, oov="skip")
-    ids = np.asarray(t.ids)[:CHECK_CHARS]
-    if len(ids) < 2:
-        raise CharwiseError(f"{t.source}: too short to check the export's loss")
-    chars = model.vocab.chars
-    where = t.source if len(ids) == len(t.ids) else f"first {len(ids):,} characters of {t.source}"
-    return "".join(chars[i] for i in ids), where
-
-
-def torch_loss(model, text: str, net=None) -> float:
-    """Exact fp32 nats/char of `text` under `net` (default: the model's own)."""
-    m = model if net is None else CharModel(net, model.vocab, model.info)
-    return float(m.evaluate(text, precision="fp32")["loss"])
-
-
-def loss_report(original: float, exported: float, chars: int, where: str) -> dict:
-    return {"original": original, "exported": exported, "delta": exported - original,
-            "chars": chars, "text": where}
-
-
-def refuse_if_worse(report: dict, quantize: str, max_increase: float, what: str) -> None:
-    if not math.isfinite(report["exported"]) or report["delta"] > max_increase:
-        raise CharwiseError(
-            f"{quantize} {what} raises the loss by {report['delta']:+.4f} nats/char "
-            f"({report['original']:.4f} -> {report['exported']:.4f} on {report['text']}), beyond "
-            f"--max-loss-increase {max_increase:g}; nothing written")
 
 
 # ----------------------------------------------------------------------------- the page's matvec
@@ -280,10 +235,11 @@ def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", f
                textfile=None, max_loss_increase: float = DEFAULT_MAX_LOSS_INCREASE,
                check: bool = True) -> dict:
     """Write RUN_DIR's model as one HTML page (default RUN_DIR/model.html)."""
-    check_quantize(quantize)
+    check_quantize(quantize, "web")
     run = check_run_dir(run_dir)
     if out is None:
-        out = default_out(run_dir, run, "model.html", ".html")
+        suffix = FORMATS["web"].suffix
+        out = default_out(run_dir, run, "model" + suffix, suffix)
     out = Path(out)
     check_out(out, force, run.parent if run.is_file() else run)                  # before the (slow) work: fail fast
     model = load(run_dir, which=which)
@@ -302,15 +258,25 @@ def export_web(run_dir, out=None, quantize: str = "none", which: str = "best", f
             "weights_bytes": payload, "loss": loss}
 
 
+def write(run_dir, out, o: ExportOptions) -> dict:
+    """`charwise export --format web` (FORMATS): the page, after the vocabulary check."""
+    _check_web_vocab(run_dir)
+    return export_web(run_dir, out, o.quantize, o.which, o.force, o.text,
+                      DEFAULT_MAX_LOSS_INCREASE if o.max_loss_increase is None else o.max_loss_increase)
+
+
+def _check_web_vocab(run_dir) -> None:
+    """The web page's sampler prints code points one at a time: refuse byte and line-mode runs
+    in one line instead of exporting a page that shows <E4> or ends nowhere."""
+    info = read_run(check_run_dir(run_dir))
+    if info.get("vocab_kind", "chars") != "chars" or info.get("line_mode"):
+        kind = "a byte-level run" if info.get("vocab_kind") == "bytes" else "a line-mode run"
+        raise CharwiseError(f"--format web exports code-point runs trained as one text; {run_dir} "
+                            f"is {kind} (--format onnx works for it)")
+
+
 def _human(size: int) -> str:
     return f"{size / 1e6:.2f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-
-
-def loss_phrase(loss: dict | None) -> str:
-    if not loss:
-        return ""
-    return (f"; loss on {loss['text']}: {loss['original']:.4f} -> {loss['exported']:.4f} "
-            f"nats/char ({loss['delta']:+.5f})")
 
 
 def summary_line(res: dict) -> str:

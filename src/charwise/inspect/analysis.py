@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.corpus import AnyVocab, Vocab, prepare_corpus, read_text
+from ..data.corpus import prepare_corpus, read_text
+from ..data.vocab import AnyVocab, Vocab
 from ..errors import CharwiseError
 from ..runs import transfer
 from ..runs.rundir import CACHE

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..cells import CELLS
-from ..data.corpus import AnyVocab, _codepoints
+from ..data.vocab import AnyVocab, codepoints
 from ..errors import CharwiseError
 from ..generation.steps import FusedLSTMStep
 from ..scoring import fp32_flags, recurrence_threads
@@ -118,7 +118,7 @@ def heatmap(net, vocab: AnyVocab, sentence: str, layer: int = -1, kind: str = "h
 def text_features(text: str) -> dict[str, np.ndarray]:
     """(T,) float indicators of what the character just read is or where it sits; features
     that are constant over this text (nothing to correlate with) are left out."""
-    cp = _codepoints(text)
+    cp = codepoints(text)
     uniq, inv = np.unique(cp, return_inverse=True)          # per distinct char, not per position
     alpha = np.array([chr(u).isalpha() for u in uniq])[inv]
     upper = np.array([chr(u).isupper() for u in uniq])[inv]

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import CharwiseError
+from ..settings.toml import config_text
 from ..files import MAX_JSON_BYTES, MAX_METRICS_BYTES, MAX_WEIGHTS_BYTES, check_regular, open_regular, read_utf8
 from ..guards import (
     check_best,
@@ -41,7 +42,6 @@ from ..guards import (
     check_utf8_path,
     json_depth_ok,
 )
-from ..settings.train import config_text
 from . import bundled
 from .runlock import LOCK
 
@@ -306,7 +306,7 @@ def truncate_metrics(path: Path, step: int, lines: list[tuple[int, str]] | None 
 
 def write_run_config(run_dir, info: dict) -> Path:
     """Save RUN_DIR/config.toml, the run's resolved settings as a `train --config` file
-    (config.config_text), atomically like every file of a run."""
+    (settings/toml.config_text), atomically like every file of a run."""
     path = Path(run_dir) / CONFIG_TOML
     atomic_write_bytes(path, config_text(info, bundled.corpus_path()).encode("utf-8"))
     return path

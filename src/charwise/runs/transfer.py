@@ -35,6 +35,8 @@ from ..data.corpus import AnyVocab, Corpus, Vocab
 from ..errors import CharwiseError
 from ..settings.train import ModelConfig
 from . import bundled
+from ..data.corpus import Corpus
+from ..data.vocab import AnyVocab, Vocab
 from .checkpoint import load_model
 from .rundir import BEST, LAST
 

@@ -1,4 +1,4 @@
-"""Every subcommand's options, declared once as frozen dataclasses (train's are in config.py).
+"""Every subcommand's options, declared once as frozen dataclasses (train's are in train.py).
 
 A field's metadata holds its documentation and its checks. The CLI makes each field a flag with
 that name, default, help and choices (cli.add_option_flags); the Python API takes the same names
@@ -6,11 +6,10 @@ as keyword arguments (`charwise.sample("runs/x", n=100)`). Both build the same d
 the checks run when it is made, so a bad value gets the same one-line CharwiseError from either.
 Paths (the run directory, a text file, --out) are the functions' own arguments, not options.
 
-The machinery is here too, below config.py, which declares train's settings with it: `_f`
+The machinery is here too, below train.py, which declares train's settings with it: `_f`
 declares a field, `kind` parses its declared type (in this one place), `check_value` checks a
-value and names the flag (or a config file's key). CharwiseError, the one-line error every check
-raises, is defined here and imported from config everywhere else. This module imports nothing of
-charwise, and no torch: `charwise --help` stays fast.
+value and names the flag (or a config file's key). This module imports no torch (`charwise
+--help` stays fast), and of charwise only errors and the export formats' table.
 """
 from __future__ import annotations
 
@@ -24,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from ..cells import NAMES as CELL_NAMES
 from ..errors import CharwiseError
+from ..exporting.formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, QUANTIZE
 
 # ----------------------------------------------------------------------------- declaring settings
 
@@ -31,7 +31,8 @@ def _f(default, help: str, **meta):
     """A setting: default, documentation and checks (choices, min, exclusive_min, max, pattern,
     text_encoding).
     Presentation: flag (its name when not --the-name), shown (the default as --help says it),
-    metavar, append (a repeatable flag), positional (an argument's nargs)."""
+    metavar, append (a repeatable flag), positional (an argument's nargs), path (a file or
+    directory: the CLI refuses an empty one)."""
     return field(default=default, metadata={"help": help, **meta})
 
 
@@ -352,15 +353,16 @@ class AnalyzeOptions(Options):
 class ExportOptions(Options):
     command: ClassVar[str] = "export"
     format: str = _f("onnx", "onnx, or web: one self-contained HTML page that runs the model in "
-                     "any browser, offline", choices=("onnx", "web"))
+                     "any browser, offline", choices=tuple(FORMATS))
     which: str = which_opt()
     quantize: str = _f("none", "weights as float16 or int8 with per-row scales (none = float32); "
                        "the loss change is checked on the validation split (or --text)",
-                       choices=("none", "fp16", "int8"))
+                       choices=QUANTIZE)
     text: str | None = _f(None, "check a quantized export's loss on this text file",
-                          metavar="FILE", shown="the run's validation split")
+                          metavar="FILE", shown="the run's validation split", path=True)
     max_loss_increase: float | None = _f(None, "refuse a quantized export whose loss rises more "
-                                         "than this, in nats/char", metavar="NATS", shown="0.01")
+                                         "than this, in nats/char", metavar="NATS",
+                                         shown=f"{DEFAULT_MAX_LOSS_INCREASE:g}")
     force: bool = force_out_opt()
     device: str = device_opt("the export runs on the CPU (the graph and the page it writes do not "
                              "depend on the device): cpu, or auto")
@@ -370,6 +372,10 @@ class ExportOptions(Options):
             raise CharwiseError(f"charwise export runs on the CPU (the exported graph and page do "
                                 f"not depend on the device): --device must be cpu or auto, got "
                                 f"{self.device!r}")
+        takes = FORMATS[self.format].quantize
+        if self.quantize not in takes:
+            raise CharwiseError(f"--format {self.format} takes --quantize {', '.join(takes)}; "
+                                f"got {self.quantize!r}")
 
 
 @dataclass(frozen=True)

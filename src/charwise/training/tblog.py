@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import CharwiseError
 from ..generation.charmodel import CharModel
 from ..runs.rundir import TB_DIR
-from ..scoring import LN2
+from ..settings.options import LN2
 
 SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED = 240, 0.8, 0
 _RATE_EVERY = 10
