@@ -27,7 +27,7 @@ from typing import Any
 # CharwiseError is imported from here everywhere (its usual home); options.py defines it.
 from ..errors import CharwiseError
 from ..files import read_utf8
-from .options import _f, build, check_value, config_fields, encoding_opt, seed_opt
+from .options import DEVICES, _f, build, check_value, config_fields, encoding_opt, seed_opt
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,9 @@ class TrainConfig:
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
     seed: int = seed_opt(1337, "random seed (a CPU fp32 run with a step budget and a fixed "
                          "--threads is repeatable)")
-    device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", "where to train: auto (a CUDA GPU when there is one), cpu, cuda, or "
+                     "cuda:N (that GPU; under torchrun each process takes its LOCAL_RANK's: cuda)",
+                     pattern=DEVICES, pattern_text="auto, cpu, cuda or cuda:N")
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))
     threads: int | None = _f(None, "CPU threads (default: measured as the run goes: one, or all this "
@@ -134,6 +136,14 @@ BUDGETS = {"max_steps", "max_epochs", "max_time"}
 INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts a new run from "
                         "another model's weights, --resume continues the run in --out where it "
                         "stopped")
+
+
+def check_init_from(init_from: str | os.PathLike | None, resume: bool) -> None:
+    """--init-from starts a new run and --resume continues one: not both. The one check of that
+    rule; the trainer (train(), Trainer) calls it, and `merge_cli` so that the command line says
+    it before it looks for the run to resume."""
+    if init_from is not None and resume:
+        raise CharwiseError(INIT_FROM_AND_RESUME)
 AUTO_SMALL_BYTES = 100_000
 NO_PRESET = "none"
 SCRATCH = "scratch"          # auto's choice among from-scratch recipes only (recipe.py)
@@ -291,8 +301,7 @@ def merge_cli(args) -> dict[str, Any]:
         raise CharwiseError("--config and --resume do not mix: a resumed run keeps its own "
                             "settings (only budget flags such as --max-steps may change)")
     kw = read_config(args.config) if args.config else {}
-    if args.resume and (args.init_from or kw.get("init_from")):
-        raise CharwiseError(INIT_FROM_AND_RESUME)
+    check_init_from(args.init_from or kw.get("init_from"), args.resume)
     kw.update({name: getattr(args, name) for name in _settings() if getattr(args, name) is not None})
     for name in ("corpus", "init_from"):
         if getattr(args, name) is not None:
