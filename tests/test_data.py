@@ -5,7 +5,6 @@ from hypothesis import strategies as st
 
 from charwise.data.corpus import (
     Corpus,
-    StreamBatches,
     Vocab,
     bundled_corpus_path,
     prepare_corpus,
@@ -13,6 +12,7 @@ from charwise.data.corpus import (
     token_dtype,
 )
 from charwise.settings.train import CharwiseError
+from charwise.training.batches import StreamBatches
 
 
 def test_vocab_is_sorted_set_as_in_spec():

@@ -12,7 +12,6 @@ from charwise.data.bytevocab import CharDecoder
 from charwise.data.corpus import Vocab
 from charwise.data.lines import (
     IGNORE,
-    ItemBatches,
     LineStats,
     NoveltyFilter,
     encode_items,
@@ -27,6 +26,7 @@ from charwise.generation.charmodel import draw, make_step
 from charwise.generation.loop import Generation, run
 from charwise.model import CharRNN
 from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.training.batches import ItemBatches
 
 HERE = Path(__file__).parent
 NAMES = (HERE / "data" / "first_names.txt").read_text(encoding="utf-8")
