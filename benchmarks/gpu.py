@@ -200,7 +200,7 @@ def section_time_to_target(a, tmp: Path) -> Path:
         spent += seconds
     n = len(tr.eval_log)
     print(f"evaluations: {n}, {sum(tr.eval_log):.1f} s in all ({sum(tr.eval_log) / max(n, 1):.2f} s each, "
-          f"{tr.eval_chars:,} characters)")
+          f"{tr.run.evaluation.chars:,} characters)")
     if hit:
         h, training = hit
         print(f"reached {TARGET}: {h['val_loss']:.4f} at step {h['step']}, {h['time']:.1f} s wall, "
@@ -332,16 +332,8 @@ class StopAt(hooks.Hook):
         self.at = at
 
     def on_step(self, trainer, lr: float, grad_norm: float) -> None:
-        if trainer.step == self.at:
+        if trainer.state.step == self.at:
             trainer.signals.caught.append(signal.SIGINT)
-
-
-class InterruptedTrainer(Trainer):
-    stop_at = 0
-
-    def setup(self) -> None:
-        super().setup()
-        self.hooks.append(StopAt(self.stop_at))
 
 
 def check_resume(a, tmp: Path) -> None:
@@ -360,8 +352,8 @@ def check_resume(a, tmp: Path) -> None:
         shape = dict(preset="small", precision="fp32", hidden_size=128, layers=layers, dropout=dropout,
                      warmup_steps=warm, val_fraction=0.05)
         charwise.train(CORPUS, out=tmp / "straight", force=True, **shape, **kw)
-        part = InterruptedTrainer(CORPUS, out=tmp / "halves", force=True, **shape, **kw)
-        part.stop_at = n // 2
+        part = Trainer(CORPUS, out=tmp / "halves", force=True, **shape, **kw)
+        part.hooks.append(StopAt(n // 2))
         with contextlib.suppress(TrainingInterrupted):
             part.fit()
         stopped = json.loads((tmp / "halves" / "run.json").read_text())["step"]

@@ -72,7 +72,7 @@ def run_measured(argv: list[str]):
 # would go on to evaluate the whole text, which on a big corpus is what takes long, not startup.
 TRAIN_CHILD = """
 import os, sys, time
-import charwise.data.corpus as data
+import charwise.training.batches as data
 window, calls = data.StreamBatches.window, []
 def timed(self, *a, **k):
     calls.append(time.time())

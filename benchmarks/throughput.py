@@ -15,11 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charwise.data.corpus import StreamBatches, prepare_corpus
+from charwise.data.corpus import prepare_corpus
 from charwise.model import CharRNN, detach_state
 from charwise.scoring import autocast
 from charwise.settings.train import ModelConfig
 from charwise.training import train
+from charwise.training.batches import StreamBatches
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"
 

@@ -220,6 +220,7 @@ import pytest  # noqa: E402
 
 from charwise.settings.train import CharwiseError  # noqa: E402
 from charwise.training import trainer as loop  # noqa: E402
+from charwise.training.state import END_SLACK  # noqa: E402
 
 
 class FakeClock:
@@ -257,7 +258,7 @@ def fake_timings(monkeypatch, step: float, per_char, start_up: float = 5.0):
 
     def score(self):
         r = orig_score(self)
-        scoring(self.eval_chars)
+        scoring(self.run.evaluation.chars)
         return r
 
     monkeypatch.setattr(loop.Trainer, "train_step", train_step)
@@ -280,9 +281,9 @@ def test_the_loop_ends_at_the_budget_on_a_fake_clock(tmp_path, monkeypatch):
     evaluation = 1152 * 2e-3
     assert res.stopped_because == "time" and res.steps > 10
     assert tb["predicted_evaluation"] == tb["final_evaluation"] == round(evaluation, 3)
-    assert tb["reserved"] == round(1.05 * evaluation + loop.END_SLACK, 3)
+    assert tb["reserved"] == round(1.05 * evaluation + END_SLACK, 3)
     assert res.train_seconds <= 20.0
-    assert 20.0 - res.train_seconds < 0.5 + 0.05 * evaluation + loop.END_SLACK + 1e-6
+    assert 20.0 - res.train_seconds < 0.5 + 0.05 * evaluation + END_SLACK + 1e-6
 
 
 def test_a_machine_that_slows_down_before_the_end_is_measured_again(tmp_path, monkeypatch):
@@ -294,7 +295,7 @@ def test_a_machine_that_slows_down_before_the_end_is_measured_again(tmp_path, mo
     tb = json.loads((tmp_path / "r" / "run.json").read_text())["time_budget"]
     evaluation = 1152 * 2e-3
     assert tb["final_evaluation"] == round(evaluation, 3) == tb["predicted_evaluation"]
-    assert 20.0 - 0.2 - 0.05 * evaluation - loop.END_SLACK - 1e-6 < res.train_seconds <= 20.0
+    assert 20.0 - 0.2 - 0.05 * evaluation - END_SLACK - 1e-6 < res.train_seconds <= 20.0
 
 
 def test_a_budget_too_short_for_the_evaluation_stops_before_writing_a_run(tmp_path, monkeypatch):

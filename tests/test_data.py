@@ -5,13 +5,13 @@ from hypothesis import strategies as st
 
 from charwise.data.corpus import (
     Corpus,
-    StreamBatches,
     bundled_corpus_path,
     prepare_corpus,
     read_text,
 )
 from charwise.data.vocab import Vocab, token_dtype
 from charwise.settings.train import CharwiseError
+from charwise.training.batches import StreamBatches
 
 
 def test_vocab_is_sorted_set_as_in_spec():

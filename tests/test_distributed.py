@@ -132,7 +132,7 @@ out = sys.argv[1]
 t = Trainer(None, out=out, preset="spec", progress=False, log=lambda *a: None, device="cpu",
             precision="fp32", threads=1, max_steps=12, eval_every=0, batch_size=8, dropout=0.3)
 t.fit()
-weights = {k: v.contiguous() for k, v in t.model.state_dict().items()}
+weights = {k: v.contiguous() for k, v in t.run.model.state_dict().items()}
 save_file({**weights, "mask": masks[0]}, f"{out}/rank{os.environ['RANK']}.safetensors")
 """
 
@@ -167,11 +167,11 @@ t = Trainer(None, out=out, preset="spec", max_time=float(sys.argv[2]), max_steps
             log=lambda *a: None)
 res = t.fit()
 rank = os.environ["RANK"]
-save_file({k: v.detach().contiguous() for k, v in t.model.state_dict().items()},
+save_file({k: v.detach().contiguous() for k, v in t.run.model.state_dict().items()},
           f"{out}/rank{rank}.safetensors")
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump({"steps": res.steps, "why": res.stopped_because,
-               "lr": t.opt.param_groups[0]["lr"]}, f)
+               "lr": t.run.engine.opt.param_groups[0]["lr"]}, f)
 """
 
 
@@ -199,7 +199,7 @@ real = Trainer.train_step
 
 
 def train_step(self, *a):
-    if os.environ["RANK"] == "1" and self.step == 3:      # rank 1's own failure, not a peer's
+    if os.environ["RANK"] == "1" and self.state.step == 3:      # rank 1's own failure, not a peer's
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     return real(self, *a)
 
@@ -260,3 +260,30 @@ def test_one_all_reduce_per_step_carries_the_loss_and_grad_norm(tmp_path):
         assert syncs["reads"] == []                           # no separate read of the step
         # 12 steps of (loss, grad norm, signal, 4 of rank 0's decisions); the start: no step
         assert syncs["reduces"] == [5] + [7] * 12
+
+
+def test_one_process_is_a_dist_whose_collectives_return_their_input():
+    """The loop calls the same collectives in one process as under torchrun (it never asks
+    which): there they agree with no one, and each returns what it was given."""
+    from charwise.training import distributed
+    d = distributed.setup("cpu")
+    assert type(d) is distributed.Dist and d.main and not d.enabled
+    values, state = torch.tensor([2.5, 0.5]), torch.ones(1, 4, 3)
+    assert d.agree(values, True, False, lead=(1.0, 0.25)) == (None, (True, False), (1.0, 0.25))
+    assert d.broadcast_floats([3.0, 7.0]) == [3.0, 7.0]
+    assert d.gather_rows(state, 1) is state
+    model = torch.nn.Linear(2, 2)
+    assert d.wrap(model, torch.device("cpu")) is model
+    assert d.wait_group(10.0) is None and d.lost_peer(RuntimeError("gloo: timed out"), Path(".")) is None
+    d.barrier(), d.shutdown()
+
+
+def test_device_cuda_n_under_torchrun_is_one_line(monkeypatch):
+    """Under torchrun each rank trains on its LOCAL_RANK's GPU: a cuda:N would pin them all to one."""
+    from charwise.settings.train import CharwiseError
+    from charwise.training import distributed
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(CharwiseError, match="--device cuda:1: under torchrun each process trains on "
+                                            "the GPU of its LOCAL_RANK; use --device cuda"):
+        distributed.setup("cuda:1")

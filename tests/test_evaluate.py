@@ -199,7 +199,7 @@ def test_no_thread_policy_off_the_cpu_even_one_given():
     policy was returned before the device was looked at): probes on small chunks and thread
     changes for nothing. Off the CPU there is none; the trainer's is a fixed count there."""
     from charwise.threads import policy_for
-    from charwise.training.trainer import thread_policy
+    from charwise.training.setup import thread_policy
     given = policy_for(None)
     assert E.eval_policy(torch.device("cuda", 0), given) is None
     assert E.eval_policy(torch.device("cuda", 0), None) is None

@@ -14,7 +14,7 @@ from charwise.model import CharRNN
 from charwise.runs import resume
 from charwise.settings.train import CharwiseError, ModelConfig, resolve
 from charwise.training import distributed, train
-from charwise.training.trainer import dropout_seed
+from charwise.training.setup import dropout_seed
 from conftest import needs_bf16
 
 QUIET = dict(progress=False, log=lambda *a: None)
@@ -198,7 +198,7 @@ def test_rank0_waits_are_sized_to_the_work():
     # a 10 MB validation split scored at the assumed slowest rate: far past NCCL's 600 s
     chars = 10_000_000
     assert distributed.rank0_timeout(chars * distributed.SCORE_SECONDS_PER_CHAR) > 2 * chars * 1e-3
-    assert distributed.wait_group(distributed.Dist(), 1e4) is None      # one process: no group
+    assert distributed.Dist().wait_group(1e4) is None      # one process: no group
 
 
 def _torchrun_env(monkeypatch, rank: int, local: int):

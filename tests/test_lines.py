@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from charwise.data.bytevocab import CharDecoder
 from charwise.data.lines import (
     IGNORE,
-    ItemBatches,
     LineStats,
     NoveltyFilter,
     encode_items,
@@ -28,6 +27,7 @@ from charwise.generation.sampler import draw
 from charwise.generation.steps import make_step
 from charwise.model import CharRNN
 from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.training.batches import ItemBatches
 
 HERE = Path(__file__).parent
 NAMES = (HERE / "data" / "first_names.txt").read_text(encoding="utf-8")

@@ -130,7 +130,7 @@ def test_signal_writes_checkpoint_and_resume_matches(tmp_path, reference_run, si
 
 
 def test_nan_steps_are_skipped_and_repeated_faults_stop(tmp_path, monkeypatch):
-    T = sys.modules["charwise.training.trainer"]
+    T = sys.modules["charwise.training.step"]           # where the training step calls F
     real_ce = T.F.cross_entropy
     calls = {"n": 0}
 
@@ -160,8 +160,8 @@ def test_step_values_are_read_every_n_steps_and_a_fault_is_caught_before_a_save(
     # and the GPU idles while the host catches up. The loop keeps them on the device and reads
     # them every READ_EVERY steps (forced here on the CPU), and always before an evaluation or
     # save acts on them: a NaN step must be reported (and was never applied) by then.
-    T = sys.modules["charwise.training.trainer"]
-    real_ce, real_read, real_save = T.F.cross_entropy, T.read_host, T.Trainer.save
+    T, S = sys.modules["charwise.training.trainer"], sys.modules["charwise.training.step"]
+    real_ce, real_read, real_save = S.F.cross_entropy, T.read_host, T.Trainer.save
     calls, reads, saves = {"n": 0}, [], []
 
     def flaky(*a, **kw):
@@ -176,9 +176,9 @@ def test_step_values_are_read_every_n_steps_and_a_fault_is_caught_before_a_save(
         return real_read(values)
 
     def save(self, status):
-        saves.append((self.step, self.faults, len(self.pending)))
+        saves.append((self.state.step, self.state.faults, len(self.state.pending)))
         return real_save(self, status)
-    monkeypatch.setattr(T.F, "cross_entropy", flaky)
+    monkeypatch.setattr(S.F, "cross_entropy", flaky)
     monkeypatch.setattr(T, "read_host", counted)
     monkeypatch.setattr(T.Trainer, "save", save)
     kw = dict(max_steps=40, eval_every=20, precision="fp32", threads=1, device="cpu", **QUIET)

@@ -161,3 +161,142 @@ def test_cold_start_is_learned(tmp_path):
     res = train(SHAKESPEARE, out=tmp_path / "c", preset="small", max_steps=150, eval_every=150,
                 val_fraction=0.01, **QUIET)
     assert res.history[-1]["val_loss"] < 3.0
+
+
+# ----------------------------------------------------------------------------- the Trainer's shape (issue 27)
+
+def _trainer_class():
+    import ast
+    import inspect
+
+    from charwise.training import trainer
+    tree = ast.parse(inspect.getsource(trainer))
+    return next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Trainer")
+
+
+def _assigned(node):
+    """The targets an assignment statement binds, tuples unpacked."""
+    import ast
+    targets = (node.targets if isinstance(node, ast.Assign)
+               else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+    out = []
+    while targets:
+        t = targets.pop()
+        if isinstance(t, (ast.Tuple, ast.List)):
+            targets += t.elts
+        else:
+            out.append(t)
+    return out
+
+
+def test_the_trainer_is_short_and_sets_its_attributes_in_init_only():
+    """The Trainer reads as the loop: at most 300 lines, its attributes made in __init__ (the
+    run set up, setup.Run; its state, state.RunState, built by start_state), none later, so no
+    method depends on another having run first."""
+    import ast
+    cls = _trainer_class()
+    assert cls.end_lineno - cls.lineno + 1 <= 300
+    late = sorted(f"{f.name}: self.{t.attr}" for f in cls.body
+                  if isinstance(f, ast.FunctionDef) and f.name != "__init__"
+                  for node in ast.walk(f) for t in _assigned(node)
+                  if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self")
+    assert not late, late
+
+
+def test_the_loop_changes_only_the_fields_of_its_state():
+    """What the loop assigns on its state (`st.x = ...`, `self.state.x = ...`, in trainer.py and
+    checkpoint.py) is a declared field of RunState: no state is made up on the way."""
+    import ast
+    import dataclasses
+    import inspect
+
+    from charwise.training import checkpoint, trainer
+    from charwise.training.state import RunState
+    fields = {f.name for f in dataclasses.fields(RunState)}
+    seen = set()
+    for module in (trainer, checkpoint):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            for t in _assigned(node):
+                if not isinstance(t, ast.Attribute):
+                    continue
+                owner = t.value
+                if (isinstance(owner, ast.Name) and owner.id == "st") or (
+                        isinstance(owner, ast.Attribute) and owner.attr == "state"
+                        and isinstance(owner.value, ast.Name) and owner.value.id == "self"):
+                    seen.add(t.attr)
+    assert seen and seen <= fields, seen - fields
+
+
+def test_batches_say_which_rows_keep_their_state():
+    from charwise.training.batches import ItemBatches, StreamBatches, stream_keep_mask
+    tokens = (np.arange(2000) % 50).astype(np.uint8)
+    plain = StreamBatches(tokens, 4, 10, seed=1)
+    assert not plain.keep(0).any() and plain.keep(1).all()                   # cold at each epoch
+    assert not plain.keep(plain.windows_per_epoch).any()
+    staggered = StreamBatches(tokens, 4, 10, seed=1, reset_every=3)
+    for step in range(1, 6):
+        assert np.array_equal(staggered.keep(step), stream_keep_mask(step, np.arange(4), 3))
+    mine = StreamBatches(tokens, 4, 10, seed=1, streams=slice(2, 4), reset_every=3)   # rank 1 of 2
+    assert np.array_equal(mine.keep(5), staggered.keep(5)[2:])
+    x, y = plain.batch(plain.windows_per_epoch + 2)
+    assert np.array_equal(x, plain.window(2, 1)[0]) and np.array_equal(y, plain.window(2, 1)[1])
+    items = ItemBatches([np.array([1, 2]), np.array([3])], 2, end_id=9)
+    assert items.keep(0) is None and items.keep(7) is None                   # no row carries any
+
+
+def test_the_two_engines_take_the_same_steps_behind_one_interface():
+    """TorchStep and NumpyStep from the same weights: the same losses step after step, the
+    same carried state, and restart zeroes the rows it is told to."""
+    from charwise.model import CharRNN
+    from charwise.settings.train import ModelConfig
+    from charwise.threads import policy_for
+    from charwise.training.step import NumpyStep, TorchStep, optimizer
+    _, tcfg = resolve("spec", lr=1e-2, grad_clip=1.0)
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=7, embed_dim=4, hidden_size=8))
+    numpy_step = NumpyStep(model, tcfg)
+    torch_step = TorchStep(model, model, optimizer(model, tcfg), tcfg, torch.device("cpu"), "fp32",
+                           policy_for(1), 3 * 5)
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        x, y = rng.integers(0, 7, (3, 5)), rng.integers(0, 7, (3, 5))
+        keep = np.array([True, k != 2, True]) if k else np.zeros(3, bool)
+        values = []
+        for engine in (torch_step, numpy_step):
+            engine.restart(keep)
+            if k == 2:                                 # row 1 restarted, the others carried
+                assert not engine.state[0][:, 1].any() and engine.state[0][:, 0].any()
+            values.append(engine.train_step(engine.stage(x, y), 1e-2).tolist())
+        assert np.allclose(values[0], values[1], atol=1e-4), (k, values)
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(torch_step.state, numpy_step.state))
+    assert torch_step.opt is not None and numpy_step.opt is None     # NumPy's moments are its own
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    numpy_step.sync_weights()                        # the NumPy engine's weights into the model
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_device_cuda_n_is_a_training_device_too(tmp_path, monkeypatch):
+    """`--device` means the same for train as for the other commands: cuda:N is accepted
+    (settings), and refused in one line where that GPU is not there."""
+    _, tcfg = resolve("spec", device="cuda:1")
+    assert tcfg.device == "cuda:1"
+    with pytest.raises(CharwiseError, match="--device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        resolve("spec", device="gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CharwiseError, match="--device cuda:1 asked for, but no CUDA GPU is available"):
+        train(None, out=tmp_path / "r", preset="spec", max_steps=2, device="cuda:1", **QUIET)
+    assert not (tmp_path / "r" / "run.json").exists()
+    from charwise.training.step import NumpyStep
+    _, tcfg = resolve("spec", device="cuda:0", engine="numpy", dropout=0.0)
+    with pytest.raises(CharwiseError, match="--engine numpy runs on the CPU only"):
+        NumpyStep.check(resolve("spec")[0], tcfg, resume=False)
+
+
+def test_init_from_and_resume_is_refused_by_the_api_as_by_the_cli(tmp_path):
+    from charwise.settings.train import INIT_FROM_AND_RESUME
+    from charwise.training.trainer import Trainer
+    with pytest.raises(CharwiseError) as e:
+        train(None, out=tmp_path / "r", init_from="base", resume=True, **QUIET)
+    assert str(e.value) == INIT_FROM_AND_RESUME and not (tmp_path / "r").exists()
+    with pytest.raises(CharwiseError, match="do not mix"):
+        Trainer(None, out=tmp_path / "r", init_from="base", resume=True, **QUIET)

@@ -1,6 +1,6 @@
 """Text in, tokens out: reading text files, corpus preparation and caching, the
-train/validation split, truncated-BPTT batches, and reading a prepared corpus (the vocabulary
-itself is vocab.py's).
+train/validation split, and reading a prepared corpus (the vocabulary itself is vocab.py's; the
+training batches cut from a corpus are training/batches.py's).
 
 A corpus is read in chunks twice (once for the vocabulary, once to encode), so memory does
 not grow with its size; the tokens land in a flat binary file (uint8/16/32, the smallest that
@@ -212,51 +212,6 @@ def token_counts(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> n
     for i in range(0, len(tokens), chunk):
         counts += np.bincount(np.asarray(tokens[i:i + chunk]), minlength=vocab_size)
     return counts
-
-
-# ----------------------------------------------------------------------------- TBPTT batches
-
-class StreamBatches:
-    """B parallel contiguous streams over `tokens`, cut into windows of T characters.
-
-    Stream b reads L = (n-1) // B characters starting at b*L + phase. Window k of every stream
-    starts where window k-1 ended, so the hidden state at the end of one window is the right
-    starting state for the next (the spec's extension 1). One epoch is L // T windows. Each
-    epoch shifts all streams by a phase drawn from (seed, epoch), wrapping at the end of the
-    text, so the cold starts of the state fall on different characters every epoch (and
-    resuming at any step reproduces the same windows). `streams` selects a subset of the B
-    streams (a rank's share in distributed training).
-    """
-
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0,
-                 streams: slice | None = None):
-        n = len(tokens)
-        if n - 1 < seq_len:
-            raise CharwiseError(f"text too short: {n} characters cannot fill one training window "
-                                f"of {seq_len}+1 (use a smaller --seq-len or a longer text)")
-        if (n - 1) // batch_size < seq_len:
-            raise CharwiseError(f"text too short for {batch_size} streams of {seq_len} characters "
-                                f"({n} characters); lower --batch-size or --seq-len")
-        self.tokens, self.B, self.T, self.seed = tokens, batch_size, seq_len, seed
-        self.n_inputs = n - 1                                     # positions that have a target
-        self.stream_len = self.n_inputs // batch_size             # L
-        self.windows_per_epoch = self.stream_len // seq_len
-        self.rows = np.arange(batch_size)[streams or slice(None)]
-        self._offsets = np.arange(seq_len)                       # (T,)
-
-    def phase(self, epoch: int) -> int:
-        return int(np.random.default_rng([self.seed, epoch]).integers(self.stream_len))
-
-    def start_offsets(self, k: int, epoch: int = 0) -> np.ndarray:
-        """Where each stream's window k of `epoch` begins in the token array."""
-        return (self.rows * self.stream_len + self.phase(epoch) + k * self.T) % self.n_inputs
-
-    def window(self, k: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Window k (0 <= k < windows_per_epoch) -> inputs, targets, each (B, T) int64."""
-        idx = (self.start_offsets(k, epoch)[:, None] + self._offsets[None, :]) % self.n_inputs  # (B, T)
-        x = np.asarray(self.tokens[idx], dtype=np.int64)
-        y = np.asarray(self.tokens[idx + 1], dtype=np.int64)      # idx + 1 <= n - 1: in range
-        return x, y
 
 
 # ----------------------------------------------------------------------------- prepared corpora

@@ -6,8 +6,9 @@ the item, and learns to predict the item's characters followed by the end symbol
 the same way and stops at the end symbol, so every sample is one whole item.
 
 Here: splitting and checking the lines (and spotting a corpus that looks like a list), a
-train/validation split by item, padded batches of whole items, the exact per-item evaluation,
-and the filter that keeps only items not found in the training text.
+train/validation split by item, padded arrays of whole items (training/batches.py batches
+them), the exact per-item evaluation, and the filter that keeps only items not found in the
+training text.
 """
 from __future__ import annotations
 
@@ -113,31 +114,6 @@ def item_arrays(items: Sequence[np.ndarray], end_id: int) -> tuple[np.ndarray, n
         y[r, :len(a)] = a
         y[r, len(a)] = end_id
     return x, y
-
-
-class ItemBatches:
-    """Batches of B whole items, shuffled per epoch by (seed, epoch), each item in a row of its
-    own from a zero state. The same `window(k, epoch)` interface as StreamBatches (a window's
-    length is that batch's longest item + 1); `carries_state` False tells the loop to start
-    every batch cold."""
-
-    carries_state = False
-
-    def __init__(self, items: Sequence[np.ndarray], batch_size: int, end_id: int, seed: int = 0):
-        if not items:
-            raise CharwiseError("line mode: no items to train on (every line is empty?)")
-        self.items, self.end_id, self.seed = list(items), end_id, seed
-        self.B = batch_size
-        self.rows = np.arange(batch_size)
-        self.windows_per_epoch = max(1, math.ceil(len(self.items) / batch_size))
-
-    def order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
-
-    def window(self, k: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        perm = self.order(epoch)
-        idx = np.arange(k * self.B, (k + 1) * self.B) % len(perm)      # a short last batch wraps
-        return item_arrays([self.items[i] for i in perm[idx]], self.end_id)
 
 
 @torch.inference_mode()

@@ -18,10 +18,11 @@ def save_last(out: Path, model: Any, opt: Any, state: Any, rng_states: Any, np_r
               seconds: float, extra: dict, cuda_rng: Any = None) -> None:
     """last.safetensors: weights, AdamW moments, the carried state of all B streams, and the
     RNG states (torch's CPU generator, and on a GPU its CUDA generator: one row per rank) --
-    everything the next step depends on, except cuDNN's own RNN-dropout state (docs/how-it-works.md)."""
+    everything the next step depends on, except cuDNN's own RNN-dropout state (docs/how-it-works.md).
+    `opt` None: no moments (the NumPy engine's are its own; its runs do not resume)."""
     import torch  # lazy: see save_tensors
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
+    for i, st in (opt.state_dict()["state"] if opt is not None else {}).items():
         for name, v in st.items():
             tensors[f"optim/{i}/{name}"] = v if torch.is_tensor(v) else torch.tensor(v)
     for j, s in enumerate(state or ()):

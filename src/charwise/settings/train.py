@@ -10,12 +10,13 @@ are declared the same way in options.py.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..cells import NAMES as CELL_NAMES
 from ..errors import CharwiseError
-from .options import _f, build, check_value, config_fields, encoding_opt, seed_opt  # noqa: F401
+from .options import DEVICES, _f, build, check_value, config_fields, encoding_opt, seed_opt  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,9 @@ class TrainConfig:
     val_fraction: float = _f(0.1, "last fraction of the text held out for validation", min=0.0, max=0.5)
     seed: int = seed_opt(1337, "random seed (a CPU fp32 run with a step budget and a fixed "
                          "--threads is repeatable)")
-    device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", "where to train: auto (a CUDA GPU when there is one), cpu, cuda, or "
+                     "cuda:N (that GPU; under torchrun each process takes its LOCAL_RANK's: cuda)",
+                     pattern=DEVICES, pattern_text="auto, cpu, cuda or cuda:N")
     precision: str = _f("auto", "bf16 autocast where the hardware does bf16 matmuls well, else fp32",
                         choices=("auto", "fp32", "bf16"))
     threads: int | None = _f(None, "CPU threads (default: measured as the run goes: one, or all this "
@@ -122,6 +125,16 @@ BUDGETS = {"max_steps", "max_epochs", "max_time"}
 INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts a new run from "
                         "another model's weights, --resume continues the run in --out where it "
                         "stopped")
+
+
+def check_init_from(init_from: str | os.PathLike | None, resume: bool) -> None:
+    """--init-from starts a new run and --resume continues one: not both. The one check of that
+    rule; the trainer (train(), Trainer) calls it, and `merge_cli` so that the command line says
+    it before it looks for the run to resume."""
+    if init_from is not None and resume:
+        raise CharwiseError(INIT_FROM_AND_RESUME)
+
+
 AUTO_SMALL_BYTES = 100_000
 NO_PRESET = "none"
 SCRATCH = "scratch"          # auto's choice among from-scratch recipes only (recipe.py)

@@ -1,9 +1,10 @@
 """Small objects the Trainer calls at its events: the progress bar, metrics.jsonl, TensorBoard
-and the SIGINT/SIGTERM handler. Each hook sees the trainer (its step, loss, clock, model) and
-keeps its own state; the loop only says when something happened.
+and the SIGINT/SIGTERM handler. Each hook sees the trainer -- `trainer.state` (step, loss,
+budget), `trainer.run` (model, vocabulary, run.json's info), its clock (`elapsed()`,
+`progress()`) -- and keeps its own state; the loop only says when something happened.
 
-    on_step(trainer, lr, grad_norm)   after every optimizer step that was taken (trainer.step_end:
-                                      when it ended, in the run's seconds)
+    on_step(trainer, lr, grad_norm)   after every optimizer step that was taken
+                                      (trainer.state.step_end: when it ended, in the run's seconds)
     on_fault(trainer)                 after a step skipped for a non-finite loss or gradient
     on_eval_start(trainer, chars, final)  before an evaluation scores `chars` characters
     on_eval_chunk(trainer, done, total)   as it goes (characters scored so far)
@@ -22,8 +23,10 @@ from typing import Any
 
 from .. import progress as show
 from ..errors import CharwiseError
+from ..runs.rundir import METRICS
+from .tblog import open_logger
 
-Trainer = Any        # the training.loop.Trainer (not imported: the loop imports this module)
+Trainer = Any        # the training.trainer.Trainer (not imported: the loop imports this module)
 
 
 class Hook:
@@ -58,12 +61,13 @@ class MetricsFile(Hook):
         self.f = open(path, "a", buffering=1 << 16) if enabled else open(os.devnull, "w")
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        self.f.write(f'{{"step": {trainer.step}, "loss": {trainer.loss:.6f}, "lr": {lr:.6g}, '
-                     f'"t": {trainer.step_end:.4f}}}\n')
+        st = trainer.state
+        self.f.write(f'{{"step": {st.step}, "loss": {st.loss:.6f}, "lr": {lr:.6g}, '
+                     f'"t": {st.step_end:.4f}}}\n')
 
     def on_fault(self, trainer: Trainer) -> None:
-        self.f.write(json.dumps({"event": "fault", "step": trainer.step - 1,
-                                 "loss": trainer.loss}) + "\n")
+        self.f.write(json.dumps({"event": "fault", "step": trainer.state.step - 1,
+                                 "loss": trainer.state.loss}) + "\n")
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
         self.f.write(json.dumps({"event": "eval", **rec}) + "\n")
@@ -82,10 +86,11 @@ class TensorBoard(Hook):
         self.logger = logger
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        self.logger.step(trainer.step, trainer.loss, lr, grad_norm, trainer.step_end)
+        st = trainer.state
+        self.logger.step(st.step, st.loss, lr, grad_norm, st.step_end)
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
-        self.logger.eval(trainer.step, rec, trainer.model)
+        self.logger.eval(trainer.state.step, rec, trainer.run.model)
 
     def close(self) -> None:
         self.logger.close()
@@ -100,11 +105,11 @@ def sample_line(trainer: Trainer) -> str:
     same draws at every evaluation, so the lines show the model change, not the dice), on one
     line. Sampling has its own random generator: the run's are untouched."""
     from ..generation.charmodel import CharModel
-    net = trainer.model
+    net = trainer.run.model
     was = net.training
     net.eval()
     try:
-        model = CharModel(net, trainer.data.vocab, trainer.info)
+        model = CharModel(net, trainer.run.vocab, trainer.run.info)
         text = model.generate("", SAMPLE_CHARS, SAMPLE_TEMPERATURE, seed=SAMPLE_SEED, threads=1)
     except (CharwiseError, RuntimeError, ValueError):
         return ""                          # a sample is a courtesy: never a reason to stop
@@ -134,8 +139,8 @@ class Progress(Hook):
         self.final = False
 
     def on_step(self, trainer: Trainer, lr: float, grad_norm: float) -> None:
-        self.view.step(trainer.step, trainer.loss, trainer.step_end, trainer.progress(),
-                       trainer.budget.eval_seconds)
+        st = trainer.state
+        self.view.step(st.step, st.loss, st.step_end, trainer.progress(), st.budget.eval_seconds)
 
     def on_eval_start(self, trainer: Trainer, chars: int, final: bool) -> None:
         self.final = final
@@ -146,9 +151,10 @@ class Progress(Hook):
 
     def on_eval(self, trainer: Trainer, rec: dict) -> None:
         self.view.eval_end()
-        last = trainer.max_steps is not None and trainer.step >= trainer.max_steps
+        st, max_steps = trainer.state, trainer.run.max_steps
+        last = max_steps is not None and st.step >= max_steps
         if self.view.eval_due(self.final or last):
-            self.view.write(eval_line(trainer.step, trainer.loss, rec, sample_line(trainer)))
+            self.view.write(eval_line(st.step, st.loss, rec, sample_line(trainer)))
 
     def close(self) -> None:
         self.view.close()
@@ -174,3 +180,14 @@ class Signals(Hook):
     def close(self) -> None:
         for s, h in self.previous.items():
             signal.signal(s, h)
+
+
+def standard(run: Any, step: int, signals: Signals) -> list[Hook]:
+    """The hooks of every run (`run`: setup.Run; `step`: where it starts): metrics.jsonl,
+    TensorBoard when asked for, what the user sees (rank 0 alone), and `signals`."""
+    tb = open_logger(run.tcfg.tensorboard and run.dist.main, run.out, run.vocab, run.info,
+                     run.chars_per_step, step)
+    return [MetricsFile(run.out / METRICS, run.dist.main), TensorBoard(tb),
+            Progress(run.show_progress if run.dist.main else False, run.max_steps,
+                     run.tcfg.max_time, run.chars_per_step, run.log),
+            signals]
