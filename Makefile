@@ -38,7 +38,7 @@ LAPTOP_TESTS = tests/test_hardware.py tests/test_evaluate.py tests/test_sample_i
 	tests/test_gpu_paths.py tests/test_beam.py tests/test_model.py tests/test_sample.py \
 	tests/test_api.py tests/test_cli.py
 
-# lint and import order (ruff), types of the core modules (mypy), the documentation site (built
+# lint and import order (ruff), types of the whole package (mypy), the documentation site (built
 # with --strict into site/, git-ignored; offline), the tests, then the tests that depend on the
 # CPU again under the AVX2 caps
 test: install

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from charwise.api import train
-from charwise.settings.train import CharwiseError
+from charwise.errors import CharwiseError
 from charwise.threads import usable_cpus
 
 CORPUS = Path(__file__).resolve().parent.parent / "data" / "tinyshakespeare.txt"

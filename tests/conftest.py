@@ -1,26 +1,28 @@
 """Shared fixtures. The test files mirror src/charwise, one per module or subpackage:
 
-    config.py, configfile.py -> test_config.py     data.py -> test_data.py
-    prepare.py -> test_prepare.py                   model.py -> test_model.py
-    evaluate.py -> test_evaluate.py                 threads.py -> test_threads.py
-    hardware.py -> test_hardware.py
-    sample.py -> test_sample.py                     rundir.py -> test_rundir.py
-    prime.py, budget.py, progress.py, transfer.py, stops.py, bytevocab.py, generate.py, beam.py,
-    lines.py, export.py, webexport.py, notebook.py, info.py -> test_<module>.py
-    bundled.py + models/base -> test_base_model.py  onnxquant.py -> test_webexport.py (quantized ONNX)
-    samplecmd.py -> test_cli_generation.py          cli.py -> test_cli.py
-    serve.py -> test_serve.py, test_serve_stop.py, test_browser.py (the page in Chromium)
-    generation/params.py (SamplingParams, checked once; a temperature's path) -> test_params.py
-    webexport.py in Chromium -> test_webexport_browser.py
-    training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py
-    inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report),
-    test_fonts.py (fonts)                           pack.py -> test_pack.py
-    reference/ -> test_reference.py                 api.py -> test_api.py, options.py -> test_options.py
-    runlock.py, bounds.py, guards.py -> test_safety.py (issue 13's guarantees, which span them)
-    the GPU decisions (evaluate, model, sample, training, rundir) -> test_gpu_paths.py (issue 20)
+    settings/ -> test_options.py (options, commands), test_config.py (train, toml)
+    commands.py, cli.py -> test_commands.py, test_cli.py, test_info.py   api.py -> test_api.py
+    cells.py -> test_cells.py (each registered cell has every engine)   model.py -> test_model.py
+    transformer.py, reference/transformer.py -> test_transformer.py
+    data/ -> test_data.py, test_bytevocab.py, test_lines.py, test_prepare.py
+    runs/ -> test_rundir.py, test_base_model.py (bundled + models/base), test_transfer.py,
+    test_info.py (runinfo); runlock, bounds, guards, files -> test_safety.py, test_robustness.py
+    scoring.py -> test_evaluate.py   threads.py -> test_threads.py   hardware.py -> test_hardware.py
+    budget.py, progress.py, recipe.py -> test_<module>.py
+    generation/ -> test_params.py (SamplingParams, checked once; a temperature's path),
+    test_cli_generation.py (command.py),
+    test_sample.py, test_sample_int8.py, test_generate.py, test_beam.py, test_stops.py,
+    test_prime.py, test_generation.py (generation control end to end)
+    training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py,
+    test_budget.py
+    inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report), test_fonts.py
+    exporting/ -> test_export.py (ONNX), test_webexport.py, test_webexport_browser.py (in Chromium)
+    server.py, asgi.py -> test_serve.py, test_serve_stop.py, test_browser.py (the page in Chromium)
+    packing.py -> test_pack.py   notebook/ -> test_notebook.py, test_notebooks.py (they run)
+    reference/ -> test_reference.py   torch floor (pyproject) -> test_torch_floor.py
+    the GPU decisions (scoring, model, generation, training, runs) -> test_gpu_paths.py
     README.md, docs/, mkdocs.yml -> test_docs.py (README's commands run, the site builds)
-    across modules: test_generation.py (generation control end to end), test_notebooks.py (the
-    notebooks run), test_structure.py (import graph, function lengths)
+    test_structure.py: the import graph (importlib followed), function, class and module sizes
 """
 import os
 import shutil

@@ -8,12 +8,13 @@ import torch.nn.functional as F
 
 from charwise.api import load
 from charwise.data.vocab import Vocab
+from charwise.errors import CharwiseError
 from charwise.inspect import analysis as A
 from charwise.inspect import neurons as N
 from charwise.model import CharRNN
 from charwise.runs.bundled import corpus_path as bundled_corpus_path
 from charwise.scoring import evaluate_tokens
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 from test_evaluate import naive_losses
 
 CORPUS = bundled_corpus_path().read_text(encoding="utf-8")

@@ -11,9 +11,9 @@ import torch
 import charwise
 import charwise.scoring as EVALUATE  # the module; calling charwise.evaluate runs the command
 from charwise.cli import main
+from charwise.errors import CharwiseError
 from charwise.runs import bundled
-from charwise.settings.options import AnalyzeOptions, SampleOptions
-from charwise.settings.train import CharwiseError
+from charwise.settings.commands import AnalyzeOptions, SampleOptions
 from conftest import needs_bf16
 
 
@@ -71,7 +71,7 @@ def test_api_and_cli_give_the_same_error(capsys, command, flags, call):
 def test_every_command_with_options_and_an_api_function_is_in_the_table_above():
     """commands.COMMANDS is where a command is declared; SAME must not fall behind it."""
     from charwise.commands import COMMANDS
-    from charwise.settings.options import Options
+    from charwise.settings.commands import Options
     checked = {c.name for c in COMMANDS if c.api and isinstance(c.options, type) and issubclass(c.options, Options)}
     assert checked == {command[0] for command, _, _ in SAME}
 

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from charwise.errors import CharwiseError
 from charwise.generation.beam import beam_search, log_softmax
 from charwise.generation.params import check_beam
 from charwise.generation.sampler import draw
 from charwise.generation.steps import ModuleStep, NumpyLSTMStep
 from charwise.model import CharRNN
 from charwise.settings.options import MAX_BEAM
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 
 
 class Markov:

@@ -218,7 +218,7 @@ import types  # noqa: E402
 
 import pytest  # noqa: E402
 
-from charwise.settings.train import CharwiseError  # noqa: E402
+from charwise.errors import CharwiseError  # noqa: E402
 from charwise.training import trainer as loop  # noqa: E402
 from charwise.training.state import END_SLACK  # noqa: E402
 

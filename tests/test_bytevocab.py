@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charwise.data.bytevocab import END, ByteVocab, CharDecoder, Utf8Decoder, per_char_losses
-from charwise.settings.train import CharwiseError
+from charwise.errors import CharwiseError
 
 
 def feed_all(data: bytes):

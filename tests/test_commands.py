@@ -14,10 +14,10 @@ import charwise
 import charwise.api as api
 from charwise.cli import build_parser, check_paths, path_arguments
 from charwise.commands import API, BY_NAME, COMMANDS
+from charwise.errors import CharwiseError
 from charwise.exporting import command as export_command
 from charwise.exporting.formats import FORMATS, QUANTIZE, Format, check_quantize
-from charwise.settings.options import ALL, ExportOptions, Options
-from charwise.settings.train import CharwiseError
+from charwise.settings.commands import ALL, ExportOptions, Options
 
 ROOT = Path(__file__).resolve().parents[1]
 

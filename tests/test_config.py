@@ -10,8 +10,8 @@ except ModuleNotFoundError:     # Python 3.10
 import pytest
 
 from charwise.cli import main
+from charwise.errors import CharwiseError
 from charwise.settings.toml import read_config
-from charwise.settings.train import CharwiseError
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"hidden-size": 16, "embed-dim": 8, "max-steps": 12, "eval-every": 6, "batch-size": 4,

@@ -3,14 +3,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from charwise.data.corpus import (
-    Corpus,
-    bundled_corpus_path,
-    prepare_corpus,
-    read_text,
-)
+from charwise.data.corpus import Corpus, prepare_corpus, read_text
 from charwise.data.vocab import Vocab, token_dtype
-from charwise.settings.train import CharwiseError
+from charwise.errors import CharwiseError
+from charwise.runs.bundled import corpus_path as bundled_corpus_path
 from charwise.training.batches import StreamBatches
 
 

@@ -280,7 +280,7 @@ def test_one_process_is_a_dist_whose_collectives_return_their_input():
 
 def test_device_cuda_n_under_torchrun_is_one_line(monkeypatch):
     """Under torchrun each rank trains on its LOCAL_RANK's GPU: a cuda:N would pin them all to one."""
-    from charwise.settings.train import CharwiseError
+    from charwise.errors import CharwiseError
     from charwise.training import distributed
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")

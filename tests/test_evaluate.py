@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from charwise.data.bytevocab import ByteVocab, per_char_losses
+from charwise.errors import CharwiseError
 from charwise.model import CharRNN
 from charwise.scoring import (
     autocast,
@@ -22,7 +23,7 @@ from charwise.scoring import (
     recurrence_threads,
     token_losses,
 )
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 from conftest import needs_bf16
 
 # The exact-scoring module (charwise.evaluate is the API function that uses it).

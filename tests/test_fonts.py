@@ -7,7 +7,7 @@ import pytest
 
 import charwise
 from charwise.inspect import fonts, plots
-from charwise.settings.options import AnalyzeOptions
+from charwise.settings.commands import AnalyzeOptions
 
 JAPANESE = ("吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所で"
             "ニャーニャー泣いていた事だけは記憶している。\n") * 30

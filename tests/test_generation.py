@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import charwise
+from charwise.errors import CharwiseError
 from charwise.generation.loop import Generation
-from charwise.settings.train import CharwiseError
 
 HERE = Path(__file__).parent
 NAMES = HERE / "data" / "first_names.txt"

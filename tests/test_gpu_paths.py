@@ -9,10 +9,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import charwise.scoring as ev
+from charwise.errors import CharwiseError
 from charwise.generation.steps import NumpyLSTMStep, make_step, step_kind
 from charwise.model import CharRNN
 from charwise.runs import resume
-from charwise.settings.train import CharwiseError, ModelConfig, resolve
+from charwise.settings.train import ModelConfig, resolve
 from charwise.training import distributed, train
 from charwise.training.setup import dropout_seed
 from conftest import needs_bf16

@@ -7,9 +7,10 @@ import torch
 import charwise
 from charwise import hardware
 from charwise.cli import main
+from charwise.errors import CharwiseError
 from charwise.generation.steps import check_precision
 from charwise.scoring import pick_precision
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 
 AVX2 = "flags : fpu sse4_2 avx avx2 fma f16c"
 AVX512 = AVX2 + " avx512f avx512bw avx512vl"

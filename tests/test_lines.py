@@ -22,11 +22,12 @@ from charwise.data.lines import (
     suggest_line_mode,
 )
 from charwise.data.vocab import Vocab
+from charwise.errors import CharwiseError
 from charwise.generation.loop import Generation, run
 from charwise.generation.sampler import draw
 from charwise.generation.steps import make_step
 from charwise.model import CharRNN
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 from charwise.training.batches import ItemBatches
 
 HERE = Path(__file__).parent

@@ -4,19 +4,17 @@ import dataclasses
 import pytest
 
 from charwise.cli import build_parser
-from charwise.settings.options import (
+from charwise.errors import CharwiseError
+from charwise.settings.commands import (
     ALL,
     AnalyzeOptions,
-    CharwiseError,
     ExportOptions,
     GradcheckOptions,
     PackOptions,
     SampleOptions,
     ServeOptions,
-    check_value,
-    flag_name,
-    kind,
 )
+from charwise.settings.options import check_value, flag_name, kind
 from charwise.settings.train import ModelConfig, TrainConfig, TrainRun
 
 # Each dataclass, with the subcommand whose --help must show its fields.

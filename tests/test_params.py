@@ -11,13 +11,8 @@ import charwise
 from charwise.cli import main
 from charwise.generation.params import DECLARED, FIELDS, SamplingParams, page_defaults
 from charwise.generation.sampler import Sampler, draw, filter_probs
-from charwise.settings.options import (
-    DEFAULT_TEMPERATURE,
-    MAX_CHARS,
-    MAX_SEED,
-    CharwiseError,
-    SampleOptions,
-)
+from charwise.settings.commands import SampleOptions
+from charwise.settings.options import DEFAULT_TEMPERATURE, MAX_CHARS, MAX_SEED, CharwiseError
 
 
 def test_fields_and_defaults_are_sample_options():
@@ -147,10 +142,9 @@ def _modules(frame) -> list[str]:
     return names[::-1]
 
 
-def test_a_temperature_goes_down_and_never_climbs_back(capsys):
-    """`charwise sample --temperature T`: along the path of every call that carries T, from
-    cli.main to the sampler that divides the logits by it, no module is entered twice (no
-    A -> B -> A), and T is applied in one place."""
+def _record_path(call):
+    """Run `call` under a profiler; (the module path of every call that carries the
+    temperature, the paths of those that apply it)."""
     paths, applied = [], []
 
     def profile(frame, event, arg):
@@ -162,13 +156,30 @@ def test_a_temperature_goes_down_and_never_climbs_back(capsys):
 
     sys.setprofile(profile)
     try:
-        code = main(["sample", "base", "--prime", "The", "-n", "5", "--seed", "1",
-                     "--temperature", str(TEMPERATURE)])
+        call()
     finally:
         sys.setprofile(None)
-    assert code == 0, capsys.readouterr().err
+    return paths, applied
+
+
+def _cli_sample():
+    assert main(["sample", "base", "--prime", "The", "-n", "5", "--seed", "1",
+                 "--temperature", str(TEMPERATURE)]) == 0
+
+
+def _api_sample():
+    assert charwise.sample("base", prime="The", n=5, seed=1, temperature=TEMPERATURE).startswith("The")
+
+
+@pytest.mark.parametrize("call, entry", [(_cli_sample, "charwise.cli"), (_api_sample, "charwise.api")],
+                         ids=["cli", "api"])
+def test_a_temperature_goes_down_and_never_climbs_back(call, entry, capsys):
+    """`charwise sample --temperature T` (and `charwise.sample(..., temperature=T)`): along the
+    path of every call that carries T, from the entry point to the sampler that divides the
+    logits by it, no module is entered twice (no A -> B -> A), and T is applied in one place."""
+    paths, applied = _record_path(call)
     assert applied and all(p == applied[0] for p in applied)
-    assert applied[0][0] == "charwise.cli" and applied[0][-1] == "charwise.generation.sampler", applied[0]
+    assert applied[0][0] == entry and applied[0][-1] == "charwise.generation.sampler", applied[0]
     assert {p[-1] for p in paths} >= {"charwise.settings.options", "charwise.generation.params"}
     for path in paths:
         assert len(path) == len(set(path)), " -> ".join(path)

@@ -9,10 +9,11 @@ import pytest
 
 import charwise.data.corpus as data
 from charwise.cli import main
-from charwise.data.prepare import load_prepared, prepare, unescape
+from charwise.data.corpus import load_prepared
+from charwise.data.prepare import prepare, unescape
 from charwise.data.vocab import token_dtype
+from charwise.errors import CharwiseError
 from charwise.runs.rundir import read_run
-from charwise.settings.train import CharwiseError
 
 DOCS = {"b/2.txt": "second — café\n", "a.txt": "first document\n", "b/1.txt": "naïve 🙂 emoji",
         "c/3.txt": "third\r\nCRLF"}

@@ -3,8 +3,8 @@ import pytest
 
 from charwise.api import train
 from charwise.cli import main
+from charwise.errors import CharwiseError
 from charwise.generation.prime import fit_prime, match_quotes
-from charwise.settings.train import CharwiseError
 
 CURLY = set("abc \u201c\u201d\u2018\u2019")
 

@@ -148,7 +148,7 @@ def test_quiet_prints_only_the_summary(capsys, tmp_path):
 
 def test_the_api_takes_quiet_the_name_the_cli_and_toml_use(capsys, tmp_path):
     import charwise
-    from charwise.settings.train import CharwiseError
+    from charwise.errors import CharwiseError
     run = dict(preset="spec", max_steps=20, eval_every=10, threads=1, device="cpu")
     res = charwise.train(None, out=tmp_path / "q", quiet=True, **run)
     assert res.steps == 20 and capsys.readouterr() == ("", "")

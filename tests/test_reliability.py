@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
+from charwise.errors import CharwiseError
 from charwise.generation.params import SamplingParams
 from charwise.generation.sampler import draw
-from charwise.settings.train import CharwiseError
 from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)

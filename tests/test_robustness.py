@@ -168,7 +168,7 @@ def test_non_text_encodings_are_refused_by_every_command(tiny, corpus, tmp_path,
 def test_non_text_encoding_is_refused_by_the_api_and_the_reader(tiny, corpus):
     import charwise
     from charwise.data.corpus import read_text
-    from charwise.settings.train import CharwiseError
+    from charwise.errors import CharwiseError
     with pytest.raises(CharwiseError, match="not a text encoding"):
         charwise.evaluate(tiny, corpus, encoding="rot13")
     with pytest.raises(CharwiseError, match="not a text encoding"):
@@ -234,9 +234,9 @@ def test_seed_beyond_int64_is_one_line_everywhere(tiny, corpus, tmp_path, capsys
 
 def test_seed_bound_is_the_same_in_the_api_and_serve(tiny):
     import charwise
+    from charwise.errors import CharwiseError
     from charwise.server import BadRequest, Limits, parse_request
     from charwise.settings.options import MAX_SEED
-    from charwise.settings.train import CharwiseError
     with pytest.raises(CharwiseError, match=str(MAX_SEED)):
         charwise.sample(tiny, n=5, seed=MAX_SEED + 1)
     with pytest.raises(CharwiseError, match=str(MAX_SEED)):

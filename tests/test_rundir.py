@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import charwise
+from charwise.errors import CharwiseError
 from charwise.runs.checkpoint import load_model
 from charwise.runs.rundir import atomic_write_bytes, read_run
-from charwise.settings.train import CharwiseError
 
 
 def test_round_trip_same_logits(trained_run):

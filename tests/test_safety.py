@@ -246,7 +246,8 @@ def test_threads_are_capped_at_the_cpu_count(tmp_path):
 
 def test_memory_estimate_against_available(monkeypatch):
     from charwise import bounds
-    from charwise.settings.train import CharwiseError, ModelConfig
+    from charwise.errors import CharwiseError
+    from charwise.settings.train import ModelConfig
     cfg = ModelConfig(hidden_size=512, vocab_size=100)
     assert bounds.parameter_count(cfg) == sum(
         int(__import__("math").prod(s)) for s in bounds.expected_shapes(cfg).values())
@@ -396,8 +397,8 @@ def test_orphaned_temp_files_are_cleaned_when_a_run_opens(tiny_run, capsys):
 def test_run_json_never_names_unwritten_best_weights(tmp_path, monkeypatch):
     from safetensors import safe_open
 
+    from charwise.errors import CharwiseError
     from charwise.runs import resume
-    from charwise.settings.train import CharwiseError
     from charwise.training import train
 
     def disk_full(out, *a, **k):
@@ -503,7 +504,7 @@ def test_onnx_export_to_an_existing_default_is_refused_like_web(tiny_run, tmp_pa
 
 def test_demo_replaces_an_existing_run_only_with_force(tiny_run, capsys):
     from charwise.api import demo
-    from charwise.settings.train import CharwiseError
+    from charwise.errors import CharwiseError
     run, _ = tiny_run
     before = snapshot(run)
     code, _, err = run_cli(capsys, "demo", "--out", run)

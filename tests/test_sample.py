@@ -4,11 +4,12 @@ import torch
 
 import charwise
 from charwise.data.vocab import Vocab
+from charwise.errors import CharwiseError
 from charwise.generation.charmodel import CharModel
 from charwise.generation.sampler import draw, filter_probs
 from charwise.generation.steps import FusedLSTMStep, ModuleStep, NumpyLSTMStep, make_step
 from charwise.model import CharRNN
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 
 
 def test_same_seed_same_text_different_seed_differs(trained_run):

@@ -9,12 +9,13 @@ import torch
 import charwise
 from charwise.cli import main
 from charwise.data.vocab import Vocab
+from charwise.errors import CharwiseError
 from charwise.generation.charmodel import CharModel
 from charwise.generation.check import greedy_agreement, sample_loss_gap
 from charwise.generation.quant import Int8Matrix, dequantize_rows, quantize_rows
 from charwise.generation.steps import Int8LSTMStep, ModuleStep, NumpyLSTMStep, make_step
 from charwise.model import CharRNN
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 from conftest import needs_vnni
 
 # The int8 arithmetic (@needs_vnni) runs only where the CPU has VNNI, the only CPUs int8 is

@@ -3,8 +3,8 @@ import random
 
 import pytest
 
+from charwise.errors import CharwiseError
 from charwise.generation.stops import StopMatcher, parse_escapes, parse_stops
-from charwise.settings.train import CharwiseError
 
 
 def test_escapes():

@@ -1,7 +1,7 @@
 """The thread policy, driven by a fake clock and made-up step times (no real timing)."""
 import pytest
 
-from charwise.settings.train import CharwiseError
+from charwise.errors import CharwiseError
 from charwise.threads import ThreadPolicy, check_threads, usable_cpus
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from charwise.settings.train import CharwiseError, resolve
+from charwise.errors import CharwiseError
+from charwise.settings.train import resolve
 from charwise.training import learning_rate, train
 from conftest import needs_bf16
 
@@ -205,16 +206,16 @@ def test_the_trainer_is_short_and_sets_its_attributes_in_init_only():
 
 def test_the_loop_changes_only_the_fields_of_its_state():
     """What the loop assigns on its state (`st.x = ...`, `self.state.x = ...`, in trainer.py and
-    checkpoint.py) is a declared field of RunState: no state is made up on the way."""
+    saving.py) is a declared field of RunState: no state is made up on the way."""
     import ast
     import dataclasses
     import inspect
 
-    from charwise.training import checkpoint, trainer
+    from charwise.training import saving, trainer
     from charwise.training.state import RunState
     fields = {f.name for f in dataclasses.fields(RunState)}
     seen = set()
-    for module in (trainer, checkpoint):
+    for module in (trainer, saving):
         for node in ast.walk(ast.parse(inspect.getsource(module))):
             for t in _assigned(node):
                 if not isinstance(t, ast.Attribute):

@@ -9,10 +9,11 @@ from safetensors.torch import load_file
 
 from charwise.cli import main
 from charwise.data.vocab import Vocab
+from charwise.errors import CharwiseError
 from charwise.model import CharRNN
 from charwise.runs import bundled, transfer
 from charwise.runs.checkpoint import load_model
-from charwise.settings.train import CharwiseError, ModelConfig
+from charwise.settings.train import ModelConfig
 from charwise.training import train
 
 QUIET = dict(progress=False, log=lambda *a: None)

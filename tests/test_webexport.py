@@ -10,14 +10,9 @@ import torch
 
 from charwise.cli import main
 from charwise.data.vocab import Vocab
-from charwise.exporting.web import (
-    build_html,
-    dequantize_rows,
-    encode_weights,
-    quantize_rows,
-    quantized_net,
-)
+from charwise.exporting.web import build_html, encode_weights, quantized_net
 from charwise.generation.charmodel import CharModel
+from charwise.generation.quant import dequantize_rows, quantize_rows
 from charwise.model import CharLSTM
 from charwise.settings.train import ModelConfig
 

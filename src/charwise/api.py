@@ -43,7 +43,7 @@ from .runs.rundir import CURVE, check_run_start
 from .runs.runinfo import describe as info  # noqa: F401  (re-exported: charwise.info)
 from .scoring import pick_device  # noqa: F401  (re-exported)
 from .server import serve  # noqa: F401  (re-exported: charwise.serve)
-from .settings.options import EvalOptions, Options, SampleOptions
+from .settings.commands import EvalOptions, Options, SampleOptions
 from .threads import check_threads
 from .training import train
 

@@ -18,8 +18,9 @@ from typing import Any
 from ._version import __version__
 from .commands import BY_NAME, COMMANDS, Command
 from .errors import CharwiseError, CharwiseWarning
-from .settings.options import Options, flag_name, kind
-from .settings.train import ModelConfig, TrainConfig, config_fields, preset_values
+from .settings.commands import Options
+from .settings.options import config_fields, flag_name, kind
+from .settings.train import ModelConfig, TrainConfig, preset_values
 
 EXAMPLES = """examples:
   charwise demo                                   # the chapter's whole pipeline in < 1 minute

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import CharwiseError
-from .settings.options import (
+from .settings.commands import (
     AnalyzeOptions,
     EvalOptions,
     ExportOptions,

@@ -30,7 +30,8 @@ from .runs.rundir import (
     check_run_dir,
     read_run,
 )
-from .settings.options import LN2, PackOptions
+from .settings.commands import PackOptions
+from .settings.options import LN2
 
 SPLITS = {"val": "validation split", "train": "training text (no validation split)"}
 

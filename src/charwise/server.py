@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .asgi import is_loopback, listen_socket, loopback_only, uvicorn_config
-from .data.corpus import UnknownChars
+from .data.vocab import UnknownChars
 from .errors import CharwiseError
 from .generation.charmodel import load
 from .generation.loop import SampleText
@@ -43,7 +43,8 @@ from .generation.params import SamplingParams, page_defaults
 from .generation.sampler import Sampler
 from .guards import json_depth_ok
 from .runs.runinfo import describe
-from .settings.options import ServeOptions, shown_value
+from .settings.commands import ServeOptions
+from .settings.options import shown_value
 from .threads import check_threads
 
 MAX_BODY = 16 << 10
@@ -311,7 +312,8 @@ def create_app(run_dir, which: str = "best", limits: Limits = Limits(), host: st
               Route("/api/generate", generate, methods=["POST"]),
               Mount("/static", StaticFiles(directory=static), name="static")]
     return Starlette(routes=routes, middleware=loopback_only(host),
-                     exception_handlers={HTTPException: not_here})
+                     # starlette's stub types a handler's exception as Exception, not its subclass
+                     exception_handlers={HTTPException: not_here})  # type: ignore[dict-item]
 
 
 async def _read_body(request) -> object:

@@ -25,7 +25,7 @@ from ..runs.bundled import sha256_file
 from ..runs.rundir import atomic_write_json, atomic_writer, read_json
 from ..settings.options import check_encoding
 from .bytevocab import ByteVocab
-from .vocab import AnyVocab, UnknownChars, Vocab, codepoints, vocab_from_info, vocab_record  # noqa: F401  (re-exported, below)
+from .vocab import AnyVocab, Vocab, codepoints
 
 # UnknownChars, vocab_from_info and vocab_record are re-exported for generation/charmodel.py,
 # training/trainer.py and server.py, which import them from here (being rewritten elsewhere);

@@ -33,9 +33,9 @@ from ..guards import check_own_run, check_utf8_path
 from ..runs.bundled import sha256_file
 from ..runs.rundir import atomic_write_json, atomic_writer, check_run_start, read_json
 from ..runs.runlock import RunLock
-from ..settings.options import PrepareOptions
+from ..settings.commands import PrepareOptions
 from . import corpus as data
-from .corpus import META, TOKENS, load_prepared  # noqa: F401  (re-exported)
+from .corpus import META, TOKENS, load_prepared
 from .corpus import PREPARED_VERSION as FORMAT_VERSION
 from .vocab import Vocab, token_dtype
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ..settings.options import ExportOptions
+from ..settings.commands import ExportOptions
 from .formats import FORMATS
 
 

@@ -1,7 +1,7 @@
 """The export formats, declared once: FORMATS.
 
 `charwise export --format`, `charwise.export(..., format)` (exporting/command.py), the choices
-of settings/options.ExportOptions and so the docs' command-line page all read this table. Each
+of settings/commands.ExportOptions and so the docs' command-line page all read this table. Each
 format names the function that writes it, so a new format is one entry and its module.
 
 This module imports nothing of charwise but errors (settings/options.py reads it to declare

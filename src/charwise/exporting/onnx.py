@@ -27,11 +27,12 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..cells import cell
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..guards import check_out_path
 from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out
-from ..settings.options import ExportOptions
+from ..settings.commands import ExportOptions
 from .formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, check_quantize
 from .losscheck import check_text, loss_phrase, loss_report, refuse_if_worse, torch_loss
 from .onnxquant import quantize_proto
@@ -45,18 +46,19 @@ class StepGraph(torch.nn.Module):
     def __init__(self, net):
         super().__init__()
         self.net = net
-        self.lstm = net.cfg.cell == "lstm"
+        self.arity = cell(net.cfg.cell).state_arity
 
+    # Named arguments, not *state: the exporter's dynamic shapes are keyed by parameter name.
     def forward(self, x, h, c=None):
-        state = (h, c) if self.lstm else (h,)
+        state = (h, c)[:self.arity]
         logits, new = self.net(x[:, None], state)
         return (logits[:, 0], *new)
 
 
-def io_names(cell: str) -> tuple[list[str], list[str]]:
-    if cell == "lstm":
-        return ["x", "h", "c"], ["logits", "h_out", "c_out"]
-    return ["x", "h"], ["logits", "h_out"]
+def io_names(cell_name: str) -> tuple[list[str], list[str]]:
+    """The graph's inputs and outputs: x and each state tensor the registry names, and back."""
+    state = list(cell(cell_name).state)
+    return ["x", *state], ["logits", *(f"{s}_out" for s in state)]
 
 
 def _require(module: str, extra: str = "onnx") -> None:
@@ -87,9 +89,7 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
     ins, outs = io_names(cfg.cell)
     example = (torch.zeros(2, dtype=torch.long), *model.net.zero_state(2))
     batch = torch.export.Dim("batch", min=1, max=65536)
-    shapes = {"x": {0: batch}, "h": {1: batch}}
-    if cfg.cell == "lstm":
-        shapes["c"] = {1: batch}
+    shapes = {"x": {0: batch}, **{s: {1: batch} for s in cell(cfg.cell).state}}   # state: (L, B, H)
     # The exporter is chatty (progress lines, deprecation notes); only failures matter here.
     chatter = io.StringIO()
     quiet = logging.getLogger("torch.onnx")
@@ -106,6 +106,7 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
         raise CharwiseError(f"ONNX export failed: {first[:300]}") from None
     finally:
         quiet.setLevel(level)
+    assert program is not None                  # dynamo=True always returns the program
     proto = program.model_proto
     meta = {"charwise.vocab": json.dumps(list(model.vocab.chars), ensure_ascii=False),
             "charwise.cell": cfg.cell, "charwise.layers": str(cfg.layers),

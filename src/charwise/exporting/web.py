@@ -23,6 +23,7 @@ import json
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,10 +33,11 @@ from ..cells import CELLS
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..generation.params import page_defaults
-from ..generation.quant import dequantize_rows, quantize_rows  # noqa: F401  (re-exported)
+from ..generation.quant import dequantize_rows, quantize_rows
 from ..guards import check_out_path
 from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out, read_run
-from ..settings.options import GREEDY_BELOW, ExportOptions
+from ..settings.commands import ExportOptions
+from ..settings.options import GREEDY_BELOW
 from .formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, check_quantize
 from .losscheck import check_text, loss_phrase, loss_report, refuse_if_worse, torch_loss
 
@@ -80,7 +82,7 @@ def encode_weights(net, quantize: str) -> tuple[list[dict], bytes, int]:
 
     payload = 0
     for name, a in model_tensors(net):
-        entry = {"name": name, "shape": list(a.shape)}
+        entry: dict[str, Any] = {"name": name, "shape": list(a.shape)}
         if quantize == "none" or not is_matrix(name, a):
             entry.update(dtype="f32", offset=put(a.astype("<f4").tobytes()))
             payload += a.size * 4

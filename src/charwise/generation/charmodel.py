@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..data.bytevocab import ByteVocab
-from ..data.corpus import AnyVocab
 from ..data.lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
+from ..data.vocab import AnyVocab
 from ..errors import CharwiseError
 from ..model import CharRNN
 from ..runs.bundled import sha256_file

@@ -19,12 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import CharwiseError
-from ..settings.options import (
-    DEFAULT_TEMPERATURE,
-    MAX_CHARS,
-    SampleOptions,
-    check_value,
-)
+from ..settings.commands import SampleOptions
+from ..settings.options import DEFAULT_TEMPERATURE, MAX_CHARS, check_value
 from .stops import parse_escapes, parse_stops
 
 # SampleOptions's fields, the one declaration of each sampling setting

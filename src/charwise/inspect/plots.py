@@ -15,7 +15,7 @@ from ..files import MAX_METRICS_BYTES, read_utf8
 from ..guards import check_metric_record, check_out_path
 from ..runs.rundir import CURVE, METRICS, atomic_writer, check_run_dir
 from ..scoring import LN2
-from ..settings.options import PlotOptions
+from ..settings.commands import PlotOptions
 from . import fonts
 from .analysis import visible
 

@@ -21,7 +21,7 @@ from ..generation.charmodel import load
 from ..guards import check_out_path, check_own_run, check_utf8_path
 from ..runs.rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, default_out, read_run
 from ..scoring import eval_precision
-from ..settings.options import AnalyzeOptions
+from ..settings.commands import AnalyzeOptions
 from ..threads import check_threads
 from . import analysis as A
 from . import neurons as N

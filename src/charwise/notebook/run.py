@@ -78,7 +78,7 @@ class Run:
         """When the evaluation loss stopped improving (see charwise.analysis.plateau)."""
         return A.plateau(self.info, tol)
 
-    def generate(self, prime: str = "", n: int = 200, temperature: float = 1.0, **kw) -> str:
+    def generate(self, prime: str = "", n: int = 200, temperature: float = 1.0, **kw) -> str | list[str]:
         return self.model.generate(prime, n, temperature, **kw)
 
     def evaluate(self, text: str, oov: str = "error") -> dict:
@@ -207,7 +207,8 @@ class Run:
         guesses for the next one. Without a text: the run's analysis text, from its first line start."""
         ids, source = self._text(text)
         if text is None:
-            nl = np.flatnonzero(ids[:200] == self.vocab.chars.index("\n")) if "\n" in self.vocab.chars else []
+            nl: np.ndarray | list = (np.flatnonzero(ids[:200] == self.vocab.chars.index("\n"))
+                                     if "\n" in self.vocab.chars else [])
             ids = ids[nl[0] + 1:] if len(nl) else ids
         ids = ids[:chars]
         acts = N.layer_states(self.net, ids, layer, state)

@@ -12,11 +12,12 @@ from pathlib import Path
 import torch
 
 from ..bounds import check_inference, expected_shapes
-from ..data.corpus import AnyVocab, vocab_from_info
+from ..data.vocab import AnyVocab, vocab_from_info
 from ..errors import CharwiseError
 from ..guards import check_finite
 from ..model import CharRNN
-from ..settings.train import ModelConfig, build
+from ..settings.train import ModelConfig
+from ..settings.options import build
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, run_json_path, tensor_shapes
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 
 from ..settings.options import LN2
-from ..settings.train import ModelConfig, TrainConfig, config_fields
+from ..settings.train import ModelConfig, TrainConfig
+from ..settings.options import config_fields
 from .rundir import BEST, LAST, check_run_dir, read_run
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.corpus import AnyVocab, Corpus, Vocab
+from ..data.vocab import AnyVocab, Vocab
+from ..data.corpus import Corpus
 from ..errors import CharwiseError
 from ..settings.train import ModelConfig
 from . import bundled

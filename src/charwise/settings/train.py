@@ -16,7 +16,7 @@ from typing import Any
 
 from ..cells import NAMES as CELL_NAMES
 from ..errors import CharwiseError
-from .options import DEVICES, _f, build, check_value, config_fields, encoding_opt, seed_opt  # noqa: F401
+from .options import DEVICES, _f, build, encoding_opt, seed_opt
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data.bytevocab import ByteVocab
-from ..data.corpus import AnyVocab, Corpus, Vocab, prepare_corpus, vocab_record
+from ..data.corpus import Corpus, prepare_corpus
 from ..data.lines import line_mode_hint, prepare_items
+from ..data.vocab import AnyVocab, Vocab, vocab_record
 from ..errors import CharwiseError
 from ..runs import rundir, transfer
 from ..runs.bundled import corpus_path as bundled_corpus_path

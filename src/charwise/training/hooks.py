@@ -115,7 +115,7 @@ def sample_line(trainer: Trainer) -> str:
         return ""                          # a sample is a courtesy: never a reason to stop
     finally:
         net.train(was)
-    return show.one_line(text)
+    return show.one_line(text if isinstance(text, str) else text[0])
 
 
 def eval_line(step: int, train_loss: float, rec: dict, sample: str) -> str:

@@ -17,17 +17,8 @@ from ..runs import rundir, transfer
 from ..runs.bundled import corpus_path as bundled_corpus_path
 from ..runs.bundled import sha256_file
 from ..runs.rundir import METRICS, read_run
-from ..settings.train import (
-    BUDGETS,
-    PRESETS,
-    SCRATCH,
-    ModelConfig,
-    TrainConfig,
-    build,
-    check_init_from,
-    check_value,
-    resolve,
-)
+from ..settings.options import build, check_value
+from ..settings.train import BUDGETS, PRESETS, SCRATCH, ModelConfig, TrainConfig, check_init_from, resolve
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_every_epochs",

@@ -23,7 +23,8 @@ import torch
 from .. import bounds, recipe
 from .._version import __version__
 from ..budget import TimeBudget, resume_note
-from ..data.corpus import AnyVocab, token_counts, vocab_record
+from ..data.corpus import token_counts
+from ..data.vocab import AnyVocab, vocab_record
 from ..errors import CharwiseError
 from ..model import CharRNN
 from ..runs import resume, rundir, transfer
@@ -173,6 +174,7 @@ def _size_to_machine(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, dist: Dis
     pick = lambda cfg: pick_precision(tcfg.precision, device, cfg)
     recipe.size_to_machine(auto, tcfg.max_time, mcfg, tcfg.batch_size, tcfg.seq_len, pick, device,
                            tcfg.threads)
+    assert auto.hidden_size is not None and auto.lr is not None      # size_to_machine set them
     mcfg = replace(mcfg, hidden_size=auto.hidden_size)
     if "lr" not in plan.given:
         tcfg = replace(tcfg, lr=auto.lr)

@@ -26,7 +26,7 @@ from ..guards import clean_orphans
 from ..runs.rundir import CACHE, write_run
 from ..runs.runlock import lock_run
 from ..scoring import LN2
-from . import checkpoint, hooks
+from . import hooks, saving
 from .plan import check_start, plan_run
 from .schedule import learning_rate
 from .setup import discarded_if_refused, open_run, settle_budget
@@ -107,7 +107,7 @@ class Trainer:
         with discarded_if_refused(run.out, run.made_cache):
             self._measure_eval_speed()                   # rank 0 measures, every rank decides
             settle_budget(run, self.state.budget)
-        checkpoint.begin(run)
+        saving.begin(run)
         self.signals = hooks.Signals()
         self.hooks = hooks.standard(run, self.state.step, self.signals)
         self.state.last_save = self.elapsed()
@@ -340,7 +340,7 @@ class Trainer:
             rec.update(val_loss_per_item=res["loss_per_item"], val_items=res["items"])
         if math.isfinite(loss) and (st.best is None or loss < st.best["val_loss"]):
             tw = time.perf_counter()
-            checkpoint.save_best(run, st, loss)
+            saving.save_best(run, st, loss)
             st.budget.measured_best(time.perf_counter() - tw)
         else:
             st.since_best += 1
@@ -365,7 +365,7 @@ class Trainer:
         self.run.engine.sync_weights()
         ts = time.perf_counter()
         self._emit("on_save")
-        checkpoint.save_last(self.run, st, status, self.elapsed())
+        saving.save_last(self.run, st, status, self.elapsed())
         st.budget.measured_save(time.perf_counter() - ts)
 
 
