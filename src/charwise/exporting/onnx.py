@@ -89,7 +89,7 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
     ins, outs = io_names(cfg.cell)
     example = (torch.zeros(2, dtype=torch.long), *model.net.zero_state(2))
     batch = torch.export.Dim("batch", min=1, max=65536)
-    shapes = {"x": {0: batch}, **{s: {1: batch} for s in cell(cfg.cell).state}}   # state: (L, B, H)
+    shapes = {"x": {0: batch}, **{s: {1: batch} for s in ins[1:]}}    # state tensors: (L, B, H)
     # The exporter is chatty (progress lines, deprecation notes); only failures matter here.
     chatter = io.StringIO()
     quiet = logging.getLogger("torch.onnx")
