@@ -161,8 +161,8 @@ def demo(out="runs/demo", log=print, force: bool = False) -> dict:
     model = load(out)
     cfg = model.net.cfg
     emb = model.net.embed.weight.numel()
-    rnn = sum(p.numel() for p in model.net.rnn.parameters())
     head = sum(p.numel() for p in model.net.head.parameters())
+    rnn = model.net.num_parameters - emb - head
     log(f"Parameters: embed={emb}, {cfg.cell.upper()}={rnn}, out={head}, total={emb + rnn + head:,}")
     whole = result.history[-1]["val_loss"]
     log(f"Final training loss {result.final_train_loss:.4f} nats/char (last window); "

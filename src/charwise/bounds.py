@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .cells import CELLS
+from .cells import CELLS, is_attention
 from .errors import CharwiseError
 from .settings.train import ModelConfig
 
@@ -28,6 +28,8 @@ EVAL_LOGITS = 1 << 22          # logit values scored at once in evaluation (eval
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Parameter name -> shape of the torch model `cfg` builds, computed without building it."""
+    if is_attention(cfg.cell):
+        return transformer_shapes(cfg)
     V, E, H, L, G = cfg.vocab_size, cfg.embed_dim, cfg.hidden_size, cfg.layers, CELLS[cfg.cell].gates
     shapes: dict[str, tuple[int, ...]] = {"embed.weight": (V, E)}
     for k in range(L):
@@ -40,8 +42,31 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def transformer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """expected_shapes of a CharTransformer (its docstring lists the same names)."""
+    V, W, C = cfg.vocab_size, cfg.embed_dim, max(cfg.context, 1)
+    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (V, W)}
+    if cfg.positions == "learned":
+        shapes["pos.weight"] = (C, W)
+    for k in range(cfg.layers):
+        b = f"blocks.{k}."
+        for name, shape in (("ln1.weight", (W,)), ("ln1.bias", (W,)), ("qkv.weight", (3 * W, W)),
+                            ("qkv.bias", (3 * W,)), ("attn_out.weight", (W, W)),
+                            ("attn_out.bias", (W,)), ("ln2.weight", (W,)), ("ln2.bias", (W,)),
+                            ("fc.weight", (4 * W, W)), ("fc.bias", (4 * W,)),
+                            ("mlp_out.weight", (W, 4 * W)), ("mlp_out.bias", (W,))):
+            shapes[b + name] = shape
+    shapes.update({"ln_f.weight": (W,), "ln_f.bias": (W,), "head.weight": (V, W), "head.bias": (V,)})
+    return shapes
+
+
 def parameter_count(cfg: ModelConfig) -> int:
     """Exact, in Python integers (no overflow however large the config)."""
+    if is_attention(cfg.cell):
+        W, C = cfg.embed_dim, max(cfg.context, 1)
+        V = max(cfg.vocab_size, 1)
+        pos = C * W if cfg.positions == "learned" else 0
+        return V * W + pos + cfg.layers * (12 * W * W + 13 * W) + 2 * W + V * W + V
     V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
                      CELLS[cfg.cell].gates)
     rnn = G * H * (E + H + 2) + (L - 1) * G * H * (2 * H + 2)
@@ -55,7 +80,12 @@ def training_bytes(cfg: ModelConfig, batch_size: int, seq_len: int) -> int:
     V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
                      CELLS[cfg.cell].gates)
     n = batch_size * seq_len
-    acts = n * (3 * V + E + L * (G + 3) * H)
+    if is_attention(cfg.cell):
+        # per block and position: ~17 width-sized vectors (norms, q/k/v, the 4x MLP before and
+        # after GELU, the residual branches) and a row of attention weights per head
+        acts = n * (3 * V + E + L * (17 * E + cfg.heads * seq_len))
+    else:
+        acts = n * (3 * V + E + L * (G + 3) * H)
     return FLOAT * (4 * parameter_count(cfg) + acts) + SLACK
 
 
@@ -118,6 +148,10 @@ def check_fits(need: int, what: str, available: int | None = None, device=None) 
 
 
 def describe(cfg: ModelConfig) -> str:
+    if is_attention(cfg.cell):
+        return (f"a TRANSFORMER of {cfg.layers} blocks of width {cfg.embed_dim}, {cfg.heads} "
+                f"heads, context {cfg.context or '?'}, vocabulary {cfg.vocab_size or '?'} "
+                f"({parameter_count(cfg):,} parameters)")
     return (f"a {cfg.cell.upper()} of {cfg.layers} x {cfg.hidden_size} units, embedding "
             f"{cfg.embed_dim}, vocabulary {cfg.vocab_size or '?'} "
             f"({parameter_count(cfg):,} parameters)")

@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .cells import cell
+from .cells import cell, is_attention
 from .settings.train import ModelConfig
+from .transformer import CharTransformer
 
 State = tuple[torch.Tensor, ...]
 
@@ -99,6 +100,22 @@ class CharRNN(nn.Module):
         else:
             out, new = self.rnn(emb, state[0])
         return out, tuple(new) if isinstance(new, tuple) else (new,)
+
+
+CharModule = CharRNN | CharTransformer        # what `build_model` makes
+
+
+def build_model(cfg: ModelConfig) -> CharModule:
+    """The torch model `cfg` describes: a CharRNN, or for --cell transformer a CharTransformer
+    (width embed_dim, context cfg.context) with the config attached as CharRNN's is."""
+    if not is_attention(cfg.cell):
+        return CharRNN(cfg)
+    if cfg.context < 1:
+        raise ValueError("a transformer's context must be set (from --seq-len) before building it")
+    net = CharTransformer(cfg.vocab_size, cfg.embed_dim, cfg.layers, cfg.heads, cfg.context,
+                          cfg.dropout, cfg.positions)
+    net.cfg = cfg
+    return net
 
 
 # The name this class had before GRU and RNN cores were added; kept so that code written

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .cells import shape_text
 from .errors import CharwiseError
 from .guards import check_out_path
 from .runs import bundled
@@ -46,8 +47,7 @@ def model_card(info: dict, name: str, which: str) -> dict:
     start = info.get("init_from") or {}
     return {
         "name": name,
-        "model": f"{str(m.get('cell', '?')).upper()} {m.get('layers')}x{m.get('hidden_size')}, "
-                 f"embedding {m.get('embed_dim')}, {info.get('parameters') or 0:,} parameters",
+        "model": f"{shape_text(m)}, {info.get('parameters') or 0:,} parameters",
         "vocabulary": {"kind": info.get("vocab_kind", "chars"), "size": len(info["vocab"]),
                        "line_mode": bool(info.get("line_mode"))},
         "text": {"name": Path(str(corpus.get("source", "?"))).name, "sha256": corpus.get("sha256"),

@@ -31,9 +31,10 @@ from typing import Any, Callable
 
 import torch
 
+from .cells import is_attention
 from .errors import CharwiseError
 from .hardware import cpu_class
-from .settings.train import AUTO_SMALL_BYTES, PRESETS, ModelConfig, TrainConfig
+from .settings.train import AUTO_SMALL_BYTES, PRESETS, TRANSFORMER_PRESET, ModelConfig, TrainConfig
 from .threads import usable_cpus
 
 BASE_COVERAGE = 0.99          # share of the text's characters base must know to fine-tune it
@@ -43,7 +44,7 @@ TARGET_STEPS = 3000           # the fitted rule: the widest width that takes thi
 TRAIN_SHARE = 0.9             # of a time budget spent on steps (the rest: final evaluation, saves)
 PROBE_STEPS = 3               # timed steps per candidate, after one untimed warm-up step
 PROBE_SHARE = 0.05            # the probes stop once they have used this share of the budget
-SHAPE_FLAGS = ("cell", "embed_dim", "hidden_size", "layers")
+SHAPE_FLAGS = ("cell", "embed_dim", "hidden_size", "layers", "heads", "positions")
 VAL_FRACTION = TrainConfig.val_fraction     # the held-out share a small text keeps
 SCRATCH_HINT = "to train from scratch instead: --preset scratch"
 
@@ -102,7 +103,13 @@ def plan(corpus, overrides: dict, encoding: str = "utf-8", from_base: bool = Tru
 
 
 def settings(choice: AutoChoice, overrides: dict) -> tuple[str, dict]:
-    """The preset and overrides a from-scratch choice trains with (fine-tuning: transfer.py)."""
+    """The preset and overrides a from-scratch choice trains with (fine-tuning: transfer.py).
+    --cell transformer: the transformer recipe whatever the text (the chapter's text without a
+    validation split, as the chapter's model)."""
+    if overrides.get("cell") is not None and is_attention(overrides["cell"]):
+        if choice.kind == "chapter" and overrides.get("val_fraction") is None:
+            return TRANSFORMER_PRESET, {**overrides, "val_fraction": 0.0}
+        return TRANSFORMER_PRESET, overrides
     if choice.kind == "chapter":
         return "spec", overrides
     if choice.kind == "small-text":             # the chapter's model, but scored on held-out text

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .cells import is_attention
 from .data.bytevocab import per_char_losses
 from .errors import CharwiseError
 from .hardware import cpu_has_fast_bf16, why_no_bf16
-from .model import CharRNN
+from .model import CharModule
 from .settings.options import DEVICES, LN2
 from .settings.train import ModelConfig
 from .threads import ThreadPolicy, check_threads, policy_for
@@ -76,10 +77,10 @@ def pick_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
     if device.type == "cuda":
         return "bf16" if cuda_bf16_native(device) else "fp32"
     # Small models are bound by per-op overhead, not matmul speed: bf16 casts only cost there.
-    return "bf16" if cpu_has_fast_bf16() and cfg.hidden_size >= 256 else "fp32"
+    return "bf16" if cpu_has_fast_bf16() and cfg.width >= 256 else "fp32"
 
 
-def eval_precision(model: CharRNN, name: str = "auto", recorded: str | None = None) -> str:
+def eval_precision(model: CharModule, name: str = "auto", recorded: str | None = None) -> str:
     """The arithmetic for scoring `model` where it lives. "auto": the precision the run trained
     in (`recorded`, from its run.json) where this device runs it natively, so a run is scored
     as it trained (as nanoGPT does), even one trained elsewhere; else what training would pick
@@ -215,12 +216,12 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
 # ----------------------------------------------------------------------------- evaluation
 
 @contextlib.contextmanager
-def recurrence_threads(model: CharRNN, threads: int | None = None) -> Iterator[None]:
+def recurrence_threads(model: CharModule, threads: int | None = None) -> Iterator[None]:
     """For one batch-1 pass with nothing to time against: a fixed count when given, else one
     thread up to H=256 on CPU (sharing each small matmul among threads costs more than it saves,
     far more when another process holds a core), else torch's setting. Restores the caller's."""
     device = next(model.parameters()).device
-    if device.type != "cpu" or (threads is None and model.cfg.hidden_size > 256):
+    if device.type != "cpu" or (threads is None and model.cfg.width > 256):
         yield
         return
     n = torch.get_num_threads()
@@ -246,27 +247,42 @@ def eval_policy(device: torch.device, threads: int | ThreadPolicy | None = None)
 PROBE_CHUNK = 1024        # the chunk while the thread policy measures: a cheap probe
 
 
+@contextlib.contextmanager
+def _scoring(model: CharModule, threads: int | ThreadPolicy | None) -> Iterator[ThreadPolicy | None]:
+    """The model in eval mode and the thread policy for a scoring pass; both given back after
+    (the caller's thread count restored unless it passed its own policy)."""
+    policy = eval_policy(next(model.parameters()).device, threads)
+    was_training = model.training
+    model.eval()
+    try:
+        yield policy
+    finally:
+        model.train(was_training)
+        if not isinstance(threads, ThreadPolicy) and policy is not None:
+            policy.restore()
+
+
 @torch.inference_mode()
-def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None = None,
+def token_losses(model: CharModule, tokens: np.ndarray, device: torch.device | None = None,
                  precision: str = "fp32", chunk: int = 8192, state: Any = None,
                  threads: int | ThreadPolicy | None = None,
                  on_chunk: Callable[[int, int], None] | None = None
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Loss (nats) of predicting tokens[i+1] from tokens[:i+1], for every i, in ONE stateful
-    pass: the hidden state runs through the whole text, so every position has full context.
+    pass: the hidden state runs through the whole text, so every position has full context
+    (a transformer: the context its windows give, `window_losses`).
     Yields (losses (n,), logits-argmax (n,)) chunk by chunk to bound memory. `threads`: a
     ThreadPolicy, a fixed count, or None (measure and choose); the caller's thread count is
     restored at the end unless it passed its own policy. `on_chunk(done, total)` reports
     progress. A chunk's logits are chunk x V floats (and as many again for the log-softmax),
     so with a large vocabulary the chunk shrinks to keep them under LOGITS_BUDGET values."""
+    if is_attention(model.cfg.cell):
+        yield from window_losses(model, tokens, device, precision, threads, on_chunk)
+        return
     device = device or next(model.parameters()).device
     chunk = max(16, min(chunk, LOGITS_BUDGET // model.cfg.vocab_size))
-    policy = eval_policy(next(model.parameters()).device, threads)
-    own = not isinstance(threads, ThreadPolicy)
-    was_training = model.training
-    model.eval()
     total = len(tokens) - 1
-    try:
+    with _scoring(model, threads) as policy:
         s = 0
         while s < total:
             size = min(PROBE_CHUNK, chunk) if policy is not None and policy.deciding else chunk
@@ -281,13 +297,65 @@ def token_losses(model: CharRNN, tokens: np.ndarray, device: torch.device | None
             if on_chunk is not None:
                 on_chunk(s, total)
             yield out
-    finally:
-        model.train(was_training)
-        if own and policy is not None:
-            policy.restore()
 
 
-def evaluate_tokens(model: CharRNN, tokens: np.ndarray, precision: str = "fp32",
+def context_windows(total: int, context: int, keep: int | None = None) -> list[tuple[int, int, int]]:
+    """How a transformer scores `total` predictions (of tokens[p+1] from tokens[..p]): windows
+    (start a, length, first scored offset) of at most `context` tokens, each scoring its
+    positions from `first` on. The first window scores all of its own; each later one starts
+    D = context - keep after the one before and scores its last D positions, each seen with at
+    least `keep` (default context // 2) characters before it. Position p's window starts where
+    the KV-cache sampling step's window for p starts (transformer.py's s_p), so scoring and
+    sampling give a character the same context."""
+    keep = context // 2 if keep is None else keep
+    step = context - keep
+    out = [(0, min(context, total), 0)]
+    for a in range(step, total - keep, step):
+        out.append((a, min(context, total - a), keep))
+    return out
+
+
+@torch.inference_mode()
+def window_losses(model: CharModule, tokens: np.ndarray, device: torch.device | None = None,
+                  precision: str = "fp32", threads: int | ThreadPolicy | None = None,
+                  on_chunk: Callable[[int, int], None] | None = None
+                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """token_losses for a transformer: the context_windows, as many of one length at once as
+    keep the logits under LOGITS_BUDGET values, in order."""
+    device = device or next(model.parameters()).device
+    C, total = model.cfg.context, len(tokens) - 1
+    t = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+    windows = context_windows(total, C)
+    per_batch = max(1, LOGITS_BUDGET // (C * model.cfg.vocab_size))
+    with _scoring(model, threads) as policy:
+        i, done = 0, 0
+        while i < len(windows):
+            group = [windows[i]]
+            limit = 2 if policy is not None and policy.deciding else per_batch
+            while (i + len(group) < len(windows) and len(group) < limit
+                   and windows[i + len(group)][1] == group[0][1]):
+                group.append(windows[i + len(group)])
+            i += len(group)
+            n = group[0][1]
+            x = torch.stack([t[a: a + n] for a, _, _ in group]).to(device)            # (G, n)
+            y = torch.stack([t[a + 1: a + n + 1] for a, _, _ in group]).to(device)    # (G, n)
+            scored = sum(n - first for _, _, first in group)
+            with policy.measure(scored) if policy is not None else contextlib.nullcontext():
+                with autocast(device, precision):
+                    logits, _ = model(x)
+                logits = logits.float()                                 # (G, n, V)
+                lo = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")    # (G, n)
+                arg = logits.argmax(-1)
+                keep = [(g, first) for g, (_, _, first) in enumerate(group)]
+                out = (torch.cat([lo[g, f:] for g, f in keep]).cpu(),
+                       torch.cat([arg[g, f:] for g, f in keep]).cpu())
+            done += scored
+            if on_chunk is not None:
+                on_chunk(done, total)
+            yield out
+
+
+def evaluate_tokens(model: CharModule, tokens: np.ndarray, precision: str = "fp32",
                     threads: int | ThreadPolicy | None = None,
                     on_chunk: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Exact mean loss over all len(tokens)-1 predictions: nats/char, bits/char, perplexity.
@@ -306,7 +374,7 @@ def evaluate_tokens(model: CharRNN, tokens: np.ndarray, precision: str = "fp32",
     return {"loss": nats, "bits_per_char": nats / LN2, "perplexity": math.exp(nats), "chars": n}
 
 
-def evaluate_bytes(model: CharRNN, tokens: np.ndarray, precision: str = "fp32") -> dict[str, Any]:
+def evaluate_bytes(model: CharModule, tokens: np.ndarray, precision: str = "fp32") -> dict[str, Any]:
     """evaluate_tokens for a byte model: per byte and per character (the losses of each
     character's bytes summed), so bits/char compares with a code-point model's."""
     if len(tokens) < 2:

@@ -60,6 +60,7 @@ chars of history. (A ring buffer of rotary keys would never re-encode, but for L
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -174,6 +175,7 @@ class CharTransformer(nn.Module):
     """Character language model: a causal Transformer with CharRNN's forward call shape."""
 
     pos: nn.Embedding | None
+    cfg: Any = None          # the ModelConfig it was built from (model.build_model sets it)
 
     def __init__(self, vocab_size: int, width: int, layers: int, heads: int, context: int,
                  dropout: float = 0.0, positions: str = "learned", tie_weights: bool = False):

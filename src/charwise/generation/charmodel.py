@@ -21,18 +21,19 @@ from ..data.bytevocab import ByteVocab
 from ..data.lines import NoveltyFilter, encode_items, evaluate_items, read_items, split_items
 from ..data.vocab import AnyVocab
 from ..errors import CharwiseError
-from ..model import CharRNN
+from ..model import CharModule
 from ..runs.bundled import sha256_file
 from ..runs.checkpoint import load_model
 from ..scoring import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device
 from ..settings.options import DEFAULT_TEMPERATURE
 from ..threads import check_threads
+from ..transformer import CharTransformer
 from .beam import beam_search
 from .loop import Generation, run
 from .params import SamplingParams
 from .prime import fit_prime
 from .sampler import Sampler
-from .steps import TimedStep, check_precision, make_step, make_timed_step
+from .steps import KVState, TimedStep, check_precision, make_step, make_timed_step
 
 PRIME_LOGITS_BUDGET = 1 << 22      # logit values per priming call (16 MB in fp32)
 ITEM_ROUNDS = 20                   # --new-only: rounds of drawing before giving up
@@ -41,7 +42,7 @@ ITEM_ROUNDS = 20                   # --new-only: rounds of drawing before giving
 @dataclass
 class CharModel:
     """A trained model with its vocabulary: what `charwise.load(run_dir)` returns."""
-    net: CharRNN
+    net: CharModule
     vocab: AnyVocab
     info: dict = field(default_factory=dict)
 
@@ -87,7 +88,10 @@ class CharModel:
         ids = self.vocab.encode(prime, oov=oov)
         if self.line_mode:                                   # an item starts after an end symbol
             ids = np.concatenate([[self.vocab.end_id], ids]).astype(np.int64)
-        state = self.net.zero_state(num_samples, self.device)
+        net = self.net
+        # a transformer's state is its KV cache, filled from position 0
+        state = (KVState(net.new_cache(num_samples, self.device), 0)
+                 if isinstance(net, CharTransformer) else net.zero_state(num_samples, self.device))
         if len(ids) == 0:
             # No prime: the first character comes from the corpus's character frequencies.
             counts = np.asarray(self.info.get("char_counts") or np.ones(len(self.vocab)), float)
@@ -98,7 +102,12 @@ class CharModel:
         piece = max(1, PRIME_LOGITS_BUDGET // (num_samples * len(self.vocab)))
         with fp32_flags(self.device, "fp32"):      # IEEE on a GPU, as the steps that follow
             for s in range(0, x.shape[1], piece):
-                logits, state = self.net(x[:, s: s + piece], state)
+                if isinstance(state, KVState):  # the cache slides past the context
+                    assert isinstance(net, CharTransformer)
+                    logits, cache = net.step(x[:, s: s + piece], state.cache, state.pos)
+                    state = KVState(cache, state.pos + x[:, s: s + piece].shape[1])
+                else:
+                    logits, state = net(x[:, s: s + piece], state)
         return logits[:, -1].float().cpu().numpy(), state
 
     # ------------------------------------------------------------------------- the keyword API

@@ -33,7 +33,10 @@ class Decoder(Protocol):
 
 
 def take_rows(state: Any, rows: np.ndarray) -> Any:
-    """Rows `rows` of a recurrent state: a tuple of (layers, batch, hidden) arrays or tensors."""
+    """Rows `rows` of a recurrent state: a tuple of (layers, batch, hidden) arrays or tensors;
+    or of a state that takes its own rows (a transformer's KV cache: `take`)."""
+    if hasattr(state, "take"):
+        return state.take(rows)
     out = []
     for s in state:
         if isinstance(s, np.ndarray):

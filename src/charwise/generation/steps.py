@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from .. import hardware
-from ..cells import CELLS
+from ..cells import CELLS, is_attention
 from ..errors import CharwiseError
-from ..model import CharRNN
+from ..model import CharModule, CharRNN
 from ..scoring import fp32_flags
 from ..settings.options import SAMPLE_PRECISIONS
 from ..settings.train import ModelConfig
@@ -38,6 +38,7 @@ from ..threads import (
     set_blas_threads,
     set_torch_threads,
 )
+from ..transformer import CharTransformer
 from .quant import Int8Matrix
 
 
@@ -56,6 +57,40 @@ class ModuleStep:
             x = torch.as_tensor(ids, device=self.device)[:, None]
             logits, state = self.net(x, state)                   # (S, 1, V)
         return logits[:, 0].float().cpu().numpy(), state
+
+
+class KVState:
+    """A transformer's sampling state: its KV cache (transformer.py's layout, the batch first in
+    every tensor) and the absolute position where the cache ends, the same for every stream
+    (they all advance one character per step)."""
+
+    def __init__(self, cache: tuple[torch.Tensor, ...], pos: int):
+        self.cache, self.pos = cache, pos
+
+    def take(self, rows: np.ndarray) -> KVState:
+        """Streams `rows` (repeats allowed: a beam search's reordering), as a new cache."""
+        idx = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.cache[0].device)
+        return KVState(tuple(t.index_select(0, idx) for t in self.cache), self.pos)
+
+
+class KVCacheStep:
+    """A transformer's step: the new character's keys and values join the cache and it attends
+    over the window there (CharTransformer.step: past the context the window slides). Used
+    for every transformer, `fast` or not: it is the model's own method, and computes what
+    `forward` over the window does (tests/test_transformer.py)."""
+
+    def __init__(self, net: CharTransformer):
+        self.net = net
+        self.device = next(net.parameters()).device
+
+    def begin(self, state: KVState) -> KVState:
+        return state
+
+    def __call__(self, ids: np.ndarray, state: KVState):
+        with torch.inference_mode(), fp32_flags(self.device, "fp32"):
+            x = torch.as_tensor(ids, device=self.device)[:, None]       # (S, 1)
+            logits, cache = self.net.step(x, state.cache, state.pos)    # (S, 1, V)
+        return logits[:, 0].float().cpu().numpy(), KVState(cache, state.pos + 1)
 
 
 class FusedLSTMStep:
@@ -201,13 +236,17 @@ class Int8LSTMStep(NumpyLSTMStep):
         self.w_hh = self.w_ih = []                      # the float32 copies are not used
 
 
-def check_precision(precision: str, net: CharRNN | None = None, fast: bool = True) -> str:
+def check_precision(precision: str, net: CharModule | None = None, fast: bool = True) -> str:
     """A sampling precision this model can use, or a one-line error."""
     if precision not in SAMPLE_PRECISIONS:
         raise CharwiseError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, got {precision!r}")
     if precision == "int8" and not hardware.cpu_has_exact_int8():
         raise CharwiseError(f"--precision int8: {hardware.why_no_int8()}; use --precision fp32")
     if precision == "int8" and net is not None:
+        if is_attention(net.cfg.cell):
+            raise CharwiseError("--precision int8 samples LSTMs only: a transformer's one-stream "
+                                "step is bound by its attention and per-call overhead, not by "
+                                "reading its weights, so int8 would not pay; use --precision fp32")
         if net.cfg.cell != "lstm" or not fast:
             raise CharwiseError(f"--precision int8 samples LSTMs only (this run's cell is {net.cfg.cell})"
                                 if fast else "precision int8 needs the fast step (fast=True)")
@@ -231,15 +270,18 @@ def int8_step(net: CharRNN) -> Int8LSTMStep:
     return cached[1]
 
 
-def make_step(net: CharRNN, streams: int = 1, fast: bool = True, precision: str = "fp32"):
+def make_step(net: CharModule, streams: int = 1, fast: bool = True, precision: str = "fp32"):
     """The fastest step for this model, number of streams and precision (fp32: exact)."""
+    if isinstance(net, CharTransformer):
+        check_precision(precision, net, fast)           # int8 is refused for a transformer
+        return KVCacheStep(net)
     if check_precision(precision, net, fast) == "int8":
         return int8_step(net)
     kind = step_kind(net.cfg, net.training, next(net.parameters()).device.type, streams, fast)
     return {"module": ModuleStep, "numpy": NumpyLSTMStep, "fused": FusedLSTMStep}[kind](net)
 
 
-def make_timed_step(net: CharRNN, streams: int = 1, fast: bool = True, threads: int | None = None,
+def make_timed_step(net: CharModule, streams: int = 1, fast: bool = True, threads: int | None = None,
                     precision: str = "fp32"):
     """make_step's step with its CPU threads chosen by `threads`: a fixed count, or None to
     measure and choose as it runs (threads.py). On a GPU, the step itself."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cells import shape_text
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..guards import check_out_path, check_own_run, check_utf8_path
@@ -142,7 +143,7 @@ def _run_section(info: dict, run: Path) -> str:
     m, t, c = info["model"], info["train"], info["corpus"]
     rows: list[list[Any]] = [
             ["run directory", run], ["status", f"{info.get('status')} ({info.get('stopped_because') or '-'})"],
-            ["model", f"{m['cell'].upper()} {m['layers']} x {m['hidden_size']}, embedding {m['embed_dim']}, "
+            ["model", f"{shape_text(m)}, "
                       f"dropout {m['dropout']}, vocabulary {m['vocab_size']}"],
             ["parameters", f"{info.get('parameters', 0):,}"],
             ["corpus", f"{c['source']} ({c['chars']:,} chars: {c['train_chars']:,} train, {c['val_chars']:,} val)"],

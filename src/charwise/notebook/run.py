@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cells import shape_text
 from ..errors import CharwiseError
 from ..inspect import analysis as A
 from ..inspect import neurons as N
@@ -68,9 +69,10 @@ class Run:
     def parameters(self) -> dict:
         """Parameter count per part: embedding, recurrent layers, output head, total."""
         net = self.net
-        parts = {"embedding": net.embed.weight.numel(),
-                 net.cfg.cell.upper(): sum(p.numel() for p in net.rnn.parameters()),
-                 "output head": sum(p.numel() for p in net.head.parameters())}
+        embedding, head = net.embed.weight.numel(), sum(p.numel() for p in net.head.parameters())
+        parts = {"embedding": embedding,
+                 net.cfg.cell.upper(): net.num_parameters - embedding - head,
+                 "output head": head}
         parts["total"] = sum(parts.values())
         return parts
 
@@ -91,8 +93,7 @@ class Run:
         m, t, c = self.info["model"], self.info["train"], self.info.get("corpus", {})
         V = len(self.vocab)
         rows = [("run", str(self.path)),
-                ("model", f"{m['cell'].upper()} {m['layers']}\u00d7{m['hidden_size']}, embedding "
-                          f"{m['embed_dim']}, dropout {m['dropout']}"),
+                ("model", f"{shape_text(m)}, dropout {m['dropout']}"),
                 ("parameters", f"{self.info.get('parameters', 0):,}"),
                 ("vocabulary", f"{V} characters (uniform guessing: ln {V} = {math.log(V):.3f} nats/char)"),
                 ("corpus", f"{Path(str(c.get('source', '?'))).name}: {c.get('chars', 0):,} chars "

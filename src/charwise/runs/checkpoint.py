@@ -15,15 +15,15 @@ from ..bounds import check_inference, expected_shapes
 from ..data.vocab import AnyVocab, vocab_from_info
 from ..errors import CharwiseError
 from ..guards import check_finite
-from ..model import CharRNN
+from ..model import CharModule, build_model
 from ..settings.train import ModelConfig
 from ..settings.options import build
 from .rundir import BEST, LAST, RUN_JSON, check_run_dir, load_tensors, read_run, run_json_path, tensor_shapes
 
 
 def load_model(run_dir: str | Path, which: str = "best",
-               device: str | torch.device = "cpu") -> tuple[CharRNN, AnyVocab, dict]:
-    """(CharRNN in eval mode, Vocab, run info) from a run directory; no code is executed."""
+               device: str | torch.device = "cpu") -> tuple[CharModule, AnyVocab, dict]:
+    """(the model in eval mode, Vocab, run info) from a run directory; no code is executed."""
     p = check_run_dir(run_dir)
     info = read_run(p)
     where = run_json_path(p)
@@ -55,7 +55,7 @@ def load_model(run_dir: str | Path, which: str = "best",
     tensors, _ = load_tensors(path)
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     check_finite(path, {k: weights[k] for k in expected})
-    model = CharRNN(replace(cfg))
+    model = build_model(replace(cfg))
     model.load_state_dict({k: weights[k].float() for k in expected})
     return model.to(device).eval(), vocab, info
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from ..settings.options import LN2
+from ..cells import shape_text
+from ..settings.options import LN2, config_fields
 from ..settings.train import ModelConfig, TrainConfig
-from ..settings.options import config_fields
 from .rundir import BEST, LAST, check_run_dir, read_run
 
 
@@ -82,8 +82,7 @@ def format_info(d: dict) -> str:
     m, t = d["model"], d["train"]
     lines = [f"run          {d['run_dir']}  ({d['status'] or '?'}"
              + (f", stopped: {d['stopped_because']}" if d.get("stopped_because") else "") + ")"]
-    lines.append(f"model        {str(m.get('cell', '?')).upper()} {m.get('layers')} layer(s) x "
-                 f"{m.get('hidden_size')} hidden, embedding {m.get('embed_dim')}, dropout "
+    lines.append(f"model        {shape_text(m)}, dropout "
                  f"{m.get('dropout')}: {_n(d['parameters'])} parameters" if d["parameters"] is not None
                  else "model        ?")
     if t.get("vocab") == "bytes":

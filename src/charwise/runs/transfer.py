@@ -42,7 +42,7 @@ from .checkpoint import load_model
 from .rundir import BEST, LAST
 
 # Settings that fix the weights' shapes: SOURCE decides them, a flag may only repeat them.
-SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers")
+SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers", "heads", "positions")
 VOCAB_ROWS = ("embed.weight", "head.weight", "head.bias")     # first axis indexed by character id
 
 

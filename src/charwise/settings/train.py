@@ -15,18 +15,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..cells import NAMES as CELL_NAMES
+from ..cells import is_attention
 from ..errors import CharwiseError
 from .options import DEVICES, _f, build, encoding_opt, seed_opt
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    cell: str = _f("lstm", "recurrent cell", choices=CELL_NAMES)
-    embed_dim: int = _f(32, "character embedding size", min=1)
-    hidden_size: int = _f(128, "hidden units per layer", min=1)
-    layers: int = _f(1, "number of stacked recurrent layers", min=1)
+    cell: str = _f("lstm", "the model: a recurrent cell (lstm, gru, rnn) or a causal transformer",
+                   choices=CELL_NAMES)
+    embed_dim: int = _f(32, "character embedding size (a transformer's width)", min=1)
+    hidden_size: int = _f(128, "hidden units per layer (recurrent cells)", min=1)
+    layers: int = _f(1, "number of stacked recurrent layers (a transformer's blocks)", min=1)
     dropout: float = _f(0.0, "dropout on embeddings, between layers and before the head", min=0.0, max=0.95)
+    heads: int = _f(4, "attention heads (transformer; --embed-dim must be a multiple)", min=1)
+    positions: str = _f("learned", "how a transformer knows where a character is: learned "
+                        "position embeddings or rotary (RoPE)", choices=("learned", "rotary"))
+    context: int = field(default=0, metadata={
+        "help": "a transformer's context: the most characters a prediction sees (set from "
+                "--seq-len, or the longest item in line mode)", "cli": False})
     vocab_size: int = field(default=0, metadata={"help": "set from the corpus", "cli": False})
+
+    @property
+    def width(self) -> int:
+        """The size of the vectors the model's matrices multiply: a recurrent cell's hidden
+        size, a transformer's embedding width."""
+        return self.embed_dim if is_attention(self.cell) else self.hidden_size
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "small": dict(embed_dim=128, hidden_size=640, layers=1, seq_len=64, batch_size=16, lr=7e-3,
                   warmup_steps=100, min_lr_ratio=0.0, weight_decay=0.2, grad_clip=5.0, dropout=0.0,
                   eval_every=5000, max_time=180.0),
+    # --cell transformer (what preset auto gives it): a GPT of 4 pre-norm blocks, width 128, 4
+    # heads, 64 characters of context, for a 180 s CPU budget (benchmarks/README.md, section 11:
+    # the search).
+    "transformer": dict(cell="transformer", embed_dim=128, layers=4, heads=4, seq_len=64,
+                        batch_size=16, lr=2e-3, warmup_steps=100, min_lr_ratio=0.0,
+                        weight_decay=0.1, grad_clip=1.0, dropout=0.0, eval_every=5000,
+                        max_time=180.0),
     # Not tuned here (they need longer runs than this CPU allows): sensible starting points.
     "medium": dict(embed_dim=64, hidden_size=512, layers=2, seq_len=64, batch_size=32, lr=4e-3,
                    grad_clip=5.0, dropout=0.1, eval_every=1000),
@@ -121,6 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+TRANSFORMER_PRESET = "transformer"
 BUDGETS = {"max_steps", "max_epochs", "max_time"}
 INIT_FROM_AND_RESUME = ("--init-from and --resume do not mix: --init-from starts a new run from "
                         "another model's weights, --resume continues the run in --out where it "
@@ -184,9 +206,27 @@ def resolve(preset: str | None = "spec", **overrides: Any) -> tuple[ModelConfig,
     unknown = sorted(set(merged) - mnames - tnames)
     if unknown:
         raise CharwiseError(f"unknown setting(s): {', '.join(unknown)}")
-    mcfg = build(ModelConfig, {k: v for k, v in merged.items() if k in mnames})
+    mcfg = check_model(build(ModelConfig, {k: v for k, v in merged.items() if k in mnames}))
     tcfg = build(TrainConfig, {k: v for k, v in merged.items() if k in tnames})
     return mcfg, tcfg
+
+
+def check_model(cfg: ModelConfig, where: str = "") -> ModelConfig:
+    """What a model's fields must agree on beyond each one's own bounds (a transformer's heads
+    split its width; rotary positions turn pairs of dimensions): a one-line error, before
+    anything is built. Returns `cfg`."""
+    if not is_attention(cfg.cell):
+        return cfg
+    pre = f"{where}: " if where else ""
+    if cfg.embed_dim % cfg.heads:
+        raise CharwiseError(f"{pre}--embed-dim {cfg.embed_dim} is not a multiple of --heads "
+                            f"{cfg.heads} (a transformer's heads split its width)")
+    if cfg.positions == "rotary" and (cfg.embed_dim // cfg.heads) % 2:
+        raise CharwiseError(f"{pre}--positions rotary needs an even head size; --embed-dim "
+                            f"{cfg.embed_dim} / --heads {cfg.heads} is {cfg.embed_dim // cfg.heads}")
+    if isinstance(cfg.context, bool) or not isinstance(cfg.context, int) or cfg.context < 0:
+        raise CharwiseError(f"{pre}a transformer's context must be a whole number, got {cfg.context!r}")
+    return cfg
 
 
 def preset_values(name: str) -> str:

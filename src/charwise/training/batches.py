@@ -27,7 +27,7 @@ import numpy as np
 
 from ..data.lines import evaluate_items, item_arrays
 from ..errors import CharwiseError
-from ..model import CharRNN
+from ..model import CharModule
 from ..scoring import evaluate_bytes, evaluate_tokens
 from ..threads import ThreadPolicy
 
@@ -141,11 +141,11 @@ class TokenEvaluation:
         self.tokens, self.split = tokens, split
         self.chars = len(tokens) - 1
 
-    def score(self, model: CharRNN, precision: str, threads: ThreadPolicy,
+    def score(self, model: CharModule, precision: str, threads: ThreadPolicy,
               on_chunk: OnChunk | None = None) -> dict:
         return evaluate_tokens(model, self.tokens, precision, threads=threads, on_chunk=on_chunk)
 
-    def sample(self, model: CharRNN, n: int, precision: str, threads: ThreadPolicy) -> int:
+    def sample(self, model: CharModule, n: int, precision: str, threads: ThreadPolicy) -> int:
         part = self.tokens[:n + 1]
         evaluate_tokens(model, part, precision, threads=threads)
         return len(part) - 1
@@ -155,11 +155,11 @@ class ByteEvaluation(TokenEvaluation):
     """The same pass over UTF-8 bytes (--vocab bytes), whose losses are also reported per
     character (scoring.evaluate_bytes)."""
 
-    def score(self, model: CharRNN, precision: str, threads: ThreadPolicy,
+    def score(self, model: CharModule, precision: str, threads: ThreadPolicy,
               on_chunk: OnChunk | None = None) -> dict:
         return evaluate_bytes(model, self.tokens, precision)
 
-    def sample(self, model: CharRNN, n: int, precision: str, threads: ThreadPolicy) -> int:
+    def sample(self, model: CharModule, n: int, precision: str, threads: ThreadPolicy) -> int:
         part = self.tokens[:n + 1]
         evaluate_bytes(model, part, precision)
         return len(part) - 1
@@ -173,11 +173,11 @@ class ItemEvaluation:
         self.items, self.end_id, self.split = items, end_id, split
         self.chars = sum(len(a) for a in items)
 
-    def score(self, model: CharRNN, precision: str, threads: ThreadPolicy,
+    def score(self, model: CharModule, precision: str, threads: ThreadPolicy,
               on_chunk: OnChunk | None = None) -> dict:
         return evaluate_items(model, self.items, self.end_id)
 
-    def sample(self, model: CharRNN, n: int, precision: str, threads: ThreadPolicy) -> int:
+    def sample(self, model: CharModule, n: int, precision: str, threads: ThreadPolicy) -> int:
         every = max(1, round(self.chars / max(n, 1)))               # items of every length, spread out
         items = self.items[::every]
         evaluate_items(model, items, self.end_id)

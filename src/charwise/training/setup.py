@@ -23,10 +23,11 @@ import torch
 from .. import bounds, recipe
 from .._version import __version__
 from ..budget import TimeBudget, resume_note
+from ..cells import is_attention, shape_text
 from ..data.corpus import token_counts
 from ..data.vocab import AnyVocab, vocab_record
 from ..errors import CharwiseError
-from ..model import CharRNN
+from ..model import CharModule, build_model
 from ..runs import resume, rundir, transfer
 from ..runs.rundir import CACHE, METRICS
 from ..scoring import pick_device, pick_precision, recurrence_precision
@@ -59,7 +60,7 @@ class Run:
     chars_per_step: int
     max_steps: int | None                  # --max-steps, or --max-epochs in steps
     eval_every: int                        # steps between evaluations (0: only at the end)
-    model: CharRNN                         # holds the weights to evaluate and save
+    model: CharModule                      # holds the weights to evaluate and save
     engine: Engine
     np_rng: np.random.Generator            # the run's NumPy generator (saved in checkpoints)
     step_threads: ThreadPolicy
@@ -111,7 +112,7 @@ def _build(plan: Plan, data: RunData, dist: Dist, device: torch.device, precisio
     if tcfg.max_epochs is not None:
         max_steps = min(max_steps or 10**18, max(1, int(tcfg.max_epochs * windows)))
     eval_every = max(1, round(tcfg.eval_every_epochs * windows)) if tcfg.eval_every_epochs else tcfg.eval_every
-    mcfg = replace(plan.mcfg, vocab_size=len(data.corpus.vocab))
+    mcfg = fit_context(replace(plan.mcfg, vocab_size=len(data.corpus.vocab)), tcfg, data.items)
     mcfg, tcfg, precision = _size_to_machine(plan, mcfg, tcfg, dist, device, precision)
     _check_memory(mcfg, tcfg, device, dist)
     model, np_rng = _build_model(plan, mcfg, tcfg, data, dist, device)
@@ -181,17 +182,35 @@ def _size_to_machine(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, dist: Dis
     return mcfg, tcfg, pick(mcfg)
 
 
+def fit_context(mcfg: ModelConfig, tcfg: TrainConfig, items: dict | None) -> ModelConfig:
+    """A transformer's context (the most characters one prediction sees): a new run's is
+    --seq-len, or in line mode the longest item with its end symbol (an item is one window);
+    a model from --init-from or --resume keeps its own, and a window longer is refused."""
+    if not is_attention(mcfg.cell):
+        return mcfg
+    need = int(items["longest"]) + 1 if items is not None else tcfg.seq_len
+    if mcfg.context == 0:
+        return replace(mcfg, context=need)
+    if need > mcfg.context:
+        what = (f"the longest item ({need - 1} characters and its end symbol)" if items is not None
+                else f"--seq-len {need}")
+        raise CharwiseError(f"{what} does not fit this transformer's context of {mcfg.context} "
+                            "characters" + ("" if items is not None else
+                                            f" (use --seq-len {mcfg.context} or less)"))
+    return mcfg
+
+
 def _check_memory(mcfg: ModelConfig, tcfg: TrainConfig, device: torch.device, dist: Dist) -> None:
     bounds.check_training(mcfg, tcfg.batch_size, tcfg.seq_len, device=device, world=dist.world)
 
 
 def _build_model(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, data: RunData, dist: Dist,
-                 device: torch.device) -> tuple[CharRNN, np.random.Generator]:
+                 device: torch.device) -> tuple[CharModule, np.random.Generator]:
     """The model (SOURCE's weights with --init-from), on its device, the run's seeds set."""
     torch.manual_seed(tcfg.seed)
     random.seed(tcfg.seed)
     np_rng = np.random.default_rng(tcfg.seed)
-    model = CharRNN(mcfg)
+    model = build_model(mcfg)
     if plan.source is not None:
         model.load_state_dict(transfer.transplant(plan.source.state, plan.source.vocab,
                                                   data.corpus.vocab))
@@ -204,7 +223,7 @@ def _build_model(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, data: RunData
     return model.to(device), np_rng
 
 
-def _record(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, data: RunData, model: CharRNN,
+def _record(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, data: RunData, model: CharModule,
             dist: Dist, device: torch.device, precision: str) -> dict:
     """run.json's record of a run as it starts."""
     corpus, prev = data.corpus, plan.prev
@@ -262,7 +281,7 @@ def _announce(run: Run, auto: recipe.AutoChoice | None, train_chars: int, val_ch
     m = run.mcfg
     if auto is not None:
         run.log(recipe.header(auto, run.tcfg.max_time))
-    run.log(f"charwise {__version__}: {m.cell.upper()} {m.layers}x{m.hidden_size}, "
+    run.log(f"charwise {__version__}: {shape_text(asdict(m))}, "
             f"{run.model.num_parameters:,} parameters, vocabulary {len(run.vocab)}, "
             f"{train_chars:,} train / {val_chars:,} val chars, {run.device} {run.precision}"
             + (f", {run.dist.world} processes" if run.dist.enabled else ""))

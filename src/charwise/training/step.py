@@ -20,8 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cells import is_attention
 from ..errors import CharwiseError
-from ..model import CharRNN, State, detach_state
+from ..model import CharModule, State, detach_state
 from ..reference import CharLSTM as NumpyCharLSTM
 from ..reference import ReferenceTrainer
 from ..scoring import autocast, fp32_flags
@@ -40,7 +41,7 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device, non_blocking=True)
 
 
-def optimizer(model: CharRNN, tcfg: TrainConfig) -> torch.optim.AdamW:
+def optimizer(model: CharModule, tcfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight matrices only (not biases, not the embedding)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
     other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith("embed"))]
@@ -57,7 +58,7 @@ class TorchStep:
     is what the step calls (the model, or its DDP wrapper under torchrun); `state` the carried
     state a resume restored."""
 
-    def __init__(self, model: CharRNN, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    def __init__(self, model: CharModule, net: torch.nn.Module, opt: torch.optim.Optimizer,
                  tcfg: TrainConfig, device: torch.device, precision: str, threads: ThreadPolicy,
                  chars_per_step: int, state: State | None = None):
         self.model, self.net, self.opt = model, net, opt
@@ -118,7 +119,7 @@ class NumpyStep:
 
     opt = None
 
-    def __init__(self, model: CharRNN, tcfg: TrainConfig):
+    def __init__(self, model: CharModule, tcfg: TrainConfig):
         ref = NumpyCharLSTM.from_state_dict({k: v.detach().cpu().numpy()
                                              for k, v in model.state_dict().items()})
         self.model = model
@@ -128,6 +129,9 @@ class NumpyStep:
     @staticmethod
     def check(mcfg: ModelConfig, tcfg: TrainConfig, resume: bool) -> None:
         """What the NumPy engine refuses, said before anything is built or written."""
+        if is_attention(mcfg.cell):
+            raise CharwiseError("--engine numpy trains recurrent cells (lstm, gru, rnn); a "
+                                "transformer trains with --engine torch")
         if resume:
             raise CharwiseError("--resume is not supported with --engine numpy (use the torch engine)")
         if mcfg.dropout > 0:
