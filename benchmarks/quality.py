@@ -8,6 +8,15 @@ next to the anchors measured on this machine kind. The budget includes evaluatio
     python benchmarks/quality.py --budget 60 --target 1.47    # issue 18's time to nanoGPT-A100 quality
     python benchmarks/quality.py --compare --budget 180 --widths 256 320 448 640
     python benchmarks/quality.py --compare --corpus novel.txt --widths 448 --no-plain
+    python benchmarks/quality.py --cells transformer lstm --budget 180 --seeds 1337
+
+--cells runs each architecture from scratch in one sitting, one after another: `--cell
+transformer` (preset auto gives it the transformer recipe) and the recurrent cells with
+`--preset scratch` (auto's width for this machine), with `--set` overrides for the transformer
+(the recipe search). Each row: held-out loss, steps, chars/s and MFU, the model FLOPs of the
+characters trained per second (6 x the weights each character multiplies, plus attention's
+12 x blocks x window x width for a transformer: nanoGPT's estimate) over the fp32 matmul rate
+this machine reaches in torch, measured in the same sitting (`peak_flops`).
 
 --compare runs, in one sitting, one after another: the default command (`--preset auto`, which
 fine-tunes base on this text), auto from scratch (`--preset scratch`: the width sized to this
@@ -60,6 +69,7 @@ def fp32_val_loss(run: Path, corpus: str, info: dict) -> float:
 
 
 def one_run(a, seed: int, overrides: dict) -> dict:
+    from charwise.cells import shape_text
     from charwise.training import train
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(a.keep) / f"seed{seed}" if a.keep else Path(tmp) / "run"
@@ -78,9 +88,57 @@ def one_run(a, seed: int, overrides: dict) -> dict:
             "final_val_loss_fp32": round(fp32, 4),
             "chars_per_s": round(res.steps * info["train"]["batch_size"] * info["train"]["seq_len"]
                                  / res.train_seconds), "precision": info["precision"],
-            "hidden_size": info["model"]["hidden_size"],
+            "hidden_size": info["model"]["hidden_size"], "flops_per_char": flops_per_char(info),
+            "shape": shape_text(info["model"]),
             "auto": {k: info["auto"][k] for k in ("kind", "hidden_size", "lr", "expected_steps")}
             if "auto" in info else None}
+
+
+def peak_flops(seconds: float = 3.0) -> float:
+    """The fp32 matmul rate torch reaches here with its default threads (2048^3 products)."""
+    import torch
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    n, t = 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        a @ b
+        n += 1
+    return n * 2 * 2048 ** 3 / (time.perf_counter() - t)
+
+
+def flops_per_char(info: dict) -> float:
+    """Training FLOPs per character: 6 x the weights a character multiplies (the embedding is
+    a lookup, so not those), plus a transformer's attention, 12 x blocks x window x width."""
+    from charwise import bounds
+    from charwise.settings.options import build
+    from charwise.settings.train import ModelConfig
+    cfg = build(ModelConfig, info["model"])
+    n = bounds.parameter_count(cfg) - cfg.vocab_size * cfg.embed_dim
+    if cfg.cell == "transformer":
+        n -= cfg.context * cfg.embed_dim if cfg.positions == "learned" else 0
+        return 6 * n + 12 * cfg.layers * info["train"]["seq_len"] * cfg.embed_dim
+    return 6 * n
+
+
+def cells(a) -> int:
+    """--cells: architectures from scratch side by side (see the module docstring)."""
+    from charwise import hardware
+    peak = peak_flops()
+    print(f"# CPU: {cpu_model()} ({hardware.cpu_class()}), budget {a.budget:g} s, seed {a.seeds[0]}, "
+          f"ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '-')}, threads "
+          f"{os.environ.get('OMP_NUM_THREADS', 'auto')}, fp32 matmul peak {peak / 1e9:.1f} GFLOP/s",
+          flush=True)
+    sets = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)}
+    for cell in a.cells:
+        attention = cell == "transformer"
+        a.preset = "auto" if attention else "scratch"
+        overrides = {"cell": cell, **(sets if attention else {})}
+        row = one_run(a, a.seeds[0], overrides)
+        mfu = row["chars_per_s"] * row["flops_per_char"] / peak
+        label = f"{cell} ({row['shape']})" + (f" {sets}" if attention and sets else "")
+        report({"what": label, **row, "mfu": round(mfu, 4), "peak_flops": round(peak)}, a)
+        print(f"{'':42s} MFU {mfu:.1%} ({row['flops_per_char'] / 1e6:.1f} MFLOP/char)", flush=True)
+    return 0
 
 
 def plain_loop(corpus: str, budget: float, hidden: int, seed: int) -> dict:
@@ -192,9 +250,12 @@ def main() -> int:
     ap.add_argument("--widths", type=int, nargs="*", default=[256, 320, 448, 640])
     ap.add_argument("--plain-hidden", type=int, default=512)
     ap.add_argument("--no-plain", action="store_true", help="--compare without the plain loop")
+    ap.add_argument("--cells", nargs="+", help="architectures side by side (transformer, lstm, gru, rnn)")
     a = ap.parse_args()
     if a.compare:
         return compare(a)
+    if a.cells:
+        return cells(a)
     overrides = {k: parse_value(v) for k, v in (s.split("=", 1) for s in a.set)}
     target = TARGET if a.target is None else a.target
     rows = []

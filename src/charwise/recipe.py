@@ -107,6 +107,7 @@ def settings(choice: AutoChoice, overrides: dict) -> tuple[str, dict]:
     --cell transformer: the transformer recipe whatever the text (the chapter's text without a
     validation split, as the chapter's model)."""
     if overrides.get("cell") is not None and is_attention(overrides["cell"]):
+        choice.why = f"--cell {overrides['cell']}: the {TRANSFORMER_PRESET} recipe"
         if choice.kind == "chapter" and overrides.get("val_fraction") is None:
             return TRANSFORMER_PRESET, {**overrides, "val_fraction": 0.0}
         return TRANSFORMER_PRESET, overrides

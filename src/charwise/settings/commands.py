@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from ..cells import NAMES as CELL_NAMES
+from ..cells import RECURRENT
 from ..errors import CharwiseError
 from ..exporting.formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, QUANTIZE
 from .options import (
@@ -216,7 +216,7 @@ class PlotOptions(Options):
 @dataclass(frozen=True)
 class GradcheckOptions(Options):
     command: ClassVar[str] = "gradcheck"
-    cell: str = _f("lstm", "recurrent cell", choices=CELL_NAMES)
+    cell: str = _f("lstm", "recurrent cell (the NumPy engine has no transformer)", choices=RECURRENT)
     layers: int = _f(1, "stacked layers", min=1)
     vocab: int = _f(7, "vocabulary size V", min=1)
     embed: int = _f(5, "embedding size E", min=1)

@@ -93,7 +93,11 @@ def _settings(out: Path, preset: str | None, overrides: dict, prev: dict | None,
             # auto's budget is the same whichever start it chose
             train_overrides["max_time"] = PRESETS["small"]["max_time"]
         _, tcfg = resolve("finetune" if preset == "auto" else preset, **train_overrides)
-        return transfer.model_config(source, overrides), tcfg
+        mcfg = transfer.model_config(source, overrides)
+        if mcfg.context and overrides.get("seq_len") is None and tcfg.seq_len > mcfg.context:
+            # a transformer's windows fit its context: the recipe's longer ones are cut to it
+            tcfg = dataclasses.replace(tcfg, seq_len=mcfg.context)
+        return mcfg, tcfg
     if prev is None:
         if preset == "finetune":
             raise CharwiseError("--preset finetune is for --init-from SOURCE (the model's shape "

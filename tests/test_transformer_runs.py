@@ -1,0 +1,199 @@
+"""`--cell transformer` through the commands: train (budgets, resume bit for bit, line mode,
+bytes, --init-from across vocabularies), sample (KV cache: streams, beam, stop strings, a prime
+longer than the context), exact evaluation over context windows, info, and the one-line
+refusals of what a transformer cannot do (int8 sampling, the NumPy engine, a window longer
+than its context, heads that do not split the width)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file
+
+import charwise
+from charwise import bounds
+from charwise.cli import main
+from charwise.errors import CharwiseError
+from charwise.model import build_model
+from charwise.runs.transfer import transplant
+from charwise.scoring import context_windows, token_losses
+from charwise.settings.train import ModelConfig, resolve
+from conftest import QUIET
+
+HERE = Path(__file__).parent
+NAMES = HERE / "data" / "first_names.txt"
+TINY = dict(cell="transformer", layers=2, embed_dim=16, heads=2, seq_len=24, batch_size=4,
+            threads=1, device="cpu", eval_every=0)
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory):
+    p = tmp_path_factory.mktemp("tt") / "shk.txt"
+    p.write_text((HERE.parent / "data" / "tinyshakespeare.txt").read_text()[:30_000])
+    return p
+
+
+@pytest.fixture(scope="module")
+def run(text, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tt") / "run"
+    charwise.train(text, out=out, max_steps=40, **TINY, **QUIET)
+    return out
+
+
+def test_a_transformer_run_records_its_shape_and_context(run):
+    info = charwise.info(run)
+    m = info["model"]
+    assert (m["cell"], m["context"], m["heads"], m["layers"]) == ("transformer", 24, 2, 2)
+    net = charwise.load(run).net
+    assert net.num_parameters == bounds.parameter_count(net.cfg) == info["parameters"]
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == bounds.expected_shapes(net.cfg)
+
+
+def test_preset_auto_gives_a_transformer_the_transformer_recipe():
+    m, t = resolve("transformer")
+    assert (m.cell, m.width, t.max_time) == ("transformer", m.embed_dim, 180.0)
+    from charwise import recipe
+    choice = recipe.AutoChoice("sized", "")
+    assert recipe.settings(choice, {"cell": "transformer"})[0] == "transformer"
+    assert recipe.settings(recipe.AutoChoice("sized", ""), {})[0] == "small"
+
+
+def test_resume_is_bit_identical(text, tmp_path):
+    kw = dict(TINY, dropout=0.1)
+    charwise.train(text, out=tmp_path / "whole", max_steps=12, **kw, **QUIET)
+    charwise.train(text, out=tmp_path / "half", max_steps=6, **kw, **QUIET)
+    charwise.train(text, out=tmp_path / "half", resume=True, max_steps=12, **QUIET)
+    a, b = load_file(tmp_path / "whole" / "last.safetensors"), load_file(tmp_path / "half" / "last.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_eval_scores_each_character_from_its_documented_window(run, text):
+    """Every prediction p sees text[s_p : p + 1] (transformer.py), as the sampling step does."""
+    net = charwise.load(run).net.double()
+    ids = charwise.load(run).vocab.encode(text.read_text()[:90])
+    got = torch.cat([lo for lo, _ in token_losses(net, ids)]).numpy()
+    C, keep = net.cfg.context, net.cfg.context // 2
+    for p in (0, 5, C - 1, C, C + 7, 88):
+        s = 0 if p < C else (C - keep) * ((p - keep) // (C - keep))
+        logits = net(torch.as_tensor(ids[s: p + 1])[None])[0][0, -1]
+        want = F.cross_entropy(logits[None].float(), torch.tensor([int(ids[p + 1])])).item()
+        assert got[p] == pytest.approx(want, abs=1e-5), p
+
+
+@pytest.mark.parametrize("total,context", [(1, 4), (7, 4), (50, 8), (51, 9), (100, 1)])
+def test_context_windows_score_every_position_once_in_order(total, context):
+    scored = [p for a, n, first in context_windows(total, context) for p in range(a + first, a + n)]
+    assert scored == list(range(total))
+    assert all(n <= context for _, n, _ in context_windows(total, context))
+
+
+def test_eval_and_the_api_agree(run, text):
+    res = charwise.evaluate(run, text)
+    model = charwise.load(run)
+    assert res["loss"] == pytest.approx(model.evaluate(text.read_text())["loss"], rel=1e-6)
+    assert 0 < res["loss"] < 4.5
+
+
+def test_sampling_streams_beam_stop_and_a_long_prime(run):
+    model = charwise.load(run)
+    one = model.generate("ROMEO:", n=60, seed=3)
+    assert one.startswith("ROMEO:") and len(one) == 66
+    assert model.generate("ROMEO:", n=60, seed=3) == one              # a seed fixes the text
+    many = model.generate("A", n=30, seed=3, num_samples=3)
+    assert len(many) == 3 and all(len(t) == 31 for t in many)
+    beams = model.beam("the ", n=12, width=3)
+    assert len(beams) == 3 and beams[0][1] >= beams[1][1] >= beams[2][1]
+    stopped = model.generate("A", n=200, seed=1, stop="e")
+    assert "e" not in stopped[1:]
+    long_prime = "First Citizen: before we proceed any further, hear me speak. " * 2
+    assert len(long_prime) > 2 * model.net.cfg.context
+    assert model.generate(long_prime, n=40, seed=0).startswith(long_prime)
+
+
+def test_greedy_sampling_equals_argmax_of_forward_over_the_window(run):
+    """Each greedy character is the argmax of `forward` over the window the step sees."""
+    model = charwise.load(run)
+    net, C = model.net, model.net.cfg.context
+    text = model.generate("The ", n=2 * C, temperature=0)
+    ids = model.vocab.encode(text)
+    keep = C // 2
+    for p in range(3, len(ids) - 1):
+        s = 0 if p < C else (C - keep) * ((p - keep) // (C - keep))
+        logits = net(torch.as_tensor(ids[s: p + 1])[None])[0][0, -1]
+        assert int(logits.argmax()) == int(ids[p + 1]), p
+
+
+def test_line_mode_and_byte_vocabulary(tmp_path, text):
+    charwise.train(NAMES, out=tmp_path / "names", line_mode=True, max_steps=10, **TINY, **QUIET)
+    info = json.loads((tmp_path / "names" / "run.json").read_text())
+    assert info["model"]["context"] == info["items"]["longest"] + 1      # an item is one window
+    items, _ = charwise.load(tmp_path / "names").items(n=4, seed=1)
+    assert len(items) == 4
+    charwise.train(text, out=tmp_path / "bytes", vocab="bytes", max_steps=5, **TINY, **QUIET)
+    assert isinstance(charwise.load(tmp_path / "bytes").generate("héllo ☃", n=10, seed=1), str)
+
+
+def test_init_from_a_transformer_merges_the_vocabularies(run, tmp_path):
+    other = tmp_path / "other.txt"
+    other.write_text("Zebras zoom über Ω and ☃ snow.\n" * 200)
+    charwise.train(other, out=tmp_path / "ft", init_from=run, max_steps=3, threads=1, device="cpu", **QUIET)
+    src, ft = charwise.load(run), charwise.load(tmp_path / "ft")
+    assert ft.net.cfg.context == src.net.cfg.context and {"Ω", "☃"} <= set(ft.vocab.chars)
+    moved = transplant(src.net.state_dict(), src.vocab, ft.vocab)       # what the run started from
+    for k in ("embed.weight", "head.weight", "head.bias"):
+        assert torch.equal(moved[k][ft.vocab.chars.index("e")], src.net.state_dict()[k][src.vocab.chars.index("e")])
+    with pytest.raises(CharwiseError, match="does not fit this transformer's context of 24"):
+        charwise.train(other, out=tmp_path / "ft2", init_from=run, max_steps=1, seq_len=48, **QUIET)
+    assert not (tmp_path / "ft2").exists()
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(embed_dim=30, heads=4), "--embed-dim 30 is not a multiple of --heads 4"),
+    (dict(embed_dim=12, heads=4, positions="rotary"), "even head size"),
+    (dict(engine="numpy"), "--engine numpy trains recurrent cells"),
+])
+def test_what_a_transformer_cannot_be_is_refused_before_a_file_is_written(text, tmp_path, kw, message):
+    with pytest.raises(CharwiseError, match=message):
+        charwise.train(text, out=tmp_path / "r", max_steps=1, **{**TINY, **kw}, **QUIET)
+    assert not (tmp_path / "r" / "run.json").exists()
+
+
+def test_the_command_line_refuses_in_one_line(run, capsys):
+    assert main(["sample", str(run), "-n", "5", "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "int8" in err and len(err.splitlines()) == 1
+    assert main(["gradcheck", "--cell", "transformer"]) == 2
+    assert "lstm, gru, rnn" in capsys.readouterr().err
+
+
+def test_memory_estimate_grows_with_the_window():
+    cfg = ModelConfig(cell="transformer", embed_dim=64, layers=2, heads=4, context=64, vocab_size=65)
+    assert bounds.training_bytes(cfg, 16, 256) > 4 * bounds.training_bytes(cfg, 16, 64) - 4 * bounds.SLACK
+    assert "TRANSFORMER of 2 blocks of width 64" in bounds.describe(cfg)
+    with pytest.raises(ValueError, match="context must be set"):
+        build_model(ModelConfig(cell="transformer", vocab_size=5))
+
+
+def test_serve_streams_a_transformer_as_charwise_sample_does(run):
+    pytest.importorskip("starlette")
+    from charwise.asgi import background_server
+    from charwise.server import Limits, create_app
+    from test_serve import events, request
+    with background_server(create_app(run, limits=Limits(max_chars=500, max_concurrent=1))) as url:
+        _, r = request(url, "GET", "/api/info")
+        assert json.loads(r.read())["model"]["cell"] == "transformer"
+        body = {"prime": "ROMEO:", "n": 60, "temperature": 0.8, "seed": 5}
+        _, r = request(url, "POST", "/api/generate", body)
+        text = "".join(e["c"] for e in events(r)[:-1])
+    assert "ROMEO:" + text == charwise.load(run).generate("ROMEO:", 60, 0.8, seed=5)
+
+
+def test_plot_info_and_pack_work(run, tmp_path, capsys):
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert main(["info", str(run)]) == 0
+    assert "TRANSFORMER 2 blocks x 16 wide, 2 heads" in capsys.readouterr().out
+    assert main(["pack", str(run), "--out", str(tmp_path / "r.cwm")]) == 0
+    assert charwise.load(tmp_path / "r.cwm").generate("A", n=5, seed=1) == charwise.load(run).generate("A", n=5, seed=1)
