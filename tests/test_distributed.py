@@ -287,3 +287,16 @@ def test_device_cuda_n_under_torchrun_is_one_line(monkeypatch):
     with pytest.raises(CharwiseError, match="--device cuda:1: under torchrun each process trains on "
                                             "the GPU of its LOCAL_RANK; use --device cuda"):
         distributed.setup("cuda:1")
+
+
+def test_a_transformer_trains_under_torchrun_like_in_one_process(tmp_path):
+    """No carried state to gather: the ranks' windows make the same global batch as one process's."""
+    tiny = ["--cell", "transformer", "--layers", "1", "--embed-dim", "16", "--heads", "2",
+            "--seq-len", "16", "--max-steps", "8", "--batch-size", "4", "--precision", "fp32",
+            "--threads", "1", "--eval-every", "4", "--device", "cpu", "--quiet"]
+    charwise("train", "--out", tmp_path / "one", *tiny)
+    charwise("train", "--out", tmp_path / "two", *tiny, procs=2)
+    one, two = curve(tmp_path / "one"), curve(tmp_path / "two")
+    assert len(one) == len(two) == 8 and max(abs(a - b) for a, b in zip(one, two)) < 1e-4
+    wb = load_file(tmp_path / "two" / "last.safetensors")
+    assert not any(k.startswith("state/") for k in wb)
