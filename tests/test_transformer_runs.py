@@ -93,7 +93,7 @@ def test_eval_and_the_api_agree(run, text):
     res = charwise.evaluate(run, text)
     model = charwise.load(run)
     assert res["loss"] == pytest.approx(model.evaluate(text.read_text())["loss"], rel=1e-6)
-    assert 0 < res["loss"] < 4.5
+    assert 0 < res["loss"] < 4.5 and res["context"] == {"window": 24, "stride": 12, "min_before": 12}
 
 
 def test_sampling_streams_beam_stop_and_a_long_prime(run):

@@ -315,6 +315,12 @@ def context_windows(total: int, context: int, keep: int | None = None) -> list[t
     return out
 
 
+def window_record(context: int) -> dict[str, int]:
+    """What context a transformer's exact score gives each character (eval reports it)."""
+    keep = context // 2
+    return {"window": context, "stride": context - keep, "min_before": keep}
+
+
 @torch.inference_mode()
 def window_losses(model: CharModule, tokens: np.ndarray, device: torch.device | None = None,
                   precision: str = "fp32", threads: int | ThreadPolicy | None = None,

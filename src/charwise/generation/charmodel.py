@@ -24,7 +24,7 @@ from ..errors import CharwiseError
 from ..model import CharModule
 from ..runs.bundled import sha256_file
 from ..runs.checkpoint import load_model
-from ..scoring import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device
+from ..scoring import eval_precision, evaluate_bytes, evaluate_tokens, fp32_flags, pick_device, window_record
 from ..settings.options import DEFAULT_TEMPERATURE
 from ..threads import check_threads
 from ..transformer import CharTransformer
@@ -299,9 +299,12 @@ class CharModel:
         if isinstance(self.vocab, ByteVocab):
             if len(ids) < 2:
                 raise CharwiseError("need at least 2 characters to evaluate")
-            return {**evaluate_bytes(self.net, ids, prec), "precision": prec}
-        return {**evaluate_tokens(self.net, ids, prec, threads=check_threads(threads)),
-                "precision": prec}
+            res = {**evaluate_bytes(self.net, ids, prec), "precision": prec}
+        else:
+            res = {**evaluate_tokens(self.net, ids, prec, threads=check_threads(threads)), "precision": prec}
+        if isinstance(self.net, CharTransformer):
+            res["context"] = window_record(self.net.cfg.context)
+        return res
 
 
 def load(run_dir: str | Path, which: str = "best", device: str = "cpu") -> CharModel:

@@ -73,6 +73,11 @@ def eval_summary(res: dict) -> str:
     """One line per kind of score `evaluate` returned."""
     lines = [f"{res['chars']:,} characters: {res['loss']:.4f} nats/char, {res['bits_per_char']:.4f} "
              f"bits/char, perplexity {res['perplexity']:.3f} ({res['precision']})"]
+    if "context" in res:
+        c = res["context"]
+        lines.append(f"context: windows of {c['window']} characters, each {c['stride']} after the "
+                     f"last; every character after the first {c['window']} is scored with "
+                     f"{c['min_before']} to {c['window'] - 1} characters before it")
     if "loss_per_item" in res:
         lines.append(f"{res['items']:,} items: {res['loss_per_item']:.4f} nats/item "
                      f"({res['bits_per_item']:.2f} bits/item; end-of-item symbols included)")
