@@ -197,3 +197,40 @@ def test_plot_info_and_pack_work(run, tmp_path, capsys):
     assert "TRANSFORMER 2 blocks x 16 wide, 2 heads" in capsys.readouterr().out
     assert main(["pack", str(run), "--out", str(tmp_path / "r.cwm")]) == 0
     assert charwise.load(tmp_path / "r.cwm").generate("A", n=5, seed=1) == charwise.load(run).generate("A", n=5, seed=1)
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_the_numpy_step_is_the_torch_step_in_float32(positions):
+    """kvstep.NumpyKVStep (sampling on the CPU) against CharTransformer.step (KVCacheStep),
+    from a torch-primed cache, past the context (two slides) and through a beam reordering."""
+    from charwise.generation.kvstep import NumpyKVStep
+    from charwise.generation.steps import KVCacheStep, KVState
+    from charwise.transformer import CharTransformer
+    torch.manual_seed(0)
+    net = CharTransformer(11, 16, 2, 4, 8, positions=positions).eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    ids = np.random.default_rng(0).integers(0, 11, (3, 30))
+    prime = torch.as_tensor(ids[:, :5])
+    _, cache = net.step(prime, net.new_cache(3), 0)
+    ref, fast = KVCacheStep(net), NumpyKVStep(net)
+    a_state = KVState(cache, 5)
+    b_state = fast.begin(KVState(tuple(t.clone() for t in cache), 5))
+    for i in range(5, 30):
+        if i == 17:                                        # a beam search's reordering
+            rows = np.array([2, 2, 0])
+            a_state, b_state = a_state.take(rows), b_state.take(rows)
+        a, a_state = ref(ids[:, i], a_state)
+        b, b_state = fast(ids[:, i], b_state)
+        assert np.abs(a - b).max() < 2e-5, i
+    assert b_state.start == int(a_state.cache[-1][0, 0]) and b_state.n == int(a_state.cache[-1][0, 1])
+
+
+def test_sampling_on_the_cpu_uses_the_numpy_step(run):
+    from charwise.generation.kvstep import NumpyKVStep
+    from charwise.generation.steps import KVCacheStep, make_step
+    net = charwise.load(run).net
+    assert isinstance(make_step(net), NumpyKVStep) and isinstance(make_step(net, fast=False), KVCacheStep)
+    model = charwise.load(run)
+    assert model.generate("ROMEO:", n=60, temperature=0) == model.generate("ROMEO:", n=60, temperature=0, fast=False)

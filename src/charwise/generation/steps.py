@@ -39,6 +39,7 @@ from ..threads import (
     set_torch_threads,
 )
 from ..transformer import CharTransformer
+from .kvstep import NumpyKVStep
 from .quant import Int8Matrix
 
 
@@ -274,7 +275,10 @@ def make_step(net: CharModule, streams: int = 1, fast: bool = True, precision: s
     """The fastest step for this model, number of streams and precision (fp32: exact)."""
     if isinstance(net, CharTransformer):
         check_precision(precision, net, fast)           # int8 is refused for a transformer
-        return KVCacheStep(net)
+        on_cpu = next(net.parameters()).device.type == "cpu"
+        # NumPy on the CPU, as for the LSTM (kvstep.py); the torch step on a GPU, and as the
+        # reference (fast=False)
+        return NumpyKVStep(net) if fast and on_cpu and not net.training else KVCacheStep(net)
     if check_precision(precision, net, fast) == "int8":
         return int8_step(net)
     kind = step_kind(net.cfg, net.training, next(net.parameters()).device.type, streams, fast)
@@ -286,12 +290,12 @@ def make_timed_step(net: CharModule, streams: int = 1, fast: bool = True, thread
     """make_step's step with its CPU threads chosen by `threads`: a fixed count, or None to
     measure and choose as it runs (threads.py). On a GPU, the step itself."""
     step = make_step(net, streams, fast, precision)
-    if next(net.parameters()).device.type != "cpu" and not isinstance(step, NumpyLSTMStep):
+    if next(net.parameters()).device.type != "cpu" and not isinstance(step, (NumpyLSTMStep, NumpyKVStep)):
         return step
     if isinstance(step, Int8LSTMStep):           # int8 products in torch, the head in NumPy
         both = _TorchAndBlasThreads()
         policy = ThreadPolicy(check_threads(threads), apply=both.apply, current=lambda: 0)
-    elif isinstance(step, NumpyLSTMStep):        # NumPy's matmuls: OpenBLAS threads
+    elif isinstance(step, (NumpyLSTMStep, NumpyKVStep)):     # NumPy's matmuls: OpenBLAS threads
         policy = ThreadPolicy(check_threads(threads), apply=set_blas_threads, current=get_blas_threads)
     else:
         policy = ThreadPolicy(check_threads(threads))
