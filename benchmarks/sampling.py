@@ -17,8 +17,13 @@ Everything is measured side by side in one process run:
 
 Speed does not depend on the weights, so the 1x512 model is freshly initialised.
 
+5. (`--transformer RUN --lstm RUN`, alone) one stream from a trained transformer run against one
+   from a trained LSTM run (issue 30: the 180 s runs of each), interleaved, best of repeats, the
+   whole sampling loop as `charwise sample` runs it (KV cache in NumPy for the transformer).
+
     python benchmarks/sampling.py [--chars 3000] [--hidden 512] [--repeats 3]
                                   [--quality-chars 400] [--quality-streams 64]
+    python benchmarks/sampling.py --transformer runs/tf180 --lstm runs/lstm180
 """
 from __future__ import annotations
 
@@ -191,6 +196,21 @@ def many_streams(model: CharModel, a) -> None:
               f"{got / peak:.0%}; target >= {TARGET_PEAK:.0%}: {verdict(got / peak >= TARGET_PEAK)}")
 
 
+def transformer_vs_lstm(a) -> None:
+    """5: one stream from each trained run, interleaved, best of repeats."""
+    from charwise.cells import shape_text
+    models = {"transformer": charwise.load(a.transformer), "lstm": charwise.load(a.lstm)}
+    print("\n5. one stream: a trained transformer against a trained LSTM (best of repeats, interleaved)")
+    speed = dict.fromkeys(models, 0.0)
+    for _ in range(a.repeats):
+        for name, model in models.items():
+            speed[name] = max(speed[name], ours(model, a.chars, 1))
+    for name, model in models.items():
+        print(f"   {name:12s} {shape_text(model.info['model'])}: {speed[name]:,.0f} chars/s")
+    ratio = speed["transformer"] / speed["lstm"]
+    print(f"   transformer / LSTM = {ratio:.2f}; target >= 1: {verdict(ratio >= 1, f'{ratio:.0%}')}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chars", type=int, default=3000, help="characters per one-stream run")
@@ -199,7 +219,14 @@ def main() -> int:
     ap.add_argument("--greedy-chars", type=int, default=400)
     ap.add_argument("--quality-chars", type=int, default=400, help="characters per sampled stream")
     ap.add_argument("--quality-streams", type=int, default=64)
+    ap.add_argument("--transformer", help="a trained transformer run: compare it with --lstm (alone)")
+    ap.add_argument("--lstm", help="the trained LSTM run --transformer is compared with")
     a = ap.parse_args()
+    if a.transformer or a.lstm:
+        if not (a.transformer and a.lstm):
+            ap.error("--transformer and --lstm go together")
+        transformer_vs_lstm(a)
+        return 0
     torch.manual_seed(0)
     vocab = Vocab(tuple(chr(32 + i) for i in range(65)))
     net = CharRNN(ModelConfig(vocab_size=65, embed_dim=64, hidden_size=a.hidden)).eval()
