@@ -8,7 +8,7 @@ from charwise.cli import main
 def test_info_text(trained_run, capsys):
     assert main(["info", str(trained_run)]) == 0
     out = capsys.readouterr().out
-    assert "LSTM 1 layer(s) x 128 hidden, embedding 32" in out and "89,062 parameters" in out
+    assert "LSTM 1 x 128, embedding 32" in out and "89,062 parameters" in out
     assert "vocabulary   38 characters: ␣.BDEHILMNPTWY" in out
     assert "200 steps in" in out and "on the training text, step" in out and "bits/char" in out
     assert "seq-len=40" in out and "max-steps=200" in out

@@ -234,3 +234,17 @@ def test_sampling_on_the_cpu_uses_the_numpy_step(run):
     assert isinstance(make_step(net), NumpyKVStep) and isinstance(make_step(net, fast=False), KVCacheStep)
     model = charwise.load(run)
     assert model.generate("ROMEO:", n=60, temperature=0) == model.generate("ROMEO:", n=60, temperature=0, fast=False)
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(cell="transformer", hidden_size=256),
+     "--hidden-size is a recurrent cell's setting; this run's cell is transformer"),
+    (dict(cell="lstm", heads=8), "--heads is a transformer's setting; this run's cell is lstm"),
+    (dict(cell="gru", positions="rotary"), "--positions is a transformer's setting"),
+])
+def test_a_flag_the_cell_has_no_use_for_is_refused(text, tmp_path, kw, message):
+    with pytest.raises(CharwiseError, match=message):
+        charwise.train(text, out=tmp_path / "r", max_steps=1, **kw, **QUIET)
+    assert not (tmp_path / "r").exists()
+    # at its default (as a config file lists it): fine
+    charwise.train(text, out=tmp_path / "ok", max_steps=1, **{**TINY, "hidden_size": 128}, **QUIET)

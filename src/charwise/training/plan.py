@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import recipe
+from ..cells import is_attention
 from ..data.corpus import check_text_file, load_prepared
 from ..errors import CharwiseError
 from ..runs import rundir, transfer
@@ -76,6 +77,7 @@ def plan_run(corpus: str | os.PathLike | None, out: str | os.PathLike, preset: s
     # what a new run starts from (read before anything is written)
     source = transfer.read_source(init_from) if init_from is not None else None
     mcfg, tcfg = _settings(out, preset, overrides, prev, auto, source)
+    check_cell_flags(mcfg.cell, overrides)
     if prev is not None:
         corpus = resume_corpus(out, prev, corpus)
     return Plan(out, resume, force, (lambda *a: None) if quiet else log,
@@ -109,6 +111,23 @@ def _settings(out: Path, preset: str | None, overrides: dict, prev: dict | None,
     _check_resume_settings(out, mcfg, stored, overrides)
     budget = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
     return mcfg, build(TrainConfig, {**asdict(stored), **budget})
+
+
+# The model flags that mean something to one kind of cell only (cells.py: kind)
+ATTENTION_ONLY, RECURRENT_ONLY = ("heads", "positions"), ("hidden_size",)
+
+
+def check_cell_flags(cell: str, given: dict[str, Any]) -> None:
+    """A flag the model's kind of cell has no use for, given a value other than its default
+    (a config file lists them all, at their defaults): a one-line error, not silently unused."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    unused = RECURRENT_ONLY if is_attention(cell) else ATTENTION_ONLY
+    for name in unused:
+        if given.get(name) is not None and given[name] != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            raise CharwiseError(f"{flag} is a {'recurrent cell' if name in RECURRENT_ONLY else 'transformer'}'s "
+                                f"setting; this run's cell is {cell}"
+                                + (" (a transformer's width is --embed-dim)" if is_attention(cell) else ""))
 
 
 def quiet_setting(quiet: bool, progress: bool | None) -> bool:
