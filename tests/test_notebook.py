@@ -129,3 +129,44 @@ def test_importing_notebook_first_keeps_charwise_train_a_function():
     code = ("import charwise.notebook, charwise; assert callable(charwise.train), charwise.train; "
             "assert callable(charwise.open_run)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- a transformer
+
+@pytest.fixture(scope="module")
+def gpt(transformer_run):
+    return open_run(transformer_run)
+
+
+def test_a_transformer_run_has_a_card_parameters_curves_and_per_char_loss(gpt, tmp_path, monkeypatch):
+    page = gpt._repr_html_()
+    assert "TRANSFORMER 2 blocks x 16 wide, 2 heads" in page and f"{gpt.best_loss:.4f}" in page
+    p = gpt.parameters()
+    assert list(p) == ["embedding", "TRANSFORMER", "output head", "total"]
+    assert p["total"] == gpt.info["parameters"] == gpt.net.num_parameters
+    assert p["embedding"] == gpt.net.embed.weight.numel() + gpt.net.pos.weight.numel()
+    tab = gpt.per_char_table()
+    assert tab.total == gpt.info["corpus"]["val_chars"] - 1
+    assert abs(tab.overall_nats - gpt.best_loss) < 1e-4           # the evaluation's windows
+    monkeypatch.chdir(tmp_path)
+    for f in (gpt.plot_curve(), gpt.per_char(), gpt.thumbnail(), compare_curves([gpt])):
+        renders(f)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_transformer_shows_attention_where_an_lstm_shows_units(gpt, run):
+    fig = gpt.attention("Mr Bennet replied")
+    renders(fig)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4 and panels[0].images[0].get_array().shape == (17, 17)
+    one = gpt.attention("Mr Bennet replied", layer=1)
+    assert len([ax for ax in one.axes if ax.images]) == 2
+    long = gpt.attention("It is a truth universally acknowledged")    # past the context of 24
+    assert any("cut to its first 24 of 38" in t.get_text() for t in long.texts)
+    renders(gpt.attention())                                          # the default sentence
+    with pytest.raises(CharwiseError, match="run.attention"):
+        gpt.heatmap("Mr Bennet")
+    with pytest.raises(CharwiseError, match="run.attention"):
+        gpt.neurons()
+    with pytest.raises(CharwiseError, match=r"has no attention.*run.heatmap"):
+        run.attention("Mr Bennet")

@@ -8,6 +8,7 @@
     run.samples(temperatures=(0.5, 1.0, 1.5))
     run.per_char(); run.heatmap("Mr Bennet replied that he had not.")
     run.neurons(); run.show_unit(17)        # selective units; text coloured by one unit
+    run.attention("ROMEO:")                 # a transformer: attention maps, layers x heads
 
 Every method returns an object (a Figure, or something with _repr_html_) rather than writing
 files, and nothing here needs IPython: outside a notebook the objects print as text. It uses the
