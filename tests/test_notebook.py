@@ -41,7 +41,7 @@ def test_from_result_takes_what_train_returns(trained_run):
 def test_card_shows_settings_best_loss_and_a_thumbnail(run):
     page = run._repr_html_()
     assert f"{run.best_loss:.4f}" in page
-    assert "LSTM 1\u00d7128" in page and f"{run.info['parameters']:,}" in page
+    assert "LSTM 1 x 128, embedding 32" in page and f"{run.info['parameters']:,}" in page
     srcs = re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', page)
     assert len(srcs) == 1 and base64.b64decode(srcs[0])[:8] == PNG
     text = repr(run)

@@ -55,7 +55,7 @@ def test_help_shows_defaults_and_choices(capsys):
     shows("sample", "softmax temperature; 0 (or below 0.0001) = greedy (default: 1.0)", "--beam K",
           "--which {best,last}", "(default: measured as it runs")
     shows("train", "presets: spec 128, small 640, medium 512, large 1024", "presets: small 180",
-          "{auto,scratch,spec,small,medium,large,finetune,none}", "(default: runs/latest)")
+          "{auto,scratch,spec,small,transformer,medium,large,finetune,none}", "(default: runs/latest)")
 
 
 @pytest.mark.parametrize("cls, argv", [(SampleOptions, ["sample", "R"]), (AnalyzeOptions, ["analyze", "R"]),
