@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 import charwise
 from charwise import CharwiseError
-from charwise.notebook import HTML, Neurons, Run, Samples, compare_curves, open_run
+from charwise.notebook import HTML, Neurons, Run, Samples, compare_curves, compare_samples, open_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -170,3 +170,20 @@ def test_a_transformer_shows_attention_where_an_lstm_shows_units(gpt, run):
         gpt.neurons()
     with pytest.raises(CharwiseError, match=r"has no attention.*run.heatmap"):
         run.attention("Mr Bennet")
+
+
+def test_runs_compared_on_the_seconds_of_training_and_by_their_samples(gpt, run):
+    fig = compare_curves([run, gpt], labels=["lstm", "gpt"], x="time")
+    renders(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Seconds of training"
+    gpt_line = next(line for line in ax.lines if line.get_label().startswith("gpt: training"))
+    assert gpt_line.get_xdata()[-1] <= gpt.info["train_seconds"] + 1e-6     # seconds, not steps
+    with pytest.raises(CharwiseError, match="x must be"):
+        compare_curves([run], x="tokens")
+    s = compare_samples([run, gpt], labels=["lstm", "gpt"], prime="Mr", temperature=0.8, n=30)
+    assert isinstance(s, Samples) and [x["label"] for x in s] == ["lstm (temperature 0.8)",
+                                                                   "gpt (temperature 0.8)"]
+    assert s[1]["text"] == gpt.samples("Mr", (0.8,), 30)[0]["text"]        # the same seed
+    page = s._repr_html_()
+    assert page.count("<pre") == 2 and "gpt (temperature 0.8)" in page and "lstm (temperature" in repr(s)
