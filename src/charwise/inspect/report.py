@@ -200,8 +200,9 @@ def write_report(path, run: Path, info: dict, res: dict, images: dict, neuron_ht
     o = res["overall"]
     C = info["model"].get("context") if is_attention(info["model"]["cell"]) else None
     how = (f"One stateful pass over {o['predictions']:,} predictions, each with its full left context"
-           if C is None else f"{o['predictions']:,} predictions in windows of at most {C} characters, "
-           f"each seen with at least {C // 2} characters before it (as sampling sees it)")
+           if C is None else f"{o['predictions']:,} predictions in windows of at most {C} characters "
+           f"(the context), each past the first {C // 2} seen with at least {C // 2} characters "
+           "before it, as sampling sees the text")
     body.append(f"<h2>Per-character loss</h2><p>{how}: <b>{o['nats']:.4f} nats/char</b> ({o['bits']:.4f} bits/char, "
                 f"perplexity {o['perplexity']:.3f}), top-1 accuracy {o['accuracy']:.1%}.</p>")
     body.append(_img(images["per_char"], "per-character loss"))
@@ -351,7 +352,7 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     first_line = next((ln for ln in vocab.decode(txt.ids[:500]).split("\n") if ln.strip()), "")
     sentence = o.text if o.text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
     inside = _look_inside(net, vocab, o, sentence)
-    if getattr(inside, "note", "") and isinstance(inside, ATT.AttentionMaps):
+    if isinstance(inside, ATT.AttentionMaps) and inside.note:
         log(f"note: the attention maps' text: {inside.note}")
     if txt.note:
         log(f"note: {txt.note}")
