@@ -15,7 +15,7 @@
     test_prime.py, test_generation.py (generation control end to end)
     training/ -> test_training.py, test_distributed.py, test_tensorboard.py, test_reliability.py,
     test_budget.py
-    inspect/ -> test_analysis.py (analysis, neurons), test_plots.py (plots, report), test_fonts.py
+    inspect/ -> test_analysis.py (analysis, neurons, attention), test_plots.py (plots, report), test_fonts.py
     exporting/ -> test_export.py (ONNX), test_webexport.py, test_webexport_browser.py (in Chromium)
     server.py, asgi.py -> test_serve.py, test_serve_stop.py, test_browser.py (the page in Chromium)
     packing.py -> test_pack.py   notebook/ -> test_notebook.py, test_notebooks.py (they run)
@@ -82,6 +82,17 @@ def small_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("small") / "lstm"
     train(None, out=out, hidden_size=64, embed_dim=16, max_steps=80, eval_every=80, threads=1,
           device="cpu", **QUIET)
+    return out
+
+
+@pytest.fixture(scope="session")
+def transformer_run(tmp_path_factory):
+    """A tiny transformer (2 blocks x 16 wide, 2 heads, context 24) on the bundled corpus, a few
+    steps: for the tests of what analyze and the notebook's Run show of a transformer."""
+    from charwise.training import train
+    out = tmp_path_factory.mktemp("transformer") / "gpt"
+    train(None, out=out, cell="transformer", layers=2, embed_dim=16, heads=2, seq_len=24,
+          batch_size=8, max_steps=30, val_fraction=0.2, threads=1, device="cpu", **QUIET)
     return out
 
 

@@ -10,8 +10,11 @@ from charwise.api import load
 from charwise.data.vocab import Vocab
 from charwise.errors import CharwiseError
 from charwise.inspect import analysis as A
+from charwise.inspect import attention as ATT
 from charwise.inspect import neurons as N
+from charwise.inspect.plots import attention_figure
 from charwise.model import CharRNN
+from charwise.reference import transformer as ref_transformer
 from charwise.runs.bundled import corpus_path as bundled_corpus_path
 from charwise.scoring import evaluate_tokens
 from charwise.settings.train import ModelConfig
@@ -220,3 +223,45 @@ def test_plateau_from_history():
     assert "one evaluation" in p["verdict"] and "no plateau information" in p["verdict"]
     assert "improving" not in p["verdict"]
 
+
+
+# ----------------------------------------------------------------------------- a transformer
+
+@pytest.fixture(scope="module")
+def gpt(transformer_run):
+    return load(transformer_run)
+
+
+def test_attention_maps_are_the_models_weights(gpt):
+    text = "It is a truth universally acknowledged"                 # 38 chars, context 24
+    am = ATT.attention(gpt.net, gpt.vocab, text)
+    assert am.weights.shape == (2, 2, 24, 24) and am.layers == [0, 1] and am.heads == 2
+    assert am.text == text[:24] and "cut to its first 24 of 38 characters" in am.note
+    np.testing.assert_allclose(am.weights.sum(-1), 1.0, atol=1e-6)    # each row a distribution
+    assert (np.triu(am.weights, k=1) == 0).all()                      # causal: no future key
+    params = {k: v.detach().double().numpy() for k, v in gpt.net.state_dict().items()}
+    expected = ref_transformer.attention_maps(params, gpt.vocab.encode(text[:24]), heads=2)
+    assert np.abs(am.weights - expected).max() < 1e-6
+    top = ATT.attention(gpt.net, gpt.vocab, text[:10], layer=-1)      # a prefix: the same rows
+    assert top.layers == [1] and top.note == ""
+    assert np.abs(top.weights[0] - expected[1, :, :10, :10]).max() < 1e-6
+
+
+def test_the_attention_figure_draws_those_weights_labelled_by_character(gpt):
+    am = ATT.attention(gpt.net, gpt.vocab, "Mr Bennet replied")
+    fig = attention_figure(am)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4                                           # 2 layers x 2 heads
+    for k, ax in enumerate(panels):
+        np.testing.assert_array_equal(ax.images[0].get_array(), am.weights[k // 2, k % 2])
+    labels = [t.get_text() for t in panels[-1].get_xticklabels()]
+    assert labels == [A.visible(c) for c in "Mr Bennet replied"] and labels[2] == "\u2423"
+
+
+def test_attention_and_hidden_units_each_refuse_the_other_model(gpt, model):
+    with pytest.raises(CharwiseError, match="has no attention"):
+        ATT.attention(model.net, model.vocab, "Mr Bennet")
+    with pytest.raises(CharwiseError, match="no units to draw"):
+        N.layer_states(gpt.net, gpt.vocab.encode("Mr Bennet"))
+    with pytest.raises(CharwiseError, match="--layer must be in 0..1"):
+        ATT.attention(gpt.net, gpt.vocab, "Mr Bennet", layer=2)

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 import charwise
 from charwise import CharwiseError
-from charwise.notebook import HTML, Neurons, Run, Samples, compare_curves, open_run
+from charwise.notebook import HTML, Neurons, Run, Samples, compare_curves, compare_samples, open_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -41,7 +41,7 @@ def test_from_result_takes_what_train_returns(trained_run):
 def test_card_shows_settings_best_loss_and_a_thumbnail(run):
     page = run._repr_html_()
     assert f"{run.best_loss:.4f}" in page
-    assert "LSTM 1\u00d7128" in page and f"{run.info['parameters']:,}" in page
+    assert "LSTM 1 x 128, embedding 32" in page and f"{run.info['parameters']:,}" in page
     srcs = re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', page)
     assert len(srcs) == 1 and base64.b64decode(srcs[0])[:8] == PNG
     text = repr(run)
@@ -129,3 +129,61 @@ def test_importing_notebook_first_keeps_charwise_train_a_function():
     code = ("import charwise.notebook, charwise; assert callable(charwise.train), charwise.train; "
             "assert callable(charwise.open_run)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------- a transformer
+
+@pytest.fixture(scope="module")
+def gpt(transformer_run):
+    return open_run(transformer_run)
+
+
+def test_a_transformer_run_has_a_card_parameters_curves_and_per_char_loss(gpt, tmp_path, monkeypatch):
+    page = gpt._repr_html_()
+    assert "TRANSFORMER 2 blocks x 16 wide, 2 heads" in page and f"{gpt.best_loss:.4f}" in page
+    p = gpt.parameters()
+    assert list(p) == ["embedding", "TRANSFORMER", "output head", "total"]
+    assert p["total"] == gpt.info["parameters"] == gpt.net.num_parameters
+    assert p["embedding"] == gpt.net.embed.weight.numel() + gpt.net.pos.weight.numel()
+    tab = gpt.per_char_table()
+    assert tab.total == gpt.info["corpus"]["val_chars"] - 1
+    assert abs(tab.overall_nats - gpt.best_loss) < 1e-4           # the evaluation's windows
+    monkeypatch.chdir(tmp_path)
+    for f in (gpt.plot_curve(), gpt.per_char(), gpt.thumbnail(), compare_curves([gpt])):
+        renders(f)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_transformer_shows_attention_where_an_lstm_shows_units(gpt, run):
+    fig = gpt.attention("Mr Bennet replied")
+    renders(fig)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 4 and panels[0].images[0].get_array().shape == (17, 17)
+    one = gpt.attention("Mr Bennet replied", layer=1)
+    assert len([ax for ax in one.axes if ax.images]) == 2
+    long = gpt.attention("It is a truth universally acknowledged")    # past the context of 24
+    assert any("cut to its first 24 of 38" in t.get_text() for t in long.texts)
+    renders(gpt.attention())                                          # the default sentence
+    with pytest.raises(CharwiseError, match="run.attention"):
+        gpt.heatmap("Mr Bennet")
+    with pytest.raises(CharwiseError, match="run.attention"):
+        gpt.neurons()
+    with pytest.raises(CharwiseError, match=r"has no attention.*run.heatmap"):
+        run.attention("Mr Bennet")
+
+
+def test_runs_compared_on_the_seconds_of_training_and_by_their_samples(gpt, run):
+    fig = compare_curves([run, gpt], labels=["lstm", "gpt"], x="time")
+    renders(fig)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Seconds of training"
+    gpt_line = next(line for line in ax.lines if line.get_label().startswith("gpt: training"))
+    assert gpt_line.get_xdata()[-1] <= gpt.info["train_seconds"] + 1e-6     # seconds, not steps
+    with pytest.raises(CharwiseError, match="x must be"):
+        compare_curves([run], x="tokens")
+    s = compare_samples([run, gpt], labels=["lstm", "gpt"], prime="Mr", temperature=0.8, n=30)
+    assert isinstance(s, Samples) and [x["label"] for x in s] == ["lstm (temperature 0.8)",
+                                                                   "gpt (temperature 0.8)"]
+    assert s[1]["text"] == gpt.samples("Mr", (0.8,), 30)[0]["text"]        # the same seed
+    page = s._repr_html_()
+    assert page.count("<pre") == 2 and "gpt (temperature 0.8)" in page and "lstm (temperature" in repr(s)

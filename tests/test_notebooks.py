@@ -18,11 +18,13 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 LIMIT_S = 360            # the target is under 3 minutes each on 2 cores; twice that is a failure
-MIN_IMAGES = {"01-chapter.ipynb": 8, "02-look-inside.ipynb": 2}
+LIMITS_S = {"03-lstm-or-transformer.ipynb": 120}     # its target: under a minute
+MIN_IMAGES = {"01-chapter.ipynb": 8, "02-look-inside.ipynb": 2, "03-lstm-or-transformer.ipynb": 2}
 
 
 def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS] == ["01-chapter.ipynb", "02-look-inside.ipynb"]
+    assert [p.name for p in NOTEBOOKS] == ["01-chapter.ipynb", "02-look-inside.ipynb",
+                                           "03-lstm-or-transformer.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -72,5 +74,6 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     errors = [o for o in outputs if o.output_type == "error"]
     assert not errors
     assert (work / "runs").is_dir()                     # the runs landed in the working dir
-    assert seconds < LIMIT_S, f"{path.name} took {seconds:.0f} s (target: under 180 s on 2 cores)"
+    limit = LIMITS_S.get(path.name, LIMIT_S)
+    assert seconds < limit, f"{path.name} took {seconds:.0f} s (target: under {limit // 2} s on 2 cores)"
     shutil.rmtree(work / "runs", ignore_errors=True)

@@ -194,3 +194,40 @@ def test_cli_analyze_oov_skip_counts(trained_run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 character(s) outside the vocabulary were skipped" in out
     assert f"{len('Mr Bennet replied that he had not.') - 1} predictions" in out
+
+
+# ----------------------------------------------------------------------------- a transformer
+
+def test_analyze_a_transformer_draws_attention_maps_in_place_of_units(transformer_run, tmp_path):
+    from charwise.inspect.report import analyze
+    out = tmp_path / "an"
+    res = analyze(transformer_run, out=out, n=20, text="It is a truth universally acknowledged",
+                  log=lambda *a: None)
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "attention.png", "curve.png",
+                                                     "per_char.csv", "per_char.png", "report.html"]
+    w, h = png_size(out / "attention.png")
+    assert w > 600 and h > 300
+    at = res["attention"]
+    assert at["layers"] == [0, 1] and at["heads"] == 2 and at["chars"] == 24 == at["context"]
+    assert at["text"] == "It is a truth universally acknowledged"[:24] and "cut to" in at["note"]
+    assert "heatmap" not in res and "neurons" not in res and "neurons" not in res["files"]
+    report = Page((out / "report.html").read_text(encoding="utf-8"))
+    assert len(report.imgs) == 3 and report.spans == 0              # per-char, curve, attention
+    text = "".join(report.text)
+    assert "Attention over a sentence" in text and "Selective units" not in text
+    assert "windows of at most 24 characters" in text and "TRANSFORMER 2 blocks" in text
+    for s in res["samples"]:
+        assert s["text"] in text and 0 <= s["novelty"]["ngram_overlap"][10] <= 1
+    assert json.loads((out / "analysis.json").read_text())["attention"] == at
+
+
+@pytest.mark.parametrize("args", [["--unit", "0"], ["--state", "c"], ["--neuron-chars", "50"],
+                                  ["--sort", "none"], ["--max-units", "8"], ["--layer", "2"]])
+def test_cli_analyze_a_transformer_refuses_the_options_about_units(transformer_run, tmp_path,
+                                                                  capsys, args):
+    out = tmp_path / "o"
+    assert main(["analyze", str(transformer_run), "--out", str(out), "-n", "5", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"charwise: error: {args[0]}"), err
+    assert ("transformer has no hidden units" in err[0]) != (args[0] == "--layer")
+    assert not out.exists()                                         # refused before writing

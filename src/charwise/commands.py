@@ -256,8 +256,9 @@ COMMANDS: tuple[Command, ...] = (
             "charwise.inspect.plots:plot", "plot",
             args=(RUN_DIR, arg("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)",
                                path=True))),
-    Command("analyze", "what a run learned: per-character loss, hidden states, neurons, samples, "
-                       "novelty; PNGs and a self-contained report.html", _analyze, AnalyzeOptions,
+    Command("analyze", "what a run learned: per-character loss, hidden states, neurons (a "
+                       "transformer: attention maps), samples, novelty; PNGs and a "
+                       "self-contained report.html", _analyze, AnalyzeOptions,
             "charwise.inspect.report:analyze", "analyze",
             args=(RUN_DIR,
                   arg("textfile", nargs="?", path=True,
@@ -268,7 +269,9 @@ COMMANDS: tuple[Command, ...] = (
             description="Score TEXTFILE (default: the run's validation split, or its training "
                         "text when\nit has none, as with the spec preset) in one stateful pass "
                         "and write OUT/:\nper_char.csv/.png, curve.png, heatmap.png, "
-                        "neurons.html, report.html, analysis.json.",
+                        "neurons.html, report.html, analysis.json (a transformer:\n"
+                        "attention.png, its attention maps, in place of heatmap.png and "
+                        "neurons.html).",
             epilog="examples:\n  charwise analyze runs/shk\n  charwise analyze runs/shk "
                    "held_out.txt --out an --oov skip\n  charwise analyze runs/pp --text \"Mr "
                    "Bennet replied that he had not.\" --state c"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..cells import CELLS
+from ..cells import CELLS, is_attention
 from ..data.vocab import AnyVocab, codepoints
 from ..errors import CharwiseError
 from ..generation.steps import FusedLSTMStep
@@ -25,6 +25,10 @@ def layer_states(net, ids, layer: int = -1, kind: str = "h") -> np.ndarray:
     read off the fused sampling step (sample.FusedLSTMStep), run one character at a time
     (meant for sentences and excerpts). tests/test_analysis.py checks both against stepping
     the model's own rnn one character at a time."""
+    if is_attention(net.cfg.cell):
+        raise CharwiseError("a TRANSFORMER carries no hidden state from character to character, so "
+                            "it has no units to draw; its attention maps show what it reads (charwise analyze; "
+                            "run.attention(text) in a notebook)")
     cfg, rnn = net.cfg, net.rnn
     if not -cfg.layers <= layer < cfg.layers:
         raise CharwiseError(f"--layer must be in 0..{cfg.layers - 1} (or -1 for the top) for this "

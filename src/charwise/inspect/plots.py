@@ -189,3 +189,49 @@ def heatmap_figure(hm, title: str | None = None):
     ax.set_title(title or f"{name}, layer {hm.layer}: {shown} \u00d7 {T} characters")
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01).set_label(f"{hm.kind} (layer {hm.layer})")
     return _layout(fig)
+
+
+def attention_chart(am, out_path, title: str | None = None) -> Path:
+    """The attention maps (attention_figure) as a PNG file."""
+    return _save(attention_figure(am, title), out_path)
+
+
+def attention_figure(am, title: str | None = None):
+    """A Transformer's attention while reading a text: one panel per layer (rows) and head
+    (columns), row t of a panel the weights query t (the character just read, predicting the
+    next) puts on keys 0..t (earlier characters and itself). The weights are probabilities, so
+    the colour scale is fixed at [0, 1] (comparable between panels and pictures), square-root
+    so that the small weights of a long row still show; above the diagonal, the future, they are
+    0. Characters label the outer panels' axes."""
+    L, heads, T, _ = am.weights.shape
+    panel = min(max(2.0, 0.11 * T + 0.8), 5.0, 22.0 / heads, 22.0 / L)        # inches per panel
+    slot = panel * 72 / T                                                     # points per character
+    fontsize = min(10.0, max(3.0, 0.8 * slot))
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(heads * panel + 1.6, L * panel + 1.4))
+    axes = fig.subplots(L, heads, squeeze=False, sharex=True, sharey=True)
+    labels = [visible(c) for c in am.chars]
+    family = fonts.for_labels(labels)
+    ims = []
+    for r, layer in enumerate(am.layers):
+        for h in range(heads):
+            ax = axes[r, h]
+            ims.append(ax.imshow(am.weights[r, h], cmap="Blues", interpolation="nearest",
+                                 norm=PowerNorm(0.5, vmin=0.0, vmax=1.0)))
+            ax.set_title(f"layer {layer}, head {h}", fontsize=9)
+            ax.tick_params(length=0)
+            if r == L - 1:
+                ax.set_xticks(np.arange(T), labels, fontsize=fontsize, family=family)
+            if h == 0:
+                ax.set_yticks(np.arange(T), labels, fontsize=fontsize, family=family)
+                ax.set_ylabel("character just read (query)", fontsize=8)
+            if r == L - 1:
+                ax.set_xlabel("earlier character attended to (key)", fontsize=8)
+    shown = f"{T} characters" + (f" ({am.note})" if am.note else "")
+    fig.suptitle(title or f"attention weights, {L} layer(s) \u00d7 {heads} heads: {shown}")
+    fig.colorbar(ims[0], ax=axes, fraction=0.025, pad=0.01).set_label("attention weight (each row sums to 1; "
+                                                              "square-root colour scale)")
+    with fonts.quiet_glyphs():
+        fig.set_layout_engine("constrained")
+    return fig

@@ -4,10 +4,16 @@ neuron view inline) and neurons.html (the neuron view alone: the text coloured b
 top-5 guesses on hover; no JavaScript).
 
     OUT/per_char.csv  per_char.png  curve.png  heatmap.png  neurons.html  report.html  analysis.json
+
+A Transformer carries no hidden state from character to character, so it has no units to draw:
+in their place it gets attention.png (attention.py: every layer and head over the sentence, at
+most its context) and no neuron view; the options that only mean something for units (--unit,
+--state c, --sort, --max-units, --neuron-chars) are refused in one line before anything is written.
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 import time
@@ -16,24 +22,29 @@ from typing import Any
 
 import numpy as np
 
-from ..cells import shape_text
+from ..cells import is_attention, shape_text
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..guards import check_out_path, check_own_run, check_utf8_path
 from ..runs.rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, default_out, read_run
 from ..scoring import eval_precision
 from ..settings.commands import AnalyzeOptions
+from ..settings.options import flag_name
 from ..threads import check_threads
 from . import analysis as A
+from . import attention as ATT
 from . import neurons as N
-from .plots import heatmap_chart, per_char_chart, read_metrics, training_curve
+from .plots import attention_chart, heatmap_chart, per_char_chart, read_metrics, training_curve
 
 SELECTIVITY_CHARS = 20_000          # units are ranked on this much text (one forward pass)
 MIN_R = 0.3                         # a weaker correlation is not worth a coloured block
 # what analyze writes in OUT (an earlier analysis's files are replaced only with --force)
-PER_CHAR_CSV, PER_CHAR_PNG, HEATMAP, NEURONS, REPORT, ANALYSIS_JSON = (
-    "per_char.csv", "per_char.png", "heatmap.png", "neurons.html", "report.html", "analysis.json")
-OUTPUTS = (PER_CHAR_CSV, PER_CHAR_PNG, CURVE, HEATMAP, NEURONS, REPORT, ANALYSIS_JSON)
+PER_CHAR_CSV, PER_CHAR_PNG, HEATMAP, ATTENTION, NEURONS, REPORT, ANALYSIS_JSON = (
+    "per_char.csv", "per_char.png", "heatmap.png", "attention.png", "neurons.html", "report.html",
+    "analysis.json")
+OUTPUTS = (PER_CHAR_CSV, PER_CHAR_PNG, CURVE, HEATMAP, ATTENTION, NEURONS, REPORT, ANALYSIS_JSON)
+# the options about hidden units: refused for a transformer, which has none
+RECURRENT_ONLY = ("unit", "state", "sort", "max_units", "neuron_chars")
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:.9em}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:right}
@@ -187,27 +198,90 @@ def write_report(path, run: Path, info: dict, res: dict, images: dict, neuron_ht
     if res.get("novelty_note"):
         body.append(f'<p class="note">{_e(res["novelty_note"])}</p>')
     o = res["overall"]
-    body.append(f"<h2>Per-character loss</h2><p>One stateful pass over {o['predictions']:,} predictions, "
-                f"each with its full left context: <b>{o['nats']:.4f} nats/char</b> ({o['bits']:.4f} bits/char, "
+    C = info["model"].get("context") if is_attention(info["model"]["cell"]) else None
+    how = (f"One stateful pass over {o['predictions']:,} predictions, each with its full left context"
+           if C is None else f"{o['predictions']:,} predictions in windows of at most {C} characters "
+           f"(the context), each past the first {C // 2} seen with at least {C // 2} characters "
+           "before it, as sampling sees the text")
+    body.append(f"<h2>Per-character loss</h2><p>{how}: <b>{o['nats']:.4f} nats/char</b> ({o['bits']:.4f} bits/char, "
                 f"perplexity {o['perplexity']:.3f}), top-1 accuracy {o['accuracy']:.1%}.</p>")
     body.append(_img(images["per_char"], "per-character loss"))
     rows = [[r["label"], f"{r['count']:,}", f"{r['mean_nats']:.4f}", f"{r['mean_bits']:.4f}",
              f"{r['accuracy']:.1%}", f"{r['share_of_loss']:.1%}"] for r in tab]
     body.append('<div class="scroll">' + _table(["char", "count", "mean nats", "mean bits",
                                                    "top-1 accuracy", "share of total loss"], rows) + "</div>")
-    hm = res["heatmap"]
-    body.append(f"<h2>Hidden state over a sentence</h2><p>{_e(hm['kind'])} of layer {hm['layer']} while "
-                f"reading <code>{_e(hm['text'])}</code>; units sorted by {_e(hm['sort'])}"
-                f"{'; ' + _e(hm['note']) if hm['note'] else ''}.</p>" + _img(images["heatmap"], "heatmap"))
-    body.append('<h2>Selective units</h2><p>Correlation r of single units with properties of the '
-                'character just read; the text coloured by these units follows (also in '
-                "neurons.html beside this file).</p>" + selective_table(res["neurons"]["selective"]))
-    body.append(neuron_html)
+    body.append(_inside_section(res, images, neuron_html))
     atomic_write_bytes(path, _page(f"charwise analysis: {run.name}", "\n".join(body)).encode())
     return Path(path)
 
 
+def _inside_section(res: dict, images: dict, neuron_html: str) -> str:
+    """The report's look inside: a recurrent model's hidden-state heatmap and selective units,
+    or in their place a transformer's attention maps."""
+    if "attention" in res:
+        at = res["attention"]
+        layers = (f"layer {at['layers'][0]}" if len(at["layers"]) == 1
+                  else f"all {len(at['layers'])} layers")
+        return (f"<h2>Attention over a sentence</h2><p>Attention weights of {layers}, every head, "
+                f"while reading <code>{_e(at['text'])}</code> ({at['chars']} characters"
+                f"{'; ' + _e(at['note']) if at['note'] else ''}). One panel per layer and head: row = "
+                "the character just read (the query, which predicts the next), column = an earlier "
+                "character it attends to (the key); each row sums to 1, and nothing above the "
+                "diagonal is seen. A transformer carries no hidden state from character to character, "
+                "so it has no units to draw.</p>" + _img(images["attention"], "attention maps"))
+    hm = res["heatmap"]
+    return (f"<h2>Hidden state over a sentence</h2><p>{_e(hm['kind'])} of layer {hm['layer']} while "
+            f"reading <code>{_e(hm['text'])}</code>; units sorted by {_e(hm['sort'])}"
+            f"{'; ' + _e(hm['note']) if hm['note'] else ''}.</p>" + _img(images["heatmap"], "heatmap")
+            + '<h2>Selective units</h2><p>Correlation r of single units with properties of the '
+            'character just read; the text coloured by these units follows (also in '
+            "neurons.html beside this file).</p>" + selective_table(res["neurons"]["selective"])
+            + neuron_html)
+
+
 # ----------------------------------------------------------------------------- orchestration
+
+def check_cell_options(net, o: AnalyzeOptions) -> None:
+    """--unit in range for a recurrent model; for a transformer, which has no units, the options
+    about units refused in one line rather than silently ignored."""
+    if not is_attention(net.cfg.cell):
+        if o.unit is not None and not 0 <= o.unit < net.cfg.hidden_size:
+            raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {o.unit}")
+        return
+    for f in dataclasses.fields(o):
+        if f.name in RECURRENT_ONLY and getattr(o, f.name) != f.default:
+            raise CharwiseError(f"{flag_name(f)} {getattr(o, f.name)}: a transformer has no hidden "
+                                "units (no cell state, no neuron view); analyze draws its attention "
+                                "maps instead (--text, --layer)")
+
+
+def _look_inside(net, vocab, o: AnalyzeOptions, sentence: str):
+    """The heatmap (a recurrent model) or the attention maps (a transformer) of `sentence`: cheap,
+    so computed before the long pass, which a bad --text or --layer then never starts."""
+    if is_attention(net.cfg.cell):
+        return ATT.attention(net, vocab, sentence, o.layer, o.oov)
+    return N.heatmap(net, vocab, sentence, -1 if o.layer is None else o.layer, o.state, o.sort,
+                     o.max_units, o.oov)
+
+
+def _draw_inside(inside, net, vocab, ids, sentence: str, out: Path, o: AnalyzeOptions,
+                 threads) -> tuple[dict, dict, str]:
+    """(images, analysis.json's entries, the neuron view's html for the report) of _look_inside's
+    result: attention.png, or heatmap.png with the neuron view (neurons.html)."""
+    if isinstance(inside, ATT.AttentionMaps):
+        return ({"attention": attention_chart(inside, out / ATTENTION)},
+                {"attention": {"text": inside.text, "chars": len(inside.chars), "layers": inside.layers,
+                               "heads": inside.heads, "context": inside.context, "note": inside.note}}, "")
+    hm = inside
+    layer = -1 if o.layer is None else o.layer
+    images = {"heatmap": heatmap_chart(hm, out / HEATMAP)}
+    neurons = neuron_view(net, vocab, ids, out / NEURONS, layer, o.state, o.unit, o.neuron_chars,
+                          threads=threads)
+    entries = {"heatmap": {"text": sentence, "layer": hm.layer, "kind": hm.kind,
+                           "sort": hm.sort, "units": hm.units.tolist(), "note": hm.note},
+               "neurons": neurons}
+    return images, entries, neurons.pop("html")
+
 
 def _hardest(tab, k: int = 15) -> dict:
     """The chart's ranking: highest mean loss among characters seen often enough to trust it."""
@@ -269,8 +343,7 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
         raise CharwiseError(f"charwise analyze reads code-point runs trained as one text; {run} is "
                             f"{kind} (use charwise eval and sample for it)")
     # the cheap checks of the arguments first, before the long pass over the text
-    if o.unit is not None and not 0 <= o.unit < net.cfg.hidden_size:
-        raise CharwiseError(f"--unit must be in 0..{net.cfg.hidden_size - 1} for this model, got {o.unit}")
+    check_cell_options(net, o)
     prime = o.prime if o.prime is not None else _default(vocab, A.SPEC_PRIME, "")
     if prime:
         vocab.encode_text(prime, "error", "--prime")
@@ -278,7 +351,9 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     txt = A.analysis_text(run, info, vocab, textfile, o.oov, o.encoding)
     first_line = next((ln for ln in vocab.decode(txt.ids[:500]).split("\n") if ln.strip()), "")
     sentence = o.text if o.text is not None else _default(vocab, A.SPEC_SENTENCE, first_line[:60])
-    hm = N.heatmap(net, vocab, sentence, o.layer, o.state, o.sort, o.max_units, o.oov)
+    inside = _look_inside(net, vocab, o, sentence)
+    if isinstance(inside, ATT.AttentionMaps) and inside.note:
+        log(f"note: the attention maps' text: {inside.note}")
     if txt.note:
         log(f"note: {txt.note}")
     precision = eval_precision(net, o.precision, info.get("precision"))
@@ -292,9 +367,9 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     if has_steps:
         images["curve"] = training_curve(run, out / CURVE)
     plat = A.plateau(info)
-    images["heatmap"] = heatmap_chart(hm, out / HEATMAP)
-    neurons = neuron_view(net, vocab, txt.ids, out / NEURONS, o.layer, o.state, o.unit,
-                          o.neuron_chars, threads=threads)
+    inside_images, inside_res, neuron_html = _draw_inside(inside, net, vocab, txt.ids, sentence, out,
+                                                         o, threads)
+    images.update(inside_images)
     samples = A.temperature_sweep(model, prime, list(o.temperatures), o.n, o.seed, threads)
     nov_note = _novelty(samples, run, info, prime, vocab, log)
     res: dict[str, Any] = {"run_dir": str(run), "which": o.which,
@@ -303,13 +378,11 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
                        "perplexity": math.exp(tab.overall_nats), "accuracy": float(correct.mean()),
                        "precision": precision},
            "per_char": tab.rows(), "hardest": _hardest(tab), "plateau": plat, "samples": samples,
-           "novelty_note": nov_note,
-           "heatmap": {"text": sentence, "layer": hm.layer, "kind": hm.kind, "sort": hm.sort,
-                       "units": hm.units.tolist(), "note": hm.note},
-           "neurons": neurons}
-    report = write_report(out / REPORT, run, info, res, images, neurons.pop("html"))
+           "novelty_note": nov_note, **inside_res}
+    report = write_report(out / REPORT, run, info, res, images, neuron_html)
+    pages = {"neurons": out / NEURONS} if "neurons" in res else {}
     res["files"] = {k: str(v) for k, v in {**images, "per_char_csv": out / PER_CHAR_CSV,
-                                            "neurons": out / NEURONS, "report": report}.items()}
+                                            **pages, "report": report}.items()}
     res["seconds"] = round(time.perf_counter() - t0, 3)
     atomic_write_json(out / ANALYSIS_JSON, res)
     return res

@@ -8,6 +8,8 @@
     run.samples(temperatures=(0.5, 1.0, 1.5))
     run.per_char(); run.heatmap("Mr Bennet replied that he had not.")
     run.neurons(); run.show_unit(17)        # selective units; text coloured by one unit
+    run.attention("ROMEO:")                 # a transformer: attention maps, layers x heads
+    compare_curves([run, other], x="time"); compare_samples([run, other], prime="ROMEO:")
 
 Every method returns an object (a Figure, or something with _repr_html_) rather than writing
 files, and nothing here needs IPython: outside a notebook the objects print as text. It uses the
@@ -16,9 +18,9 @@ same computations as `charwise analyze` (analysis, neurons, plots), only drawn f
 from __future__ import annotations
 
 from .run import Run
-from .views import HTML, Neurons, Samples, compare_curves, show_figures_inline
+from .views import HTML, Neurons, Samples, compare_curves, compare_samples, show_figures_inline
 
-__all__ = ["Run", "open_run", "compare_curves", "Samples", "Neurons", "HTML"]
+__all__ = ["Run", "open_run", "compare_curves", "compare_samples", "Samples", "Neurons", "HTML"]
 
 
 def open_run(path, which: str = "best") -> Run:

@@ -10,8 +10,9 @@ import numpy as np
 from ..cells import shape_text
 from ..errors import CharwiseError
 from ..inspect import analysis as A
+from ..inspect import attention as ATT
 from ..inspect import neurons as N
-from ..inspect.plots import curve_figure, heatmap_figure, per_char_figure
+from ..inspect.plots import attention_figure, curve_figure, heatmap_figure, per_char_figure
 from ..scoring import LN2
 from .views import HTML, Neurons, Samples, card_html, thumbnail, unit_html
 
@@ -67,12 +68,15 @@ class Run:
         return hist[-1].get("eval_split", "val") if hist else "val"
 
     def parameters(self) -> dict:
-        """Parameter count per part: embedding, recurrent layers, output head, total."""
-        net = self.net
-        embedding, head = net.embed.weight.numel(), sum(p.numel() for p in net.head.parameters())
-        parts = {"embedding": embedding,
-                 net.cfg.cell.upper(): net.num_parameters - embedding - head,
-                 "output head": head}
+        """Parameter count per part: embedding (a transformer's positions too), the core (the
+        recurrent layers, or the transformer's blocks and final norm), output head, total. A
+        tensor shared by two parts (a tied head) counts once, in the first."""
+        core = self.net.cfg.cell.upper()
+        parts = {"embedding": 0, core: 0, "output head": 0}
+        for name, p in self.net.named_parameters():          # each tensor once
+            part = ("embedding" if name.startswith(("embed.", "pos.")) else
+                    "output head" if name.startswith("head.") else core)
+            parts[part] += p.numel()
         parts["total"] = sum(parts.values())
         return parts
 
@@ -175,10 +179,20 @@ class Run:
 
     def heatmap(self, text: str | None = None, layer: int = -1, state: str = "h",
                 sort: str = "cluster", max_units: int = 128, oov: str = "error"):
-        """Hidden (or cell) state of one layer while reading `text`: units x characters (a Figure)."""
+        """Hidden (or cell) state of one layer while reading `text`: units x characters (a Figure).
+        A recurrent model's; a transformer has no units, and run.attention draws what it reads."""
         hm = N.heatmap(self.net, self.vocab, text or self.default_sentence(), layer, state, sort,
                        max_units, oov)
         return heatmap_figure(hm)
+
+    def attention(self, text: str | None = None, layer: int | None = None, oov: str = "error"):
+        """A transformer's heatmap: its attention weights while reading `text` (at most its
+        context; a longer text is cut, and the title says so), one panel per layer (None: every
+        layer; k: layer k alone) and head; row = the character just read, column = an earlier
+        character it attends to (a Figure)."""
+        ATT.check_transformer(self.net, "run.attention", "run.heatmap(text) and run.neurons()")
+        return attention_figure(ATT.attention(self.net, self.vocab, text or self.default_sentence(),
+                                              layer, oov, what="text"))
 
     def samples(self, prime: str | None = None, temperatures=(0.5, 1.0, 1.5), n: int = 200,
                 seed: int = 1) -> "Samples":

@@ -82,8 +82,8 @@ def unit_html(chars, ids, a, top, p, name: str, title: str, label: str, where: s
 
 
 class Samples(list):
-    """temperature_sweep's results (dicts: temperature, prime, text, loglik_nats...), shown as
-    columns side by side in a notebook."""
+    """temperature_sweep's results (dicts: temperature, prime, text, loglik_nats...; a "label"
+    heads a column in place of its temperature), shown as columns side by side in a notebook."""
 
     def _repr_html_(self) -> str:
         cols = []
@@ -92,13 +92,15 @@ class Samples(list):
                   else f"<br><small>mean log-likelihood {s['loglik_nats']:.3f} nats/char</small>")
             prime = escape(s["prime"])
             rest = escape(s["text"][len(s["prime"]):])
-            cols.append(f'<div style="flex:1;min-width:14em"><b>temperature {s["temperature"]:g}</b>{ll}'
+            head = escape(s.get("label") or f"temperature {s['temperature']:g}")
+            cols.append(f'<div style="flex:1;min-width:14em"><b>{head}</b>{ll}'
                         f'<pre style="white-space:pre-wrap;font-size:0.85em;background:#fafafa;'
                         f'padding:.5em;border:1px solid #eee"><b>{prime}</b>{rest}</pre></div>')
         return f'<div style="display:flex;gap:1em">{"".join(cols)}</div>'
 
     def __repr__(self) -> str:
-        return "\n\n".join(f"temperature {s['temperature']:g}:\n{s['text']}" for s in self)
+        return "\n\n".join(f"{s.get('label') or 'temperature ' + format(s['temperature'], 'g')}:\n"
+                           f"{s['text']}" for s in self)
 
     @property
     def texts(self) -> dict:
@@ -163,9 +165,34 @@ def thumbnail(path):
     return fig
 
 
-def compare_curves(runs, labels=None, window: int = 10, title: str = "Training curves compared"):
+def compare_samples(runs, labels=None, prime: str = "", temperature: float = 1.0, n: int = 200,
+                    seed: int = 1) -> Samples:
+    """One sample from each run (Run objects), the same prime, temperature and seed, shown side by
+    side: a column per run, headed by its label."""
+    out = Samples()
+    for i, run in enumerate(runs):
+        s = run.samples(prime, (temperature,), n, seed)[0]
+        s["label"] = f"{labels[i] if labels else run.path.name} (temperature {temperature:g})"
+        out.append(s)
+    return out
+
+
+def _curve_xs(path, records, key: str, x: str) -> np.ndarray:
+    """The x of each metrics record: its step, or (x "time") its seconds of training."""
+    if x == "step":
+        return np.array([r["step"] for r in records])
+    if any(key not in r for r in records):
+        raise CharwiseError(f"{path}: its metrics carry no training times; use x='step'")
+    return np.array([r[key] for r in records])
+
+
+def compare_curves(runs, labels=None, window: int = 10, title: str = "Training curves compared",
+                   x: str = "step"):
     """Several runs on one chart: each one's `window`-step average training loss (line) and
-    its evaluations (dots). runs: Run objects or run directories. A Figure."""
+    its evaluations (dots), against the step or (x "time") the seconds of training, the fair
+    axis for runs of one time budget. runs: Run objects or run directories. A Figure."""
+    if x not in ("step", "time"):
+        raise CharwiseError(f"x must be 'step' or 'time', got {x!r}")
     from matplotlib.figure import Figure
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
@@ -174,16 +201,16 @@ def compare_curves(runs, labels=None, window: int = 10, title: str = "Training c
         label = labels[i] if labels else path.name
         steps, evals = read_metrics(path)
         colour = COLOURS[i % len(COLOURS)]
-        s = np.array([r["step"] for r in steps])
+        s = _curve_xs(path, steps, "t", x)
         loss = np.array([r["loss"] for r in steps])
         ma = moving_average(loss, window)
         if len(ma):
             ax.plot(s[window - 1:], ma, color=colour, lw=1.5, label=f"{label}: training ({window}-step average)")
         if evals:
-            ax.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o--", color=colour,
-                    ms=4, lw=0.8, label=f"{label}: evaluation")
+            ax.plot(_curve_xs(path, evals, "time", x), [e["val_loss"] for e in evals], "o--",
+                    color=colour, ms=4, lw=0.8, label=f"{label}: evaluation")
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("Step")
+    ax.set_xlabel("Step" if x == "step" else "Seconds of training")
     ax.set_ylabel("Cross-entropy (nats/char)")
     ax.set_title(title)
     ax.grid(alpha=0.25)

@@ -134,17 +134,20 @@ class AnalyzeOptions(Options):
     command: ClassVar[str] = "analyze"
     oov: str = oov_opt()
     encoding: str = encoding_opt("the text file")
-    text: str | None = _f(None, "sentence for the hidden-state heatmap",
+    text: str | None = _f(None, "sentence for the hidden-state heatmap (a transformer: for its "
+                          "attention maps, at most its context)",
                           shown='the chapter\'s "Mr Bennet replied that he had not." if the '
                                 "vocabulary allows")
-    state: str = _f("h", "hidden state h or LSTM cell state c (heatmap and neuron view)",
-                    choices=("h", "c"))
-    layer: int = _f(-1, "layer, 0 = first; -1 = the top")
-    sort: str = _f("cluster", "heatmap row order: cluster puts similar units together",
-                   choices=("cluster", "variance", "none"))
-    max_units: int = _f(128, "heatmap rows: the most variable units beyond this are left out", min=1)
-    unit: int | None = _f(None, "also colour the neuron view by this unit")
-    neuron_chars: int = _f(1000, "characters of text in the neuron view", min=1)
+    state: str = _f("h", "hidden state h or LSTM cell state c (heatmap and neuron view; "
+                    "recurrent cells)", choices=("h", "c"))
+    layer: int | None = _f(None, "layer, 0 = first; -1 = the top",
+                           shown="the top; a transformer: every layer's attention")
+    sort: str = _f("cluster", "heatmap row order: cluster puts similar units together "
+                   "(recurrent cells)", choices=("cluster", "variance", "none"))
+    max_units: int = _f(128, "heatmap rows: the most variable units beyond this are left out "
+                        "(recurrent cells)", min=1)
+    unit: int | None = _f(None, "also colour the neuron view by this unit (recurrent cells)")
+    neuron_chars: int = _f(1000, "characters of text in the neuron view (recurrent cells)", min=1)
     temperatures: tuple[float, ...] = _f((0.5, 1.0, 1.5), "sampling temperatures", min=0.0)
     prime: str | None = _f(None, "prime for the samples", shown='"Mr Bennet" if possible')
     n: int = _f(200, "characters per sample", min=1, flag="-n")
