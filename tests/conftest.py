@@ -85,6 +85,18 @@ def small_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture
+def text_file(tmp_path):
+    def make(content: str | bytes, name: str = "corpus.txt"):
+        p = tmp_path / name
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content, encoding="utf-8")
+        return p
+    return make
+
+
 @pytest.fixture(scope="session")
 def transformer_runs(tmp_path_factory):
     """Tiny transformers (2 blocks x 16 wide, 2 heads, context 12), one per kind of positions,
@@ -98,18 +110,6 @@ def transformer_runs(tmp_path_factory):
               positions=positions, max_steps=20, lr=1e-2, threads=1, device="cpu", **QUIET)
         runs[positions] = out
     return runs
-
-
-@pytest.fixture
-def text_file(tmp_path):
-    def make(content: str | bytes, name: str = "corpus.txt"):
-        p = tmp_path / name
-        if isinstance(content, bytes):
-            p.write_bytes(content)
-        else:
-            p.write_text(content, encoding="utf-8")
-        return p
-    return make
 
 
 # ----------------------------------------------------------------------------- a real browser
