@@ -111,8 +111,8 @@ def test_the_settings_choices_and_sampling_steps_come_from_the_registry():
     choices = next(f for f in dataclasses.fields(MC) if f.name == "cell").metadata["choices"]
     assert tuple(choices) == NAMES
     steps = importlib.import_module(STEPS_MODULE)
-    for name in NAMES:
-        net = build_model(ModelConfig(cell=name, embed_dim=4, hidden_size=4, vocab_size=5, heads=2, context=8)).eval()
+    for name in RECURRENT:      # a transformer's step may be another class on the CPU
+        net = CharRNN(ModelConfig(cell=name, embed_dim=3, hidden_size=4, vocab_size=5)).eval()
         assert isinstance(steps.make_step(net), getattr(steps, CELLS[name].fast_step)), name
 
 
