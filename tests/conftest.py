@@ -108,6 +108,21 @@ def text_file(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def transformer_runs(tmp_path_factory):
+    """Tiny transformers (2 blocks x 16 wide, 2 heads, context 12), one per kind of positions,
+    trained a few steps on the bundled corpus: for the export tests, whose exactness checks
+    need no good model, and whose texts run past the context (the window slides)."""
+    from charwise.training import train
+    runs = {}
+    for positions in ("learned", "rotary"):
+        out = tmp_path_factory.mktemp("transformer") / positions
+        train(None, out=out, cell="transformer", layers=2, embed_dim=16, heads=2, seq_len=12,
+              positions=positions, max_steps=20, lr=1e-2, threads=1, device="cpu", **QUIET)
+        runs[positions] = out
+    return runs
+
+
 # ----------------------------------------------------------------------------- a real browser
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)

@@ -72,3 +72,49 @@ def test_export_errors_are_one_line(trained_run, tmp_path, capsys):
     assert "is a directory" in capsys.readouterr().err
     assert main(["export", str(trained_run), "--out", str(tmp_path / "no" / "x.onnx")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_transformer_step_graph_matches_its_kv_cache_step(transformer_runs, tmp_path, positions):
+    """The KV-cache step graph, stepped the way its docstring tells a caller (zeros in, every
+    *_out fed back), gives CharTransformer.step's logits, past the context too (the slide runs
+    in the graph), and greedy text through onnxruntime alone is `charwise sample`'s."""
+    import torch
+    run = transformer_runs[positions]
+    res = export_onnx(run, out=tmp_path / "t.onnx")
+    assert res["max_abs_logit_diff"] < 1e-4 and res["checked_steps"] >= 2 * 12
+    model = charwise.load(run)
+    net, C = model.net, model.net.context
+    sess = onnx_session(tmp_path / "t.onnx")
+    ins = [i.name for i in sess.get_inputs()]
+    assert ins == ["x", "k0", "v0", "k1", "v1", "tokens", "window"]
+    assert [o.name for o in sess.get_outputs()] == ["logits"] + [f"{n}_out" for n in ins[1:]]
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert (meta["charwise.cell"], meta["charwise.context"], meta["charwise.keep"]) == ("transformer", "12", "6")
+    assert meta["charwise.positions"] == positions and "feed x (batch, 1)" in sess.get_modelmeta().description
+    vocab = json.loads(meta["charwise.vocab"])
+
+    def zeros(batch):
+        return [np.zeros([batch if d == "batch" else d for d in i.shape],
+                         np.int64 if "int64" in i.type else np.float32) for i in sess.get_inputs()[1:]]
+
+    texts = ["It is a truth universally acknowledged, that a", "Mr Bennet was among the earliest of th"]
+    ids = np.array([model.vocab.encode(t[:len(texts[1])]) for t in texts], dtype=np.int64)   # (2, n > 3C)
+    with torch.inference_mode():
+        ref, _ = net.step(torch.from_numpy(ids), net.new_cache(2), 0)        # (2, n, V), in one call
+    cache, worst = zeros(2), 0.0
+    for t in range(ids.shape[1]):
+        logits, *cache = sess.run(None, dict(zip(ins, [ids[:, t:t + 1], *cache])))
+        worst = max(worst, float(np.abs(logits - ref[:, t].numpy()).max()))
+    assert worst < 1e-4 and ids.shape[1] > 3 * C
+    assert cache[-1].tolist() == [[30, 8]] * 2          # start s_p = 6 * ((38 - 6) // 6), 8 slots
+
+    prime, cache = "Mr Bennet", zeros(1)
+    for ch in prime:
+        logits, *cache = sess.run(None, dict(zip(ins, [np.array([[vocab.index(ch)]]), *cache])))
+    text = prime
+    for _ in range(40):
+        j = int(logits[0].argmax())
+        text += vocab[j]
+        logits, *cache = sess.run(None, dict(zip(ins, [np.array([[j]]), *cache])))
+    assert text == model.generate(prime, 40, temperature=0)

@@ -70,6 +70,27 @@ def test_page_holds_the_weights(quantize):
     assert not re.search(r"""\b(src|href)\s*=""", html) and "://" not in html
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_transformer_page_holds_what_its_step_reads(positions):
+    """A transformer's page: its shape (width, heads, context, keep = context // 2, positions)
+    and every tensor the page's Transformer step reads, as the loss check simulates them."""
+    from charwise.model import build_model
+    torch.manual_seed(0)
+    chars = "abcdefgh \n"
+    net = build_model(ModelConfig(cell="transformer", layers=2, embed_dim=16, heads=4, context=10,
+                                  positions=positions, vocab_size=len(chars))).eval()
+    html, _ = build_html(CharModel(net, Vocab(tuple(sorted(chars))), {}), "int8", "m")
+    desc, blob = page_parts(html)
+    assert {k: desc[k] for k in ("cell", "layers", "width", "heads", "context", "keep", "positions")} == {
+        "cell": "transformer", "layers": 2, "width": 16, "heads": 4, "context": 10, "keep": 5,
+        "positions": positions}
+    got = decode(desc, blob)
+    sim = {k: v.numpy() for k, v in quantized_net(net, "int8").state_dict().items()}
+    assert set(got) == set(sim) and ("pos.weight" in got) == (positions == "learned")
+    assert all(np.array_equal(got[k], sim[k]) for k in sim)
+    assert "const MODEL_STEPS = {\n    transformer: Transformer," in html
+
+
 def test_quantize_rows_round_trip():
     rng = np.random.default_rng(0)
     w = rng.normal(size=(50, 300)).astype(np.float32) * rng.uniform(0.01, 3, size=(50, 1))

@@ -118,6 +118,39 @@ def test_other_cells_match_torch(other_cell_runs, browser, tmp_path, cell):
     assert got == model.generate("Mr", 100, temperature=0)
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_transformer_matches_torch_past_the_context(transformer_runs, browser, tmp_path, capsys, positions):
+    """The page's Transformer step against CharTransformer.step over a text three times its
+    context (so the window slides), in both engines; greedy text is `charwise sample`'s."""
+    run = transformer_runs[positions]
+    model = charwise.load(run)
+    net = model.net
+    page = export_page(run, tmp_path)
+    text = known(model, "It is a truth universally acknowledged, that a single man in")
+    ids = torch.as_tensor(model.vocab.encode(text))[None]
+    assert ids.shape[1] > 3 * net.context
+    with torch.inference_mode():
+        logits, _ = net.step(ids, net.new_cache(1), 0)                  # (1, n, V), sliding
+    want = torch.softmax(logits[0].double(), -1).numpy()
+    capsys.readouterr()
+    assert main(["sample", str(run), "--prime", "Mr", "-n", "60", "--temperature", "0"]) == 0
+    sampled = capsys.readouterr().out
+    for query, engine in (("", "WebAssembly SIMD"), ("?engine=js", "JavaScript")):
+        open_page(browser, page, query)
+        assert browser.execute_script("return charwise.engine") == engine
+        got = np.array(browser.execute_script("return charwise.probs(arguments[0])", text))
+        assert np.abs(got - want).max() < 1e-5, (engine, np.abs(got - want).max())
+        print(f"\n{positions} {engine}: max |dp| {np.abs(got - want).max():.1e} over {len(text)} chars")
+        assert browser.execute_script("return charwise.generate('Mr', 60, {temperature: 0}).text") + "\n" == sampled
+    assert "TRANSFORMER 2 blocks × 16, 2 heads, context 12" in browser.find_element("id", "model-info").text
+    # int8: the page computes what torch computes with the page's dequantized weights
+    open_page(browser, export_page(run, tmp_path, "int8"))
+    with torch.inference_mode():
+        logits, _ = quantized_net(net, "int8").step(ids, net.new_cache(1), 0)
+    got = np.array(browser.execute_script("return charwise.probs(arguments[0])", text))
+    assert np.abs(got - torch.softmax(logits[0].double(), -1).numpy()).max() < 1e-5
+
+
 def test_int8_probabilities_within_tolerance(small_run, browser, tmp_path):
     """Two bounds. (1) The page computes exactly what torch computes with the dequantized int8
     weights (quantized_net): float32-vs-float64 rounding only, < 1e-5. (2) Against the original

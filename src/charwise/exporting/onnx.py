@@ -13,6 +13,10 @@ and out explicitly:
 To prime, feed the prime's characters one by one and keep the last logits. The vocabulary and
 the model's shape travel in the file's metadata (metadata_props): charwise.vocab is a JSON list
 of the characters, so id i is charwise.vocab[i].
+
+A Transformer (--cell transformer) has no recurrent state: its step takes x as (batch, 1) and
+passes its KV cache in and out instead, and slides its window itself (onnxkv.py says how a
+caller uses it). --quantize fp16 and int8 apply to it as to the recurrent graphs.
 """
 from __future__ import annotations
 
@@ -27,14 +31,25 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..cells import cell
+from ..cells import cell, is_attention
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..guards import check_out_path
 from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out
 from ..settings.commands import ExportOptions
+from ..transformer import CharTransformer
 from .formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, check_quantize
 from .losscheck import check_text, loss_phrase, loss_report, refuse_if_worse, torch_loss
+from .onnxkv import (
+    KVStepGraph,
+    check_kv_against_torch,
+    kv_doc,
+    kv_example,
+    kv_io_names,
+    kv_meta,
+    strip_node_metadata,
+    zero_cache,
+)
 from .onnxquant import quantize_proto
 
 MAX_LOGIT_DIFF = 1e-3         # float32 rounding is ~1e-6; anything near this is a bug
@@ -55,10 +70,42 @@ class StepGraph(torch.nn.Module):
         return (logits[:, 0], *new)
 
 
-def io_names(cell_name: str) -> tuple[list[str], list[str]]:
-    """The graph's inputs and outputs: x and each state tensor the registry names, and back."""
+def io_names(cell_name: str, layers: int = 1) -> tuple[list[str], list[str]]:
+    """The graph's inputs and outputs: x and each state tensor the registry names, and back
+    (a Transformer's: x and its KV cache, onnxkv.kv_io_names)."""
+    if is_attention(cell_name):
+        return kv_io_names(layers)
     state = list(cell(cell_name).state)
     return ["x", *state], ["logits", *(f"{s}_out" for s in state)]
+
+
+def step_graph(net):
+    """(the step module, example inputs, dynamic shapes: only the batch varies)."""
+    if isinstance(net, CharTransformer):
+        return (KVStepGraph(net), *kv_example(net))
+    ins, _ = io_names(net.cfg.cell)
+    example = (torch.zeros(2, dtype=torch.long), *net.zero_state(2))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return StepGraph(net), example, {"x": {0: batch}, **{s: {1: batch} for s in ins[1:]}}  # state: (L, B, H)
+
+
+def describe(proto, model, ins: list[str], outs: list[str]) -> None:
+    """The metadata (vocabulary, shape, io names) and doc_string a caller reads."""
+    net, cfg = model.net, model.net.cfg
+    meta = {"charwise.vocab": json.dumps(list(model.vocab.chars), ensure_ascii=False),
+            "charwise.cell": cfg.cell, "charwise.layers": str(cfg.layers),
+            "charwise.hidden_size": str(cfg.hidden_size), "charwise.version": __version__,
+            "charwise.inputs": ",".join(ins), "charwise.outputs": ",".join(outs)}
+    if isinstance(net, CharTransformer):
+        del meta["charwise.hidden_size"]            # not used by a Transformer
+        meta.update(kv_meta(net))
+        strip_node_metadata(proto.graph)            # torch's stack traces: most of the file
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.doc_string = (kv_doc(net) if isinstance(net, CharTransformer) else
+                        f"charwise {cfg.cell.upper()} {cfg.layers}x{cfg.hidden_size} character "
+                        "model, one inference step; see metadata charwise.vocab")
 
 
 def _require(module: str, extra: str = "onnx") -> None:
@@ -86,10 +133,8 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
     model = load(run_dir, which=which)
     net = model.net.float().eval()
     cfg = net.cfg
-    ins, outs = io_names(cfg.cell)
-    example = (torch.zeros(2, dtype=torch.long), *model.net.zero_state(2))
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    shapes = {"x": {0: batch}, **{s: {1: batch} for s in ins[1:]}}    # state tensors: (L, B, H)
+    ins, outs = io_names(cfg.cell, cfg.layers)
+    graph, example, shapes = step_graph(net)
     # The exporter is chatty (progress lines, deprecation notes); only failures matter here.
     chatter = io.StringIO()
     quiet = logging.getLogger("torch.onnx")
@@ -99,7 +144,7 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
                 contextlib.redirect_stderr(chatter):
             warnings.simplefilter("ignore")
             quiet.setLevel(logging.ERROR)
-            program = torch.onnx.export(StepGraph(net), example, input_names=ins, output_names=outs,
+            program = torch.onnx.export(graph, example, input_names=ins, output_names=outs,
                                         dynamic_shapes=shapes, dynamo=True, verbose=False)
     except Exception as e:  # noqa: BLE001 - any exporter failure becomes one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -108,15 +153,7 @@ def export_onnx(run_dir, out=None, which: str = "best", check: bool = True, quan
         quiet.setLevel(level)
     assert program is not None                  # dynamo=True always returns the program
     proto = program.model_proto
-    meta = {"charwise.vocab": json.dumps(list(model.vocab.chars), ensure_ascii=False),
-            "charwise.cell": cfg.cell, "charwise.layers": str(cfg.layers),
-            "charwise.hidden_size": str(cfg.hidden_size), "charwise.version": __version__,
-            "charwise.inputs": ",".join(ins), "charwise.outputs": ",".join(outs)}
-    for k, v in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    proto.doc_string = (f"charwise {cfg.cell.upper()} {cfg.layers}x{cfg.hidden_size} character "
-                        "model, one inference step; see metadata charwise.vocab")
+    describe(proto, model, ins, outs)
     if quantize != "none":
         return _export_quantized(run_dir, model, proto, out, quantize, textfile, max_loss_increase,
                                  {"inputs": ins, "outputs": outs})
@@ -156,12 +193,17 @@ def onnx_loss(path, model, text: str) -> float:
     """nats/char of `text` under the ONNX step graph at `path`, one character at a time."""
     sess = onnx_session(path)
     ids = model.vocab.encode(text).astype(np.int64)
-    cfg = model.net.cfg
-    ins, _ = io_names(cfg.cell)
-    state = [np.zeros((cfg.layers, 1, cfg.hidden_size), np.float32) for _ in ins[1:]]
+    net = model.net
+    cfg = net.cfg
+    ins, _ = io_names(cfg.cell, cfg.layers)
+    shape: tuple[int, ...] = (1,)
+    if isinstance(net, CharTransformer):
+        state, shape = zero_cache(net, 1), (1, 1)                # x (1, 1)
+    else:
+        state = [np.zeros((cfg.layers, 1, cfg.hidden_size), np.float32) for _ in ins[1:]]
     total = 0.0
     for t in range(len(ids) - 1):
-        got = sess.run(None, dict(zip(ins, [ids[t:t + 1], *state])))
+        got = sess.run(None, dict(zip(ins, [ids[t:t + 1].reshape(shape), *state])))
         z = got[0][0].astype(np.float64)
         m = z.max()
         total += m + np.log(np.exp(z - m).sum()) - z[ids[t + 1]]
@@ -180,9 +222,11 @@ def onnx_session(path):
 @torch.inference_mode()
 def check_against_torch(path, model, steps: int = 64, batch: int = 3, seed: int = 0):
     """Feed the same random characters and state through torch and onnxruntime; return
-    (max |logit difference| over all steps, steps)."""
+    (max |logit difference| over all steps, steps). A Transformer: at least 2 x context steps."""
     sess = onnx_session(path)
     net = model.net
+    if isinstance(net, CharTransformer):        # from an empty cache, past the context
+        return check_kv_against_torch(sess, net, steps, batch, seed)
     rng = np.random.default_rng(seed)
     V = len(model.vocab)
     state = tuple(torch.randn(s.shape, generator=torch.Generator().manual_seed(seed)) * 0.5

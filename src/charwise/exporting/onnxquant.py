@@ -1,9 +1,10 @@
 """Quantized ONNX exports (`charwise export --format onnx --quantize fp16|int8`) and their check.
 
 int8: onnxruntime's dynamic quantization (int8 weights with scales; activations quantized on
-the fly: MatMulInteger, DynamicQuantizeLSTM). fp16: every float weight is stored as float16
-and cast back to float32 inside the graph, so the file halves and every onnxruntime build
-(the CPU one has no float16 LSTM kernel) runs it; the arithmetic stays float32.
+the fly: MatMulInteger, DynamicQuantizeLSTM; inside a Transformer's If too). fp16: every float
+weight is stored as float16 and cast back to float32 inside the graph, so the file halves and
+every onnxruntime build (the CPU one has no float16 LSTM kernel) runs it; the arithmetic stays
+float32.
 
 The check: the loss of the exported graph, run step by step through onnxruntime on the run's
 validation split (or a given text), against the torch model's on the same characters.
@@ -54,6 +55,10 @@ def fold_constants(proto):
     return folded
 
 
+def has_subgraphs(graph) -> bool:
+    return any(a.HasField("g") for node in graph.node for a in node.attribute)
+
+
 def quantize_proto(proto, quantize: str) -> bytes:
     """The fp32 step graph -> the serialized quantized graph."""
     import onnx
@@ -74,7 +79,9 @@ def quantize_proto(proto, quantize: str) -> bytes:
         level = root.level
         root.setLevel(logging.ERROR)        # "consider pre-processing" advice: not for this graph
         try:
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            # EnableSubgraph: also the MatMuls inside an If (a Transformer's window slide)
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                             extra_options={"EnableSubgraph": has_subgraphs(proto.graph)})
         finally:
             root.setLevel(level)
         return dst.read_bytes()

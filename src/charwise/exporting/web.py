@@ -8,7 +8,8 @@ The page holds
     biases stay float32 (they are tiny),
   * a JSON description (cell, sizes, vocabulary, where each tensor lies in the blob),
   * a small plain-JavaScript model step (LSTM, GRU, RNN, any number of layers, torch's gate
-    order and equations) and sampler (prime, temperature incl. 0 = greedy, top-k, top-p,
+    order and equations; or the Transformer with its KV cache and CharTransformer.step's sliding
+    window, learned or rotary positions) and sampler (prime, temperature incl. 0 = greedy, top-k, top-p,
     length, seed through a seeded PRNG, stop string), from static/web/.
 
 Quantized exports are checked the cheap way: the weights are dequantized in NumPy exactly as
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..cells import CELLS
+from ..cells import CELLS, is_attention
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..generation.params import page_defaults
@@ -38,6 +39,7 @@ from ..guards import check_out_path
 from ..runs.rundir import atomic_write_bytes, check_run_dir, default_out, read_run
 from ..settings.commands import ExportOptions
 from ..settings.options import GREEDY_BELOW
+from ..transformer import CharTransformer
 from .formats import DEFAULT_MAX_LOSS_INCREASE, FORMATS, check_quantize
 from .losscheck import check_text, loss_phrase, loss_report, refuse_if_worse, torch_loss
 
@@ -193,7 +195,7 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
     cfg = net.cfg
     if cfg.cell not in CELLS:
         raise CharwiseError(f"the web export does not know the cell {cfg.cell!r}")
-    if getattr(net.rnn, "nonlinearity", "tanh") != "tanh":
+    if not is_attention(cfg.cell) and getattr(net.rnn, "nonlinearity", "tanh") != "tanh":
         raise CharwiseError("the web export runs tanh RNNs only")
     table, blob, payload = encode_weights(net, quantize)
     hist = info.get("history") or []
@@ -210,6 +212,9 @@ def build_html(model, quantize: str = "none", run_name: str = "model", loss: dic
         "eval_split": hist[-1].get("eval_split") if hist and isinstance(hist[-1], dict) else None,
         "loss_check": loss,
     }
+    if isinstance(net, CharTransformer):        # what the page's Transformer step reads
+        desc.update(hidden=net.width, width=net.width, heads=net.heads, context=net.context,
+                    keep=net.context // 2, positions=net.positions)
     parts = {n: template(n) for n in _TEMPLATE_FILES}
     html = parts["page.html"]
     js = parts["page.js"].replace("{{WASM}}", base64.b64encode(matvec_wasm()).decode("ascii"))

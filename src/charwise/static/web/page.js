@@ -1,6 +1,7 @@
 // charwise web export: the model's step and sampler in plain JavaScript (typed arrays), run in
 // this page. The maths is PyTorch's (nn.LSTM gates i, f, g, o; nn.GRU r, z, n with
-// n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); nn.RNN tanh), the sampler is charwise's
+// n = tanh(W_in x + b_in + r * (W_hn h + b_hn)); nn.RNN tanh; charwise's CharTransformer with its
+// KV cache and sliding window), the sampler is charwise's
 // (generation/sampler.py: temperature, top-k, then top-p, inverse-CDF draw; temperature 0, or below the
 // floor desc.greedy_below, = argmax).
 // Products run in WebAssembly SIMD (float32 sums, as torch's) where the browser has it, else in
@@ -207,6 +208,129 @@
       return this.logits;
     }
   }
+
+  // ------------------------------------------------------------------ the Transformer
+  // CharTransformer.step (charwise/transformer.py) one character at a time: embedding (+ learned
+  // positions), pre-norm blocks (LayerNorm eps 1e-5; causal multi-head attention over a KV cache,
+  // q and k turned by RoPE for rotary positions; a tanh-GELU MLP), ln_f, the head. A char takes
+  // the next window slot; when all `context` slots are full the window slides as the model's does:
+  // the last keep = context // 2 chars are re-encoded from slot 0, then the new char follows.
+  function layerNorm(x, w, b, out) {
+    const n = x.length;
+    let m = 0, v = 0;
+    for (let i = 0; i < n; i++) m += x[i];
+    m /= n;
+    for (let i = 0; i < n; i++) v += (x[i] - m) * (x[i] - m);
+    const r = 1 / Math.sqrt(v / n + 1e-5);
+    for (let i = 0; i < n; i++) out[i] = (x[i] - m) * r * w[i] + b[i];
+  }
+  const GELU_C = Math.sqrt(2 / Math.PI);
+  const gelu = (x) => 0.5 * x * (1 + Math.tanh(GELU_C * (x + 0.044715 * x * x * x)));
+
+  class Transformer {
+    constructor(desc, T) {
+      const W = desc.width, L = desc.layers, nh = desc.heads, d = W / nh, C = desc.context;
+      const V = desc.vocab.length, f32 = Math.fround;
+      Object.assign(this, { desc, W, L, nh, d, C, V, keep: desc.keep });
+      this.emb = T["embed.weight"]; this.pos = T["pos.weight"] || null;
+      const mats = [];
+      this.blocks = [];
+      for (let k = 0; k < L; k++) {
+        const t = (n) => T["blocks." + k + "." + n];
+        this.blocks.push({ ln1: [t("ln1.weight"), t("ln1.bias")], ln2: [t("ln2.weight"), t("ln2.bias")],
+                           qkvB: t("qkv.bias"), outB: t("attn_out.bias"), fcB: t("fc.bias"), mlpB: t("mlp_out.bias") });
+        mats.push({ W: t("qkv.weight"), rows: 3 * W, cols: W }, { W: t("attn_out.weight"), rows: W, cols: W },
+                  { W: t("fc.weight"), rows: 4 * W, cols: W }, { W: t("mlp_out.weight"), rows: W, cols: 4 * W });
+      }
+      mats.push({ W: T["head.weight"], rows: V, cols: W });
+      const p = products(mats);
+      this.engine = p.engine;
+      this.blocks.forEach((b, k) => { [b.qkv, b.out, b.fc, b.mlp] = p.fns.slice(4 * k, 4 * k + 4); });
+      this.mvHead = p.fns[4 * L];
+      this.lnf = [T["ln_f.weight"], T["ln_f.bias"]]; this.headB = T["head.bias"];
+      // RoPE's angles in float32, as torch computes them: slot * 10000^(-2i/d)
+      this.inv = desc.positions === "rotary" ? Float64Array.from({ length: d / 2 }, (_, i) => f32(Math.pow(10000, f32(-2 * i / d)))) : null;
+      this.h = new Float64Array(W); this.x = new Float64Array(W); this.qkv = new Float64Array(3 * W);
+      this.y = new Float64Array(W); this.f = new Float64Array(4 * W); this.att = new Float64Array(C);
+      this.logits = new Float64Array(V);
+    }
+    zeroState() {
+      const s = { k: [], v: [], tokens: new Int32Array(this.C), n: 0 };
+      for (let k = 0; k < this.L; k++) { s.k.push(new Float64Array(this.C * this.W)); s.v.push(new Float64Array(this.C * this.W)); }
+      return s;
+    }
+    rope(a, off, slot) {             // turn each head's (i, i + d/2) pairs of a[off .. off + W)
+      const { d, nh, inv } = this, half = d / 2, f32 = Math.fround;
+      for (let hd = 0; hd < nh; hd++) {
+        for (let i = 0, o = off + hd * d; i < half; i++) {
+          const ang = f32(slot * inv[i]), c = f32(Math.cos(ang)), s = f32(Math.sin(ang));
+          const x0 = a[o + i], x1 = a[o + i + half];
+          a[o + i] = x0 * c - x1 * s; a[o + i + half] = x1 * c + x0 * s;
+        }
+      }
+    }
+    attend(q, K, Vc, n, y) {          // y = softmax(q . K[0..n] / sqrt(d)) V[0..n], head by head
+      const { W, d, nh, att } = this, scale = 1 / Math.sqrt(d);
+      for (let hd = 0; hd < nh; hd++) {
+        const o = hd * d;
+        let m = -Infinity, sum = 0;
+        for (let j = 0; j <= n; j++) {
+          let s = 0;
+          for (let i = 0; i < d; i++) s += q[o + i] * K[j * W + o + i];
+          att[j] = s * scale; if (att[j] > m) m = att[j];
+        }
+        for (let j = 0; j <= n; j++) { att[j] = Math.exp(att[j] - m); sum += att[j]; }
+        for (let i = 0; i < d; i++) {
+          let s = 0;
+          for (let j = 0; j <= n; j++) s += att[j] * Vc[j * W + o + i];
+          y[o + i] = s / sum;
+        }
+      }
+    }
+    // `id` into the next slot: its keys and values join the cache; leaves the last block's output
+    // in this.h when `full` (a re-encoded char needs only its keys and values)
+    encode(id, s, full) {
+      const { W, L, h, x, qkv, y, f } = this, n = s.n;
+      for (let j = 0; j < W; j++) h[j] = this.emb[id * W + j] + (this.pos ? this.pos[n * W + j] : 0);
+      for (let k = 0; k < L; k++) {
+        const b = this.blocks[k], K = s.k[k], Vc = s.v[k];
+        layerNorm(h, b.ln1[0], b.ln1[1], x);
+        qkv.set(b.qkvB); b.qkv(x, qkv);
+        if (this.inv) { this.rope(qkv, 0, n); this.rope(qkv, W, n); }
+        K.set(qkv.subarray(W, 2 * W), n * W); Vc.set(qkv.subarray(2 * W), n * W);
+        if (!full && k === L - 1) break;
+        this.attend(qkv, K, Vc, n, y);
+        x.set(b.outB); b.out(y, x);
+        for (let j = 0; j < W; j++) h[j] += x[j];
+        layerNorm(h, b.ln2[0], b.ln2[1], x);
+        f.set(b.fcB); b.fc(x, f);
+        for (let j = 0; j < 4 * W; j++) f[j] = gelu(f[j]);
+        x.set(b.mlpB); b.mlp(f, x);
+        for (let j = 0; j < W; j++) h[j] += x[j];
+      }
+      s.tokens[n] = id; s.n = n + 1;
+    }
+    // One character in, the cache updated in place; returns this.logits (reused buffer).
+    step(id, s) {
+      const { C, keep } = this;
+      if (s.n === C) {
+        const kept = s.tokens.slice(C - keep);
+        s.n = 0;
+        for (const t of kept) this.encode(t, s, false);
+      }
+      this.encode(id, s, true);
+      layerNorm(this.h, this.lnf[0], this.lnf[1], this.x);
+      this.logits.set(this.headB);
+      this.mvHead(this.x, this.logits);
+      return this.logits;
+    }
+  }
+
+  // The models that are not a stack of CELL_UPDATES layers, by cell name (charwise.cells lists
+  // these names: kind "attention"); every other cell runs in Model.
+  const MODEL_STEPS = {
+    transformer: Transformer,
+  };
 
   // ------------------------------------------------------------------ sampler
   // Seeded PRNG: mulberry32, two draws per uniform double in [0, 1) (53 bits).
@@ -418,7 +542,9 @@
     const bits = d.best_val_loss == null ? "" : ` · best loss ${(d.best_val_loss / Math.LN2).toFixed(3)} bits/char` +
       (d.eval_split === "train" ? " (on its training text)" : " (validation)");
     const q = d.quantize === "none" ? "float32 weights" : d.quantize + " weights";
-    return `${d.run} · ${d.cell.toUpperCase()} ${d.layers}×${d.hidden} · ${d.parameters.toLocaleString("en")} parameters` +
+    const shape = d.context ? `TRANSFORMER ${d.layers} blocks × ${d.width}, ${d.heads} heads, context ${d.context}`
+      : `${d.cell.toUpperCase()} ${d.layers}×${d.hidden}`;
+    return `${d.run} · ${shape} · ${d.parameters.toLocaleString("en")} parameters` +
       ` · ${d.vocab.length} characters · ${q}${bits}`;
   }
 
@@ -426,7 +552,7 @@
     let desc;
     try {
       desc = JSON.parse($("charwise-model").textContent);
-      model = new Model(desc, decodeWeights(desc, $("charwise-weights").textContent));
+      model = new (MODEL_STEPS[desc.cell] || Model)(desc, decodeWeights(desc, $("charwise-weights").textContent));
     } catch (e) {
       fatal("The model in this page could not be read (" + e.message + "); the file may be damaged or cut short.");
       return;
