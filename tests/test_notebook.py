@@ -144,7 +144,8 @@ def test_a_transformer_run_has_a_card_parameters_curves_and_per_char_loss(gpt, t
     p = gpt.parameters()
     assert list(p) == ["embedding", "TRANSFORMER", "output head", "total"]
     assert p["total"] == gpt.info["parameters"] == gpt.net.num_parameters
-    assert p["embedding"] == gpt.net.embed.weight.numel() + gpt.net.pos.weight.numel()
+    positions = 0 if gpt.net.pos is None else gpt.net.pos.weight.numel()     # rotary: none
+    assert p["embedding"] == gpt.net.embed.weight.numel() + positions
     tab = gpt.per_char_table()
     assert tab.total == gpt.info["corpus"]["val_chars"] - 1
     assert abs(tab.overall_nats - gpt.best_loss) < 1e-4           # the evaluation's windows
