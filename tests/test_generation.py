@@ -71,7 +71,10 @@ def test_beam_search_on_a_trained_model(trained_run):
     assert one[0][0] == greedy
     beams = m.beam("Mr Bennet", 30, width=5)
     assert len(beams) == 5 and all(t.startswith("Mr Bennet") and len(t) == 39 for t, _ in beams)
-    assert beams[0][1] >= one[0][1] - 1e-9
+    # Width 5 keeps the greedy path or a better one. The two searches score a path in batches of
+    # 5 and 1 rows, whose float32 kernels round differently (seen: 2.2e-9 over 30 characters on
+    # an AVX-512 CPU), so "as good" is up to float32 rounding of the summed log-probabilities.
+    assert beams[0][1] >= one[0][1] - 1e-6
     assert [lp for _, lp in beams] == sorted((lp for _, lp in beams), reverse=True)
     assert beams == m.beam("Mr Bennet", 30, width=5)             # deterministic
     # the reported log-probability is the model's: score the text with evaluate's arithmetic
