@@ -85,6 +85,26 @@ def test_the_widest_width_that_takes_enough_steps_wins(monkeypatch, budget):
     assert "1x384" in recipe.header(c, budget) and f"{budget} s" in recipe.header(c, budget)
 
 
+def test_a_precision_change_does_not_end_the_search(monkeypatch):
+    """On a bf16 CPU the widths from 256 train in bf16 and can be faster than an fp32 1x192
+    (seen on an AMD EPYC Zen 4: 1x256 bf16 took 3,461 steps in 60 s, the probe found 1x192 fp32
+    too slow, and auto chose 1x128)."""
+    budget, enough, short = 60, recipe.TARGET_STEPS * 1.2, recipe.TARGET_STEPS * 0.8
+    speeds = {w: chars_for(enough if w in (128, 256) else short, budget) for w in recipe.WIDTHS}
+    calls = fake_speeds(monkeypatch, speeds)
+    monkeypatch.setattr(recipe, "usable_cpus", lambda: 1)
+    bf16_from_256 = lambda cfg: "bf16" if cfg.hidden_size >= 256 else "fp32"      # noqa: E731
+    args = (ModelConfig(vocab_size=65), 16, 64)
+    c = recipe.size_to_machine(recipe.AutoChoice("sized", ""), budget, *args, bf16_from_256,
+                               torch.device("cpu"))
+    assert c.hidden_size == 256 and [w for w, _ in calls] == [128, 192, 256, 320]
+    # one precision throughout: the first shortfall ends the search, as before
+    calls.clear()
+    c = recipe.size_to_machine(recipe.AutoChoice("sized", ""), budget, *args, lambda cfg: "fp32",
+                               torch.device("cpu"))
+    assert c.hidden_size == 128 and [w for w, _ in calls] == [128, 192]
+
+
 def test_a_slow_machine_gets_the_narrowest_and_a_fast_one_the_widest(monkeypatch):
     fake_speeds(monkeypatch, {w: 1.0 for w in recipe.WIDTHS})
     monkeypatch.setattr(recipe, "usable_cpus", lambda: 1)

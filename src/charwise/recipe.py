@@ -17,8 +17,9 @@ but takes fewer steps in the budget, and on a 2-core CPU the steps are what run 
 (benchmarks/README.md, section 9) found the best width at each budget and machine speed getting about
 TARGET_STEPS optimizer steps in the budget, with a learning rate that grows as the width
 shrinks (`lr_for`). So the candidate widths, narrowest first, each train a few steps on random
-windows (real size, precision and threads) until one is too slow to take TARGET_STEPS; the
-widest that was fast enough is chosen.
+windows (real size, precision and threads) until one is too slow to take TARGET_STEPS (or,
+where the next width trains in another precision, as bf16 from 1x256 on a bf16 CPU, until that
+one is measured too); the widest that was fast enough is chosen.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import os
 import stat
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -163,13 +164,20 @@ def size_to_machine(choice: AutoChoice, budget: float, cfg: ModelConfig, batch: 
     # since on a busy machine all threads can be many times slower than one
     counts = [threads] if threads else sorted({1, usable_cpus()})
     chosen = WIDTHS[-1]
+    widths = sorted(WIDTHS)
     try:
-        for width in sorted(WIDTHS):
+        for i, width in enumerate(widths):
             c = ModelConfig(**{**asdict(cfg), "hidden_size": width})
+            precision = precision_for(c)
             speed = choice.chars_per_s[width] = max(
-                _at_threads(n, train_speed, c, batch, seq, precision_for(c), device) for n in counts)
+                _at_threads(n, train_speed, c, batch, seq, precision, device) for n in counts)
             if _steps(speed, budget, batch, seq) < TARGET_STEPS:
-                break
+                # Wider is slower, so the search ends here, unless the next width trains in
+                # another precision: on a bf16 CPU an fp32 1x192 can be slower than a bf16 1x256.
+                after = widths[i + 1:i + 2]
+                if not after or precision_for(replace(c, hidden_size=after[0])) == precision:
+                    break
+                continue
             chosen = width
             if time.perf_counter() - t0 > PROBE_SHARE * budget:
                 break

@@ -137,11 +137,7 @@ class Block(nn.Module):
                 maps: list[torch.Tensor] | None = None) -> torch.Tensor:
         """h (B, T, W) -> (B, T, W). rope: (cos, sin) or None for learned positions. kv: this
         block's cache to extend from slot n; maps: a list to collect explicit attention weights."""
-        B, T, W = h.shape
-        qkv = self.qkv(self.ln1(h)).view(B, T, 3, self.heads, W // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)                        # each (B, heads, T, d)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        q, k, v = self.heads_of(h, rope)
         p = self.attn_p if self.training else 0.0
         if kv is not None:
             y = _attend_cached(q, k, v, kv, n, p)
@@ -149,6 +145,22 @@ class Block(nn.Module):
             y = _attend_explicit(q, k, v, maps)
         else:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        return self.after_attention(h, y)
+
+    # The two halves of `forward` around the attention itself, also called by the exported ONNX
+    # step (exporting/onnxkv.py), which writes its cache with tensor positions.
+    def heads_of(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+        """h (B, T, W) -> q, k, v, each (B, heads, T, d), q and k rotated where `rope` is given."""
+        B, T, W = h.shape
+        qkv = self.qkv(self.ln1(h)).view(B, T, 3, self.heads, W // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)                        # each (B, heads, T, d)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return q, k, v
+
+    def after_attention(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """h (B, T, W), attention's output y (B, heads, T, d) -> the block's output (B, T, W)."""
+        B, T, W = h.shape
         y = y.transpose(1, 2).reshape(B, T, W)                      # heads back side by side
         h = h + self.drop(self.attn_out(y))
         return h + self.drop(self.mlp_out(F.gelu(self.fc(self.ln2(h)), approximate="tanh")))

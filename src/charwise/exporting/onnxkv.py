@@ -25,7 +25,9 @@ All streams of a batch advance together (the If tests row 0's window).
 Why not the model's own step: it slices the cache at a Python int (where the window ends), which
 a graph cannot hold. Here the write position is the tensor window[:, 1] and the write a
 `where` over the slots, so every shape is static (but the batch) and one graph serves every
-position. The slide branch does call the model's own _extend (its positions are constants).
+position. Everything around that write is the model's own code: each block's norm, projections
+and rotation (`Block.heads_of`) and its output and MLP (`Block.after_attention`); the slide
+branch calls the model's `_extend` (its positions are constants).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..transformer import Block, CharTransformer, apply_rope, rope_tables
+from ..transformer import Block, CharTransformer, rope_tables
 
 
 def kv_io_names(layers: int) -> tuple[list[str], list[str]]:
@@ -90,17 +92,12 @@ class KVStepGraph(torch.nn.Module):
         new = []
         for k, b in enumerate(net.blocks):
             assert isinstance(b, Block)
-            B, _, W = h.shape
-            qkv = b.qkv(b.ln1(h)).view(B, 1, 3, b.heads, W // b.heads)
-            q, kk, v = qkv.permute(2, 0, 3, 1, 4)                    # each (B, heads, 1, d)
-            if rope is not None:
-                q, kk = apply_rope(q, *rope), apply_rope(kk, *rope)
+            q, kk, v = b.heads_of(h, rope)                           # each (B, heads, 1, d)
             kc = torch.where(put, kk, cache[2 * k])                  # (B, heads, C, d)
             vc = torch.where(put, v, cache[2 * k + 1])
             new += [kc, vc]
             y = F.scaled_dot_product_attention(q, kc, vc, attn_mask=seen)   # (B, heads, 1, d)
-            h = h + b.attn_out(y.transpose(1, 2).reshape(B, 1, W))
-            h = h + b.mlp_out(F.gelu(b.fc(b.ln2(h)), approximate="tanh"))
+            h = b.after_attention(h, y)
         logits = net.head(net.ln_f(h))[:, 0]                         # (B, V)
         return (logits, *new, tokens, torch.cat([window[:, :1], n + 1], dim=1))
 

@@ -73,21 +73,35 @@ class NumpyKVStep:
         self.embed, self.pos = sd["embed.weight"], sd.get("pos.weight")     # (V, W), (C, W)
         W = self.embed.shape[1]
         self.avg = np.full((W, 1), 1.0 / W, dtype=np.float32)
-        self.blocks = []
-        for k in range(net.layers):
-            g = lambda name: sd[f"blocks.{k}.{name}"]                       # noqa: E731
-            wqkv, bqkv = _fold(g("ln1.weight"), g("ln1.bias"), g("qkv.weight").T, g("qkv.bias"))
-            wfc, bfc = _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias"))
-            self.blocks.append((wqkv, bqkv, g("attn_out.weight").T.copy(), g("attn_out.bias"),
-                                wfc, bfc, g("mlp_out.weight").T.copy(), g("mlp_out.bias")))
-        # (W, V), (V,): the head with ln_f folded in
-        self.head_w, self.head_b = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"])
+        rotate = None
         self.cos = self.sin = None
         if self.pos is None:                                 # rotary: angles as transformer.rope_tables
             inv = 10000.0 ** (-np.arange(0, self.d, 2, dtype=np.float32) / self.d)
             ang = np.arange(self.C, dtype=np.float32)[:, None] * inv[None, :]
             ang = np.concatenate([ang, ang], axis=-1)                      # (C, d)
-            self.cos, self.sin = np.cos(ang), np.sin(ang)
+            # tiled over the queries' and the keys' heads: (C, 2W), one row per window position
+            self.cos, self.sin = np.tile(np.cos(ang), 2 * self.heads), np.tile(np.sin(ang), 2 * self.heads)
+            # rotate-half as a product, x @ rotate = concat(-x[half:], x[:half]) per head (2W, 2W)
+            eye = np.eye(self.d // 2, dtype=np.float32)
+            one = np.block([[0 * eye, eye], [-eye, 0 * eye]])
+            rotate = np.kron(np.eye(2 * self.heads, dtype=np.float32), one).astype(np.float32)
+        self.blocks = []
+        for k in range(net.layers):
+            g = lambda name: sd[f"blocks.{k}.{name}"]                       # noqa: E731
+            wqkv, bqkv = _fold(g("ln1.weight"), g("ln1.bias"), g("qkv.weight").T, g("qkv.bias"))
+            # 1/sqrt(d) of the attention scores folded into the queries' columns, and for rotary
+            # positions the rotated queries and keys as 2W more columns: one product per block
+            # gives q, k, v and rotate-half(q, k); rotating is then two products with the tables
+            wqkv[:, :W] /= math.sqrt(self.d)
+            bqkv[:W] /= math.sqrt(self.d)
+            if rotate is not None:
+                wqkv = np.ascontiguousarray(np.concatenate([wqkv, wqkv[:, :2 * W] @ rotate], axis=1))
+                bqkv = np.concatenate([bqkv, bqkv[:2 * W] @ rotate])
+            wfc, bfc = _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias"))
+            self.blocks.append((wqkv, bqkv, g("attn_out.weight").T.copy(), g("attn_out.bias"),
+                                wfc, bfc, g("mlp_out.weight").T.copy(), g("mlp_out.bias")))
+        # (W, V), (V,): the head with ln_f folded in
+        self.head_w, self.head_b = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"])
 
     def begin(self, state: Any) -> NumpyKV:
         """The torch KVState (after priming) as NumPy arrays."""
@@ -111,19 +125,11 @@ class NumpyKVStep:
         logits += self.head_b
         return logits, state
 
-    def _rope(self, x: np.ndarray, n: int) -> np.ndarray:
-        """Rotate x (S, heads, T, d) at window positions n..n+T-1."""
-        T, half = x.shape[2], self.d // 2
-        assert self.cos is not None and self.sin is not None
-        cos, sin = self.cos[n:n + T], self.sin[n:n + T]
-        rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-        return x * cos + rotated * sin
-
     def _extend(self, x: np.ndarray, st: NumpyKV) -> np.ndarray:
         """Encode x (S, T) into window slots n..n+T-1 -> the residual stream (S, T, W) (before
         ln_f, which the head holds folded in)."""
         S, T = x.shape
-        n = st.n
+        n, W = st.n, self.heads * self.d
         st.tokens[:, n:n + T] = x
         h = self.embed[x]                                                      # (S, T, W)
         if self.pos is not None:
@@ -132,16 +138,18 @@ class NumpyKVStep:
         if T > 1:          # query i (slot n + i) sees slots 0..n + i
             mask = np.arange(n + T)[None, :] > (n + np.arange(T))[:, None]     # (T, n + T)
         for k, (wqkv, bqkv, wo, bo, wfc, bfc, wm, bm) in enumerate(self.blocks):
-            qkv = _normalize(h, self.avg) @ wqkv
+            qkv = _normalize(h, self.avg) @ wqkv               # (S, T, 3W), rotary: + 2W rotated
             qkv += bqkv
-            qkv = qkv.reshape(S, T, 3, self.heads, self.d).transpose(2, 0, 3, 1, 4)   # (3, S, heads, T, d)
-            q, kk, v = qkv[0], qkv[1], qkv[2]
-            if self.cos is not None:
-                q, kk = self._rope(q, n), self._rope(kk, n)
+            qk = qkv[..., :2 * W]
+            if self.cos is not None:                           # rotate q, k at slots n..n+T-1
+                qk = qk * self.cos[n:n + T]
+                qk += qkv[..., 3 * W:] * self.sin[n:n + T]
+            qk = qk.reshape(S, T, 2, self.heads, self.d).transpose(2, 0, 3, 1, 4)   # (2, S, heads, T, d)
+            q, kk = qk[0], qk[1]
             st.keys[k][:, :, n:n + T] = kk
-            st.values[k][:, :, n:n + T] = v
+            v = qkv[..., 2 * W:3 * W].reshape(S, T, self.heads, self.d)
+            st.values[k][:, :, n:n + T] = v.transpose(0, 2, 1, 3)
             scores = q @ st.keys[k][:, :, :n + T].transpose(0, 1, 3, 2)        # (S, heads, T, n + T)
-            scores *= 1.0 / math.sqrt(self.d)
             if mask is not None:
                 scores[..., mask] = -np.inf
             scores -= scores.max(axis=-1, keepdims=True)
