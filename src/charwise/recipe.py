@@ -158,7 +158,8 @@ def size_to_machine(choice: AutoChoice, budget: float, cfg: ModelConfig, batch: 
                     threads: int | None = None) -> AutoChoice:
     """The widest candidate that takes TARGET_STEPS in `budget`, measured narrowest first (a
     narrow probe costs little, so no probe is ever far slower than the width chosen) until one
-    falls short; at `threads`, or the threads torch has now (2 on a quiet 2-core machine)."""
+    falls short (the next width is still measured where it trains in another precision); at
+    `threads`, or the threads torch has now (2 on a quiet 2-core machine)."""
     t0, before = time.perf_counter(), torch.get_num_threads()
     # as the training step's thread policy will (threads.py): the faster of 1 and all threads,
     # since on a busy machine all threads can be many times slower than one
