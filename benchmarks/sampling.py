@@ -209,6 +209,34 @@ def transformer_vs_lstm(a) -> None:
         print(f"   {name:12s} {shape_text(model.info['model'])}: {speed[name]:,.0f} chars/s")
     ratio = speed["transformer"] / speed["lstm"]
     print(f"   transformer / LSTM = {ratio:.2f}; target >= 1: {verdict(ratio >= 1, f'{ratio:.0%}')}")
+    kv_breakdown(models["transformer"].net, a.repeats)
+
+
+def kv_breakdown(net, repeats: int) -> None:
+    """Where the transformer's character goes: its NumPy step alone (slides included, one BLAS
+    thread), a slide alone (the window's last half encoded again), and per character what the
+    whole sampling loop above adds."""
+    from charwise.generation.kvstep import NumpyKVStep
+    from charwise.generation.steps import KVState
+    set_blas_threads(1)
+    step, keep = NumpyKVStep(net), net.context // 2
+    _, cache = net.step(torch.zeros(1, 1, dtype=torch.long), net.new_cache(1), 0)
+    state, ids = step.begin(KVState(cache, 1)), np.array([1])
+
+    def chars(n: int = 4 * net.context) -> None:
+        nonlocal state
+        for _ in range(n):
+            _, state = step(ids, state)
+
+    def slide() -> None:
+        state.n = 0
+        step._extend(np.ones((1, keep), dtype=np.int64), state)
+
+    per_char = per_call(chars, 1, repeats) / (4 * net.context)
+    per_slide = per_call(slide, 20, repeats)
+    print(f"   the transformer's NumPy step alone, one BLAS thread: {per_char * 1e6:.0f} us a character "
+          f"with the slides; a slide (re-encoding {keep} characters, once every {net.context - keep}) "
+          f"{per_slide * 1e6:.0f} us = {per_slide / (net.context - keep) * 1e6:.0f} us a character")
 
 
 def main() -> int:

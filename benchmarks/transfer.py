@@ -9,7 +9,7 @@ one thread each, so they see the same load on a shared machine. The score is the
 each run's best weights over the same held-out tail (the last 10 % of the text), in fp32.
 
     python benchmarks/transfer.py [--source base] [--sizes 20000 100000 1000000] [--code 100000]
-                                  [--budget 60] [--big-budget 180] [--json results.jsonl]
+                                  [--code-from DIR] [--budget 60] [--big-budget 180] [--json results.jsonl]
 """
 from __future__ import annotations
 
@@ -31,9 +31,16 @@ VAL_FRACTION = 0.1
 TARGET_SMALL, TARGET_BIG = 0.85, 1.0
 
 
-def code_text() -> str:
-    """charwise's own Python source, files in sorted order (not in the base's corpus)."""
-    return "\n\n".join(p.read_text(encoding="utf-8") for p in sorted(CODE.rglob("*.py")))
+def code_text(root: Path = CODE, limit: int | None = None) -> str:
+    """The Python source under `root` (default charwise's own), files in sorted order, up to
+    `limit` characters (not in the base's corpus: its books have no code)."""
+    parts, n = [], 0
+    for p in sorted(root.rglob("*.py")):
+        parts.append(p.read_text(encoding="utf-8", errors="replace"))
+        n += len(parts[-1]) + 2
+        if limit is not None and n >= limit:
+            break
+    return "\n\n".join(parts)[:limit]
 
 
 def tail(text: str) -> str:
@@ -86,6 +93,9 @@ def main() -> int:
                     help="tiny-shakespeare slices (characters from the start)")
     ap.add_argument("--code", type=int, default=100_000,
                     help="characters of charwise's own source as a fourth text (0: skip)")
+    ap.add_argument("--code-from", type=Path, default=CODE,
+                    help="the source tree --code reads (default: src/charwise; a bigger one, e.g. an "
+                    "installed package's, gives a text of several MB)")
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--big-budget", type=float, default=180.0, help="budget from 1 MB up")
     ap.add_argument("--scratch", nargs="+", default=["small", "spec"],
@@ -97,7 +107,8 @@ def main() -> int:
     shk = SHAKESPEARE.read_text(encoding="utf-8")
     cases = [(f"shakespeare-{n // 1000}k", shk[:n]) for n in a.sizes]
     if a.code:
-        cases.append((f"charwise-code-{a.code // 1000}k", code_text()[:a.code]))
+        name = "charwise" if a.code_from == CODE else a.code_from.name
+        cases.append((f"{name}-code-{a.code // 1000}k", code_text(a.code_from, a.code)))
     rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(a.keep) if a.keep else Path(t)
