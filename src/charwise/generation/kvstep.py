@@ -141,7 +141,7 @@ class NumpyKVStep:
             qkv = _normalize(h, self.avg) @ wqkv               # (S, T, 3W), rotary: + 2W rotated
             qkv += bqkv
             qk = qkv[..., :2 * W]
-            if self.cos is not None:                           # rotate q, k at slots n..n+T-1
+            if self.cos is not None and self.sin is not None:  # rotate q, k at slots n..n+T-1
                 qk = qk * self.cos[n:n + T]
                 qk += qkv[..., 3 * W:] * self.sin[n:n + T]
             qk = qk.reshape(S, T, 2, self.heads, self.d).transpose(2, 0, 3, 1, 4)   # (2, S, heads, T, d)
