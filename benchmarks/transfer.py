@@ -1,7 +1,7 @@
 """Benchmark: fine-tuning the bundled base model vs training from scratch, same wall-clock budget.
 
 On texts the base never saw (slices of tiny-shakespeare: no Shakespeare in the base's books;
-and charwise's own Python source, code rather than prose), each size gets the same budget
+charwise's own Python source, code rather than prose; and any --prose FILE), each size gets the same budget
 (60 s; 180 s from 1 MB): from scratch with the best preset for that size (both `spec` and `small`
 are tried under 1 MB, the better counts; `small` from 1 MB, which it was tuned for) and
 `--init-from base` (preset `finetune`). All runs of one text train side by side at the same time,
@@ -9,7 +9,8 @@ one thread each, so they see the same load on a shared machine. The score is the
 each run's best weights over the same held-out tail (the last 10 % of the text), in fp32.
 
     python benchmarks/transfer.py [--source base] [--sizes 20000 100000 1000000] [--code 100000]
-                                  [--code-from DIR] [--budget 60] [--big-budget 180] [--json results.jsonl]
+                                  [--code-from DIR] [--prose FILE] [--budget 60] [--big-budget 180]
+                                  [--json results.jsonl]
 """
 from __future__ import annotations
 
@@ -96,6 +97,9 @@ def main() -> int:
     ap.add_argument("--code-from", type=Path, default=CODE,
                     help="the source tree --code reads (default: src/charwise; a bigger one, e.g. an "
                     "installed package's, gives a text of several MB)")
+    ap.add_argument("--prose", type=Path, action="append", default=[],
+                    help="a text file (e.g. several MB of prose base never saw) as one more text; "
+                    "may be given more than once")
     ap.add_argument("--budget", type=float, default=60.0)
     ap.add_argument("--big-budget", type=float, default=180.0, help="budget from 1 MB up")
     ap.add_argument("--scratch", nargs="+", default=["small", "spec"],
@@ -109,6 +113,9 @@ def main() -> int:
     if a.code:
         name = "charwise" if a.code_from == CODE else a.code_from.name
         cases.append((f"{name}-code-{a.code // 1000}k", code_text(a.code_from, a.code)))
+    for p in a.prose:
+        text = p.read_text(encoding="utf-8")
+        cases.append((f"{p.stem}-{len(text) // 1000}k", text))
     rows = []
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(a.keep) if a.keep else Path(t)

@@ -7,7 +7,7 @@ The text first (`plan`, before anything is read into memory but a sample of the 
 - most of the text's characters in the bundled `base` model's vocabulary: fine-tune `base`.
   A pretrained model's head start wins at every size and budget measured (benchmarks/README.md,
   sections 6 and 9), from 20 kB to the whole 1.1 MB of tiny-shakespeare, on prose the base never
-  saw, and on Python code (96-98 % of its characters in base's vocabulary: base's books have
+  saw (a novel; 5 MB, at 180 and 600 s), and on Python code (96-98 % of its characters in base's vocabulary: base's books have
   curly quotes, code straight ones and `=`, `{`, ...), 100 kB and 5 MB;
 - otherwise from scratch: under AUTO_SMALL_BYTES the chapter's small model with a validation
   split (a loss on text the model trained on says nothing about a new text); from
