@@ -110,15 +110,17 @@ def text_file(tmp_path):
 
 @pytest.fixture(scope="session")
 def transformer_runs(tmp_path_factory):
-    """Tiny transformers (2 blocks x 16 wide, 2 heads, context 12), one per kind of positions,
-    trained a few steps on the bundled corpus: for the export tests, whose exactness checks
-    need no good model, and whose texts run past the context (the window slides)."""
+    """Tiny transformers (2 blocks x 16 wide, 2 heads, context 12), one per kind of positions
+    (the rotary one with a tied head: --tie-weights), trained a few steps on the bundled corpus:
+    for the export tests, whose exactness checks need no good model, and whose texts run past
+    the context (the window slides)."""
     from charwise.training import train
     runs = {}
     for positions in ("learned", "rotary"):
         out = tmp_path_factory.mktemp("transformer") / positions
         train(None, out=out, cell="transformer", layers=2, embed_dim=16, heads=2, seq_len=12,
-              positions=positions, max_steps=20, lr=1e-2, threads=1, device="cpu", **QUIET)
+              positions=positions, tie_weights=positions == "rotary", max_steps=20, lr=1e-2,
+              threads=1, device="cpu", **QUIET)
         runs[positions] = out
     return runs
 

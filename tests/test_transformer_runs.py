@@ -3,6 +3,7 @@ bytes, --init-from across vocabularies), sample (KV cache: streams, beam, stop s
 longer than the context), exact evaluation over context windows, info, and the one-line
 refusals of what a transformer cannot do (int8 sampling, the NumPy engine, a window longer
 than its context, heads that do not split the width)."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,6 +68,34 @@ def test_resume_is_bit_identical(text, tmp_path):
     charwise.train(text, out=tmp_path / "half", resume=True, max_steps=12, **QUIET)
     a, b = load_file(tmp_path / "whole" / "last.safetensors"), load_file(tmp_path / "half" / "last.safetensors")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_tied_head_trains_resumes_saves_and_fine_tunes_tied(text, tmp_path):
+    """--tie-weights: the head's matrix is the embedding (one parameter, V x W fewer), saved
+    under both names, resumed bit for bit, and kept by --init-from (a shape field), which
+    refuses to untie it in one line."""
+    kw = dict(TINY, tie_weights=True)
+    charwise.train(text, out=tmp_path / "whole", max_steps=12, **kw, **QUIET)
+    charwise.train(text, out=tmp_path / "half", max_steps=6, **kw, **QUIET)
+    charwise.train(text, out=tmp_path / "half", resume=True, max_steps=12, **QUIET)
+    a, b = load_file(tmp_path / "whole" / "last.safetensors"), load_file(tmp_path / "half" / "last.safetensors")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    net = charwise.load(tmp_path / "whole").net
+    assert net.head.weight is net.embed.weight
+    untied = build_model(dataclasses.replace(net.cfg, tie_weights=False))
+    V, W = net.embed.weight.shape
+    assert (net.num_parameters == bounds.parameter_count(net.cfg) == untied.num_parameters - V * W
+            == charwise.info(tmp_path / "whole")["parameters"])
+    saved = load_file(tmp_path / "whole" / "model.safetensors")
+    assert np.array_equal(saved["head.weight"], saved["embed.weight"])
+    charwise.train(text, out=tmp_path / "ft", init_from=tmp_path / "whole", max_steps=2, threads=1,
+                   device="cpu", **QUIET)
+    ft = charwise.load(tmp_path / "ft").net
+    assert ft.cfg.tie_weights and ft.head.weight is ft.embed.weight
+    with pytest.raises(CharwiseError, match="has tie weights True; --tie-weights False contradicts it"):
+        charwise.train(text, out=tmp_path / "ft2", init_from=tmp_path / "whole", tie_weights=False,
+                       max_steps=1, **QUIET)
+    assert not (tmp_path / "ft2").exists()
 
 
 def test_eval_scores_each_character_from_its_documented_window(run, text):
@@ -199,15 +228,15 @@ def test_plot_info_and_pack_work(run, tmp_path, capsys):
     assert charwise.load(tmp_path / "r.cwm").generate("A", n=5, seed=1) == charwise.load(run).generate("A", n=5, seed=1)
 
 
-@pytest.mark.parametrize("positions", ["learned", "rotary"])
-def test_the_numpy_step_is_the_torch_step_in_float32(positions):
+@pytest.mark.parametrize("positions,tie", [("learned", False), ("rotary", False), ("rotary", True)])
+def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie):
     """kvstep.NumpyKVStep (sampling on the CPU) against CharTransformer.step (KVCacheStep),
     from a torch-primed cache, past the context (two slides) and through a beam reordering."""
     from charwise.generation.kvstep import NumpyKVStep
     from charwise.generation.steps import KVCacheStep, KVState
     from charwise.transformer import CharTransformer
     torch.manual_seed(0)
-    net = CharTransformer(11, 16, 2, 4, 8, positions=positions).eval()
+    net = CharTransformer(11, 16, 2, 4, 8, positions=positions, tie_weights=tie).eval()
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.2 * torch.randn_like(p))
@@ -241,6 +270,7 @@ def test_sampling_on_the_cpu_uses_the_numpy_step(run):
      "--hidden-size is a recurrent cell's setting; this run's cell is transformer"),
     (dict(cell="lstm", heads=8), "--heads is a transformer's setting; this run's cell is lstm"),
     (dict(cell="gru", positions="rotary"), "--positions is a transformer's setting"),
+    (dict(cell="lstm", tie_weights=True), "--tie-weights is a transformer's setting"),
 ])
 def test_a_flag_the_cell_has_no_use_for_is_refused(text, tmp_path, kw, message):
     with pytest.raises(CharwiseError, match=message):

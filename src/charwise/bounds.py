@@ -66,7 +66,8 @@ def parameter_count(cfg: ModelConfig) -> int:
         W, C = cfg.embed_dim, max(cfg.context, 1)
         V = max(cfg.vocab_size, 1)
         pos = C * W if cfg.positions == "learned" else 0
-        return V * W + pos + cfg.layers * (12 * W * W + 13 * W) + 2 * W + V * W + V
+        head = 0 if cfg.tie_weights else V * W           # a tied head's matrix is the embedding
+        return V * W + pos + cfg.layers * (12 * W * W + 13 * W) + 2 * W + head + V
     V, E, H, L, G = (max(cfg.vocab_size, 1), cfg.embed_dim, cfg.hidden_size, cfg.layers,
                      CELLS[cfg.cell].gates)
     rnn = G * H * (E + H + 2) + (L - 1) * G * H * (2 * H + 2)

@@ -69,5 +69,6 @@ def shape_text(m: dict) -> str:
     name = str(m.get("cell", "?"))
     if name in CELLS and CELLS[name].kind == "attention":
         return (f"TRANSFORMER {m.get('layers')} blocks x {m.get('embed_dim')} wide, "
-                f"{m.get('heads')} heads, {m.get('positions')} positions, context {m.get('context')}")
+                f"{m.get('heads')} heads, {m.get('positions')} positions, context {m.get('context')}"
+                + (", tied head" if m.get("tie_weights") else ""))
     return f"{name.upper()} {m.get('layers')} x {m.get('hidden_size')}, embedding {m.get('embed_dim')}"

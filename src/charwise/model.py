@@ -113,7 +113,7 @@ def build_model(cfg: ModelConfig) -> CharModule:
     if cfg.context < 1:
         raise ValueError("a transformer's context must be set (from --seq-len) before building it")
     net = CharTransformer(cfg.vocab_size, cfg.embed_dim, cfg.layers, cfg.heads, cfg.context,
-                          cfg.dropout, cfg.positions)
+                          cfg.dropout, cfg.positions, cfg.tie_weights)
     net.cfg = cfg
     return net
 

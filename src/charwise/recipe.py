@@ -7,8 +7,9 @@ The text first (`plan`, before anything is read into memory but a sample of the 
 - most of the text's characters in the bundled `base` model's vocabulary: fine-tune `base`.
   A pretrained model's head start wins at every size and budget measured (benchmarks/README.md,
   sections 6 and 9), from 20 kB to the whole 1.1 MB of tiny-shakespeare, on prose the base never
-  saw (a novel; 5 MB, at 180 and 600 s), and on Python code (96-98 % of its characters in base's vocabulary: base's books have
-  curly quotes, code straight ones and `=`, `{`, ...), 100 kB and 5 MB;
+  saw (a novel; 5 MB, at 180 and 600 s), and on Python code (96-98 % of its characters in
+  base's vocabulary: base's books have curly quotes, code straight ones and `=`, `{`, ...),
+  100 kB and 5 MB;
 - otherwise from scratch: under AUTO_SMALL_BYTES the chapter's small model with a validation
   split (a loss on text the model trained on says nothing about a new text); from
   AUTO_SMALL_BYTES the `small` recipe's shape at the width that suits this machine and budget.
@@ -36,7 +37,7 @@ import torch
 from .cells import is_attention
 from .errors import CharwiseError
 from .hardware import cpu_class
-from .settings.train import AUTO_SMALL_BYTES, PRESETS, TRANSFORMER_PRESET, ModelConfig, TrainConfig
+from .settings.train import AUTO_SMALL_BYTES, PRESETS, SHAPE_FIELDS, TRANSFORMER_PRESET, ModelConfig, TrainConfig
 from .threads import usable_cpus
 
 BASE_COVERAGE = 0.95          # share of the text's characters base must know to fine-tune it
@@ -46,7 +47,6 @@ TARGET_STEPS = 3000           # the fitted rule: the widest width that takes thi
 TRAIN_SHARE = 0.9             # of a time budget spent on steps (the rest: final evaluation, saves)
 PROBE_STEPS = 3               # timed steps per candidate, after one untimed warm-up step
 PROBE_SHARE = 0.05            # the probes stop once they have used this share of the budget
-SHAPE_FLAGS = ("cell", "embed_dim", "hidden_size", "layers", "heads", "positions")
 VAL_FRACTION = TrainConfig.val_fraction     # the held-out share a small text keeps
 SCRATCH_HINT = "to train from scratch instead: --preset scratch"
 
@@ -124,7 +124,7 @@ def settings(choice: AutoChoice, overrides: dict) -> tuple[str, dict]:
 def _scratch_only(overrides: dict) -> str:
     """Why base cannot be the start ("" when it can): flags that fix another shape or a
     vocabulary that base's is not."""
-    given = [k for k in SHAPE_FLAGS if overrides.get(k) is not None]
+    given = [k for k in SHAPE_FIELDS if overrides.get(k) is not None]
     if given:
         return "--" + given[0].replace("_", "-") + " given"
     if overrides.get("line_mode"):

@@ -102,6 +102,13 @@ def save_tensors(path, tensors: dict, meta: dict | None = None) -> None:
     # layer use this module's JSON helpers and should not pay for loading torch.
     from safetensors.torch import save
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    # a tensor under two names (a tied head: head.weight is embed.weight) is written twice, so
+    # that every name loads on its own; safetensors refuses to write shared memory
+    seen: set[int] = set()
+    for k, v in tensors.items():
+        if v.data_ptr() in seen:
+            tensors[k] = v.clone()
+        seen.add(v.data_ptr())
     header = {"charwise": json.dumps(meta or {}), "format_version": str(FORMAT_VERSION)}
     atomic_write_bytes(path, save(tensors, metadata=header))
 

@@ -34,7 +34,7 @@ import torch
 from ..data.vocab import AnyVocab, Vocab
 from ..data.corpus import Corpus
 from ..errors import CharwiseError
-from ..settings.train import ModelConfig
+from ..settings.train import SHAPE_FIELDS, ModelConfig
 from . import bundled
 from ..data.corpus import Corpus
 from ..data.vocab import AnyVocab, Vocab
@@ -42,7 +42,6 @@ from .checkpoint import load_model
 from .rundir import BEST, LAST
 
 # Settings that fix the weights' shapes: SOURCE decides them, a flag may only repeat them.
-SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers", "heads", "positions")
 VOCAB_ROWS = ("embed.weight", "head.weight", "head.bias")     # first axis indexed by character id
 
 

@@ -31,6 +31,8 @@ class ModelConfig:
     heads: int = _f(4, "attention heads (transformer; --embed-dim must be a multiple)", min=1)
     positions: str = _f("learned", "how a transformer knows where a character is: learned "
                         "position embeddings or rotary (RoPE)", choices=("learned", "rotary"))
+    tie_weights: bool = _f(False, "a transformer's output head shares the embedding matrix (its "
+                           "bias stays its own): vocabulary x width fewer weights")
     context: int = field(default=0, metadata={
         "help": "a transformer's context: the most characters a prediction sees (set from "
                 "--seq-len, or the longest item in line mode)", "cli": False})
@@ -41,6 +43,11 @@ class ModelConfig:
         """The size of the vectors the model's matrices multiply: a recurrent cell's hidden
         size, a transformer's embedding width."""
         return self.embed_dim if is_attention(self.cell) else self.hidden_size
+
+
+# The fields that fix a model's shape: given with --init-from they must match SOURCE's, and any
+# of them given makes auto train from scratch (base has its own)
+SHAPE_FIELDS = ("cell", "embed_dim", "hidden_size", "layers", "heads", "positions", "tie_weights")
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def _settings(out: Path, preset: str | None, overrides: dict, prev: dict | None,
 
 
 # The model flags that mean something to one kind of cell only (cells.py: kind)
-ATTENTION_ONLY, RECURRENT_ONLY = ("heads", "positions"), ("hidden_size",)
+ATTENTION_ONLY, RECURRENT_ONLY = ("heads", "positions", "tie_weights"), ("hidden_size",)
 
 
 def check_cell_flags(cell: str, given: dict[str, Any]) -> None:

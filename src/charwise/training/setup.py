@@ -31,7 +31,7 @@ from ..model import CharModule, build_model
 from ..runs import resume, rundir, transfer
 from ..runs.rundir import CACHE, METRICS
 from ..scoring import pick_device, pick_precision, recurrence_precision
-from ..settings.train import ModelConfig, TrainConfig
+from ..settings.train import SHAPE_FIELDS, ModelConfig, TrainConfig
 from ..threads import ThreadPolicy, policy_for, usable_cpus
 from . import distributed
 from .batches import Batches, Evaluation
@@ -170,7 +170,7 @@ def _size_to_machine(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, dist: Dis
     auto = plan.auto
     if (auto is None or auto.kind != "sized" or not tcfg.max_time or dist.enabled
             or device.type != "cpu" or tcfg.engine != "torch"
-            or plan.given.keys() & set(recipe.SHAPE_FLAGS)):
+            or plan.given.keys() & set(SHAPE_FIELDS)):
         return mcfg, tcfg, precision
     pick = lambda cfg: pick_precision(tcfg.precision, device, cfg)
     recipe.size_to_machine(auto, tcfg.max_time, mcfg, tcfg.batch_size, tcfg.seq_len, pick, device,
