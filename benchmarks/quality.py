@@ -48,6 +48,8 @@ TARGET, STRETCH = 1.38, 1.36          # issue 18, at 180 s
 
 
 def parse_value(v: str):
+    if v in ("true", "false"):
+        return v == "true"
     for kind in (int, float):
         try:
             return kind(v)
@@ -108,12 +110,13 @@ def peak_flops(seconds: float = 3.0) -> float:
 
 def flops_per_char(info: dict) -> float:
     """Training FLOPs per character: 6 x the weights a character multiplies (the embedding is
-    a lookup, so not those), plus a transformer's attention, 12 x blocks x window x width."""
+    a lookup, so not those; a tied head's matrix, counted once as the embedding, multiplies), plus
+    a transformer's attention, 12 x blocks x window x width."""
     from charwise import bounds
     from charwise.settings.options import build
     from charwise.settings.train import ModelConfig
     cfg = build(ModelConfig, info["model"])
-    n = bounds.parameter_count(cfg) - cfg.vocab_size * cfg.embed_dim
+    n = bounds.parameter_count(cfg) - (0 if cfg.tie_weights else cfg.vocab_size * cfg.embed_dim)
     if cfg.cell == "transformer":
         n -= cfg.context * cfg.embed_dim if cfg.positions == "learned" else 0
         return 6 * n + 12 * cfg.layers * info["train"]["seq_len"] * cfg.embed_dim
