@@ -118,3 +118,22 @@ def test_transformer_step_graph_matches_its_kv_cache_step(transformer_runs, tmp_
         text += vocab[j]
         logits, *cache = sess.run(None, dict(zip(ins, [np.array([[j]]), *cache])))
     assert text == model.generate(prime, 40, temperature=0)
+
+
+def test_fp16_export_of_a_transformer_keeps_what_fp16_cannot_hold_in_float32(transformer_runs, tmp_path,
+                                                                               recwarn, capsys):
+    """The attention mask's -3.4e38 overflowed to -inf in fp16, with NumPy's "overflow
+    encountered in cast" printed on stderr: such an initializer now stays float32."""
+    import onnx
+    from onnx import numpy_helper
+    export_onnx(transformer_runs["learned"], out=tmp_path / "h.onnx", quantize="fp16")
+    assert not [w for w in recwarn if "overflow" in str(w.message)]
+    inits = onnx.load(str(tmp_path / "h.onnx")).graph.initializer
+    kept = [i.name for i in inits if i.data_type == onnx.TensorProto.FLOAT
+            and np.abs(numpy_helper.to_array(i)).max(initial=0.0) > np.finfo(np.float16).max]
+    halves = [i.name for i in inits if i.data_type == onnx.TensorProto.FLOAT16]
+    assert kept and halves
+    assert main(["export", str(transformer_runs["learned"]), "--format", "web", "--quantize", "int8",
+                 "--max-loss-increase", "-1", "--out", str(tmp_path / "neg.html")]) == 2
+    assert "--max-loss-increase must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "neg.html").exists()

@@ -637,3 +637,127 @@ def test_train_force_refuses_a_run_file_that_is_a_link_before_removing_anything(
     one_line_error(code, err, str(target), "symbolic link")
     assert snapshot(run) == before and target.is_symlink()
     assert (other / "keep.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("bad,message", [("missing.txt", "no such file"), ("empty.txt", "empty"),
+                                         ("folder", "directory"), ("short.txt", "too short")])
+def test_train_force_refused_by_its_corpus_leaves_the_old_run_whole(run, tmp_path, capsys, bad, message):
+    """--force deleted the old run, then found the corpus missing (or empty, a directory, too
+    short): the run gone, no new one. The old run's files now wait aside until the new run has
+    started, and a refusal puts them back as they were."""
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "short.txt").write_text("ab")
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train", tmp_path / bad, "--out", run, "--force", *TINY_FLAGS)
+    one_line_error(code, err, message)
+    assert snapshot(run) == before
+    assert not list(run.glob(".replaced-*"))
+
+
+def test_train_force_replaces_the_old_runs_exports_and_analysis_too(run, corpus, capsys):
+    """The old model's model.onnx, model.html and analysis/ went stale beside the new model (a
+    later export refused to replace "its" file); --force now replaces them with the run. A
+    file of the user's in the directory stays."""
+    for name in ("model.onnx", "model.html", "notes.txt"):
+        (run / name).write_text("the old run's")
+    (run / "analysis").mkdir()
+    (run / "analysis" / "heatmap.png").write_text("the old run's")
+    code, _, err = run_cli(capsys, "train", corpus, "--out", run, "--force", *TINY_FLAGS)
+    assert code == 0, err
+    assert not any((run / n).exists() for n in ("model.onnx", "model.html", "analysis"))
+    assert (run / "notes.txt").read_text() == "the old run's" and (run / "model.safetensors").is_file()
+    assert not list(run.glob(".replaced-*"))
+
+
+def test_a_model_too_big_is_refused_before_its_vocabulary_is_known_without_inventing_one(corpus, tmp_path,
+                                                                                        capsys):
+    """The first memory check runs before the corpus is read; its message said "vocabulary 1"."""
+    code, _, err = run_cli(capsys, "train", corpus, "--hidden-size", "100000", "--out", tmp_path / "r")
+    one_line_error(code, err, "vocabulary ? (", "GB of memory")
+    assert not (tmp_path / "r").exists()
+
+
+def test_what_force_replaces_includes_every_default_export_and_the_analysis():
+    from charwise.exporting.formats import FORMATS
+    from charwise.runs.rundir import ANALYSIS_DIR, DERIVED
+    assert set(DERIVED) == {f"model{f.suffix}" for f in FORMATS.values()} | {ANALYSIS_DIR}
+
+
+def test_train_refuses_an_out_that_is_a_symbolic_link(run, corpus, tmp_path, capsys):
+    """--out LINK --force replaced the run the link points to."""
+    link = tmp_path / "link"
+    link.symlink_to(run)
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train", corpus, "--out", link, "--force", *TINY_FLAGS)
+    one_line_error(code, err, f"{link}: is a symbolic link", f"--out {run.resolve()}")
+    assert snapshot(run) == before and link.is_symlink()
+
+
+# ----------------------------------------------------------------------------- red team, round 4
+
+def test_a_killed_force_tells_where_the_run_it_was_replacing_is(run, corpus, tmp_path, capsys):
+    """A `train --force` SIGKILLed while it started leaves the old run in .replaced-PID (it is
+    deleted only once the new run has started): info, --resume and a plain train said "no
+    run.json" or "use --resume", which cannot work; they now say where the run is."""
+    from charwise.runs.rundir import ASIDE, set_aside
+    set_aside(run)                                     # what the killed process had done
+    (kept,) = run.glob(f"{ASIDE}*")
+    for args in (["info", run], ["train", "--resume", "--out", run], ["train", corpus, "--out", run]):
+        code, _, err = run_cli(capsys, *args)
+        one_line_error(code, err, f"left the run it was replacing in {kept}", "move its files back")
+    assert (kept / "run.json").is_file()
+    code, _, err = run_cli(capsys, "train", corpus, "--out", run, "--force", *TINY_FLAGS)
+    assert code == 0, err
+    assert not list(run.glob(f"{ASIDE}*"))            # a new run that started deletes it
+
+
+@pytest.mark.parametrize("kw,message", [
+    (dict(force="false"), "force must be true or false, got 'false'"),
+    (dict(resume="no"), "resume must be true or false, got 'no'"),
+    (dict(cell="LSTM", force=True), "--cell must be one of lstm, gru, rnn, transformer; got 'LSTM'"),
+    (dict(engine="numpy", precision="bf16", force=True), "--engine numpy trains in fp32"),
+])
+def test_the_api_refuses_what_the_command_line_would(run, corpus, tmp_path, kw, message):
+    """force="false" is truthy and replaced a run; cell="LSTM" raised a KeyError; the NumPy
+    engine took --precision bf16 and trained in fp32."""
+    import charwise
+    before = snapshot(run)
+    with pytest.raises(charwise.CharwiseError, match=message):
+        charwise.train(corpus, out=run, **{**TINY, **kw}, **QUIET)
+    assert snapshot(run) == before
+
+
+def test_tensorboard_that_cannot_work_is_refused_before_anything_is_written(run, corpus, tmp_path,
+                                                                            capsys, monkeypatch):
+    """An installed tensorboard that fails to import ended in a traceback after run.json was
+    written; a file where RUN/tensorboard belongs failed a --resume after run.json was reset."""
+    import sys
+    (run / "tensorboard").mkdir(exist_ok=True)
+    shutil.rmtree(run / "tensorboard")
+    (run / "tensorboard").write_text("not a directory")
+    before = snapshot(run)
+    code, _, err = run_cli(capsys, "train", "--resume", "--out", run, "--tensorboard", "--max-steps", "5")
+    one_line_error(code, err, f"{run / 'tensorboard'}: exists and is not a directory")
+    assert snapshot(run) == before
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # import fails
+    for args in (["train", corpus, "--out", tmp_path / "new", "--tensorboard", *TINY_FLAGS],):
+        code, _, err = run_cli(capsys, *args)
+        one_line_error(code, err, "tensorboard package is installed but does not import")
+    assert not (tmp_path / "new").exists()
+
+
+def test_eval_and_plot_refuse_what_they_cannot_do_in_one_line(tmp_path, capsys):
+    """eval --precision bf16 of a line-mode run scored in fp32 without a word; plot of a packed
+    or bundled model blamed the output path or an empty metrics.jsonl."""
+    import charwise
+    names = tmp_path / "names.txt"
+    names.write_text("Anna\nBob\nCarla\nDavid\nEmma\nFrank\n" * 20)
+    charwise.train(names, out=tmp_path / "lm", line_mode=True, **TINY, **QUIET)
+    code, _, err = run_cli(capsys, "eval", tmp_path / "lm", names, "--precision", "bf16")
+    one_line_error(code, err, "line-mode run's items are scored in fp32")
+    assert run_cli(capsys, "pack", tmp_path / "lm", "--out", tmp_path / "lm.charwise")[0] == 0
+    for model, what in ((tmp_path / "lm.charwise", "a packed model"), ("base", "a bundled model")):
+        code, _, err = run_cli(capsys, "plot", model, "--out", tmp_path / "c.png")
+        one_line_error(code, err, what, "no training curve to plot")
+    assert not (tmp_path / "c.png").exists()

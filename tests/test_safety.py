@@ -480,6 +480,13 @@ def test_analyze_replaces_an_earlier_analysis_only_with_force(tiny_run, tmp_path
     assert snapshot(out) == before
     assert run_cli(capsys, "analyze", run, "--out", out, *AN, "--force")[0] == 0
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
+    # an earlier analysis's file this one does not write (a transformer's attention maps,
+    # here beside an LSTM's heatmap) was left stale beside the new ones: now replaced too
+    (out / "attention.png").write_bytes(b"an earlier analysis's")
+    assert run_cli(capsys, "analyze", run, "--out", out, *AN, "--force")[0] == 0
+    files = json.loads((out / "analysis.json").read_text())["files"]
+    assert not (out / "attention.png").exists() and (out / "heatmap.png").is_file()
+    assert {Path(f).name for f in files.values()} | {"analysis.json"} == {p.name for p in out.iterdir()}
     monkeypatch.chdir(tmp_path)                             # `analyze base` writes ./base-analysis
     (tmp_path / "base-analysis").mkdir()
     (tmp_path / "base-analysis" / "analysis.json").write_text("mine")

@@ -116,6 +116,23 @@ def test_resume_refuses_changed_settings(tmp_path):
         train(None, out=tmp_path / "r", resume=True, hidden_size=64, **QUIET)
 
 
+def test_resume_accepts_the_batch_size_a_short_text_cut(tmp_path):
+    """A text too short for --batch-size streams trains fewer (a note says so); re-running the
+    first command with --resume added was refused ("--batch-size is 3 in the run, 4 given")."""
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 20)      # 900 chars
+    kw = dict(hidden_size=8, embed_dim=4, seq_len=200, batch_size=16, eval_every=0, threads=1,
+              device="cpu", **QUIET)
+    train(text, out=tmp_path / "r", max_steps=2, **kw)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["train"]["batch_size"] == 4 and info["asked"] == {"batch_size": 16}
+    train(text, out=tmp_path / "r", resume=True, max_steps=3, **kw)
+    info = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert info["step"] == 3 and info["asked"] == {"batch_size": 16}
+    with pytest.raises(CharwiseError, match="--batch-size is 4 in the run, 8 given"):
+        train(text, out=tmp_path / "r", resume=True, max_steps=4, **{**kw, "batch_size": 8})
+
+
 def test_numpy_engine_trains_like_the_torch_engine(tmp_path):
     """Same data, same initial weights, same AdamW: the two engines' loss curves coincide
     (up to float32 rounding), and the NumPy run's checkpoint samples like any other."""

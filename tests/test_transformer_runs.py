@@ -164,6 +164,31 @@ def test_line_mode_and_byte_vocabulary(tmp_path, text):
     assert isinstance(charwise.load(tmp_path / "bytes").generate("héllo ☃", n=10, seed=1), str)
 
 
+def test_eval_scores_a_line_longer_than_the_context_over_its_windows(tmp_path, capsys):
+    """A line-mode transformer's context is its longest training item; eval of a longer line
+    ended in a traceback ("18 chars do not fit the context of 10"). It is scored over context
+    windows, each prediction from its documented window (as a text is, and as sampling slides)."""
+    charwise.train(NAMES, out=tmp_path / "names", line_mode=True, max_steps=10, **TINY, **QUIET)
+    model = charwise.load(tmp_path / "names")
+    net, C, end = model.net.eval(), model.net.context, model.vocab.end_id
+    short, long = "Anna", ("Maximilian" * 8)[:3 * C]
+    ids = np.array([end, *model.vocab.encode(long), end])
+    want = 0.0                                   # prediction p from tokens[s_p : p + 1]
+    with torch.no_grad():
+        for start, n, first in context_windows(len(ids) - 1, C):
+            for p in range(start + first, start + n):
+                logits, _ = net(torch.as_tensor(ids[start:p + 1])[None])
+                want += float(F.cross_entropy(logits[0, -1:], torch.as_tensor(ids[p + 1:p + 2])))
+        x = torch.as_tensor([end, *model.vocab.encode(short)])[None]
+        y = torch.as_tensor([*model.vocab.encode(short), end])
+        want += float(F.cross_entropy(net(x)[0][0], y, reduction="sum"))
+    got = model.evaluate(f"{short}\n{long}\n")
+    assert got["items"] == 2 and abs(got["loss"] * got["chars"] - want) < 1e-3
+    (tmp_path / "long.txt").write_text(f"{short}\n{long}\n")
+    assert main(["eval", str(tmp_path / "names"), str(tmp_path / "long.txt")]) == 0
+    assert f"{got['loss']:.4f}" in capsys.readouterr().out
+
+
 def test_init_from_a_transformer_merges_the_vocabularies(run, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text("Zebras zoom über Ω and ☃ snow.\n" * 200)

@@ -139,14 +139,25 @@ def test_cli_web_export_and_loss_check(small_run, tmp_path, capsys):
     page.unlink()
 
 
-def test_refuses_beyond_max_loss_increase(small_run, tmp_path, capsys):
+def test_refuses_beyond_max_loss_increase(small_run, tmp_path, capsys, monkeypatch):
+    """The quantized graph's loss made 0.5 nats worse than measured (int8 may even lower a tiny
+    model's loss, so no real limit >= 0 is sure to be passed): refused, nothing written. A
+    negative limit is refused before the export starts."""
+    from charwise.exporting import losscheck, onnx, web
+    worse = lambda o, e, n, w: losscheck.loss_report(o, e + 0.5, n, w)      # noqa: E731
+    for module in (onnx, web):
+        monkeypatch.setattr(module, "loss_report", worse)
     for fmt in ("web", "onnx"):
         out = tmp_path / f"m.{fmt}"
         code = main(["export", str(small_run), "--format", fmt, "--quantize", "int8", "--out", str(out),
+                     "--max-loss-increase", "0.25"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "beyond --max-loss-increase 0.25" in err
+        assert not out.exists()
+        code = main(["export", str(small_run), "--format", fmt, "--quantize", "int8", "--out", str(out),
                      "--max-loss-increase", "-1"])
         err = capsys.readouterr().err
-        assert code == 2 and err.count("\n") == 1 and "beyond --max-loss-increase -1" in err
-        assert not out.exists()
+        assert code == 2 and "--max-loss-increase must be >= 0" in err and not out.exists()
 
 
 def test_bad_input_is_one_line_and_writes_nothing(small_run, tmp_path, capsys):

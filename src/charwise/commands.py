@@ -254,8 +254,9 @@ COMMANDS: tuple[Command, ...] = (
                         "state. Exit 0 when all relative errors < 1e-6."),
     Command("plot", "training-curve PNG of a run (works while it trains)", _plot, PlotOptions,
             "charwise.inspect.plots:plot", "plot",
-            args=(RUN_DIR, arg("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)",
-                               path=True))),
+            args=(arg("run_dir", path=True,
+                      help="a run directory (packed and bundled models hold no training curve)"),
+                  arg("--out", default=None, help="PNG path (default: RUN_DIR/curve.png)", path=True))),
     Command("analyze", "what a run learned: per-character loss, hidden states, neurons (a "
                        "transformer: attention maps), samples, novelty; PNGs and a "
                        "self-contained report.html", _analyze, AnalyzeOptions,

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..errors import CharwiseError
 from ..runs.bundled import corpus_path as bundled_corpus_path
 from ..runs.bundled import sha256_file
-from ..scoring import LN2, fp32_flags
+from ..scoring import LN2, fp32_flags, window_losses
 from .bytevocab import ByteVocab
 from .corpus import check_text_file, read_text
 from .vocab import AnyVocab, Vocab
@@ -123,13 +123,19 @@ def evaluate_items(net: torch.nn.Module, items: Sequence[np.ndarray], end_id: in
     character (total nats / characters: the cost of ending each item is part of the total) and
     per symbol (characters + end symbols). In IEEE fp32 on a GPU too (fp32_flags: cuDNN's RNNs
     default to TF32 there), as the results say: training's evaluation, its time-budget sample
-    and CharModel.evaluate all score items here."""
+    and CharModel.evaluate all score items here. A transformer's item longer than its context
+    (END + the item does not fit) is scored over context windows, as eval scores a text
+    (scoring.context_windows) and as sampling slides its window."""
     if not items:
         raise CharwiseError("line mode: nothing to evaluate (no non-empty lines)")
     was_training = net.training
     net.eval()
     device = next(net.parameters()).device
-    total, by_len = 0.0, sorted(range(len(items)), key=lambda i: len(items[i]))
+    context = getattr(net, "context", None)             # a transformer's; a recurrent net: none
+    by_len = sorted(range(len(items)), key=lambda i: len(items[i]))
+    longer = [items[i] for i in by_len if context is not None and len(items[i]) + 1 > context]
+    by_len = by_len[:len(by_len) - len(longer)]
+    total = 0.0
     try:
         with fp32_flags(device, "fp32"):
             for s in range(0, len(by_len), batch_size):
@@ -138,6 +144,10 @@ def evaluate_items(net: torch.nn.Module, items: Sequence[np.ndarray], end_id: in
                 V, target = logits.shape[-1], torch.from_numpy(y).to(device).reshape(-1)
                 total += float(F.cross_entropy(logits.float().reshape(-1, V), target,
                                                ignore_index=IGNORE, reduction="sum"))
+            for a in longer:                            # [END, c1..cn, END]: n + 1 predictions
+                tokens = np.concatenate([[end_id], a, [end_id]]).astype(np.int64)
+                for lo, _ in window_losses(net, tokens, device, threads=1):    # type: ignore[arg-type]
+                    total += float(lo.sum())
     finally:
         net.train(was_training)
     n_items = len(items)

@@ -20,14 +20,16 @@ from ..errors import CharwiseError
 
 
 def to_fp16_storage(proto) -> None:
-    """In place: float32 initializers -> float16 ones plus a Cast back to float32."""
+    """In place: float32 initializers -> float16 ones plus a Cast back to float32. One with a
+    value float16 cannot hold (a transformer's attention mask, -3.4e38) stays float32."""
     from onnx import TensorProto, helper, numpy_helper
     casts, inits = [], []
     for init in proto.graph.initializer:
-        if init.data_type != TensorProto.FLOAT:
+        a = numpy_helper.to_array(init) if init.data_type == TensorProto.FLOAT else None
+        if a is None or np.abs(a[np.isfinite(a)]).max(initial=0.0) > np.finfo(np.float16).max:
             inits.append(init)
             continue
-        a = numpy_helper.to_array(init).astype(np.float16)
+        a = a.astype(np.float16)
         half = numpy_helper.from_array(a, init.name + "__fp16")
         inits.append(half)
         casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,

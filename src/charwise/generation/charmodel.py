@@ -290,6 +290,9 @@ class CharModel:
         code-point model); a line-mode model scores each line as an item, per item too.
         threads: a fixed CPU thread count, or None to measure and choose."""
         prec = eval_precision(self.net, precision, self.info.get("precision"))
+        if self.line_mode and precision == "bf16":
+            raise CharwiseError("a line-mode run's items are scored in fp32 (data/lines.py); "
+                                "--precision bf16 is not available for it")
         if self.line_mode:
             end_id = self.vocab.end_id
             assert end_id is not None

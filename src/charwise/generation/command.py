@@ -22,7 +22,7 @@ def sample_command(model: CharModel, params: SamplingParams, out: TextIO, err: T
         if precision != "fp32":
             raise CharwiseError("--beam scores continuations exactly: it runs in fp32 (drop --precision)")
         for i, (text, lp) in enumerate(model.beam(prime, params.n, params.beam, oov=oov)):
-            out.write(f"--- beam {i + 1}: log-probability {lp:.4f} ({-lp / LN2:.2f} bits)\n{text}\n")
+            out.write(f"--- beam {i + 1}: log-probability {lp:.4f} ({max(-lp, 0.0) / LN2:.2f} bits)\n{text}\n")
         return 0
     if check_precision(precision, model.net) != "fp32":
         # made (and kept) now: a CPU without the int8 kernel fails before anything is printed

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import CharwiseError
 from ..files import MAX_METRICS_BYTES, read_utf8
 from ..guards import check_metric_record, check_out_path
+from ..runs.bundled import is_bundled
 from ..runs.rundir import CURVE, METRICS, atomic_writer, check_run_dir
 from ..scoring import LN2
 from ..settings.commands import PlotOptions
@@ -77,6 +78,11 @@ def plot(run_dir, out=None, options: PlotOptions | None = None, **kw) -> Path:
     file. Options: PlotOptions (window, force), or its fields as keyword arguments."""
     o = PlotOptions.make(options, **kw)
     run = check_run_dir(run_dir)
+    if run.is_file() or not (run / METRICS).is_file():
+        what = ("a packed model" if run.is_file() else "a bundled model" if is_bundled(run_dir)
+                else f"a run directory without {METRICS}")
+        raise CharwiseError(f"{run_dir}: {what}, with no training curve to plot (plot reads a run "
+                            f"directory's {METRICS}; `charwise info` shows what a model has)")
     path = check_out_path(out if out else run / CURVE, o.force or not out, protect=run)
     return training_curve(run, path, window=o.window)
 

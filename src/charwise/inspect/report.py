@@ -26,6 +26,7 @@ from ..cells import is_attention, shape_text
 from ..errors import CharwiseError
 from ..generation.charmodel import load
 from ..guards import check_out_path, check_own_run, check_utf8_path
+from ..runs import rundir
 from ..runs.rundir import CURVE, atomic_write_bytes, atomic_write_json, check_run_dir, default_out, read_run
 from ..scoring import eval_precision
 from ..settings.commands import AnalyzeOptions
@@ -332,7 +333,7 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     run = check_run_dir(run_dir)
     info = read_run(run)
     if out is None:                         # a bundled or packed model's: beside it, named after it
-        out = default_out(run_dir, run, "analysis", "-analysis")
+        out = default_out(run_dir, run, rundir.ANALYSIS_DIR, "-analysis")
     out = check_outputs(Path(out), run, o.force)        # before the long pass: fail fast
     if textfile is not None:
         check_utf8_path(textfile)                       # analysis.json records its name
@@ -384,5 +385,16 @@ def analyze(run_dir, textfile=None, out=None, options: AnalyzeOptions | None = N
     res["files"] = {k: str(v) for k, v in {**images, "per_char_csv": out / PER_CHAR_CSV,
                                             **pages, "report": report}.items()}
     res["seconds"] = round(time.perf_counter() - t0, 3)
+    _drop_stale(out, {Path(v).name for v in res["files"].values()})
     atomic_write_json(out / ANALYSIS_JSON, res)
     return res
+
+
+def _drop_stale(out: Path, written: set[str]) -> None:
+    """An earlier analysis's files this one did not write (an LSTM's heatmap beside a
+    transformer's attention maps): deleted, so OUT holds one analysis. check_outputs allowed
+    replacing them (--force) and checked that each is a regular file."""
+    for name in OUTPUTS:
+        old = out / name
+        if name != ANALYSIS_JSON and name not in written and old.is_file() and not old.is_symlink():
+            old.unlink()

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,8 +49,13 @@ from .runlock import LOCK
 FORMAT_VERSION = 1
 RUN_JSON, BEST, LAST, METRICS = "run.json", "model.safetensors", "last.safetensors", "metrics.jsonl"
 CONFIG_TOML, CURVE, CACHE, TB_DIR = "config.toml", "curve.png", "cache", "tensorboard"
-# what `charwise train --force` may delete in a run directory (plus ckpt-*.safetensors)
+# what `charwise train --force` may delete in a run directory (plus ckpt-*.safetensors): the
+# run's own files, and what export and analyze write into it by default (model<suffix> for each
+# of exporting/formats.py's formats, analysis/): the old model's, stale beside a new one
 RUN_FILES = (RUN_JSON, BEST, LAST, METRICS, CURVE, CACHE, CONFIG_TOML, TB_DIR)
+ANALYSIS_DIR = "analysis"
+DERIVED = ("model.onnx", "model.html", ANALYSIS_DIR)
+ASIDE = ".replaced-"        # + pid: where --force keeps the old run's files until the new one starts
 _PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 # A packed model (`charwise pack`): the header metadata key that marks it, and its version
 PACK_KEY, PACK_VERSION, PACK_SUFFIX = "charwise_pack", "1", ".charwise"
@@ -161,7 +167,7 @@ def check_run_dir(run_dir: str | os.PathLike) -> Path:
     if not p.is_dir():
         raise CharwiseError(f"{p}: no such run directory")
     if not (p / RUN_JSON).is_file():
-        raise CharwiseError(f"{p}: not a charwise run directory (no {RUN_JSON})")
+        raise CharwiseError(f"{p}: not a charwise run directory (no {RUN_JSON}){aside_hint(p)}")
     return p
 
 
@@ -190,14 +196,68 @@ def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = 
     if out.exists() and not out.is_dir():
         raise CharwiseError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not force:
-        raise CharwiseError(f"{out}: directory exists and is not empty ({hint})")
+        raise CharwiseError(f"{out}: directory exists and is not empty "
+                            f"({aside_hint(out).removeprefix('; ') or hint})")
+    if out.is_symlink():
+        raise CharwiseError(f"{out}: is a symbolic link; a new run is written only into a real "
+                            f"directory (give --out {os.path.realpath(out)} if that is meant)")
     if force and out.is_dir():                   # what --force removes, checked before any goes
-        for p in [out / name for name in RUN_FILES] + sorted(out.glob("ckpt-*.safetensors")):
+        for p in [out / name for name in RUN_FILES + DERIVED] + sorted(out.glob("ckpt-*.safetensors")):
             if p.is_symlink() or (os.path.lexists(p) and not (p.is_file() or p.is_dir())):
                 raise CharwiseError(f"{p}: is a symbolic link or not a regular file, so not one "
                                     "charwise wrote; --force replaces only those (remove it "
                                     "yourself)")
     return out
+
+
+def set_aside(out: Path) -> None:
+    """--force: the old run's files (RUN_FILES, DERIVED, checkpoints) moved into a hidden folder
+    in `out` (renames, nothing copied), so that a new run refused while it starts (a corpus that
+    cannot be read, a model too big for it) puts them back (`put_back`), and one that starts
+    deletes them (`drop_aside`). Other files in `out` stay where they are."""
+    old = [out / n for n in RUN_FILES + DERIVED if os.path.lexists(out / n)]
+    old += sorted(out.glob("ckpt-*.safetensors"))
+    if not old:
+        return
+    aside = out / f"{ASIDE}{os.getpid()}"
+    aside.mkdir(exist_ok=True)
+    for p in old:
+        os.replace(p, aside / p.name)
+
+
+def aside_hint(out: Path) -> str:
+    """Where a `train --force` killed while it started left the run it was replacing, as a
+    hint for messages ("" when there is none)."""
+    kept = sorted(a for a in out.glob(f"{ASIDE}*") if (a / RUN_JSON).is_file())
+    if not kept:
+        return ""
+    return (f"; a `train --force` killed while it started left the run it was replacing in "
+            f"{kept[-1]}: move its files back into {out} to restore that run, or train with "
+            f"--force to replace it")
+
+
+def put_back(out: Path) -> None:
+    """The files `set_aside` moved, back where they were (over what the refused run made)."""
+    aside = out / f"{ASIDE}{os.getpid()}"
+    if not aside.is_dir():
+        return
+    for p in aside.iterdir():
+        new = out / p.name
+        if new.is_dir() and not new.is_symlink():
+            shutil.rmtree(new)
+        elif os.path.lexists(new):
+            new.unlink()
+        os.replace(p, new)
+    aside.rmdir()
+
+
+def drop_aside(out: Path) -> None:
+    """The new run has started: the old run's files `set_aside` kept are deleted, and so are
+    those of an earlier `train --force` killed while it started (called with the run lock
+    held, so no live process owns another ASIDE folder)."""
+    for aside in out.glob(f"{ASIDE}*"):
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _not_packed(path: Path, why: str) -> CharwiseError:

@@ -137,6 +137,11 @@ def in_vocab(corpus: Corpus, vocab: Vocab) -> Corpus:
     return Corpus(vocab, remap(corpus.tokens, corpus.vocab, vocab), corpus.source, corpus.sha256)
 
 
+def _a(cell: str) -> str:
+    """"an LSTM", "an RNN", "a GRU", "a TRANSFORMER"."""
+    return ("an " if cell in ("lstm", "rnn") else "a ") + cell.upper()
+
+
 def model_config(source: Source, overrides: dict) -> ModelConfig:
     """SOURCE's model config; a shape flag that contradicts it is a one-line error. Dropout is a
     training choice and may be changed."""
@@ -147,9 +152,9 @@ def model_config(source: Source, overrides: dict) -> ModelConfig:
             continue
         flag = "--" + key.replace("_", "-")
         if key == "cell":
-            raise CharwiseError(f"--init-from {source.name} is an {src.cell.upper()} model; "
-                                f"{flag} {value} asks for a {str(value).upper()} (a model's cell "
-                                f"cannot change: drop {flag})")
+            raise CharwiseError(f"--init-from {source.name} is {_a(src.cell)} model; {flag} "
+                                f"{value} asks for {_a(str(value))} (a model's cell cannot change: "
+                                f"drop {flag})")
         raise CharwiseError(f"--init-from {source.name} has {key.replace('_', ' ')} "
                             f"{getattr(src, key)}; {flag} {value} contradicts it (the model's "
                             f"shape comes from SOURCE: drop {flag})")

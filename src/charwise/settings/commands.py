@@ -172,7 +172,7 @@ class ExportOptions(Options):
     text: str | None = _f(None, "check a quantized export's loss on this text file",
                           metavar="FILE", shown="the run's validation split", path=True)
     max_loss_increase: float | None = _f(None, "refuse a quantized export whose loss rises more "
-                                         "than this, in nats/char", metavar="NATS",
+                                         "than this, in nats/char", metavar="NATS", min=0.0,
                                          shown=f"{DEFAULT_MAX_LOSS_INCREASE:g}")
     force: bool = force_out_opt()
     device: str = device_opt("the export runs on the CPU (the graph and the page it writes do not "

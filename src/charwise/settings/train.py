@@ -231,8 +231,9 @@ def check_model(cfg: ModelConfig, where: str = "") -> ModelConfig:
         raise CharwiseError(f"{pre}--embed-dim {cfg.embed_dim} is not a multiple of --heads "
                             f"{cfg.heads} (a transformer's heads split its width)")
     if cfg.positions == "rotary" and (cfg.embed_dim // cfg.heads) % 2:
-        raise CharwiseError(f"{pre}--positions rotary needs an even head size; --embed-dim "
-                            f"{cfg.embed_dim} / --heads {cfg.heads} is {cfg.embed_dim // cfg.heads}")
+        raise CharwiseError(f"{pre}--positions rotary (the transformer preset's) needs an even "
+                            f"head size; --embed-dim {cfg.embed_dim} / --heads {cfg.heads} is "
+                            f"{cfg.embed_dim // cfg.heads} (or give --positions learned)")
     if isinstance(cfg.context, bool) or not isinstance(cfg.context, int) or cfg.context < 0:
         raise CharwiseError(f"{pre}a transformer's context must be a whole number, got {cfg.context!r}")
     return cfg

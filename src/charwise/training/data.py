@@ -5,7 +5,6 @@ its items. The run directory is prepared here, the first write of a run.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from ..data.vocab import AnyVocab, Vocab, vocab_record
 from ..errors import CharwiseError
 from ..runs import rundir, transfer
 from ..runs.bundled import corpus_path as bundled_corpus_path
-from ..runs.rundir import CACHE, RUN_FILES
+from ..runs.rundir import CACHE
 from ..settings.train import TrainConfig
 from . import distributed
 from .batches import (
@@ -129,15 +128,9 @@ def _load_items(plan: Plan, dist: Dist, log: Callable[..., Any]) -> RunData:
 
 def prepare_out(out: Path, resume: bool, force: bool) -> None:
     if not resume and out.is_dir() and force:
-        # --force replaces only what charwise wrote; other files in the directory stay
-        for name in RUN_FILES:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        for old in out.glob("ckpt-*.safetensors"):
-            old.unlink()
+        # --force replaces only what charwise wrote (other files in the directory stay), and
+        # only once the new run has started: until then the old run's files wait aside
+        rundir.set_aside(out)
     out.mkdir(parents=True, exist_ok=True)
 
 

@@ -20,6 +20,7 @@ from ..runs.bundled import sha256_file
 from ..runs.rundir import METRICS, read_run
 from ..settings.options import build, check_value
 from ..settings.train import BUDGETS, PRESETS, SCRATCH, ModelConfig, TrainConfig, check_init_from, resolve
+from .tblog import require_tensorboard
 
 # Settings a resumed run may change (its budget and where it runs); the rest are the run's.
 RESUMABLE = {"max_steps", "max_epochs", "max_time", "patience", "eval_every", "eval_every_epochs",
@@ -48,10 +49,18 @@ def check_start(out: str | os.PathLike, resume: bool, force: bool,
                 corpus: str | os.PathLike | None, init_from: str | os.PathLike | None) -> None:
     """What `train()` refuses before it takes the run directory's lock, so that a refused run
     leaves `out` as it found it (rundir.check_run_start)."""
+    _check_switches(resume, force)
     check_init_from(init_from, resume)
     if resume:
         rundir.check_run_dir(out)              # a missing run is reported, not created
     rundir.check_run_start(out, resume, force, corpus, init_from)
+
+
+def _check_switches(resume: Any, force: Any) -> None:
+    """The API's resume and force are booleans: force="false" is truthy and replaced a run."""
+    for name, value in (("resume", resume), ("force", force)):
+        if not isinstance(value, bool):
+            raise CharwiseError(f"{name} must be true or false, got {value!r}")
 
 
 def plan_run(corpus: str | os.PathLike | None, out: str | os.PathLike, preset: str | None,
@@ -59,6 +68,9 @@ def plan_run(corpus: str | os.PathLike | None, out: str | os.PathLike, preset: s
              init_from: str | os.PathLike | None, quiet: bool, overrides: dict[str, Any]) -> Plan:
     """train()'s arguments (see Trainer) as a Plan."""
     quiet = quiet_setting(quiet, progress)
+    _check_switches(resume, force)
+    if overrides.get("cell") is not None:      # checked before the recipe looks the cell up
+        check_value(next(f for f in dataclasses.fields(ModelConfig) if f.name == "cell"), overrides["cell"])
     check_init_from(init_from, resume)
     out = Path(out)
     prev = read_run(out) if resume else None
@@ -78,6 +90,8 @@ def plan_run(corpus: str | os.PathLike | None, out: str | os.PathLike, preset: s
     source = transfer.read_source(init_from) if init_from is not None else None
     mcfg, tcfg = _settings(out, preset, overrides, prev, auto, source)
     check_cell_flags(mcfg.cell, overrides)
+    if tcfg.tensorboard:
+        require_tensorboard(out)
     if prev is not None:
         corpus = resume_corpus(out, prev, corpus)
     return Plan(out, resume, force, (lambda *a: None) if quiet else log,
@@ -108,7 +122,7 @@ def _settings(out: Path, preset: str | None, overrides: dict, prev: dict | None,
             preset, overrides = recipe.settings(auto, overrides)
         return resolve(preset, **overrides)
     mcfg, stored = build(ModelConfig, prev["model"]), build(TrainConfig, prev["train"])
-    _check_resume_settings(out, mcfg, stored, overrides)
+    _check_resume_settings(out, mcfg, stored, overrides, prev.get("asked"))
     budget = {k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
     return mcfg, build(TrainConfig, {**asdict(stored), **budget})
 
@@ -144,14 +158,18 @@ def quiet_setting(quiet: bool, progress: bool | None) -> bool:
     return quiet
 
 
-def _check_resume_settings(out: Path, mcfg: ModelConfig, tcfg: TrainConfig, overrides: dict) -> None:
+def _check_resume_settings(out: Path, mcfg: ModelConfig, tcfg: TrainConfig, overrides: dict,
+                           asked: Any = None) -> None:
     """--resume keeps the run's settings: a flag given with the value the run has is fine (the
-    first command re-run with --resume); a different value is refused, naming the flag, the
-    stored value and the given one. Budget flags (RESUMABLE) may change."""
+    first command re-run with --resume), and so is the value the first command gave where the
+    run changed it (run.json "asked": fewer streams for a short text); a different value is
+    refused, naming the flag, the stored value and the given one. Budget flags (RESUMABLE) may
+    change."""
     fields = {f.name: (f, cfg) for cfg in (mcfg, tcfg) for f in dataclasses.fields(cfg)}
+    asked = asked if isinstance(asked, dict) else {}
     diffs = []
     for k, v in overrides.items():
-        if v is None or k in RESUMABLE or k not in fields:
+        if v is None or k in RESUMABLE or k not in fields or (k in asked and asked[k] == v):
             continue
         f, cfg = fields[k]
         have = getattr(cfg, k)

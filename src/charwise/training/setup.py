@@ -74,12 +74,13 @@ class Run:
 @contextmanager
 def discarded_if_refused(out: Path, made_cache: bool) -> Iterator[None]:
     """A new run refused inside this block leaves nothing behind: the cache it made goes (its
-    lock goes when train() releases it)."""
+    lock goes when train() releases it), and a run --force was replacing is put back."""
     try:
         yield
     except BaseException:
         if made_cache:
             shutil.rmtree(out / CACHE, ignore_errors=True)
+        rundir.put_back(out)
         raise
 
 
@@ -90,10 +91,12 @@ def open_run(plan: Plan) -> Run:
     device = distributed.device_for(dist, pick_device(tcfg.device))
     # sizes first: a model that cannot fit (on a GPU, in its free memory) is refused before
     # the corpus is read or a file written, and again once the vocabulary is known
-    _check_memory(replace(mcfg, vocab_size=max(mcfg.vocab_size, 1)), tcfg, device, dist)
+    _check_memory(mcfg, tcfg, device, dist)           # vocabulary not known yet: "?" (counted as 1)
     if dist.enabled and tcfg.engine != "torch":
         raise CharwiseError("distributed training needs --engine torch")
     log = plan.log if dist.main else (lambda *a: None)            # rank 0 speaks
+    if tcfg.engine == "numpy":             # what the NumPy engine cannot do, before the precision
+        NumpyStep.check(mcfg, tcfg, plan.resume)
     # the precision before any file is written: a CPU without bf16 refuses here
     precision = pick_precision(tcfg.precision, device, mcfg)
     made_cache = dist.main and plan.prev is None and (plan.force or not (plan.out / CACHE).exists())
@@ -118,7 +121,6 @@ def _build(plan: Plan, data: RunData, dist: Dist, device: torch.device, precisio
     model, np_rng = _build_model(plan, mcfg, tcfg, data, dist, device)
     opt = optimizer(model, tcfg)
     if tcfg.engine == "numpy":
-        NumpyStep.check(mcfg, tcfg, plan.resume)
         precision = "fp32"
     info = _record(plan, mcfg, tcfg, data, model, dist, device, precision)
     step_threads, score_threads = _thread_policies(tcfg, dist, device)
@@ -246,6 +248,10 @@ def _record(plan: Plan, mcfg: ModelConfig, tcfg: TrainConfig, data: RunData, mod
         info["init_from"] = prev["init_from"]
     if data.items is not None:
         info["items"] = data.items
+    if prev is not None and prev.get("asked"):
+        info["asked"] = prev["asked"]
+    elif tcfg.batch_size != plan.tcfg.batch_size:   # a short text's fewer streams (data.py)
+        info["asked"] = {"batch_size": plan.tcfg.batch_size}
     if plan.auto is not None:
         info["auto"] = plan.auto.record()
     elif prev is not None and prev.get("auto"):

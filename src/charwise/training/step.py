@@ -136,6 +136,9 @@ class NumpyStep:
             raise CharwiseError("--resume is not supported with --engine numpy (use the torch engine)")
         if mcfg.dropout > 0:
             raise CharwiseError("--engine numpy has no dropout; use --dropout 0")
+        if tcfg.precision == "bf16":
+            raise CharwiseError("--engine numpy trains in fp32; --precision bf16 is the torch "
+                                "engine's")
         if tcfg.device.startswith("cuda"):
             raise CharwiseError("--engine numpy runs on the CPU only")
 

@@ -12,6 +12,7 @@ Open it with `tensorboard --logdir RUN_DIR/tensorboard` (or a folder of runs).
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from pathlib import Path
 
@@ -24,11 +25,23 @@ SAMPLE_CHARS, SAMPLE_TEMPERATURE, SAMPLE_SEED = 240, 0.8, 0
 _RATE_EVERY = 10
 
 
-def require_tensorboard() -> None:
-    """Fail early, in one line, when --tensorboard is asked for but cannot work."""
+def require_tensorboard(out=None) -> None:
+    """Fail early, in one line, when --tensorboard is asked for but cannot work: the package
+    missing or failing to import (installed against another protobuf, ...), or OUT/tensorboard
+    there but not a directory."""
     if importlib.util.find_spec("tensorboard") is None:
         raise CharwiseError("--tensorboard needs the tensorboard package: "
                             "pip install charwise[tensorboard]")
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except Exception as e:                 # any failure of a third-party import: one line
+        first = (str(e).splitlines() or [""])[0]
+        raise CharwiseError(f"--tensorboard: the tensorboard package is installed but does not "
+                            f"import ({type(e).__name__}: {first})") from None
+    tb = Path(out) / TB_DIR if out is not None else None
+    if tb is not None and os.path.lexists(tb) and (tb.is_symlink() or not tb.is_dir()):
+        raise CharwiseError(f"{tb}: exists and is not a directory (--tensorboard writes its "
+                            "event files in that directory)")
 
 
 class NullLogger:

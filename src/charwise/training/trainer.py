@@ -23,7 +23,7 @@ from ..budget import progress as budget_progress
 from ..budget import time_sample
 from ..errors import CharwiseError
 from ..guards import clean_orphans
-from ..runs.rundir import CACHE, write_run
+from ..runs.rundir import CACHE, drop_aside, write_run
 from ..runs.runlock import lock_run
 from ..scoring import LN2
 from . import hooks, saving
@@ -107,6 +107,7 @@ class Trainer:
         with discarded_if_refused(run.out, run.made_cache):
             self._measure_eval_speed()                   # rank 0 measures, every rank decides
             settle_budget(run, self.state.budget)
+        drop_aside(run.out)                              # started: the run --force replaced goes
         saving.begin(run)
         self.signals = hooks.Signals()
         self.hooks = hooks.standard(run, self.state.step, self.signals)
