@@ -213,3 +213,17 @@ def test_prepare_never_writes_into_a_run_directory(tree, tmp_path, capsys, where
         assert err.startswith("charwise: error: ") and err.count("\n") == 1, err
         assert f"lies in the run directory {run}" in err
         assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+@pytest.mark.parametrize("files", [{"tokens.bin": "my data", "prepared.json": '{"mine": 1}'},
+                                   {"tokens.bin": "my data"}, {"prepared.json": "not json"}])
+def test_force_replaces_a_prepared_corpus_not_a_users_files_of_the_same_names(tree, tmp_path, capsys, files):
+    """prepare --force overwrote a user's tokens.bin and prepared.json that were no prepared corpus."""
+    out = tmp_path / "foreign"
+    out.mkdir()
+    for name, text in files.items():
+        (out / name).write_text(text)
+    assert main(["prepare", str(tree), "--out", str(out), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "not a prepared corpus" in err and err.count("\n") == 1, err
+    assert {p.name: p.read_text() for p in out.iterdir()} == files

@@ -124,7 +124,25 @@ def _check_out(inputs, out, force: bool) -> Path:
         raise CharwiseError("prepare needs input files or directories and --out DIR "
                             "(or --verify DIR)")
     check_own_run(check_utf8_path(out) / META, None)    # a run's directory, or one inside it
-    return check_run_start(out, force=force, hint="use --force to replace a prepared corpus there")
+    out = check_run_start(out, force=force, hint="use --force to replace a prepared corpus there")
+    if force and ((out / META).exists() or (out / TOKENS).exists()):
+        _check_prepared(out)
+    return out
+
+
+def _check_prepared(out: Path) -> None:
+    """--force replaces a prepared corpus: a prepared.json that is charwise's (a JSON object
+    with its format_version), not a user's files that share the names."""
+    why = f"no {META} beside {TOKENS}"
+    if (out / META).is_file():
+        try:
+            meta = read_json(out / META)
+            why = "" if isinstance(meta, dict) and "format_version" in meta else f"{META} is not charwise's"
+        except CharwiseError as e:
+            why = str(e)
+    if why:
+        raise CharwiseError(f"{out}: not a prepared corpus ({why}); --force replaces only one of "
+                            "those (move these files yourself)")
 
 
 # ----------------------------------------------------------------------------- prepare
