@@ -227,3 +227,19 @@ def test_force_replaces_a_prepared_corpus_not_a_users_files_of_the_same_names(tr
     err = capsys.readouterr().err
     assert "not a prepared corpus" in err and err.count("\n") == 1, err
     assert {p.name: p.read_text() for p in out.iterdir()} == files
+
+
+def test_nothing_else_writes_into_a_prepared_corpus(tree, tmp_path, capsys, trained_run):
+    """`pack -o PREPARED/tokens.bin --force` broke a prepared corpus, and `train --out PREPARED
+    --force` wrote a run beside it; prepare refuses the reverse (a run's directory) already."""
+    out = tmp_path / "prep"
+    assert main(["prepare", str(tree), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for argv in (["pack", str(trained_run), "-o", str(out / "tokens.bin"), "--force"],
+                 ["train", str(tree / "a.txt"), "--out", str(out), "--force", "--max-steps", "1"],
+                 ["export", str(trained_run), "--out", str(out / "m.onnx")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"lies in the prepared corpus {out.resolve()}" in err and err.count("\n") == 1, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["prepare", str(tree), "--out", str(out), "--force"]) == 0      # prepare itself may

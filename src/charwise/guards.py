@@ -23,6 +23,8 @@ from typing import NoReturn, TypeGuard
 from .errors import CharwiseError
 from .runs.bundled import RUN_JSON
 
+PREPARED_JSON = "prepared.json"     # a prepared corpus's manifest (data/corpus.py's META)
+
 MAX_JSON_DEPTH = 64                 # run.json is 4 deep; this is for foreign or tampered files
 RUN_FILES = ("run.json", "model.safetensors", "last.safetensors", "metrics.jsonl", "config.toml",
              ".lock")
@@ -91,6 +93,15 @@ def run_holding(path: str | os.PathLike) -> Path | None:
     return None
 
 
+def check_not_prepared(path: str | os.PathLike) -> None:
+    """Refuse an output `path` in a prepared corpus's directory (one holding PREPARED_JSON),
+    --force or not: its tokens.bin and prepared.json are `charwise prepare`'s to replace."""
+    d = Path(path).parent.resolve()
+    if (d / PREPARED_JSON).is_file():
+        raise CharwiseError(f"{path}: lies in the prepared corpus {d} (it holds {PREPARED_JSON}); "
+                            "refusing to write there (--force or not)")
+
+
 def check_own_run(path: str | os.PathLike, protect: str | os.PathLike | None) -> Path | None:
     """Refuse an output `path` that lies in a run directory other than `protect` (the run a
     command reads), --force or not: another run's weights, records and analyses are not a
@@ -125,6 +136,7 @@ def check_out_path(path: str | os.PathLike, force: bool = False,
             kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             raise CharwiseError(f"{p}: is {kind}; refusing to replace it (--force or not)")
     owner = check_own_run(p, protect)
+    check_not_prepared(p)
     if st is not None:
         if owner is not None and p.name in RUN_FILES and p.resolve().parent == owner:
             raise CharwiseError(f"{p}: is one of the run's own files; refusing to replace it")

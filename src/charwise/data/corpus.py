@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CharwiseError
+from ..guards import PREPARED_JSON
 from ..runs.bundled import corpus_path as bundled_corpus_path
 from ..runs.bundled import sha256_file
 from ..runs.rundir import atomic_write_json, atomic_writer, read_json
@@ -220,7 +221,7 @@ def token_counts(tokens: np.ndarray, vocab_size: int, chunk: int = 1 << 24) -> n
 #     DIR/tokens.bin     the token ids, flat, in the smallest unsigned dtype that fits
 #     DIR/prepared.json  format_version, vocabulary, dtype, length, sources, sha256
 PREPARED_VERSION = 1
-META, TOKENS = "prepared.json", "tokens.bin"
+META, TOKENS = PREPARED_JSON, "tokens.bin"
 CHECK_TOKENS = 1 << 20          # load_prepared checks this many ids at each end: cheap, catches junk
 
 

@@ -124,7 +124,8 @@ def _check_out(inputs, out, force: bool) -> Path:
         raise CharwiseError("prepare needs input files or directories and --out DIR "
                             "(or --verify DIR)")
     check_own_run(check_utf8_path(out) / META, None)    # a run's directory, or one inside it
-    out = check_run_start(out, force=force, hint="use --force to replace a prepared corpus there")
+    out = check_run_start(out, force=force, hint="use --force to replace a prepared corpus there",
+                          prepared=True)
     if force and ((out / META).exists() or (out / TOKENS).exists()):
         _check_prepared(out)
     return out

@@ -40,6 +40,7 @@ from ..guards import (
     check_history,
     check_json_depth,
     check_metric_record,
+    check_not_prepared,
     check_utf8_path,
     json_depth_ok,
 )
@@ -176,7 +177,8 @@ NOT_EMPTY_HINT = "use --resume to continue that run or --force to replace it"
 
 def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = False,
                     corpus: str | os.PathLike | None = None,
-                    init_from: str | os.PathLike | None = None, hint: str = NOT_EMPTY_HINT) -> Path:
+                    init_from: str | os.PathLike | None = None, hint: str = NOT_EMPTY_HINT,
+                    prepared: bool = False) -> Path:
     """What a run refuses before it writes anything, its lock included (so a refused run leaves
     `out` as it found it): a path that is not valid UTF-8 (run.json records them, safetensors
     opens them); --init-from SOURCE that is `out` itself, symbolic links resolved (the new run
@@ -198,6 +200,8 @@ def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = 
     if out.is_dir() and any(p.name != LOCK for p in out.iterdir()) and not force:
         raise CharwiseError(f"{out}: directory exists and is not empty "
                             f"({aside_hint(out).removeprefix('; ') or hint})")
+    if not prepared:                             # `prepare` replaces a prepared corpus; a run does not
+        check_not_prepared(out / RUN_JSON)
     if out.is_symlink():
         raise CharwiseError(f"{out}: is a symbolic link; a new run is written only into a real "
                             f"directory (give --out {os.path.realpath(out)} if that is meant)")
