@@ -684,6 +684,16 @@ def test_what_force_replaces_includes_every_default_export_and_the_analysis():
     assert set(DERIVED) == {f"model{f.suffix}" for f in FORMATS.values()} | {ANALYSIS_DIR}
 
 
+def test_a_new_run_is_not_made_inside_another_run(run, corpus, capsys):
+    """`train --out RUN/sub` made a run inside another run's directory (prepare refused it)."""
+    before = snapshot(run)
+    for args in (["train", corpus, "--out", run / "sub", *TINY_FLAGS],
+                 ["train", corpus, "--out", run / "cache" / "x", "--force", *TINY_FLAGS]):
+        code, _, err = run_cli(capsys, *args)
+        one_line_error(code, err, f"lies in the run directory {run.resolve()}")
+    assert snapshot(run) == before and not (run / "sub").exists()
+
+
 def test_train_refuses_an_out_that_is_a_symbolic_link(run, corpus, tmp_path, capsys):
     """--out LINK --force replaced the run the link points to."""
     link = tmp_path / "link"

@@ -41,6 +41,7 @@ from ..guards import (
     check_json_depth,
     check_metric_record,
     check_not_prepared,
+    check_own_run,
     check_utf8_path,
     json_depth_ok,
 )
@@ -202,6 +203,7 @@ def check_run_start(out: str | os.PathLike, resume: bool = False, force: bool = 
                             f"({aside_hint(out).removeprefix('; ') or hint})")
     if not prepared:                             # `prepare` replaces a prepared corpus; a run does not
         check_not_prepared(out / RUN_JSON)
+        check_own_run(out, None)                 # a new run inside another run's directory
     if out.is_symlink():
         raise CharwiseError(f"{out}: is a symbolic link; a new run is written only into a real "
                             f"directory (give --out {os.path.realpath(out)} if that is meant)")
