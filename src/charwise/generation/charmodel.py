@@ -289,10 +289,10 @@ class CharModel:
         eval_precision). A byte model reports per byte and per character (comparable with a
         code-point model); a line-mode model scores each line as an item, per item too.
         threads: a fixed CPU thread count, or None to measure and choose."""
-        prec = eval_precision(self.net, precision, self.info.get("precision"))
-        if self.line_mode and precision == "bf16":
+        if self.line_mode and precision == "bf16":         # whatever the CPU: before its check
             raise CharwiseError("a line-mode run's items are scored in fp32 (data/lines.py); "
                                 "--precision bf16 is not available for it")
+        prec = eval_precision(self.net, precision, self.info.get("precision"))
         if self.line_mode:
             end_id = self.vocab.end_id
             assert end_id is not None
