@@ -86,9 +86,6 @@ def _train(a, train) -> int:
     from .runs.runlock import refuse_if_held
     from .settings.toml import merge_cli
     kw = merge_cli(a)                       # --config file, then the flags given here
-    if kw.get("tensorboard"):
-        from .training.tblog import require_tensorboard
-        require_tensorboard()               # before anything is written
     rank0 = int(os.environ.get("RANK", "0")) == 0
     if rank0:
         # train() checks --init-from/--resume and the run directory, then takes the run's lock;
