@@ -230,7 +230,7 @@ def kv_breakdown(net, repeats: int) -> None:
 
     def slide() -> None:
         state.n = 0
-        step._extend(np.ones((1, keep), dtype=np.int64), state)
+        step._extend(np.ones((1, keep), dtype=np.int64), state, keys_only=True)
 
     per_char = per_call(chars, 1, repeats) / (4 * net.context)
     per_slide = per_call(slide, 20, repeats)

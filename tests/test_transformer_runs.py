@@ -253,10 +253,13 @@ def test_plot_info_and_pack_work(run, tmp_path, capsys):
     assert charwise.load(tmp_path / "r.cwm").generate("A", n=5, seed=1) == charwise.load(run).generate("A", n=5, seed=1)
 
 
-@pytest.mark.parametrize("positions,tie", [("learned", False), ("rotary", False), ("rotary", True)])
-def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie):
+@pytest.mark.parametrize("positions,tie,streams", [("learned", False, 3), ("rotary", False, 3),
+                                                  ("rotary", True, 3), ("learned", False, 1),
+                                                  ("rotary", False, 1)])
+def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie, streams):
     """kvstep.NumpyKVStep (sampling on the CPU) against CharTransformer.step (KVCacheStep),
-    from a torch-primed cache, past the context (two slides) and through a beam reordering."""
+    from a torch-primed cache, past the context (two slides) and through a beam reordering;
+    one stream takes the step's own one-row path."""
     from charwise.generation.kvstep import NumpyKVStep
     from charwise.generation.steps import KVCacheStep, KVState
     from charwise.transformer import CharTransformer
@@ -265,15 +268,15 @@ def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie):
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    ids = np.random.default_rng(0).integers(0, 11, (3, 30))
+    ids = np.random.default_rng(0).integers(0, 11, (streams, 30))
     prime = torch.as_tensor(ids[:, :5])
-    _, cache = net.step(prime, net.new_cache(3), 0)
+    _, cache = net.step(prime, net.new_cache(streams), 0)
     ref, fast = KVCacheStep(net), NumpyKVStep(net)
     a_state = KVState(cache, 5)
     b_state = fast.begin(KVState(tuple(t.clone() for t in cache), 5))
     for i in range(5, 30):
         if i == 17:                                        # a beam search's reordering
-            rows = np.array([2, 2, 0])
+            rows = np.array([2, 2, 0] if streams == 3 else [0])
             a_state, b_state = a_state.take(rows), b_state.take(rows)
         a, a_state = ref(ids[:, i], a_state)
         b, b_state = fast(ids[:, i], b_state)

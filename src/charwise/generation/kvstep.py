@@ -1,13 +1,16 @@
 """A transformer's sampling step in NumPy, for the CPU: the same maths as CharTransformer.step
 (KV cache, the window sliding by re-encoding its last context // 2 characters), with float32
-copies of the weights and no torch dispatch. One character of a small model is ~100 tiny
-products; NumPy's call into BLAS costs a fraction of torch's per-operation overhead there, so
-this step samples several times faster than the torch one (benchmarks/README.md, section 11).
-Its logits equal the torch step's to float32 rounding (tests/test_transformer_runs.py).
+copies of the weights and no torch dispatch. A character of a small model is a few dozen tiny
+products and element-wise calls, so what it costs is mostly the calls themselves: NumPy's are
+cheaper than torch's, and one stream (what `charwise sample` runs) has a path of its own that
+makes as few as it can (`_one`: 1-D rows, buffers made once, biases as a last row of their
+matrix; benchmarks/README.md, section 11). Its logits equal the torch step's to float32
+rounding (tests/test_transformer_runs.py).
 
-The state is a `NumpyKV`: per block the keys and values (S, heads, context, head_dim), the
-tokens in the window (S, context), and the window's start and length (shared by the streams).
-`NumpyKVStep.begin` turns the torch step's KVState (what priming in torch leaves) into one.
+The state is a `NumpyKV`: per block the keys and values (S, context, width) -- one window slot
+a contiguous row, heads side by side in it --, the tokens in the window (S, context), and the
+window's start and length (shared by the streams). `NumpyKVStep.begin` turns the torch step's
+KVState (what priming in torch leaves) into one.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ import numpy as np
 
 LN_EPS = 1e-5                      # torch.nn.LayerNorm's
 GELU_C = math.sqrt(2.0 / math.pi)
+GELU_K = 0.044715 * GELU_C
 
 
 class NumpyKV:
-    """The NumPy step's cache: keys[k], values[k] (S, heads, C, d), tokens (S, C), start, n."""
+    """The NumPy step's cache: keys[k], values[k] (S, C, W), tokens (S, C), start, n."""
 
     def __init__(self, keys: list[np.ndarray], values: list[np.ndarray], tokens: np.ndarray,
                  start: int, n: int):
@@ -44,22 +48,32 @@ def _normalize(x: np.ndarray, avg: np.ndarray) -> np.ndarray:
     return xc
 
 
-def _fold(w: np.ndarray, b: np.ndarray, mat: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """LayerNorm's gain w and bias b folded into the product after it: (n * w + b) @ mat + bias
-    = n @ (w[:, None] * mat) + (b @ mat + bias)."""
-    return np.ascontiguousarray(w[:, None] * mat, dtype=np.float32), (b @ mat + bias).astype(np.float32)
+def _fold(w: np.ndarray, b: np.ndarray, mat: np.ndarray, bias: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """LayerNorm's gain w and bias b folded into the product after it, (n * w + b) @ mat + bias
+    = n @ (w[:, None] * mat) + (b @ mat + bias), as one (in + 1, out) matrix whose last row is
+    the bias: [n, 1] @ it is the whole product (one call fewer on the one-stream path), and
+    the batch path uses its two parts. `scale` multiplies the matrix rows only."""
+    return np.ascontiguousarray(np.vstack([w[:, None] * mat * scale, (b @ mat + bias)[None, :]]),
+                                dtype=np.float32)
 
 
-def _gelu(x: np.ndarray) -> np.ndarray:
-    """tanh-approximated GELU (torch's approximate="tanh"), in place where it can be."""
-    t = x * x
-    t *= 0.044715 * x
-    t += x
-    t *= GELU_C
-    np.tanh(t, out=t)
+def _product(x: np.ndarray, aug: np.ndarray) -> np.ndarray:
+    """x (..., in) @ the matrix part of `aug` + its bias row."""
+    y = x @ aug[:-1]
+    y += aug[-1]
+    return y
+
+
+def _gelu2(x: np.ndarray, t: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """2 x GELU(x), tanh form (torch's approximate="tanh"): x (1 + tanh(c (x + 0.044715 x^3)));
+    GELU's 0.5 is folded into the MLP's output matrix. `t`, `out`: buffers to reuse."""
+    t = np.multiply(x, x, t)
+    t *= GELU_K
+    t += GELU_C
+    t *= x
+    np.tanh(t, t)
     t += 1.0
-    t *= 0.5 * x
-    return t
+    return np.multiply(t, x, t if out is None else out)
 
 
 class NumpyKVStep:
@@ -71,7 +85,7 @@ class NumpyKVStep:
         self.C, self.heads, self.d = net.context, net.heads, net.head_dim
         self.keep = self.C // 2
         self.embed, self.pos = sd["embed.weight"], sd.get("pos.weight")     # (V, W), (C, W)
-        W = self.embed.shape[1]
+        self.W = W = self.embed.shape[1]
         self.avg = np.full((W, 1), 1.0 / W, dtype=np.float32)
         rotate = None
         self.cos = self.sin = None
@@ -85,32 +99,40 @@ class NumpyKVStep:
             eye = np.eye(self.d // 2, dtype=np.float32)
             one = np.block([[0 * eye, eye], [-eye, 0 * eye]])
             rotate = np.kron(np.eye(2 * self.heads, dtype=np.float32), one).astype(np.float32)
-        self.blocks = []
+        self.blocks = []                   # per block: qkv, attn_out, fc, mlp_out as _fold's matrices
+        ident = lambda n: (np.ones(n, np.float32), np.zeros(n, np.float32))  # noqa: E731  (no LayerNorm before)
         for k in range(net.layers):
             g = lambda name: sd[f"blocks.{k}.{name}"]                       # noqa: E731
-            wqkv, bqkv = _fold(g("ln1.weight"), g("ln1.bias"), g("qkv.weight").T, g("qkv.bias"))
             # 1/sqrt(d) of the attention scores folded into the queries' columns, and for rotary
             # positions the rotated queries and keys as 2W more columns: one product per block
             # gives q, k, v and rotate-half(q, k); rotating is then two products with the tables
+            wqkv = _fold(g("ln1.weight"), g("ln1.bias"), g("qkv.weight").T, g("qkv.bias"))
             wqkv[:, :W] /= math.sqrt(self.d)
-            bqkv[:W] /= math.sqrt(self.d)
             if rotate is not None:
                 wqkv = np.ascontiguousarray(np.concatenate([wqkv, wqkv[:, :2 * W] @ rotate], axis=1))
-                bqkv = np.concatenate([bqkv, bqkv[:2 * W] @ rotate])
-            wfc, bfc = _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias"))
-            self.blocks.append((wqkv, bqkv, g("attn_out.weight").T.copy(), g("attn_out.bias"),
-                                wfc, bfc, g("mlp_out.weight").T.copy(), g("mlp_out.bias")))
-        # (W, V), (V,): the head with ln_f folded in
-        self.head_w, self.head_b = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"])
+            self.blocks.append((wqkv, _fold(*ident(W), g("attn_out.weight").T, g("attn_out.bias")),
+                                _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias")),
+                                _fold(*ident(4 * W), g("mlp_out.weight").T, g("mlp_out.bias"), 0.5)))
+        # the last block's keys, values (and rotated keys): all a slide needs of it (_last_keys)
+        W_, cols = self.blocks[-1][0], [slice(W, 3 * W)] + ([slice(4 * W, 5 * W)] if rotate is not None else [])
+        self.kv_last = np.ascontiguousarray(np.concatenate([W_[:, c] for c in cols], axis=1))
+        # (W + 1, V): the head with ln_f folded in
+        self.head = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"])
+        # Rotary positions: the first block's q, k, v (and rotated q, k) depend on the character
+        # alone, so they are a table (V, 5W) looked up as the LSTM looks up its input product.
+        self.table = None
+        if self.pos is None:
+            self.table = np.ascontiguousarray(_product(_normalize(self.embed, self.avg), self.blocks[0][0]))
+        self._one_setup()
 
     def begin(self, state: Any) -> NumpyKV:
-        """The torch KVState (after priming) as NumPy arrays."""
+        """The torch KVState (after priming) as NumPy arrays, the heads side by side."""
         cache = [t.detach().cpu().numpy() for t in state.cache]
-        L = len(self.blocks)
-        keys = [cache[2 * k].astype(np.float32) for k in range(L)]
-        values = [cache[2 * k + 1].astype(np.float32) for k in range(L)]
+        S, L, C = cache[0].shape[0], len(self.blocks), self.C
+        rows = lambda a: np.ascontiguousarray(a.transpose(0, 2, 1, 3).reshape(S, C, self.W), dtype=np.float32)  # noqa: E731
         start, n = (int(v) for v in cache[-1][0])
-        return NumpyKV(keys, values, cache[-2].copy(), start, n)
+        return NumpyKV([rows(cache[2 * k]) for k in range(L)], [rows(cache[2 * k + 1]) for k in range(L)],
+                       cache[-2].copy(), start, n)
 
     def __call__(self, ids: np.ndarray, state: NumpyKV):
         if state.n == self.C:
@@ -118,18 +140,21 @@ class NumpyKVStep:
             kept = state.tokens[:, self.C - self.keep:].copy()
             state = NumpyKV(state.keys, state.values, state.tokens, state.start + self.C - self.keep, 0)
             if self.keep:
-                self._extend(kept, state)
+                self._extend(kept, state, keys_only=True)
+        if len(ids) == 1:
+            return self._one(int(ids[0]), state)[None, :], state
         x = np.asarray(ids, dtype=np.int64)[:, None]                           # (S, 1)
         h = self._extend(x, state)                                            # (S, 1, W)
-        logits = _normalize(h[:, 0], self.avg) @ self.head_w
-        logits += self.head_b
-        return logits, state
+        assert h is not None                                                  # (not keys_only)
+        return _product(_normalize(h[:, 0], self.avg), self.head), state
 
-    def _extend(self, x: np.ndarray, st: NumpyKV) -> np.ndarray:
+    def _extend(self, x: np.ndarray, st: NumpyKV, keys_only: bool = False) -> np.ndarray | None:
         """Encode x (S, T) into window slots n..n+T-1 -> the residual stream (S, T, W) (before
-        ln_f, which the head holds folded in)."""
+        ln_f, which the head holds folded in). keys_only (a slide, whose characters' outputs
+        nobody reads): the last block only writes its keys and values, and None is returned --
+        its attention and MLP would only feed those outputs (~40 % of a slide's products)."""
         S, T = x.shape
-        n, W = st.n, self.heads * self.d
+        n, W, H, d = st.n, self.W, self.heads, self.d
         st.tokens[:, n:n + T] = x
         h = self.embed[x]                                                      # (S, T, W)
         if self.pos is not None:
@@ -137,30 +162,104 @@ class NumpyKVStep:
         mask = None
         if T > 1:          # query i (slot n + i) sees slots 0..n + i
             mask = np.arange(n + T)[None, :] > (n + np.arange(T))[:, None]     # (T, n + T)
-        for k, (wqkv, bqkv, wo, bo, wfc, bfc, wm, bm) in enumerate(self.blocks):
-            qkv = _normalize(h, self.avg) @ wqkv               # (S, T, 3W), rotary: + 2W rotated
-            qkv += bqkv
+        for k, (wqkv, wo, wfc, wm) in enumerate(self.blocks):
+            if keys_only and k == len(self.blocks) - 1:
+                self._last_keys(h, st, n, T)
+                return None
+            if k == 0 and self.table is not None:
+                qkv = self.table[x]                            # (S, T, 5W)
+            else:                                              # (S, T, 3W), rotary: + 2W rotated
+                qkv = _product(_normalize(h, self.avg), wqkv)
             qk = qkv[..., :2 * W]
             if self.cos is not None and self.sin is not None:  # rotate q, k at slots n..n+T-1
                 qk = qk * self.cos[n:n + T]
                 qk += qkv[..., 3 * W:] * self.sin[n:n + T]
-            qk = qk.reshape(S, T, 2, self.heads, self.d).transpose(2, 0, 3, 1, 4)   # (2, S, heads, T, d)
-            q, kk = qk[0], qk[1]
-            st.keys[k][:, :, n:n + T] = kk
-            v = qkv[..., 2 * W:3 * W].reshape(S, T, self.heads, self.d)
-            st.values[k][:, :, n:n + T] = v.transpose(0, 2, 1, 3)
-            scores = q @ st.keys[k][:, :, :n + T].transpose(0, 1, 3, 2)        # (S, heads, T, n + T)
+            keys, values = st.keys[k], st.values[k]                            # (S, C, W)
+            keys[:, n:n + T] = qk[..., W:]
+            values[:, n:n + T] = qkv[..., 2 * W:3 * W]
+            q = qk[..., :W].reshape(S, T, H, d).transpose(0, 2, 1, 3)          # (S, H, T, d)
+            kt = keys[:, :n + T].reshape(S, n + T, H, d).transpose(0, 2, 3, 1)  # (S, H, d, n + T)
+            scores = q @ kt                                                     # (S, H, T, n + T)
             if mask is not None:
                 scores[..., mask] = -np.inf
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
             scores /= scores.sum(axis=-1, keepdims=True)
-            y = (scores @ st.values[k][:, :, :n + T]).transpose(0, 2, 1, 3).reshape(S, T, -1)
-            h = h + y @ wo
-            h += bo
-            m = _normalize(h, self.avg) @ wfc
-            m += bfc
-            h += _gelu(m) @ wm
-            h += bm
+            v = values[:, :n + T].reshape(S, n + T, H, d).transpose(0, 2, 1, 3)  # (S, H, n + T, d)
+            y = (scores @ v).transpose(0, 2, 1, 3).reshape(S, T, W)
+            h = h + _product(y, wo)
+            h += _product(_gelu2(_product(_normalize(h, self.avg), wfc)), wm)
         st.n = n + T
         return h
+
+    def _last_keys(self, h: np.ndarray, st: NumpyKV, n: int, T: int) -> None:
+        """A slide's last block: only its keys and values at slots n..n+T-1 (kv_last's columns)."""
+        W = self.W
+        kv = _product(_normalize(h, self.avg), self.kv_last)       # (S, T, 2W), rotary: + W rotated
+        key = kv[..., :W]
+        if self.cos is not None and self.sin is not None:
+            key = key * self.cos[n:n + T, W:]
+            key += kv[..., 2 * W:] * self.sin[n:n + T, W:]
+        st.keys[-1][:, n:n + T] = key
+        st.values[-1][:, n:n + T] = kv[..., W:2 * W]
+        st.n = n + T
+
+    def _one_setup(self) -> None:
+        """The one-stream path's buffers, made once (so a step object serves one generation at
+        a time: CharModel makes one per call)."""
+        f32, W, H, d = np.float32, self.W, self.heads, self.d
+        F = self.blocks[0][2].shape[1]
+        # rows with a 1 after them (the bias's row): the normalized stream, the attention's
+        # output, the MLP's GELU
+        self.xn, self.y, self.g = np.ones(W + 1, f32), np.ones(W + 1, f32), np.ones(F + 1, f32)
+        self.xc, self.qk, self.rot, self.t = (np.empty(n, f32) for n in (W, 2 * W, 2 * W, F))
+        self.ones = np.ones(W, f32)
+        # q's heads on a block diagonal (H, W): one product scores every head against the
+        # window's keys (C, W); qdiag is the diagonal's (H, d) view, written with one copy
+        self.qmat = np.zeros((H, W), f32)
+        self.qdiag = np.lib.stride_tricks.as_strided(self.qmat, (H, d), (4 * (W + d), 4))
+        # p @ values gives every head's weights against every column (H, W); the head's own
+        # columns are its diagonal blocks, the (H, d) view ydiag
+        self.ys = np.empty((H, W), f32)
+        self.ydiag = np.lib.stride_tricks.as_strided(self.ys, (H, d), (4 * (W + d), 4))
+        self.q_heads, self.y_heads = self.qk[:W].reshape(H, d), self.y[:W].reshape(H, d)
+        self.xn_row, self.g_row = self.xn[:W], self.g[:-1]
+
+    def _norm(self, h: np.ndarray) -> np.ndarray:
+        """LayerNorm (gain and bias folded into the next product) of one row, into self.xn."""
+        dot, W = np.dot, self.W
+        xc = np.subtract(h, float(dot(h, self.ones)) / W, self.xc)
+        np.multiply(xc, 1.0 / math.sqrt(float(dot(xc, xc)) / W + LN_EPS), self.xn_row)
+        return self.xn
+
+    def _one(self, x: int, st: NumpyKV) -> np.ndarray:
+        """One stream, one character: `_extend`'s maths on 1-D rows in as few NumPy calls as
+        it takes -> the logits (V,). (NumPy's functions and the buffers are bound to local
+        names and outputs passed by position: at ~70 calls a character, lookups and keyword
+        parsing are a measurable part of its time.)"""
+        n, W, W2 = st.n, self.W, 2 * self.W
+        dot, mul, exp, norm = np.dot, np.multiply, np.exp, self._norm
+        qk, rot, t, g, y = self.qk, self.rot, self.t, self.g, self.y
+        st.tokens[0, n] = x
+        h = self.embed[x] + self.pos[n] if self.pos is not None else self.embed[x].copy()   # (W,)
+        for k, (wqkv, wo, wfc, wm) in enumerate(self.blocks):
+            qkv = self.table[x] if k == 0 and self.table is not None else dot(norm(h), wqkv)
+            if self.cos is not None and self.sin is not None:  # rotary: q, k at slot n
+                mul(qkv[:W2], self.cos[n], qk)
+                qk += mul(qkv[3 * W:], self.sin[n], rot)
+            else:
+                np.copyto(qk, qkv[:W2])
+            keys, values = st.keys[k][0], st.values[k][0]                      # (C, W)
+            keys[n] = qk[W:]
+            values[n] = qkv[W2:3 * W]
+            np.copyto(self.qdiag, self.q_heads)
+            p = dot(self.qmat, keys[:n + 1].T)                                 # (H, n + 1)
+            p -= np.maximum.reduce(p, 1, keepdims=True)
+            exp(p, p)
+            dot(p, values[:n + 1], self.ys)                                    # (H, W)
+            np.divide(self.ydiag, np.add.reduce(p, 1, keepdims=True), self.y_heads)
+            h += dot(y, wo)
+            _gelu2(dot(norm(h), wfc), t, self.g_row)                            # (F,)
+            h += dot(g, wm)
+        st.n = n + 1
+        return dot(norm(h), self.head)
