@@ -223,7 +223,7 @@ class NumpyKVStep:
         self.ys = np.empty((H, W), f32)
         self.ydiag = np.lib.stride_tricks.as_strided(self.ys, (H, d), (4 * (W + d), 4))
         self.q_heads, self.y_heads = self.qk[:W].reshape(H, d), self.y[:W].reshape(H, d)
-        self.xn_row, self.g_row = self.xn[:W], self.g[:-1]
+        self.xn_row, self.g_row, self.k_row = self.xn[:W], self.g[:-1], self.qk[W:]
 
     def _norm(self, h: np.ndarray) -> np.ndarray:
         """LayerNorm (gain and bias folded into the next product) of one row, into self.xn."""
@@ -241,7 +241,7 @@ class NumpyKVStep:
         dot, mul, exp, norm = np.dot, np.multiply, np.exp, self._norm
         qk, rot, t, g, y = self.qk, self.rot, self.t, self.g, self.y
         st.tokens[0, n] = x
-        h = self.embed[x] + self.pos[n] if self.pos is not None else self.embed[x].copy()   # (W,)
+        h = self.embed[x] + self.pos[n] if self.pos is not None else self.embed[x]   # (W,), read-only
         for k, (wqkv, wo, wfc, wm) in enumerate(self.blocks):
             qkv = self.table[x] if k == 0 and self.table is not None else dot(norm(h), wqkv)
             if self.cos is not None and self.sin is not None:  # rotary: q, k at slot n
@@ -250,7 +250,7 @@ class NumpyKVStep:
             else:
                 np.copyto(qk, qkv[:W2])
             keys, values = st.keys[k][0], st.values[k][0]                      # (C, W)
-            keys[n] = qk[W:]
+            keys[n] = self.k_row
             values[n] = qkv[W2:3 * W]
             np.copyto(self.qdiag, self.q_heads)
             p = dot(self.qmat, keys[:n + 1].T)                                 # (H, n + 1)
@@ -258,7 +258,7 @@ class NumpyKVStep:
             exp(p, p)
             dot(p, values[:n + 1], self.ys)                                    # (H, W)
             np.divide(self.ydiag, np.add.reduce(p, 1, keepdims=True), self.y_heads)
-            h += dot(y, wo)
+            h = h + dot(y, wo)                                                 # a new row: h may be embed's
             _gelu2(dot(norm(h), wfc), t, self.g_row)                            # (F,)
             h += dot(g, wm)
         st.n = n + 1
