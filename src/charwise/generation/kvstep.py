@@ -21,7 +21,11 @@ import numpy as np
 
 LN_EPS = 1e-5                      # torch.nn.LayerNorm's
 GELU_C = math.sqrt(2.0 / math.pi)
+# GELU (tanh form) of f is 0.5 f (1 + tanh(C f + K f^3)). With a = GAMMA f and GAMMA^3 = K the
+# argument is a (C / GAMMA + a^2): GAMMA scales the MLP's first product and 1 / (2 GAMMA) its
+# second, and the GELU costs one NumPy call fewer (_gelu_scaled).
 GELU_K = 0.044715 * GELU_C
+GAMMA = GELU_K ** (1.0 / 3.0)
 
 
 class NumpyKV:
@@ -48,13 +52,19 @@ def _normalize(x: np.ndarray, avg: np.ndarray) -> np.ndarray:
     return xc
 
 
-def _fold(w: np.ndarray, b: np.ndarray, mat: np.ndarray, bias: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def _fold(w: np.ndarray, b: np.ndarray, mat: np.ndarray, bias: np.ndarray, scale: float = 1.0,
+          center: bool = False) -> np.ndarray:
     """LayerNorm's gain w and bias b folded into the product after it, (n * w + b) @ mat + bias
     = n @ (w[:, None] * mat) + (b @ mat + bias), as one (in + 1, out) matrix whose last row is
     the bias: [n, 1] @ it is the whole product (one call fewer on the one-stream path), and
-    the batch path uses its two parts. `scale` multiplies the matrix rows only."""
-    return np.ascontiguousarray(np.vstack([w[:, None] * mat * scale, (b @ mat + bias)[None, :]]),
-                                dtype=np.float32)
+    the batch path uses its two parts. `scale` multiplies the matrix rows only. `center`
+    (after a LayerNorm): each column minus its mean, so x @ it = (x - mean(x)) @ the matrix
+    and the one-stream path need not subtract the mean itself (a normalized input, centered
+    already, gives the same product)."""
+    m = w[:, None] * mat * scale
+    if center:
+        m = m - m.mean(axis=0, keepdims=True)
+    return np.ascontiguousarray(np.vstack([m, (b @ mat + bias)[None, :]]), dtype=np.float32)
 
 
 def _product(x: np.ndarray, aug: np.ndarray) -> np.ndarray:
@@ -64,16 +74,15 @@ def _product(x: np.ndarray, aug: np.ndarray) -> np.ndarray:
     return y
 
 
-def _gelu2(x: np.ndarray, t: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """2 x GELU(x), tanh form (torch's approximate="tanh"): x (1 + tanh(c (x + 0.044715 x^3)));
-    GELU's 0.5 is folded into the MLP's output matrix. `t`, `out`: buffers to reuse."""
-    t = np.multiply(x, x, t)
-    t *= GELU_K
-    t += GELU_C
-    t *= x
+def _gelu_scaled(a: np.ndarray, t: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """2 GAMMA GELU(a / GAMMA), tanh form (torch's approximate="tanh"): a (1 + tanh(a (C /
+    GAMMA + a^2))), GAMMA as above. `t`, `out`: buffers to reuse."""
+    t = np.multiply(a, a, t)
+    t += GELU_C / GAMMA
+    t *= a
     np.tanh(t, t)
     t += 1.0
-    return np.multiply(t, x, t if out is None else out)
+    return np.multiply(t, a, t if out is None else out)
 
 
 class NumpyKVStep:
@@ -106,18 +115,19 @@ class NumpyKVStep:
             # 1/sqrt(d) of the attention scores folded into the queries' columns, and for rotary
             # positions the rotated queries and keys as 2W more columns: one product per block
             # gives q, k, v and rotate-half(q, k); rotating is then two products with the tables
-            wqkv = _fold(g("ln1.weight"), g("ln1.bias"), g("qkv.weight").T, g("qkv.bias"))
+            wqkv = _fold(g("ln1.weight"), g("ln1.bias"), g("qkv.weight").T, g("qkv.bias"), center=True)
             wqkv[:, :W] /= math.sqrt(self.d)
             if rotate is not None:
                 wqkv = np.ascontiguousarray(np.concatenate([wqkv, wqkv[:, :2 * W] @ rotate], axis=1))
             self.blocks.append((wqkv, _fold(*ident(W), g("attn_out.weight").T, g("attn_out.bias")),
-                                _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias")),
-                                _fold(*ident(4 * W), g("mlp_out.weight").T, g("mlp_out.bias"), 0.5)))
+                                GAMMA * _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias"),
+                                              center=True),
+                                _fold(*ident(4 * W), g("mlp_out.weight").T, g("mlp_out.bias"), 0.5 / GAMMA)))
         # the last block's keys, values (and rotated keys): all a slide needs of it (_last_keys)
         W_, cols = self.blocks[-1][0], [slice(W, 3 * W)] + ([slice(4 * W, 5 * W)] if rotate is not None else [])
         self.kv_last = np.ascontiguousarray(np.concatenate([W_[:, c] for c in cols], axis=1))
         # (W + 1, V): the head with ln_f folded in
-        self.head = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"])
+        self.head = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"], center=True)
         # Rotary positions: the first block's q, k, v (and rotated q, k) depend on the character
         # alone, so they are a table (V, 5W) looked up as the LSTM looks up its input product.
         self.table = None
@@ -188,7 +198,7 @@ class NumpyKVStep:
             v = values[:, :n + T].reshape(S, n + T, H, d).transpose(0, 2, 1, 3)  # (S, H, n + T, d)
             y = (scores @ v).transpose(0, 2, 1, 3).reshape(S, T, W)
             h = h + _product(y, wo)
-            h += _product(_gelu2(_product(_normalize(h, self.avg), wfc)), wm)
+            h += _product(_gelu_scaled(_product(_normalize(h, self.avg), wfc)), wm)
         st.n = n + T
         return h
 
@@ -212,7 +222,7 @@ class NumpyKVStep:
         # rows with a 1 after them (the bias's row): the normalized stream, the attention's
         # output, the MLP's GELU
         self.xn, self.y, self.g = np.ones(W + 1, f32), np.ones(W + 1, f32), np.ones(F + 1, f32)
-        self.xc, self.qk, self.rot, self.t = (np.empty(n, f32) for n in (W, 2 * W, 2 * W, F))
+        self.qk, self.rot, self.t = (np.empty(n, f32) for n in (2 * W, 2 * W, F))
         self.ones = np.ones(W, f32)
         # q's heads on a block diagonal (H, W): one product scores every head against the
         # window's keys (C, W); qdiag is the diagonal's (H, d) view, written with one copy
@@ -226,10 +236,18 @@ class NumpyKVStep:
         self.xn_row, self.g_row, self.k_row = self.xn[:W], self.g[:-1], self.qk[W:]
 
     def _norm(self, h: np.ndarray) -> np.ndarray:
-        """LayerNorm (gain and bias folded into the next product) of one row, into self.xn."""
+        """LayerNorm of one row into self.xn, but for its centering (the products after it
+        center their input: _fold's `center`): h / sqrt(var(h) + eps), the variance as
+        E[h^2] - E[h]^2 from two dot products. Where that cancels (every unit offset by many
+        times their spread, so the centering product would cancel too) the row is centered
+        first, as the batch path does."""
         dot, W = np.dot, self.W
-        xc = np.subtract(h, float(dot(h, self.ones)) / W, self.xc)
-        np.multiply(xc, 1.0 / math.sqrt(float(dot(xc, xc)) / W + LN_EPS), self.xn_row)
+        mean = float(dot(h, self.ones)) / W
+        var = float(dot(h, h)) / W - mean * mean
+        if mean * mean > 64.0 * var:                 # > ~2 of float32's ~7 digits cancelled
+            h = h - mean
+            var = float(dot(h, h)) / W
+        np.multiply(h, 1.0 / math.sqrt(var + LN_EPS), self.xn_row)
         return self.xn
 
     def _one(self, x: int, st: NumpyKV) -> np.ndarray:
@@ -259,7 +277,7 @@ class NumpyKVStep:
             dot(p, values[:n + 1], self.ys)                                    # (H, W)
             np.divide(self.ydiag, np.add.reduce(p, 1, keepdims=True), self.y_heads)
             h = h + dot(y, wo)                                                 # a new row: h may be embed's
-            _gelu2(dot(norm(h), wfc), t, self.g_row)                            # (F,)
+            _gelu_scaled(dot(norm(h), wfc), t, self.g_row)                      # (F,)
             h += dot(g, wm)
         st.n = n + 1
         return dot(norm(h), self.head)
