@@ -149,3 +149,11 @@ def test_model_learned_and_samples_whole_items(names_model):
     new = [t for t in texts if novelty(t)]
     assert novelty.seen == S and novelty.new == len(new) and set(new).isdisjoint(items)
     assert f"of {S} generated items were new" in novelty.report()
+
+
+def test_an_empty_item_is_not_a_new_item():
+    """--new-only: an item ended at once (empty) is dropped like a training line, and said."""
+    novelty = NoveltyFilter(["Anna", "Bob"])
+    assert [novelty(t) for t in ("Anna", "", "Cleo", "")] == [False, False, True, False]
+    assert (novelty.seen, novelty.new, novelty.empty) == (4, 1, 2)
+    assert novelty.report().endswith("lines of the training text, 2 empty")

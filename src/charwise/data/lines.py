@@ -159,23 +159,27 @@ def evaluate_items(net: torch.nn.Module, items: Sequence[np.ndarray], end_id: in
 
 
 class NoveltyFilter:
-    """Which generated items are new (not a line of the training text)."""
+    """Which generated items are new: not a line of the training text, and not empty (a model
+    that ends an item at once has drawn no item; training items are never empty)."""
 
     def __init__(self, known: Iterable[str]):
         self.known = set(known)
         self.seen = 0
         self.new = 0
+        self.empty = 0
 
     def __call__(self, item: str) -> bool:
         self.seen += 1
-        fresh = item not in self.known
+        self.empty += item == ""
+        fresh = item != "" and item not in self.known
         self.new += fresh
         return fresh
 
     def report(self) -> str:
         share = self.new / self.seen if self.seen else 0.0
+        empty = f", {self.empty} empty" if self.empty else ""
         return (f"{self.new} of {self.seen} generated items were new ({share:.0%}); the rest were "
-                "lines of the training text")
+                f"lines of the training text{empty}")
 
 
 @dataclass

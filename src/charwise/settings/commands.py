@@ -104,8 +104,8 @@ class SampleOptions(Options):
     beam: int | None = _f(None, "beam search: the K most likely continuations of -n symbols with "
                           "their log-probabilities, instead of sampling", min=1, max=MAX_BEAM,
                           metavar="K")
-    new_only: bool = _f(False, "line mode: drop items that are lines of the training text (and "
-                        "say how many were new)")
+    new_only: bool = _f(False, "line mode: drop items that are lines of the training text, or "
+                        "empty (and say how many were new)")
     # What "a seed repeats the text" may promise: the draws compare uniforms with cumulative
     # probabilities, so logits differing in their last bits can flip one. On the CPU the fused
     # NumPy step and the module path give the same text (tests); with a model on a GPU, one
