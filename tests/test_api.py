@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,3 +235,11 @@ def test_a_users_mypy_checks_sample_keywords(tmp_path, monkeypatch):
     assert status == 1 and len(errors) == 2, out + err
     assert "user.py:4:" in errors[0] and '"n"' in errors[0] and '"str"' in errors[0], errors
     assert "user.py:5:" in errors[1] and "nucleus" in errors[1], errors
+
+
+def test_the_bundled_base_records_no_path_of_the_machine_that_built_it():
+    """`info base` showed the build machine's scratch folder as the corpus: it says what the
+    corpus was instead (docs/base-model-card.md), and nothing that reads as a local path."""
+    info = json.loads((bundled.models_root() / "base" / "run.json").read_text())
+    source = info["corpus"]["source"]
+    assert not Path(source).is_absolute() and "base-model-card" in source
