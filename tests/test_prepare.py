@@ -10,7 +10,7 @@ import pytest
 import charwise.data.corpus as data
 from charwise.cli import main
 from charwise.data.corpus import load_prepared
-from charwise.data.prepare import prepare, unescape
+from charwise.data.prepare import prepare
 from charwise.data.vocab import token_dtype
 from charwise.errors import CharwiseError
 from charwise.runs.rundir import read_run
@@ -60,7 +60,14 @@ def test_many_files_custom_separator_and_cli(tree, tmp_path, capsys):
     # one document: no separator, so its characters are not in the vocabulary either
     prepare([tree / "a.txt"], tmp_path / "one", separator="§")
     assert "§" not in load_prepared(tmp_path / "one").vocab.chars
-    assert unescape(r"a\tb\\n\q") == "a\tb\\n\\q"
+    # the shell's escapes are --stop's: \t, \\, \xHH read; an unknown one refused in one line,
+    # with nothing written
+    assert main(["prepare", *files, "--out", str(tmp_path / "e"), "--separator", r"a\tb\\n\x21"]) == 0
+    assert decoded(load_prepared(tmp_path / "e")) == DOCS["c/3.txt"] + "a\tb\\n!" + DOCS["a.txt"]
+    capsys.readouterr()
+    assert main(["prepare", *files, "--out", str(tmp_path / "q"), "--separator", r"\q"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--separator: unknown escape '\\\\q' (write \\\\ for a backslash)")
+    assert not (tmp_path / "q").exists()
 
 
 def test_chunked_encoding_equals_whole_text(tmp_path, monkeypatch):

@@ -102,7 +102,8 @@ def _train(a, train) -> int:
 
 
 def _prepare(a, prepare) -> int:
-    from .data.prepare import summary_line, unescape, verify
+    from .data.prepare import summary_line, verify
+    from .generation.stops import parse_escapes
     if a.verify is not None:
         if a.corpus or a.out:
             raise CharwiseError("prepare --verify DIR takes no inputs and no --out")
@@ -112,8 +113,10 @@ def _prepare(a, prepare) -> int:
         print(f"{res['path']}: {res['tokens']:,} tokens, sha256 matches prepared.json{notes}")
         return 0
     options = PrepareOptions.from_args(a)
-    # a separator typed in a shell spells a newline \n: the API takes the text itself
-    res = prepare(a.corpus, a.out, dataclasses.replace(options, separator=unescape(options.separator)))
+    # a separator typed in a shell spells a newline \n (escapes as --stop's; an unknown one is
+    # refused): the API takes the text itself
+    separator = parse_escapes(options.separator, "--separator")
+    res = prepare(a.corpus, a.out, dataclasses.replace(options, separator=separator))
     print(summary_line(res))
     return 0
 

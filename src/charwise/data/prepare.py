@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,12 +48,6 @@ class Source:
     mtime_ns: int
     sha256: str = ""
     chars: int = 0
-
-
-def unescape(text: str) -> str:
-    """Backslash escapes \\n \\t \\r \\\\ of a --separator typed in a shell; others stay as typed."""
-    table = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-    return re.sub(r"\\(.)", lambda m: table.get(m.group(1), m.group(0)), text)
 
 
 # ----------------------------------------------------------------------------- inputs

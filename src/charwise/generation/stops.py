@@ -21,10 +21,10 @@ _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"'
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|.|$)", re.DOTALL)
 
 
-def parse_escapes(text: str) -> str:
+def parse_escapes(text: str, flag: str = "--stop") -> str:
     """Backslash escapes as in a Python string literal: \\n \\t \\r \\0 \\\\ \\" \\' \\a \\b
-    \\f \\v \\xHH \\uHHHH \\UHHHHHHHH. Any other backslash sequence is an error (so a typo
-    does not silently become a different stop string)."""
+    \\f \\v \\xHH \\uHHHH \\UHHHHHHHH. Any other backslash sequence is an error naming `flag`
+    (so a typo does not silently become a different stop string or separator)."""
     def one(m: re.Match[str]) -> str:
         code = m.group(1)
         if code in _SIMPLE:
@@ -32,10 +32,10 @@ def parse_escapes(text: str) -> str:
         if len(code) > 1:                                   # \xHH, \uHHHH, \UHHHHHHHH
             cp = int(code[1:], 16)
             if cp > 0x10FFFF or 0xD800 <= cp <= 0xDFFF:
-                raise CharwiseError(f"--stop: \\{code} is not a Unicode character")
+                raise CharwiseError(f"{flag}: \\{code} is not a Unicode character")
             return chr(cp)
         shown = "\\" + code if code else "a trailing \\"
-        raise CharwiseError(f"--stop: unknown escape {shown!r} (write \\\\ for a backslash)")
+        raise CharwiseError(f"{flag}: unknown escape {shown!r} (write \\\\ for a backslash)")
     return _ESCAPE.sub(one, text)
 
 

@@ -75,7 +75,8 @@ class Options:
 @dataclass(frozen=True)
 class PrepareOptions(Options):
     command: ClassVar[str] = "prepare"
-    separator: str = _f("\n\n", "text between documents; \\n \\t \\r \\\\ escapes are understood",
+    separator: str = _f("\n\n", "text between documents; backslash escapes as in a Python string "
+                        "(\\n, \\t, \\\\, \\xHH, ...; an unknown one is refused)",
                         shown="\\n\\n, a blank line")
     encoding: str = encoding_opt("the inputs")
     force: bool = _f(False, "replace a prepared corpus in --out")
