@@ -253,14 +253,18 @@ def test_plot_info_and_pack_work(run, tmp_path, capsys):
     assert charwise.load(tmp_path / "r.cwm").generate("A", n=5, seed=1) == charwise.load(run).generate("A", n=5, seed=1)
 
 
-@pytest.mark.parametrize("positions,tie,streams,offset", [
-    ("learned", False, 3, 0.0), ("rotary", False, 3, 0.0), ("rotary", True, 3, 0.0),
-    ("learned", False, 1, 0.0), ("rotary", False, 1, 0.0), ("rotary", False, 1, 30.0)])
-def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie, streams, offset):
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp")     # kvstep's own filter; pytest resets it
+@pytest.mark.parametrize("positions,tie,streams,offset,sharp", [
+    ("learned", False, 3, 0.0, 1.0), ("rotary", False, 3, 0.0, 1.0), ("rotary", True, 3, 0.0, 1.0),
+    ("learned", False, 1, 0.0, 1.0), ("rotary", False, 1, 0.0, 1.0), ("rotary", False, 1, 30.0, 1.0),
+    ("rotary", False, 1, 0.0, 16.0)])
+def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie, streams, offset, sharp):
     """kvstep.NumpyKVStep (sampling on the CPU) against CharTransformer.step (KVCacheStep),
     from a torch-primed cache, past the context (two slides) and through a beam reordering;
     one stream takes the step's own one-row path. `offset` moves every unit of the residual
-    stream far from zero (the one-row LayerNorm's variance then has to be taken centered)."""
+    stream far from zero (the one-row LayerNorm's variance then has to be taken centered);
+    `sharp` scales queries and keys until attention scores overflow exp unshifted (the one-row
+    softmax then has to shift them)."""
     from charwise.generation.kvstep import NumpyKVStep
     from charwise.generation.steps import KVCacheStep, KVState
     from charwise.transformer import CharTransformer
@@ -270,6 +274,8 @@ def test_the_numpy_step_is_the_torch_step_in_float32(positions, tie, streams, of
         for p in net.parameters():
             p.add_(0.2 * torch.randn_like(p))
         net.embed.weight.add_(offset)
+        for block in net.blocks:
+            block.qkv.weight[:2 * net.width].mul_(sharp)
     ids = np.random.default_rng(0).integers(0, 11, (streams, 30))
     prime = torch.as_tensor(ids[:, :5])
     _, cache = net.step(prime, net.new_cache(streams), 0)
