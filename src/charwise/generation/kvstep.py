@@ -227,7 +227,8 @@ class NumpyKVStep:
         # output, the MLP's GELU
         self.xn, self.y, self.g = np.ones(W + 1, f32), np.ones(W + 1, f32), np.ones(F + 1, f32)
         self.qk, self.rot, self.t = (np.empty(n, f32) for n in (2 * W, 2 * W, F))
-        self.ones = np.ones(W, f32)
+        # [ones; the residual row]: one product gives the row's sum and sum of squares
+        self.hh = np.ones((2, W), f32)
         # q's heads on a block diagonal (H, W): one product scores every head against the
         # window's keys (C, W); qdiag is the diagonal's (H, d) view, written with one copy
         self.qmat = np.zeros((H, W), f32)
@@ -239,18 +240,19 @@ class NumpyKVStep:
         self.q_heads, self.y_heads = self.qk[:W].reshape(H, d), self.y[:W].reshape(H, d)
         self.xn_row, self.g_row, self.k_row = self.xn[:W], self.g[:-1], self.qk[W:]
 
-    def _norm(self, h: np.ndarray) -> np.ndarray:
-        """LayerNorm of one row into self.xn, but for its centering (the products after it
-        center their input: _fold's `center`): h / sqrt(var(h) + eps), the variance as
-        E[h^2] - E[h]^2 from two dot products. Where that cancels (every unit offset by many
-        times their spread, so the centering product would cancel too) the row is centered
-        first, as the batch path does."""
-        dot, W = np.dot, self.W
-        mean = float(dot(h, self.ones)) / W
-        var = float(dot(h, h)) / W - mean * mean
+    def _norm(self) -> np.ndarray:
+        """LayerNorm of the residual row (self.hh[1]) into self.xn, but for its centering
+        (the products after it center their input: _fold's `center`): h / sqrt(var(h) + eps),
+        the variance as E[h^2] - E[h]^2 from one product, hh = [ones; h] @ h. Where that
+        cancels (every unit offset by many times their spread, so the centering product would
+        cancel too) the row is centered first, as the batch path does."""
+        W, h = self.W, self.hh[1]
+        total, squares = np.dot(self.hh, h).tolist()
+        mean = total / W
+        var = squares / W - mean * mean
         if mean * mean > 64.0 * var:                 # > ~2 of float32's ~7 digits cancelled
             h = h - mean
-            var = float(dot(h, h)) / W
+            var = float(np.dot(h, h)) / W
         np.multiply(h, 1.0 / math.sqrt(var + LN_EPS), self.xn_row)
         return self.xn
 
@@ -263,9 +265,11 @@ class NumpyKVStep:
         dot, mul, exp, norm = np.dot, np.multiply, np.exp, self._norm
         qk, rot, t, g, y = self.qk, self.rot, self.t, self.g, self.y
         st.tokens[0, n] = x
-        h = self.embed[x] + self.pos[n] if self.pos is not None else self.embed[x]   # (W,), read-only
+        h = self.embed[x]                       # (W,), read-only: the first write makes it self.hh[1]
+        if self.pos is not None:
+            h = np.add(h, self.pos[n], self.hh[1])
         for k, (wqkv, wo, wfc, wm) in enumerate(self.blocks):
-            qkv = self.table[x] if k == 0 and self.table is not None else dot(norm(h), wqkv)
+            qkv = self.table[x] if k == 0 and self.table is not None else dot(norm(), wqkv)
             if self.cos is not None and self.sin is not None:  # rotary: q, k at slot n
                 mul(qkv[:W2], self.cos[n], qk)
                 qk += mul(qkv[3 * W:], self.sin[n], rot)
@@ -288,8 +292,8 @@ class NumpyKVStep:
                 total = np.add.reduce(p, 1, keepdims=True)
             dot(p, values[:n + 1], self.ys)                                    # (H, W)
             np.divide(self.ydiag, total, self.y_heads)
-            h = h + dot(y, wo)                                                 # a new row: h may be embed's
-            _gelu_scaled(dot(norm(h), wfc), t, self.g_row)                      # (F,)
+            h = np.add(h, dot(y, wo), self.hh[1])                               # the residual row
+            _gelu_scaled(dot(norm(), wfc), t, self.g_row)                      # (F,)
             h += dot(g, wm)
         st.n = n + 1
-        return dot(norm(h), self.head)
+        return dot(norm(), self.head)
