@@ -126,10 +126,12 @@ class NumpyKVStep:
             self.blocks.append((wqkv, _fold(*ident(W), g("attn_out.weight").T, g("attn_out.bias")),
                                 GAMMA * _fold(g("ln2.weight"), g("ln2.bias"), g("fc.weight").T, g("fc.bias"),
                                               center=True),
-                                _fold(*ident(4 * W), g("mlp_out.weight").T, g("mlp_out.bias"), 0.5 / GAMMA)))
+                                _fold(*ident(g("fc.weight").shape[0]), g("mlp_out.weight").T, g("mlp_out.bias"),
+                                      0.5 / GAMMA)))
         # the last block's keys, values (and rotated keys): all a slide needs of it (_last_keys)
-        W_, cols = self.blocks[-1][0], [slice(W, 3 * W)] + ([slice(4 * W, 5 * W)] if rotate is not None else [])
-        self.kv_last = np.ascontiguousarray(np.concatenate([W_[:, c] for c in cols], axis=1))
+        last_qkv = self.blocks[-1][0]
+        cols = [slice(W, 3 * W)] + ([slice(4 * W, 5 * W)] if rotate is not None else [])
+        self.kv_last = np.ascontiguousarray(np.concatenate([last_qkv[:, c] for c in cols], axis=1))
         # (W + 1, V): the head with ln_f folded in
         self.head = _fold(sd["ln_f.weight"], sd["ln_f.bias"], sd["head.weight"].T, sd["head.bias"], center=True)
         # Rotary positions: the first block's q, k, v (and rotated q, k) depend on the character
