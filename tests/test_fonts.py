@@ -58,6 +58,18 @@ def test_the_cli_shows_the_warning_on_one_line(capsys):
     assert text == "charwise: warning: no installed font has 1 character(s)\n"
 
 
+def test_a_placeholder_font_does_not_count_as_having_a_character(monkeypatch):
+    """matplotlib 3.11 ships "Last Resort High-Efficiency", whose every glyph is a placeholder
+    box: counted as a font for CJK, the pictures would show boxes and say nothing (and this
+    file's CJK tests would run, and fail, where fonts-noto-cjk is not installed)."""
+    from matplotlib import font_manager as fm
+    entry = lambda name: fm.FontEntry(fname=f"/x/{name}.ttf", name=name)       # noqa: E731
+    monkeypatch.setattr(fm.fontManager, "ttflist", [entry("DejaVu Sans Mono"),
+                                                    entry("Last Resort High-Efficiency")])
+    monkeypatch.setattr(fm, "findSystemFonts", lambda: [])
+    assert [name for name, _, _ in fonts.installed_fonts.__wrapped__()] == ["DejaVu Sans Mono"]
+
+
 def test_packages_by_script():
     assert fonts.package_for("猫") == fonts.package_for("한") == "fonts-noto-cjk"
     assert fonts.package_for("\U0001F600") == "fonts-symbola"

@@ -25,6 +25,9 @@ from ..errors import CharwiseWarning
 PREFERRED = ("DejaVu Sans", "Noto Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC",
              "Noto Sans CJK KR", "Noto Sans Mono CJK JP", "Noto Sans Symbols", "Noto Sans Symbols 2",
              "Symbola", "Noto Emoji")
+# Fonts whose glyphs are placeholders (a box naming the block) for every code point: matplotlib
+# 3.11 ships one as its own last fallback. They never count as having a character.
+PLACEHOLDERS = ("Last Resort",)
 # Where a font for a script comes from on Debian and Ubuntu (the first range that holds it)
 CJK = ((0x1100, 0x11FF), (0x2E80, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF), (0xF900, 0xFAFF),
        (0xFE30, 0xFE4F), (0xFF00, 0xFFEF), (0x20000, 0x3FFFF))
@@ -65,8 +68,9 @@ def charmap(path: str, index: int = 0) -> frozenset[int]:
 
 @functools.lru_cache(maxsize=None)
 def installed_fonts() -> tuple[tuple[str, str, int], ...]:
-    """(family, file, face) of each installed font family, its regular face, PREFERRED first.
-    Font files the system has but matplotlib's cache lacks are registered with it first."""
+    """(family, file, face) of each installed font family, its regular face, PREFERRED first,
+    PLACEHOLDERS left out. Font files the system has but matplotlib's cache lacks are
+    registered with it first."""
     from matplotlib import font_manager as fm
     known = {os.path.realpath(f.fname) for f in fm.fontManager.ttflist}
     for path in fm.findSystemFonts():
@@ -79,7 +83,8 @@ def installed_fonts() -> tuple[tuple[str, str, int], ...]:
                                     abs(_weight(f.weight) - 400)))
     seen: dict[str, tuple[str, str, int]] = {}
     for f in entries:
-        seen.setdefault(f.name, (f.name, f.fname, int(getattr(f, "index", 0) or 0)))
+        if not f.name.startswith(PLACEHOLDERS):
+            seen.setdefault(f.name, (f.name, f.fname, int(getattr(f, "index", 0) or 0)))
     return tuple(seen.values())
 
 
