@@ -240,15 +240,16 @@ class NumpyKVStep:
         self.ys = np.empty((H, W), f32)
         self.ydiag = np.lib.stride_tricks.as_strided(self.ys, (H, d), (4 * (W + d), 4))
         self.q_heads, self.y_heads = self.qk[:W].reshape(H, d), self.y[:W].reshape(H, d)
-        self.xn_row, self.g_row, self.k_row = self.xn[:W], self.g[:-1], self.qk[W:]
+        self.xn_row, self.g_row, self.k_row, self.h_row = self.xn[:W], self.g[:-1], self.qk[W:], self.hh[1]
 
     def _norm(self) -> np.ndarray:
-        """LayerNorm of the residual row (self.hh[1]) into self.xn, but for its centering
-        (the products after it center their input: _fold's `center`): h / sqrt(var(h) + eps),
-        the variance as E[h^2] - E[h]^2 from one product, hh = [ones; h] @ h. Where that
-        cancels (every unit offset by many times their spread, so the centering product would
-        cancel too) the row is centered first, as the batch path does."""
-        W, h = self.W, self.hh[1]
+        """LayerNorm of the residual row h (self.h_row, which is self.hh[1]) into self.xn, but
+        for its centering (the products after it center their input: _fold's `center`):
+        h / sqrt(var(h) + eps), the variance as E[h^2] - E[h]^2 from one product, hh @ h =
+        [sum, sum of squares]. Where that cancels (every unit offset by many times their
+        spread, so the centering product would cancel too) the row is centered first, as the
+        batch path does."""
+        W, h = self.W, self.h_row
         total, squares = np.dot(self.hh, h).tolist()
         mean = total / W
         var = squares / W - mean * mean
@@ -266,36 +267,40 @@ class NumpyKVStep:
         n, W, W2 = st.n, self.W, 2 * self.W
         dot, mul, exp, norm = np.dot, np.multiply, np.exp, self._norm
         qk, rot, t, g, y = self.qk, self.rot, self.t, self.g, self.y
+        h_row, k_row, g_row = self.h_row, self.k_row, self.g_row
+        qmat, qdiag, q_heads = self.qmat, self.qdiag, self.q_heads
+        ys, ydiag, y_heads = self.ys, self.ydiag, self.y_heads
+        cos, sin, table = self.cos, self.sin, self.table
         st.tokens[0, n] = x
-        h = self.embed[x]                       # (W,), read-only: the first write makes it self.hh[1]
+        h = self.embed[x]                       # (W,), read-only: the first write makes it h_row
         if self.pos is not None:
-            h = np.add(h, self.pos[n], self.hh[1])
+            h = np.add(h, self.pos[n], h_row)
         for k, (wqkv, wo, wfc, wm) in enumerate(self.blocks):
-            qkv = self.table[x] if k == 0 and self.table is not None else dot(norm(), wqkv)
-            if self.cos is not None and self.sin is not None:  # rotary: q, k at slot n
-                mul(qkv[:W2], self.cos[n], qk)
-                qk += mul(qkv[3 * W:], self.sin[n], rot)
+            qkv = table[x] if k == 0 and table is not None else dot(norm(), wqkv)
+            if cos is not None and sin is not None:            # rotary: q, k at slot n
+                mul(qkv[:W2], cos[n], qk)
+                qk += mul(qkv[3 * W:], sin[n], rot)
             else:
                 np.copyto(qk, qkv[:W2])
             keys, values = st.keys[k][0], st.values[k][0]                      # (C, W)
-            keys[n] = self.k_row
+            keys[n] = k_row
             values[n] = qkv[W2:3 * W]
-            np.copyto(self.qdiag, self.q_heads)
-            p = exp(dot(self.qmat, keys[:n + 1].T))                            # (H, n + 1)
+            np.copyto(qdiag, q_heads)
+            p = exp(dot(qmat, keys[:n + 1].T))                                 # (H, n + 1)
             total = np.add.reduce(p, 1, keepdims=True)
             sums = total.ravel().tolist()
             # Not shifted by each head's largest score (two calls saved), which is exact while
             # every head's sum lies in [1e-30, 1e30]: no score above ~69, none lost below
             # float32's normal range. Otherwise shift, as softmax usually does.
             if not (min(sums) > 1e-30 and max(sums) < 1e30):
-                p = dot(self.qmat, keys[:n + 1].T)
+                p = dot(qmat, keys[:n + 1].T)
                 p -= np.maximum.reduce(p, 1, keepdims=True)
                 exp(p, p)
                 total = np.add.reduce(p, 1, keepdims=True)
-            dot(p, values[:n + 1], self.ys)                                    # (H, W)
-            np.divide(self.ydiag, total, self.y_heads)
-            h = np.add(h, dot(y, wo), self.hh[1])                               # the residual row
-            _gelu_scaled(dot(norm(), wfc), t, self.g_row)                      # (F,)
+            dot(p, values[:n + 1], ys)                                         # (H, W)
+            np.divide(ydiag, total, y_heads)
+            h = np.add(h, dot(y, wo), h_row)                                   # the residual row
+            _gelu_scaled(dot(norm(), wfc), t, g_row)                           # (F,)
             h += dot(g, wm)
         st.n = n + 1
         return dot(norm(), self.head)
