@@ -61,8 +61,9 @@ def test_preset_auto_gives_a_transformer_the_transformer_recipe():
     assert recipe.settings(recipe.AutoChoice("sized", ""), {})[0] == "small"
 
 
-def test_resume_is_bit_identical(text, tmp_path):
-    kw = dict(TINY, dropout=0.1)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bit_identical(text, tmp_path, optimizer):
+    kw = dict(TINY, dropout=0.1, optimizer=optimizer)
     charwise.train(text, out=tmp_path / "whole", max_steps=12, **kw, **QUIET)
     charwise.train(text, out=tmp_path / "half", max_steps=6, **kw, **QUIET)
     charwise.train(text, out=tmp_path / "half", resume=True, max_steps=12, **QUIET)
@@ -307,6 +308,8 @@ def test_sampling_on_the_cpu_uses_the_numpy_step(run):
     (dict(cell="lstm", heads=8), "--heads is a transformer's setting; this run's cell is lstm"),
     (dict(cell="gru", positions="rotary"), "--positions is a transformer's setting"),
     (dict(cell="lstm", tie_weights=True), "--tie-weights is a transformer's setting"),
+    (dict(cell="gru", optimizer="muon"), "--optimizer muon steps a transformer's block matrices; "
+     "this run's cell is gru"),
 ])
 def test_a_flag_the_cell_has_no_use_for_is_refused(text, tmp_path, kw, message):
     with pytest.raises(CharwiseError, match=message):

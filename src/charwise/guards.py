@@ -30,6 +30,9 @@ RUN_FILES = ("run.json", "model.safetensors", "last.safetensors", "metrics.jsonl
              ".lock")
 
 
+# What AdamW keeps for each parameter: the state a checkpoint must hold to resume it exactly.
+ADAMW_STATE = ("exp_avg", "exp_avg_sq", "step")
+
 def check_finite(path, tensors: dict) -> None:
     """Refuse floating-point tensors holding NaN or Inf, naming the file and the first one."""
     import torch
@@ -226,12 +229,15 @@ def _brief(v) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_resume_state(path, tensors: dict, meta: dict, param_shapes: list[tuple[int, ...]],
+def check_resume_state(path, tensors: dict, meta: dict,
+                       param_state: list[tuple[tuple[int, ...], tuple[str, ...]]],
                        model_shapes: dict[str, tuple[int, ...]], state_shape: tuple[int, ...],
                        n_state: int, rng_len: int) -> None:
     """Everything last.safetensors must hold for an exact resume, checked before any of it is
     used: the step and time, the RNG states, the weights, the optimizer moments (shape and
-    finiteness) and the carried state. One line naming the file and the first problem."""
+    finiteness) and the carried state. One line naming the file and the first problem.
+    `param_state`: each parameter's shape and the state its optimizer keeps for it ("step" a
+    scalar count, the others tensors of the parameter's shape), in the optimizer's order."""
     import random
 
     import numpy as np
@@ -269,19 +275,20 @@ def check_resume_state(path, tensors: dict, meta: dict, param_shapes: list[tuple
             bad(f"weights missing for {k}")
         if tuple(t.shape) != shape:
             bad(f"{k} has shape {tuple(t.shape)}, expected {shape}")
-    for i, shape in enumerate(param_shapes):
-        for name in ("exp_avg", "exp_avg_sq"):
+    for i, (shape, names) in enumerate(param_state):
+        for name in names:
             t = tensors.get(f"optim/{i}/{name}")
+            if name == "step":                  # a count: a scalar, whatever the parameter
+                if t is None or t.numel() != 1:
+                    bad(f"optimizer tensor optim/{i}/step is missing or not a scalar")
+                continue
             if t is None:
                 bad(f"optimizer tensor optim/{i}/{name} is missing")
             if tuple(t.shape) != shape:
                 bad(f"optimizer tensor optim/{i}/{name} has shape {tuple(t.shape)}, expected {shape}")
-        s = tensors.get(f"optim/{i}/step")
-        if s is None or s.numel() != 1:
-            bad(f"optimizer tensor optim/{i}/step is missing or not a scalar")
     unknown = [k for k in tensors if k.startswith("optim/") and
                not (len(k.split("/")) == 3 and k.split("/")[1].isdigit()
-                    and int(k.split("/")[1]) < len(param_shapes))]
+                    and int(k.split("/")[1]) < len(param_state))]
     if unknown:
         bad(f"unexpected optimizer tensor {unknown[0]}")
     saved = sorted(k for k in tensors if k.startswith("state/"))

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..cells import CELLS
 from ..errors import CharwiseError
-from ..guards import check_resume_state
+from ..guards import ADAMW_STATE, check_resume_state
 from .rundir import LAST, load_tensors, save_tensors
 
 
@@ -49,8 +49,10 @@ def restore(out: Path, model, opt, np_rng, device, rank: int = 0, rows: slice | 
     tensors, meta = load_tensors(out / LAST)
     cfg = model.cfg
     saved_b = next((t.shape[1] for k, t in tensors.items() if k.startswith("state/") and t.dim() == 3), 0)
-    check_resume_state(out / LAST, tensors, meta,
-                       [tuple(p.shape) for g in opt.param_groups for p in g["params"]],
+    # an optimizer that keeps other state than AdamW's says so (training/muon.py)
+    param_state = opt.layout() if hasattr(opt, "layout") else \
+        [(tuple(p.shape), ADAMW_STATE) for g in opt.param_groups for p in g["params"]]
+    check_resume_state(out / LAST, tensors, meta, param_state,
                        {k: tuple(v.shape) for k, v in model.state_dict().items()},
                        (cfg.layers, batch_size or saved_b, cfg.hidden_size),
                        CELLS[cfg.cell].state_arity, torch.get_rng_state().numel())

@@ -90,6 +90,9 @@ def plan_run(corpus: str | os.PathLike | None, out: str | os.PathLike, preset: s
     source = transfer.read_source(init_from) if init_from is not None else None
     mcfg, tcfg = _settings(out, preset, overrides, prev, auto, source)
     check_cell_flags(mcfg.cell, overrides)
+    if tcfg.optimizer == "muon" and not is_attention(mcfg.cell):
+        raise CharwiseError(f"--optimizer muon steps a transformer's block matrices; this run's "
+                            f"cell is {mcfg.cell} (train it with --optimizer adamw)")
     if tcfg.tensorboard:
         require_tensorboard(out)
     if prev is not None:

@@ -28,6 +28,7 @@ from ..reference import ReferenceTrainer
 from ..scoring import autocast, fp32_flags
 from ..settings.train import ModelConfig, TrainConfig
 from ..threads import ThreadPolicy
+from .muon import MuonAdamW
 
 
 def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -41,24 +42,30 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device, non_blocking=True)
 
 
-def optimizer(model: CharModule, tcfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on the weight matrices only (not biases, not the embedding)."""
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.startswith("embed")]
-    other = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and not n.startswith("embed"))]
+def optimizer(model: CharModule, tcfg: TrainConfig) -> torch.optim.AdamW | MuonAdamW:
+    """AdamW with weight decay on the weight matrices only (not biases, not the embedding);
+    with --optimizer muon, a transformer's block matrices (blocks.K.*.weight) go to Muon."""
+    named = list(model.named_parameters())
+    muon = tcfg.optimizer == "muon"
+    matrices = [p for n, p in named if muon and p.dim() == 2 and n.startswith("blocks.")]
+    rest = [(n, p) for n, p in named if not any(p is m for m in matrices)]
+    decay = [p for n, p in rest if p.dim() >= 2 and not n.startswith("embed")]
+    other = [p for n, p in rest if not (p.dim() >= 2 and not n.startswith("embed"))]
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
               {"params": other, "weight_decay": 0.0}]
     # fused: one kernel over all parameters instead of a chain of foreach ops (several times
     # faster; benchmarks/README.md)
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
-    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, tcfg.beta2), fused=fused)
+    adamw = torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, tcfg.beta2), fused=fused)
+    return MuonAdamW(matrices, adamw, tcfg.lr, tcfg.muon_lr) if muon else adamw
 
 
 class TorchStep:
-    """torch's engine: autograd and AdamW, on the CPU or a GPU, in the run's precision. `net`
+    """torch's engine: autograd and AdamW (or Muon beside it), on the CPU or a GPU, in the run's precision. `net`
     is what the step calls (the model, or its DDP wrapper under torchrun); `state` the carried
     state a resume restored."""
 
-    def __init__(self, model: CharModule, net: torch.nn.Module, opt: torch.optim.Optimizer,
+    def __init__(self, model: CharModule, net: torch.nn.Module, opt: torch.optim.Optimizer | MuonAdamW,
                  tcfg: TrainConfig, device: torch.device, precision: str, threads: ThreadPolicy,
                  chars_per_step: int, state: State | None = None):
         self.model, self.net, self.opt = model, net, opt
@@ -100,7 +107,7 @@ class TorchStep:
                 # Skipped on the device, without reading `ok` (a sync): fused AdamW leaves the
                 # weights, moments and step count untouched where found_inf is 1 (GradScaler's
                 # mechanism; bit-identical to not stepping).
-                self.opt.found_inf = (~ok).float()     # type: ignore[attr-defined]
+                self.opt.found_inf = (~ok).float()     # type: ignore[union-attr]
                 self.opt.step()
             elif ok.item():                    # an unfused optimizer cannot skip on the device
                 self.opt.step()
