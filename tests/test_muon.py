@@ -36,7 +36,7 @@ def test_orthogonalize_keeps_the_singular_vectors_and_sets_the_values_near_one(s
 
 
 def test_the_update_is_torch_optim_muons(monkeypatch):
-    """Three steps of ours and of torch.optim.Muon (no weight decay, its "original" lr scale),
+    """Three steps of ours and of torch.optim.Muon (weight decay 0.1, its "original" lr scale),
     torch's bf16 iteration swapped for ours: the same weights to float64 rounding."""
     import torch.optim._muon as tm
     monkeypatch.setattr(tm, "_zeropower_via_newtonschulz",
@@ -45,7 +45,7 @@ def test_the_update_is_torch_optim_muons(monkeypatch):
     ours = [torch.nn.Parameter(torch.randn(s, dtype=torch.float64)) for s in ((12, 5), (5, 9))]
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     start = [p.detach().clone() for p in ours]
-    a, b = Muon(ours, lr=0.02), torch.optim.Muon(theirs, lr=0.02, weight_decay=0.0)
+    a, b = Muon(ours, lr=0.02, weight_decay=0.1), torch.optim.Muon(theirs, lr=0.02, weight_decay=0.1)
     for _ in range(3):
         grads = [torch.randn_like(p) for p in ours]
         for p, q, g in zip(ours, theirs, grads):

@@ -63,11 +63,11 @@ class TrainConfig:
     warmup_fraction: float = _f(0.03, "with --max-time: the warmup also ends once this fraction "
                                 "of the time budget has passed, so a slow machine does not "
                                 "spend its budget warming up", min=0.0, max=0.5)
-    weight_decay: float = _f(0.0, "AdamW weight decay (matrices only)", min=0.0)
+    weight_decay: float = _f(0.0, "decoupled weight decay (matrices only)", min=0.0)
     beta2: float = _f(0.99, "AdamW's second-moment decay (its first is 0.9)", min=0.0, max=0.9999)
     optimizer: str = _f("adamw", "adamw, or muon (a transformer: its blocks' weight matrices step "
-                        "along their momentum orthogonalised, at --muon-lr and without weight "
-                        "decay; the rest by AdamW at --lr)", choices=("adamw", "muon"))
+                        "along their momentum orthogonalised, at --muon-lr; the rest by AdamW at "
+                        "--lr; --weight-decay for both)", choices=("adamw", "muon"))
     muon_lr: float = _f(0.01, "--optimizer muon: the blocks' peak learning rate (the same warmup "
                         "and decay as --lr)", min=0.0, exclusive_min=True)
     reset_every: int = _f(16, "restart each stream's carried state from zero every N windows (staggered "

@@ -2,14 +2,15 @@
 
 Muon (Keller Jordan, 2024; torch.optim.Muon) steps a weight matrix along its momentum made
 orthogonal: the update U S' V^T keeps the momentum's singular vectors and sets every singular
-value to about 1, so no few directions dominate a step. On the 180 s tiny-shakespeare budget it
-lowers the transformer preset's held-out loss by ~0.06 nats (benchmarks/README.md, section 11).
+value to about 1, so no few directions dominate a step. Within the transformer preset's 180 s
+budget it learns more per step than AdamW, for a dearer step (benchmarks/README.md, section
+11, "Muon").
 
-Why not torch.optim.Muon itself: it runs its Newton-Schulz iteration in bf16, which on a CPU
-without AVX512-BF16 or AMX (most laptops) is emulated -- measured on the preset's eight matrices,
-270 ms a step under the AVX2 caps against 9 ms for the same iteration in fp32 here, on a
-~65 ms training step. The update below is torch's (momentum 0.95, Nesterov, the quintic
-iteration's coefficients, its "original" lr scale) with the iteration in fp32.
+Why not torch.optim.Muon itself: it runs its Newton-Schulz iteration in bf16, which a CPU
+without AVX512-BF16 or AMX (most laptops) emulates, at many times the cost of the whole
+training step (measured in the same section). The update below is torch's (momentum 0.95,
+Nesterov, the quintic iteration's coefficients, its "original" lr scale, decoupled weight
+decay) with the iteration in fp32, which every CPU runs at its matmul rate.
 
 The embedding, head, biases and LayerNorms stay with AdamW (Muon is for hidden matrices only);
 `MuonAdamW` steps both, and looks to the trainer and to a checkpoint like one optimizer.
@@ -43,10 +44,11 @@ def orthogonalize(g: torch.Tensor, steps: int = NS_STEPS, eps: float = 1e-7) -> 
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon for 2-D parameters: W <- W - lr * sqrt(max(1, A/B)) * orthogonalize(nesterov(m))."""
+    """Muon for 2-D parameters: W <- (1 - lr wd) W - lr sqrt(max(1, A/B)) orthogonalize(nesterov(m)),
+    the weight decay decoupled as AdamW's."""
 
-    def __init__(self, params: Any, lr: float, momentum: float = MOMENTUM):
-        super().__init__(params, {"lr": lr, "momentum": momentum})
+    def __init__(self, params: Any, lr: float, weight_decay: float = 0.0, momentum: float = MOMENTUM):
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum})
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:   # type: ignore[override]
@@ -58,6 +60,7 @@ class Muon(torch.optim.Optimizer):
                 buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
                 buf.lerp_(p.grad, 1 - mu)                           # m = mu m + (1 - mu) g
                 update = orthogonalize(p.grad.lerp(buf, mu))        # Nesterov: look ahead
+                p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(update, alpha=-group["lr"] * math.sqrt(max(1.0, p.shape[0] / p.shape[1])))
 
 
@@ -71,8 +74,8 @@ class MuonAdamW:
     defaults: dict[str, Any] = {}                 # not fused: the trainer skips a bad step itself
 
     def __init__(self, matrices: Sequence[torch.Tensor], adamw: torch.optim.AdamW, lr: float,
-                 muon_lr: float):
-        self.adamw, self.muon = adamw, Muon(matrices, lr=muon_lr)
+                 muon_lr: float, weight_decay: float):
+        self.adamw, self.muon = adamw, Muon(matrices, lr=muon_lr, weight_decay=weight_decay)
         self.ratio = muon_lr / lr
 
     @property

@@ -57,7 +57,7 @@ def optimizer(model: CharModule, tcfg: TrainConfig) -> torch.optim.AdamW | MuonA
     # faster; benchmarks/README.md)
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     adamw = torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, tcfg.beta2), fused=fused)
-    return MuonAdamW(matrices, adamw, tcfg.lr, tcfg.muon_lr) if muon else adamw
+    return MuonAdamW(matrices, adamw, tcfg.lr, tcfg.muon_lr, tcfg.weight_decay) if muon else adamw
 
 
 class TorchStep:
