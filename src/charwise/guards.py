@@ -33,6 +33,7 @@ RUN_FILES = ("run.json", "model.safetensors", "last.safetensors", "metrics.jsonl
 # What AdamW keeps for each parameter: the state a checkpoint must hold to resume it exactly.
 ADAMW_STATE = ("exp_avg", "exp_avg_sq", "step")
 
+
 def check_finite(path, tensors: dict) -> None:
     """Refuse floating-point tensors holding NaN or Inf, naming the file and the first one."""
     import torch

@@ -116,4 +116,3 @@ class MuonAdamW:
         return [(tuple(p.shape), names) for opt, names in
                 ((self.adamw, ADAMW_STATE), (self.muon, ("momentum_buffer",)))
                 for g in opt.param_groups for p in g["params"]]
-

@@ -45,25 +45,25 @@ def to_device(a: np.ndarray, device: torch.device) -> torch.Tensor:
 def optimizer(model: CharModule, tcfg: TrainConfig) -> torch.optim.AdamW | MuonAdamW:
     """AdamW with weight decay on the weight matrices only (not biases, not the embedding);
     with --optimizer muon, a transformer's block matrices (blocks.K.*.weight) go to Muon."""
-    named = list(model.named_parameters())
     muon = tcfg.optimizer == "muon"
-    matrices = [p for n, p in named if muon and p.dim() == 2 and n.startswith("blocks.")]
-    rest = [(n, p) for n, p in named if not any(p is m for m in matrices)]
-    decay = [p for n, p in rest if p.dim() >= 2 and not n.startswith("embed")]
-    other = [p for n, p in rest if not (p.dim() >= 2 and not n.startswith("embed"))]
-    groups = [{"params": decay, "weight_decay": tcfg.weight_decay},
-              {"params": other, "weight_decay": 0.0}]
+    kinds: dict[str, list[torch.nn.Parameter]] = {"muon": [], "decay": [], "other": []}
+    for n, p in model.named_parameters():
+        matrix = p.dim() >= 2 and not n.startswith("embed")
+        kinds["muon" if muon and matrix and n.startswith("blocks.") else
+              "decay" if matrix else "other"].append(p)
+    groups = [{"params": kinds["decay"], "weight_decay": tcfg.weight_decay},
+              {"params": kinds["other"], "weight_decay": 0.0}]
     # fused: one kernel over all parameters instead of a chain of foreach ops (several times
     # faster; benchmarks/README.md)
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     adamw = torch.optim.AdamW(groups, lr=tcfg.lr, betas=(0.9, tcfg.beta2), fused=fused)
-    return MuonAdamW(matrices, adamw, tcfg.lr, tcfg.muon_lr, tcfg.weight_decay) if muon else adamw
+    return MuonAdamW(kinds["muon"], adamw, tcfg.lr, tcfg.muon_lr, tcfg.weight_decay) if muon else adamw
 
 
 class TorchStep:
-    """torch's engine: autograd and AdamW (or Muon beside it), on the CPU or a GPU, in the run's precision. `net`
-    is what the step calls (the model, or its DDP wrapper under torchrun); `state` the carried
-    state a resume restored."""
+    """torch's engine: autograd and AdamW (or Muon beside it), on the CPU or a GPU, in the
+    run's precision. `net` is what the step calls (the model, or its DDP wrapper under
+    torchrun); `state` the carried state a resume restored."""
 
     def __init__(self, model: CharModule, net: torch.nn.Module, opt: torch.optim.Optimizer | MuonAdamW,
                  tcfg: TrainConfig, device: torch.device, precision: str, threads: ThreadPolicy,
